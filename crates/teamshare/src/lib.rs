@@ -1,0 +1,122 @@
+//! The `teamshare` binary's library half: starting one service or the whole stack from a
+//! configuration, shared by `main` and by the test kit.
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use ts_common::RunError;
+use ts_common::config::{Config, ConfigError, require};
+
+/// One of the five services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Service {
+    /// Users, sessions, licenses.
+    Auth,
+    /// Data keys.
+    Keyvault,
+    /// Folders, members, items, audit.
+    Folders,
+    /// Invitations.
+    Invitations,
+    /// The public endpoint.
+    Gateway,
+}
+
+impl Service {
+    /// All five, in start order (callees before callers, though connections are lazy).
+    pub const ALL: [Service; 5] =
+        [Service::Auth, Service::Keyvault, Service::Folders, Service::Invitations, Service::Gateway];
+
+    /// The config section and short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Auth => "auth",
+            Service::Keyvault => "keyvault",
+            Service::Folders => "folders",
+            Service::Invitations => "invitations",
+            Service::Gateway => "gateway",
+        }
+    }
+
+    /// The configured listen address.
+    pub fn listen_addr(self, config: &Config) -> Result<SocketAddr, ConfigError> {
+        Ok(match self {
+            Service::Auth => require(&config.auth, "auth")?.listen,
+            Service::Keyvault => require(&config.keyvault, "keyvault")?.listen,
+            Service::Folders => require(&config.folders, "folders")?.listen,
+            Service::Invitations => require(&config.invitations, "invitations")?.listen,
+            Service::Gateway => require(&config.gateway, "gateway")?.listen,
+        })
+    }
+
+    /// Binds the configured listen address, naming the key when that fails.
+    pub async fn bind(self, config: &Config) -> Result<TcpListener, ConfigError> {
+        let addr = self.listen_addr(config)?;
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| ConfigError::key(format!("{}.listen", self.name()), format!("cannot bind {addr}: {e}")))
+    }
+
+    /// Serves this service on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        config: &Config,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), RunError> {
+        match self {
+            Service::Auth => ts_auth::serve(config, listener, shutdown).await,
+            Service::Keyvault => ts_keyvault::serve(config, listener, shutdown).await,
+            Service::Folders => ts_folders::serve(config, listener, shutdown).await,
+            Service::Invitations => ts_invitations::serve(config, listener, shutdown).await,
+            Service::Gateway => ts_gateway::serve(config, listener, shutdown).await,
+        }
+    }
+}
+
+/// Runs all five services in this process, each on its own listener and still talking over
+/// mTLS, until `shutdown` completes. If one fails, the others are stopped and its error is
+/// returned.
+pub async fn run_stack(
+    config: Arc<Config>,
+    listeners: Vec<(Service, TcpListener)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (service, listener) in listeners {
+        let config = config.clone();
+        let mut rx = stop_rx.clone();
+        tasks.spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            (service, service.serve(&config, listener, stop).await)
+        });
+    }
+    let trigger = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = trigger.send(true);
+    });
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((service, Err(e))) => {
+                tracing::error!(service = service.name(), error = %e, "service failed; stopping the stack");
+                let _ = stop_tx.send(true);
+                first_error.get_or_insert(e);
+            }
+            Err(join) => {
+                tracing::error!(error = %join, "service task panicked; stopping the stack");
+                let _ = stop_tx.send(true);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

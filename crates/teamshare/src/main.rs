@@ -1,0 +1,80 @@
+//! `teamshare`: serve one service, run the whole stack on one machine, or write
+//! development certificates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use teamshare::{Service, run_stack};
+use ts_common::config::Config;
+
+#[derive(Parser)]
+#[command(name = "teamshare", version, about = "teamshare: shared folders for a database GUI, as gRPC services")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one service (one per Kubernetes Deployment).
+    Serve {
+        /// Which service.
+        #[arg(value_enum)]
+        service: Service,
+        /// Configuration file; `TS_`-prefixed environment variables override it.
+        #[arg(long, env = "TS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run all five services in this process, each on its own loopback port, over mTLS.
+    Dev {
+        /// Configuration file; `TS_`-prefixed environment variables override it.
+        #[arg(long, env = "TS_CONFIG", default_value = "deploy/dev.toml")]
+        config: PathBuf,
+    },
+    /// Write a development CA, a certificate and key per service and for the operator, the
+    /// gateway's public server certificate, and a local master key.
+    Certs {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ts_common::tls::install_crypto_provider();
+    let result = match cli.command {
+        Command::Certs { out } => ts_common::tls::write_dev_certs(&out)
+            .map(|p| println!("wrote development certificates to {}", p.dir.display()))
+            .map_err(|e| format!("cannot write certificates to {}: {e}", out.display())),
+        Command::Serve { service, config } => run(config, Some(service)),
+        Command::Dev { config } => run(Some(config), None),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("teamshare: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(path: Option<PathBuf>, only: Option<Service>) -> Result<(), String> {
+    let config = Config::load(path.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let name = only.map_or("teamshare-dev", |s| s.name());
+        let _telemetry = ts_common::telemetry::init(name, &config.telemetry).map_err(|e| e.to_string())?;
+        let services: Vec<Service> = only.map_or(Service::ALL.to_vec(), |s| vec![s]);
+        let mut listeners = Vec::new();
+        for service in services {
+            listeners.push((service, service.bind(&config).await.map_err(|e| e.to_string())?));
+        }
+        if let Some((_, gw)) = listeners.iter().find(|(s, _)| *s == Service::Gateway) {
+            tracing::info!(addr = %gw.local_addr().map_err(|e| e.to_string())?, "gateway listening");
+        }
+        run_stack(Arc::new(config), listeners, ts_common::server::shutdown_signal()).await.map_err(|e| e.to_string())
+    })
+}

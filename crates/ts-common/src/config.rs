@@ -1,0 +1,440 @@
+//! Configuration: one TOML file plus `TS_`-prefixed environment overrides, validated at start.
+//!
+//! `TS_AUTH__LISTEN=0.0.0.0:7101` overrides `[auth] listen`: the prefix is dropped, `__`
+//! separates table levels and names are lower-cased. A value is read as a TOML scalar when it
+//! parses as one (`true`, `42`) and as a string otherwise; quote it (`'"42"'`) to force a string.
+//! The environment is passed in, never read globally, so tests need no `set_var`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Environment variable prefix for overrides.
+pub const ENV_PREFIX: &str = "TS_";
+
+/// A configuration problem, with the key it concerns. Displayed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key has a bad value, is unknown, or is missing.
+    #[error("config key `{key}`{origin}: {message}")]
+    Key {
+        /// Dotted key path, such as `auth.listen`.
+        key: String,
+        /// Where the value came from, such as " (from TS_AUTH__LISTEN)".
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// A problem with one key.
+    pub fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Key { key: key.into(), origin: String::new(), message: message.into() }
+    }
+}
+
+/// Whole-deployment configuration. Each service reads the sections it needs; `validate_for`
+/// checks that those are present and usable.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Marks a production deployment: development-only choices (such as the `local` KMS
+    /// provider) are refused.
+    #[serde(default)]
+    pub production: bool,
+    /// On shutdown, how long health reports NOT_SERVING before the listener closes.
+    #[serde(default)]
+    pub drain_delay_ms: u64,
+    /// Logs, traces and metrics.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// The internal CA that every mTLS peer must chain to.
+    pub internal_tls: Option<InternalTlsConfig>,
+    /// The system of record.
+    pub mongodb: Option<MongoConfig>,
+    /// Cache and shared rate-limit counters.
+    pub redis: Option<RedisConfig>,
+    /// The master-key provider.
+    pub kms: Option<KmsConfig>,
+    /// The auth service.
+    pub auth: Option<ServiceConfig>,
+    /// The keyvault service.
+    pub keyvault: Option<ServiceConfig>,
+    /// The folders service.
+    pub folders: Option<ServiceConfig>,
+    /// The invitations service.
+    pub invitations: Option<ServiceConfig>,
+    /// The gateway.
+    pub gateway: Option<GatewayConfig>,
+    /// Where internal services are reached.
+    #[serde(default)]
+    pub upstreams: UpstreamsConfig,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logs, traces and metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Log line format.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// A `tracing` filter, such as `info,ts_folders=debug`.
+    #[serde(default = "default_log_filter")]
+    pub log_filter: String,
+    /// OTLP/gRPC collector endpoint, such as `http://otel-collector:4317`; traces and metrics
+    /// are exported only when set.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { log_format: LogFormat::Text, log_filter: default_log_filter(), otlp_endpoint: None }
+    }
+}
+
+fn default_log_filter() -> String {
+    "info".into()
+}
+
+/// The internal CA.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalTlsConfig {
+    /// PEM file with the internal CA certificate.
+    pub ca_cert: PathBuf,
+}
+
+/// MongoDB connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoConfig {
+    /// Connection string; may carry credentials and `tls=true`. Redacted in logs.
+    pub uri: SecretString,
+    /// Database name.
+    pub database: String,
+}
+
+/// Redis connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URL; may carry credentials. Redacted in logs.
+    pub url: SecretString,
+}
+
+/// Which KMS holds the master key.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KmsProvider {
+    /// AWS KMS (or an API-compatible endpoint).
+    Aws,
+    /// A master key read from a file; single-machine development only.
+    Local,
+}
+
+/// Master-key provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsConfig {
+    /// `aws` or `local`.
+    pub provider: KmsProvider,
+    /// AWS: key id, ARN or alias of the master key.
+    pub key_id: Option<String>,
+    /// AWS: region.
+    pub region: Option<String>,
+    /// AWS: endpoint override, such as a local KMS-compatible server.
+    pub endpoint: Option<String>,
+    /// Local: file holding 32 random bytes (created by `teamshare certs`).
+    pub local_key_file: Option<PathBuf>,
+    /// AWS: static credentials, for a KMS-compatible endpoint in tests; production uses
+    /// the standard AWS credential chain (environment, web identity, instance role).
+    pub static_credentials: Option<StaticCredentials>,
+}
+
+/// An access key pair. The secret is redacted in logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticCredentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: SecretString,
+}
+
+/// An internal service's listener and identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// mTLS gRPC listen address.
+    pub listen: SocketAddr,
+    /// Optional plaintext listener that serves only `grpc.health.v1`, for kubelet probes
+    /// (which cannot present a client certificate).
+    pub health_listen: Option<SocketAddr>,
+    /// PEM certificate naming this service, signed by the internal CA.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+}
+
+/// The gateway: a public TLS listener, plus a client identity for calling internal services.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Public TLS gRPC listen address.
+    pub listen: SocketAddr,
+    /// Optional plaintext health-only listener, for kubelet probes.
+    pub health_listen: Option<SocketAddr>,
+    /// PEM certificate of the public listener.
+    pub public_cert: PathBuf,
+    /// PEM private key of `public_cert`.
+    pub public_key: PathBuf,
+    /// PEM client certificate naming the gateway, signed by the internal CA.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// Deadline for each downstream call, in milliseconds.
+    #[serde(default = "default_downstream_timeout_ms")]
+    pub downstream_timeout_ms: u64,
+    /// Largest accepted request message, in bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn default_downstream_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_max_message_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+/// Where one internal service is reached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `https://host:port`.
+    pub url: String,
+    /// TLS name to verify in the server's certificate; defaults to the service name.
+    pub server_name: Option<String>,
+}
+
+/// Where internal services are reached; each caller needs only its callees.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamsConfig {
+    /// auth.
+    pub auth: Option<Upstream>,
+    /// keyvault.
+    pub keyvault: Option<Upstream>,
+    /// folders.
+    pub folders: Option<Upstream>,
+    /// invitations.
+    pub invitations: Option<Upstream>,
+}
+
+impl UpstreamsConfig {
+    /// The upstream for a service name, or a config error naming `upstreams.<name>`.
+    pub fn get(&self, name: &str) -> Result<&Upstream, ConfigError> {
+        let found = match name {
+            "auth" => &self.auth,
+            "keyvault" => &self.keyvault,
+            "folders" => &self.folders,
+            "invitations" => &self.invitations,
+            _ => &None,
+        };
+        found.as_ref().ok_or_else(|| ConfigError::key(format!("upstreams.{name}"), "missing section"))
+    }
+}
+
+impl Config {
+    /// Loads `path` (if given), applies `TS_` overrides from `env`, and resolves relative
+    /// paths against the file's directory.
+    pub fn load<I, K, V>(path: Option<&Path>, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut root = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: one_line(e.message()) })?
+            }
+            None => toml::Table::new(),
+        };
+        let mut origins = BTreeMap::new();
+        for (name, value) in env {
+            let (name, value) = (name.as_ref(), value.as_ref());
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            if rest == "CONFIG" {
+                continue; // the config file path itself, consumed by the binary
+            }
+            let segments: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            set_path(&mut root, &segments, parse_scalar(value)).map_err(|message| ConfigError::Key {
+                key: segments.join("."),
+                origin: format!(" (from {name})"),
+                message,
+            })?;
+            origins.insert(segments.join("."), name.to_owned());
+        }
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+            let key = e.path().to_string();
+            let origin = origins.get(&key).map(|n| format!(" (from {n})")).unwrap_or_default();
+            ConfigError::Key { key, origin, message: one_line(&e.into_inner().to_string()) }
+        })?;
+        if let Some(dir) = path.and_then(Path::parent) {
+            config.resolve_paths(dir);
+        }
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, dir: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        if let Some(t) = &mut self.internal_tls {
+            fix(&mut t.ca_cert);
+        }
+        if let Some(k) = &mut self.kms {
+            k.local_key_file.as_mut().map(fix);
+        }
+        for s in [&mut self.auth, &mut self.keyvault, &mut self.folders, &mut self.invitations].into_iter().flatten() {
+            fix(&mut s.cert);
+            fix(&mut s.key);
+        }
+        if let Some(g) = &mut self.gateway {
+            for p in [&mut g.public_cert, &mut g.public_key, &mut g.cert, &mut g.key] {
+                fix(p);
+            }
+        }
+    }
+}
+
+/// Reads a required section, naming it when missing.
+pub fn require<'a, T>(section: &'a Option<T>, key: &str) -> Result<&'a T, ConfigError> {
+    section.as_ref().ok_or_else(|| ConfigError::key(key, "missing section"))
+}
+
+/// Checks that a configured file can be read, naming the key when it cannot.
+pub fn check_file(key: &str, path: &Path) -> Result<(), ConfigError> {
+    std::fs::metadata(path).map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display()))).and_then(
+        |m| if m.is_file() { Ok(()) } else { Err(ConfigError::key(key, format!("{} is not a file", path.display()))) },
+    )
+}
+
+fn parse_scalar(value: &str) -> toml::Value {
+    match format!("v = {value}").parse::<toml::Table>() {
+        Ok(mut t) => match t.remove("v") {
+            Some(v) if v.is_str() || v.is_bool() || v.is_integer() || v.is_float() => v,
+            _ => toml::Value::String(value.to_owned()),
+        },
+        Err(_) => toml::Value::String(value.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, segments: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = segments.split_last().ok_or("empty key")?;
+    if segments.iter().any(String::is_empty) {
+        return Err("empty key segment".into());
+    }
+    let mut cur = table;
+    for seg in parents {
+        let entry = cur.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| format!("`{seg}` is not a table"))?;
+    }
+    cur.insert(last.clone(), value);
+    Ok(())
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn env_overrides_file_and_paths_resolve_against_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "[auth]\nlisten = \"127.0.0.1:1\"\ncert = \"a.pem\"\nkey = \"/abs/a.key\"\n");
+        let c = Config::load(Some(&p), [("TS_AUTH__LISTEN", "127.0.0.1:2"), ("OTHER", "x")]).unwrap();
+        let auth = c.auth.unwrap();
+        assert_eq!(auth.listen.port(), 2);
+        assert_eq!(auth.cert, dir.path().join("a.pem"));
+        assert_eq!(auth.key, PathBuf::from("/abs/a.key"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "[mongodb]\nuri = \"mongodb://x\"\ndatabase = \"d\"\nshards = 3\n");
+        let e = Config::load(Some(&p), Vec::<(String, String)>::new()).unwrap_err().to_string();
+        assert!(e.contains("mongodb") && e.contains("shards"), "{e}");
+    }
+
+    #[test]
+    fn bad_port_from_env_names_the_variable() {
+        let e =
+            Config::load(None, [("TS_AUTH__LISTEN", "127.0.0.1:99999"), ("TS_AUTH__CERT", "a"), ("TS_AUTH__KEY", "b")])
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("auth.listen") && e.contains("TS_AUTH__LISTEN"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn numeric_looking_strings_can_be_quoted() {
+        let c = Config::load(None, [("TS_MONGODB__URI", "mongodb://h"), ("TS_MONGODB__DATABASE", "\"42\"")]).unwrap();
+        assert_eq!(c.mongodb.unwrap().database, "42");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let c = Config::load(None, [("TS_MONGODB__URI", "mongodb://user:hunter2@h"), ("TS_MONGODB__DATABASE", "d")])
+            .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

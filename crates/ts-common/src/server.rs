@@ -1,0 +1,398 @@
+//! Serving one teamshare gRPC service: TLS or mTLS, caller allowlist, request ids, server
+//! spans joined to the caller's trace, RPC metrics, health, reflection and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::{Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::Instrument;
+
+use crate::identity::{Allowlist, Peer};
+use crate::telemetry;
+
+/// Header that carries the request id, in requests between services and in every response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Why a server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The TLS configuration was refused.
+    #[error("tls setup failed: {0}")]
+    Tls(#[source] tonic::transport::Error),
+    /// The transport failed while serving.
+    #[error("serving failed: {0}")]
+    Transport(#[source] tonic::transport::Error),
+    /// The health-only listener could not be bound.
+    #[error("cannot bind health listener {addr}: {source}")]
+    BindHealth {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Who may connect and how.
+#[derive(Clone)]
+pub enum Access {
+    /// mTLS: a client certificate from the internal CA, and a caller on the allowlist.
+    Internal(ServerTlsConfig, Arc<Allowlist>),
+    /// Server-only TLS; callers authenticate per request (access tokens).
+    Public(ServerTlsConfig),
+}
+
+/// A request id, available to handlers through request extensions and to outgoing calls
+/// through a task-local.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+tokio::task_local! {
+    static CURRENT_REQUEST_ID: RequestId;
+}
+
+/// The request id of the request being handled on this task, if any.
+pub fn current_request_id() -> Option<RequestId> {
+    CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Everything needed to serve one service; build it with `new` and `add`.
+pub struct ServiceServer {
+    name: &'static str,
+    access: Access,
+    routes: Routes,
+    service_names: Vec<&'static str>,
+    health_listen: Option<SocketAddr>,
+    drain_delay: Duration,
+}
+
+impl ServiceServer {
+    /// A server for the service called `name` (for logs, spans and metrics, such as "folders").
+    pub fn new(name: &'static str, access: Access) -> Self {
+        ServiceServer {
+            name,
+            access,
+            routes: Routes::default(),
+            service_names: Vec::new(),
+            health_listen: None,
+            drain_delay: Duration::ZERO,
+        }
+    }
+
+    /// Adds a generated gRPC service; health and reflection report it by name.
+    pub fn add<S>(mut self, svc: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.service_names.push(S::NAME);
+        self.routes = self.routes.add_service(svc);
+        self
+    }
+
+    /// Also serves health (only) in plaintext on `addr`, for kubelet probes, which cannot
+    /// present a client certificate.
+    pub fn health_listen(mut self, addr: Option<SocketAddr>) -> Self {
+        self.health_listen = addr;
+        self
+    }
+
+    /// How long health reports NOT_SERVING before the listener closes, so that load
+    /// balancers stop sending new requests first.
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.drain_delay = delay;
+        self
+    }
+
+    /// Serves until `shutdown` completes, then turns health NOT_SERVING, waits the drain
+    /// delay, stops accepting, and lets in-flight requests finish.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        for name in self.service_names.iter().copied().chain([""]) {
+            reporter.set_service_status(name, ServingStatus::Serving).await;
+        }
+        let routes = self
+            .routes
+            .add_service(health.clone())
+            .add_service(reflection_builder(&self.service_names).build_v1().expect("embedded descriptors are valid"))
+            .add_service(
+                reflection_builder(&self.service_names).build_v1alpha().expect("embedded descriptors are valid"),
+            );
+
+        let (tls, allowlist) = match self.access {
+            Access::Internal(tls, allow) => (tls, Some(allow)),
+            Access::Public(tls) => (tls, None),
+        };
+        let guard = Guard { inner: routes.prepare(), state: Arc::new(GuardState::new(self.name, allowlist)) };
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let health_task = match self.health_listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).await.map_err(|source| ServeError::BindHealth { addr, source })?;
+                let mut rx = stop_rx.clone();
+                let svc = health.clone();
+                Some(tokio::spawn(async move {
+                    Server::builder()
+                        .add_service(svc)
+                        .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                            let _ = rx.wait_for(|s| *s).await;
+                        })
+                        .await
+                }))
+            }
+            None => None,
+        };
+
+        let addr = listener.local_addr().ok();
+        tracing::info!(service = self.name, addr = ?addr, "serving");
+        let name = self.name;
+        let names = self.service_names.clone();
+        let drain = self.drain_delay;
+        let signal = drain_then_stop(shutdown, reporter, names, drain, name, stop_tx);
+        let result = Server::builder()
+            .tls_config(tls)
+            .map_err(ServeError::Tls)?
+            .serve_with_incoming_shutdown(guard, TcpListenerStream::new(listener), signal)
+            .await
+            .map_err(ServeError::Transport);
+        if let Some(task) = health_task {
+            let _ = task.await;
+        }
+        tracing::info!(service = name, "stopped");
+        result
+    }
+}
+
+async fn drain_then_stop(
+    shutdown: impl Future<Output = ()>,
+    reporter: HealthReporter,
+    names: Vec<&'static str>,
+    drain: Duration,
+    name: &'static str,
+    stop: watch::Sender<bool>,
+) {
+    shutdown.await;
+    tracing::info!(service = name, "shutting down: health is NOT_SERVING, draining in-flight requests");
+    for n in names.into_iter().chain([""]) {
+        reporter.set_service_status(n, ServingStatus::NotServing).await;
+    }
+    tokio::time::sleep(drain).await;
+    let _ = stop.send(true);
+}
+
+fn reflection_builder(names: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    let mut b = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ts_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(
+            <tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> as NamedService>::NAME,
+        );
+    for n in names {
+        b = b.with_service_name(*n);
+    }
+    b
+}
+
+struct GuardState {
+    service: &'static str,
+    allowlist: Option<Arc<Allowlist>>,
+    requests: Counter<u64>,
+    duration: Histogram<f64>,
+    denied: Counter<u64>,
+}
+
+impl GuardState {
+    fn new(service: &'static str, allowlist: Option<Arc<Allowlist>>) -> Self {
+        let meter = opentelemetry::global::meter("teamshare");
+        GuardState {
+            service,
+            allowlist,
+            requests: meter
+                .u64_counter("rpc.server.requests")
+                .with_description("RPCs handled, by method and status code")
+                .build(),
+            duration: meter
+                .f64_histogram("rpc.server.duration")
+                .with_unit("ms")
+                .with_description("RPC latency")
+                .build(),
+            denied: meter
+                .u64_counter("rpc.server.peer_denied")
+                .with_description("RPCs refused by the caller allowlist")
+                .build(),
+        }
+    }
+}
+
+/// Tower service wrapped around a server's routes; see the module docs.
+#[derive(Clone)]
+struct Guard<S> {
+    inner: S,
+    state: Arc<GuardState>,
+}
+
+fn peer_of(req: &http::Request<Body>) -> Option<Peer> {
+    let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certs = info.peer_certs()?;
+    Peer::from_cert_der(certs.first()?.as_ref())
+}
+
+impl<S> tower::Service<http::Request<Body>> for Guard<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        // Take the ready service and leave a fresh clone behind, as tower requires.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let state = self.state.clone();
+        let path = req.uri().path().to_owned();
+        let (rpc_service, rpc_method) = split_path(&path);
+        let peer = peer_of(&req);
+
+        // Only internal peers may hand us a request id; public callers always get a new one.
+        let request_id = match (&state.allowlist, req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok())) {
+            (Some(_), Some(id)) if valid_request_id(id) => id.to_owned(),
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = %path.trim_start_matches('/'),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = rpc_service,
+            rpc.method = rpc_method,
+            service = state.service,
+            peer = peer.map(Peer::name).unwrap_or("-"),
+            request_id = %request_id,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        telemetry::set_remote_parent(&span, req.headers());
+
+        let rid = RequestId(request_id.clone());
+        req.extensions_mut().insert(rid.clone());
+        if let Some(p) = peer {
+            req.extensions_mut().insert(p);
+        }
+        let (svc_attr, method_attr) = (rpc_service.to_owned(), rpc_method.to_owned());
+
+        let fut = async move {
+            let start = Instant::now();
+            let mut response = match (&state.allowlist, peer) {
+                (Some(allow), Some(p)) if allow.check(&path, p) => inner.call(req).await?,
+                (Some(_), p) => {
+                    state.denied.add(1, &[KeyValue::new("rpc.service", svc_attr.clone())]);
+                    tracing::warn!(peer = p.map(Peer::name).unwrap_or("unknown"), "caller not on allowlist");
+                    let who = p.map(Peer::name).unwrap_or("a certificate without a teamshare identity");
+                    tonic::Status::permission_denied(format!("{who} may not call {svc_attr}")).into_http()
+                }
+                (None, _) => inner.call(req).await?,
+            };
+            if let Ok(v) = http::HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID_HEADER, v);
+            }
+            // Unary errors travel trailers-only, so the status is in the headers; a response
+            // without one ended with grpc-status 0 in its trailers.
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .unwrap_or(0);
+            let code_name = format!("{:?}", tonic::Code::from_i32(code));
+            tracing::Span::current().record("rpc.grpc.status_code", code);
+            let attrs = [
+                KeyValue::new("rpc.service", svc_attr),
+                KeyValue::new("rpc.method", method_attr),
+                KeyValue::new("rpc.grpc.status_code", code_name),
+            ];
+            state.requests.add(1, &attrs);
+            state.duration.record(start.elapsed().as_secs_f64() * 1000.0, &attrs);
+            Ok(response)
+        };
+        Box::pin(CURRENT_REQUEST_ID.scope(rid, fut.instrument(span)))
+    }
+}
+
+fn split_path(path: &str) -> (&str, &str) {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    (parts.next().unwrap_or_default(), parts.next().unwrap_or_default())
+}
+
+fn valid_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("received ctrl-c"),
+        _ = term => tracing::info!("received SIGTERM"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_from_peers_are_checked() {
+        assert!(valid_request_id("0b8c5f7e-1a2b-4c3d-9e8f-001122334455"));
+        assert!(!valid_request_id(""));
+        assert!(!valid_request_id("a b"));
+        assert!(!valid_request_id(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn paths_split_into_service_and_method() {
+        assert_eq!(split_path("/teamshare.v1.FolderService/GetFolder"), ("teamshare.v1.FolderService", "GetFolder"));
+        assert_eq!(split_path("/bad"), ("bad", ""));
+    }
+}

@@ -1,0 +1,45 @@
+//! Connections to the stores: MongoDB (system of record) and Redis (cache and counters).
+//! Both accept TLS and credentials in their URLs; neither is contacted until first use, so
+//! a service starts even while a store is briefly away.
+
+use std::time::Duration;
+
+use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
+use secrecy::ExposeSecret;
+
+use crate::config::{ConfigError, MongoConfig, RedisConfig};
+
+/// Opens the configured database with `w: majority, j: true` writes.
+pub async fn mongo(config: &MongoConfig, app_name: &str) -> Result<mongodb::Database, ConfigError> {
+    let mut opts = ClientOptions::parse(config.uri.expose_secret())
+        .await
+        .map_err(|e| ConfigError::key("mongodb.uri", redact_mongo_error(&e)))?;
+    opts.app_name = Some(app_name.to_owned());
+    opts.write_concern = Some(WriteConcern::builder().w(Acknowledgment::Majority).journal(true).build());
+    opts.server_selection_timeout = Some(opts.server_selection_timeout.unwrap_or(Duration::from_secs(10)));
+    let client =
+        mongodb::Client::with_options(opts).map_err(|e| ConfigError::key("mongodb.uri", redact_mongo_error(&e)))?;
+    Ok(client.database(&config.database))
+}
+
+fn redact_mongo_error(e: &mongodb::error::Error) -> String {
+    // The driver's parse errors can quote the URI; never echo it back.
+    format!("invalid connection string ({})", e.kind.as_ref().to_string().split(':').next().unwrap_or("parse error"))
+}
+
+/// Builds a Redis client for the configured URL and starts connecting in the background.
+/// Callers must treat Redis as optional: it is a cache, never the system of record.
+pub fn redis(config: &RedisConfig) -> Result<fred::clients::Client, ConfigError> {
+    use fred::prelude::*;
+    let cfg = fred::types::config::Config::from_url(config.url.expose_secret())
+        .map_err(|_| ConfigError::key("redis.url", "invalid redis URL"))?;
+    let client = Builder::from_config(cfg)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()
+        .map_err(|_| ConfigError::key("redis.url", "invalid redis configuration"))?;
+    Ok(client)
+}

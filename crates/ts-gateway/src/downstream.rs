@@ -1,0 +1,126 @@
+//! Calling internal services on behalf of a public caller: a fresh request carrying only the
+//! message and the verified identity, a deadline, and errors mapped to what a public client
+//! may see.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tonic::{Code, Request, Response, Status};
+use ts_common::server::current_request_id;
+use ts_common::user::UserContext;
+
+/// Metadata key of the retry hint on RESOURCE_EXHAUSTED answers.
+pub const RETRY_AFTER: &str = "retry-after-seconds";
+
+/// Forwards `request`'s message through `call`, with `user` attached and a deadline of the
+/// smaller of the client's and `limit`. Client metadata is not forwarded, so a client
+/// cannot forge identity headers.
+pub async fn forward<Q, R, F, Fut>(
+    request: Request<Q>,
+    user: Option<UserContext>,
+    limit: Duration,
+    call: F,
+) -> Result<Response<R>, Status>
+where
+    F: FnOnce(Request<Q>) -> Fut,
+    Fut: Future<Output = Result<Response<R>, Status>>,
+{
+    let deadline = client_deadline(&request).map_or(limit, |d| d.min(limit));
+    let mut out = Request::new(request.into_inner());
+    if let Some(user) = &user {
+        user.attach(out.metadata_mut());
+    }
+    out.set_timeout(deadline);
+    match call(out).await {
+        Ok(response) => Ok(Response::new(response.into_inner())),
+        Err(status) => Err(public_status(status)),
+    }
+}
+
+/// The client's own deadline from its `grpc-timeout` header.
+fn client_deadline<T>(request: &Request<T>) -> Option<Duration> {
+    let v = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Maps an internal service's error to what a public client sees: caller-facing codes keep
+/// their message (and retry hint); internal failures become a bare INTERNAL or UNAVAILABLE
+/// naming only the request id, with the cause logged here.
+pub fn public_status(status: Status) -> Status {
+    let request_id = current_request_id().map(|r| r.0).unwrap_or_default();
+    match status.code() {
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::FailedPrecondition
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::Unauthenticated
+        | Code::ResourceExhausted
+        | Code::Cancelled => {
+            let mut out = Status::new(status.code(), status.message());
+            if let Some(v) = status.metadata().get(RETRY_AFTER) {
+                out.metadata_mut().insert(RETRY_AFTER, v.clone());
+            }
+            out
+        }
+        Code::Unavailable | Code::DeadlineExceeded => {
+            tracing::warn!(code = ?status.code(), message = status.message(), "backend unavailable");
+            Status::unavailable(format!("a backend service is unavailable, retry later (request id {request_id})"))
+        }
+        _ => {
+            tracing::error!(code = ?status.code(), message = status.message(), "backend failed");
+            Status::internal(format!("internal error (request id {request_id})"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_detail_never_reaches_the_client() {
+        let s = public_status(Status::internal("mongodb at 10.0.0.3: connection reset"));
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("10.0.0.3"));
+        let s = public_status(Status::unknown("h2 protocol error: broken pipe"));
+        assert_eq!(s.code(), Code::Internal);
+        let s = public_status(Status::deadline_exceeded("keyvault timed out"));
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(!s.message().contains("keyvault"));
+    }
+
+    #[test]
+    fn caller_facing_errors_keep_message_and_retry_hint() {
+        let mut s = Status::resource_exhausted("too many invitations");
+        s.metadata_mut().insert(RETRY_AFTER, "30".parse().unwrap());
+        s.metadata_mut().insert("x-internal", "secret".parse().unwrap());
+        let out = public_status(s);
+        assert_eq!(out.code(), Code::ResourceExhausted);
+        assert_eq!(out.message(), "too many invitations");
+        assert_eq!(out.metadata().get(RETRY_AFTER).unwrap(), "30");
+        assert!(out.metadata().get("x-internal").is_none());
+    }
+
+    #[test]
+    fn client_deadlines_are_parsed() {
+        let mut r = Request::new(());
+        r.metadata_mut().insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(client_deadline(&r), Some(Duration::from_millis(250)));
+        r.metadata_mut().insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(client_deadline(&r), None);
+    }
+}
