@@ -1,1 +1,1 @@
-//! End-to-end tests live in `tests/`.
+//! End-to-end tests live in `tests/tests/`; this library is empty.

@@ -1,1 +1,13 @@
-//! placeholder
+//! Test kit: real servers on free ports and a `TestCluster` of all five teamshare services
+//! with real mTLS, so that tests exercise exactly what production runs.
+//!
+//! The MongoDB-compatible server, Redis and the KMS API are started once per test binary
+//! (and stopped when it exits); each cluster gets its own database and KMS key, so tests
+//! run in parallel.
+#![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod procs;
+
+pub use cluster::{TestCluster, foreign_identity};
+pub use procs::{ServerProcess, SharedServers, shared};

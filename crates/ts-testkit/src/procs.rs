@@ -1,0 +1,198 @@
+//! Real servers as child processes: the MongoDB-compatible server, Redis and a KMS API, on
+//! free loopback ports. Each child runs under a tiny shell watchdog that kills it when this
+//! process goes away, however it goes, so that no test leaves servers behind.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// How long a child may take to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The repository root (where `.venv` lives).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root exists")
+}
+
+/// A program in the repository's Python virtual environment (made by `make test`/`make dev`).
+pub fn venv_bin(name: &str) -> anyhow::Result<PathBuf> {
+    let path = repo_root().join(".venv/bin").join(name);
+    if !path.exists() {
+        bail!("{} is missing: run `make test` (or deploy/install-prereqs.sh) to install it", path.display());
+    }
+    Ok(path)
+}
+
+/// A port that was free a moment ago. Children cannot be handed a bound socket, so a start
+/// that loses the race is retried with another port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("loopback is available")
+}
+
+/// A running child server. Dropping it stops the server.
+#[derive(Debug)]
+pub struct ServerProcess {
+    /// What it is, for messages.
+    pub name: &'static str,
+    /// Its loopback port.
+    pub port: u16,
+    child: Child,
+    log: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl ServerProcess {
+    /// Starts `program args…` (with `{port}` replaced) under the watchdog, retrying on a
+    /// port race, and waits until `ready` succeeds against the port.
+    fn start(
+        name: &'static str,
+        program: &Path,
+        args: &[&str],
+        dir: Option<tempfile::TempDir>,
+        ready: fn(u16) -> bool,
+    ) -> anyhow::Result<ServerProcess> {
+        let logs = std::env::temp_dir().join("teamshare-test-logs");
+        std::fs::create_dir_all(&logs)?;
+        let mut last_err = None;
+        for _ in 0..5 {
+            let port = free_port();
+            let log = logs.join(format!("{name}-{}-{port}.log", std::process::id()));
+            let args: Vec<String> = args.iter().map(|a| a.replace("{port}", &port.to_string())).collect();
+            let out = std::fs::File::create(&log)?;
+            // The watchdog: run the server in the background, block on our stdin, and kill
+            // the server when stdin closes (we exited or dropped the handle).
+            let child = Command::new("sh")
+                .arg("-c")
+                .arg(r#""$@" & server=$!; trap 'kill $server 2>/dev/null; wait $server' EXIT; read _ignored; exit 0"#)
+                .arg("watchdog")
+                .arg(program)
+                .args(&args)
+                .stdin(Stdio::piped())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()
+                .with_context(|| format!("cannot start {}", program.display()))?;
+            let mut proc = ServerProcess { name, port, child, log, _dir: None };
+            match proc.wait_ready(ready) {
+                Ok(()) => {
+                    proc._dir = dir;
+                    return Ok(proc);
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("{name} did not start")))
+    }
+
+    fn wait_ready(&mut self, ready: fn(u16) -> bool) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < READY_TIMEOUT {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited with {status} before accepting connections; log: {}", self.name, self.tail_log());
+            }
+            if ready(self.port) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("{} did not accept connections within {READY_TIMEOUT:?}; log: {}", self.name, self.tail_log())
+    }
+
+    fn tail_log(&self) -> String {
+        let mut s = String::new();
+        let _ = std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s));
+        s.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Stops the server now (SIGTERM through the watchdog) and waits for it.
+    pub fn stop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+
+    /// Starts a MongoDB-compatible server with an in-memory store.
+    pub fn mongo() -> anyhow::Result<ServerProcess> {
+        let bin = venv_bin("secantusd-py")?;
+        Self::start("mongo", &bin, &["--host", "127.0.0.1", "--port", "{port}", "--storage-path", ":memory:", "--log-level", "WARNING"], None, tcp_ready)
+    }
+
+    /// Starts a Redis server that keeps nothing on disk.
+    pub fn redis() -> anyhow::Result<ServerProcess> {
+        let dir = tempfile::tempdir()?;
+        let dir_arg = dir.path().to_string_lossy().into_owned();
+        let bin = which("redis-server")?;
+        Self::start(
+            "redis",
+            &bin,
+            &["--port", "{port}", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", &dir_arg],
+            Some(dir),
+            redis_ready,
+        )
+    }
+
+    /// Starts a KMS API server (moto).
+    pub fn kms() -> anyhow::Result<ServerProcess> {
+        let bin = venv_bin("moto_server")?;
+        Self::start("kms", &bin, &["-H", "127.0.0.1", "-p", "{port}"], None, tcp_ready)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tcp_ready(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
+
+fn redis_ready(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 16];
+    s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).map(|n| buf[..n].starts_with(b"+PONG")).unwrap_or(false)
+}
+
+fn which(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{name} not found: run `make test` (or deploy/install-prereqs.sh) to install it"))
+}
+
+/// Servers shared by every test in one test binary; each test still gets its own database
+/// and its own KMS key.
+#[derive(Debug)]
+pub struct SharedServers {
+    /// MongoDB-compatible server.
+    pub mongo: ServerProcess,
+    /// Redis.
+    pub redis: ServerProcess,
+    /// KMS API.
+    pub kms: ServerProcess,
+}
+
+static SHARED: OnceLock<Result<SharedServers, String>> = OnceLock::new();
+
+/// The servers of this test binary, started on first use. They stop when the process exits.
+pub fn shared() -> anyhow::Result<&'static SharedServers> {
+    SHARED
+        .get_or_init(|| {
+            let start = || -> anyhow::Result<SharedServers> {
+                Ok(SharedServers { mongo: ServerProcess::mongo()?, redis: ServerProcess::redis()?, kms: ServerProcess::kms()? })
+            };
+            start().map_err(|e| format!("{e:#}"))
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}

@@ -1,0 +1,106 @@
+//! The public endpoint: TLS, reflection for grpcurl, health, status, translation to the
+//! internal services, and graceful shutdown.
+
+use std::time::Duration;
+
+use teamshare::Service;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+use ts_common::identity::Peer;
+use ts_proto::public::auth_service_client::AuthServiceClient;
+use ts_proto::public::folder_service_client::FolderServiceClient;
+use ts_proto::public::system_service_client::SystemServiceClient;
+use ts_proto::public::{GetStatusRequest, ListFoldersRequest, StartEmailVerificationRequest};
+use ts_testkit::TestCluster;
+
+#[tokio::test]
+async fn reflection_lists_the_public_services_for_grpcurl() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let mut client = ServerReflectionClient::new(cluster.gateway().await?);
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut responses = client.server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = responses.next().await.transpose()?.and_then(|r| r.message_response) else {
+        anyhow::bail!("no list-services response");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for public in ts_proto::PUBLIC_SERVICES {
+        assert!(names.iter().any(|n| n == public), "{public} missing from {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.starts_with("teamshare.internal")), "internal services leaked: {names:?}");
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn status_reaches_every_backend_over_mtls() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let mut system = SystemServiceClient::new(cluster.gateway().await?);
+    let response = system.get_status(GetStatusRequest {}).await?;
+    let request_id = response.metadata().get("x-request-id").map(|v| v.to_str().unwrap_or_default().to_owned());
+    assert!(request_id.is_some_and(|id| id.len() >= 16), "every response carries a request id");
+    let status = response.into_inner();
+    let names: Vec<&str> = status.backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["auth", "folders", "invitations"]);
+    assert!(status.backends.iter().all(|b| b.serving), "{:?}", status.backends);
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn calls_without_a_valid_token_are_unauthenticated_and_tokens_are_not_echoed() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let mut folders = FolderServiceClient::new(cluster.gateway().await?);
+    let err = folders.list_folders(ListFoldersRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("authorization"), "{}", err.message());
+
+    let mut request = tonic::Request::new(ListFoldersRequest::default());
+    request.metadata_mut().insert("authorization", "Bearer not-a-real-token-7f3a".parse()?);
+    // A client cannot smuggle an identity past the gateway either.
+    request.metadata_mut().insert("x-teamshare-user-id", "someone-else".parse()?);
+    let err = folders.list_folders(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(!err.message().contains("7f3a"));
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn sign_in_calls_are_translated_to_auth() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let mut auth = AuthServiceClient::new(cluster.gateway().await?);
+    let err = auth.start_email_verification(StartEmailVerificationRequest { email: "a@example.com".into() }).await.unwrap_err();
+    // Auth answered (its verification flow is filled in by the auth issue): the call crossed
+    // the gateway and the mTLS hop without being refused on the way.
+    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn shutdown_turns_health_not_serving_before_the_listener_closes() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(|c| c.drain_delay_ms = 3_000).await?;
+    let mut gateway = HealthClient::new(cluster.gateway().await?);
+    let mut folders = HealthClient::new(cluster.internal(Service::Folders, Peer::Operator).await?);
+    let check = || HealthCheckRequest { service: String::new() };
+    assert_eq!(gateway.check(check()).await?.into_inner().status, ServingStatus::Serving as i32);
+
+    let stopping = tokio::spawn(cluster.stop());
+    // During the drain window, open connections are still answered, with NOT_SERVING.
+    let mut seen = false;
+    for _ in 0..100 {
+        let g = gateway.check(check()).await?.into_inner().status;
+        let f = folders.check(check()).await?.into_inner().status;
+        if g == ServingStatus::NotServing as i32 && f == ServingStatus::NotServing as i32 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen, "health never reported NOT_SERVING while draining");
+    stopping.await??;
+    Ok(())
+}
