@@ -9,10 +9,10 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
 use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
 use ts_common::identity::Peer;
 use ts_proto::public::auth_service_client::AuthServiceClient;
 use ts_proto::public::folder_service_client::FolderServiceClient;
@@ -24,9 +24,14 @@ use ts_testkit::TestCluster;
 async fn reflection_lists_the_public_services_for_grpcurl() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let mut client = ServerReflectionClient::new(cluster.gateway().await?);
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut responses = client.server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = responses.next().await.transpose()?.and_then(|r| r.message_response) else {
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.next().await.transpose()?.and_then(|r| r.message_response)
+    else {
         anyhow::bail!("no list-services response");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
@@ -73,7 +78,10 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_tokens_are_not_echo
 async fn sign_in_calls_are_translated_to_auth() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let mut auth = AuthServiceClient::new(cluster.gateway().await?);
-    let err = auth.start_email_verification(StartEmailVerificationRequest { email: "a@example.com".into() }).await.unwrap_err();
+    let err = auth
+        .start_email_verification(StartEmailVerificationRequest { email: "a@example.com".into() })
+        .await
+        .unwrap_err();
     // Auth answered (its verification flow is filled in by the auth issue): the call crossed
     // the gateway and the mTLS hop without being refused on the way.
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");

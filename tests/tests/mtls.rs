@@ -12,7 +12,9 @@ use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::internal::key_vault_operator_service_client::KeyVaultOperatorServiceClient;
 use ts_proto::internal::key_vault_service_client::KeyVaultServiceClient;
 use ts_proto::internal::license_operator_service_client::LicenseOperatorServiceClient;
-use ts_proto::internal::{GetDataKeyRequest, GetMembershipRequest, GetUserRequest, RewrapAllRequest, UpsertLicenseRequest};
+use ts_proto::internal::{
+    GetDataKeyRequest, GetMembershipRequest, GetUserRequest, RewrapAllRequest, UpsertLicenseRequest,
+};
 use ts_proto::public::folder_service_client::FolderServiceClient;
 use ts_proto::public::invitation_service_client::InvitationServiceClient;
 use ts_proto::public::{ListFoldersRequest, ListMyInvitationsRequest};
@@ -29,7 +31,8 @@ async fn every_service_reports_serving() -> anyhow::Result<()> {
         assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
     }
     let mut health = HealthClient::new(cluster.gateway().await?);
-    let status = health.check(HealthCheckRequest { service: "teamshare.v1.FolderService".into() }).await?.into_inner().status;
+    let status =
+        health.check(HealthCheckRequest { service: "teamshare.v1.FolderService".into() }).await?.into_inner().status;
     assert_eq!(status, ServingStatus::Serving as i32);
     cluster.stop().await
 }
@@ -60,7 +63,9 @@ async fn a_plaintext_client_is_refused() -> anyhow::Result<()> {
         let endpoint = Endpoint::from_shared(format!("http://{}", cluster.addr(service)))?;
         let outcome = match endpoint.connect().await {
             Err(_) => true,
-            Ok(channel) => HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.is_err(),
+            Ok(channel) => {
+                HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.is_err()
+            }
         };
         assert!(outcome, "{service:?} answered a plaintext client");
     }
@@ -127,7 +132,10 @@ async fn callers_outside_the_allowlist_get_permission_denied() -> anyhow::Result
     // invitations: gateway only.
     for peer in [Peer::Folders, Peer::Auth, Peer::Operator] {
         let mut inv = InvitationServiceClient::new(cluster.internal(Service::Invitations, peer).await?);
-        assert_denied(&format!("invitations as {peer}"), inv.list_my_invitations(ListMyInvitationsRequest::default()).await);
+        assert_denied(
+            &format!("invitations as {peer}"),
+            inv.list_my_invitations(ListMyInvitationsRequest::default()).await,
+        );
     }
     cluster.stop().await
 }

@@ -26,10 +26,9 @@ async fn downstream_spans_share_the_gateway_trace_id() -> anyhow::Result<()> {
     provider.force_flush()?;
 
     let spans = exporter.get_finished_spans()?;
-    let root = spans
-        .iter()
-        .find(|s| s.name == "teamshare.v1.SystemService/GetStatus")
-        .ok_or_else(|| anyhow::anyhow!("no gateway span among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()))?;
+    let root = spans.iter().find(|s| s.name == "teamshare.v1.SystemService/GetStatus").ok_or_else(|| {
+        anyhow::anyhow!("no gateway span among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>())
+    })?;
     let trace_id = root.span_context.trace_id();
     let downstream: Vec<_> = spans.iter().filter(|s| s.name == "grpc.health.v1.Health/Check").collect();
     assert_eq!(downstream.len(), 3, "one health span per backend");

@@ -56,10 +56,10 @@ pub async fn serve(
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-auth").await?;
     let api = AuthApi { db };
     ServiceServer::new("auth", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
-        .add(AuthServiceServer::new(api.clone()))
-        .add(LicenseAdminServiceServer::new(api.clone()))
-        .add(IdentityServiceServer::new(api.clone()))
-        .add(LicenseOperatorServiceServer::new(api))
+        .service(AuthServiceServer::new(api.clone()))
+        .service(LicenseAdminServiceServer::new(api.clone()))
+        .service(IdentityServiceServer::new(api.clone()))
+        .service(LicenseOperatorServiceServer::new(api))
         .health_listen(section.health_listen)
         .drain_delay(drain_delay(config))
         .serve(listener, shutdown)

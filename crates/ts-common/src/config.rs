@@ -314,7 +314,10 @@ impl Config {
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
             let key = e.path().to_string();
             let origin = origins.get(&key).map(|n| format!(" (from {n})")).unwrap_or_default();
-            ConfigError::Key { key, origin, message: one_line(&e.into_inner().to_string()) }
+            let message = one_line(&e.into_inner().to_string());
+            // toml repeats the key at the end of some messages; it is already in front.
+            let message = message.strip_suffix(&format!(" in `{key}`")).map(str::to_owned).unwrap_or(message);
+            ConfigError::Key { key, origin, message }
         })?;
         if let Some(dir) = path.and_then(Path::parent) {
             config.resolve_paths(dir);

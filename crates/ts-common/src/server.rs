@@ -71,7 +71,7 @@ pub fn current_request_id() -> Option<RequestId> {
     CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
 }
 
-/// Everything needed to serve one service; build it with `new` and `add`.
+/// Everything needed to serve one service; build it with `new` and `service`.
 pub struct ServiceServer {
     name: &'static str,
     access: Access,
@@ -95,7 +95,7 @@ impl ServiceServer {
     }
 
     /// Adds a generated gRPC service; health and reflection report it by name.
-    pub fn add<S>(mut self, svc: S) -> Self
+    pub fn service<S>(mut self, svc: S) -> Self
     where
         S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
             + NamedService

@@ -67,12 +67,12 @@ pub async fn serve(
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-folders").await?;
     let api = FoldersApi { db, keyvault, identity };
     ServiceServer::new("folders", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
-        .add(FolderServiceServer::new(api.clone()))
-        .add(MemberServiceServer::new(api.clone()))
-        .add(ItemServiceServer::new(api.clone()))
-        .add(AuditServiceServer::new(api.clone()))
-        .add(FolderMembershipServiceServer::new(api.clone()))
-        .add(AuditIngestServiceServer::new(api))
+        .service(FolderServiceServer::new(api.clone()))
+        .service(MemberServiceServer::new(api.clone()))
+        .service(ItemServiceServer::new(api.clone()))
+        .service(AuditServiceServer::new(api.clone()))
+        .service(FolderMembershipServiceServer::new(api.clone()))
+        .service(AuditIngestServiceServer::new(api))
         .health_listen(section.health_listen)
         .drain_delay(drain_delay(config))
         .serve(listener, shutdown)

@@ -54,7 +54,7 @@ pub async fn serve(
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-invitations").await?;
     let api = InvitationsApi { db, membership, identity };
     ServiceServer::new("invitations", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
-        .add(InvitationServiceServer::new(api))
+        .service(InvitationServiceServer::new(api))
         .health_listen(section.health_listen)
         .drain_delay(drain_delay(config))
         .serve(listener, shutdown)

@@ -52,8 +52,8 @@ pub async fn serve(
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-keyvault").await?;
     let api = KeyVaultApi { db, master };
     ServiceServer::new("keyvault", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
-        .add(KeyVaultServiceServer::new(api.clone()))
-        .add(KeyVaultOperatorServiceServer::new(api))
+        .service(KeyVaultServiceServer::new(api.clone()))
+        .service(KeyVaultOperatorServiceServer::new(api))
         .health_listen(section.health_listen)
         .drain_delay(drain_delay(config))
         .serve(listener, shutdown)

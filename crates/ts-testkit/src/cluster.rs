@@ -38,7 +38,10 @@ pub struct TestCluster {
 
 impl std::fmt::Debug for TestCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestCluster").field("database", &self.database).field("addrs", &self.addrs).finish_non_exhaustive()
+        f.debug_struct("TestCluster")
+            .field("database", &self.database)
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
     }
 }
 
@@ -62,10 +65,16 @@ impl TestCluster {
             listeners.push((s, TcpListener::bind("127.0.0.1:0").await?));
         }
         let addrs = listeners.iter().map(|(s, l)| Ok((*s, l.local_addr()?))).collect::<std::io::Result<Vec<_>>>()?;
-        let addr_of = |svc: Service| addrs.iter().find(|(s, _)| *s == svc).map(|(_, a)| *a).expect("every service is bound");
+        let addr_of =
+            |svc: Service| addrs.iter().find(|(s, _)| *s == svc).map(|(_, a)| *a).expect("every service is bound");
         let url = |svc: Service| Some(Upstream { url: format!("https://{}", addr_of(svc)), server_name: None });
         let section = |peer: Peer, svc: Service| {
-            Some(ServiceConfig { listen: addr_of(svc), health_listen: None, cert: certs.cert(peer), key: certs.key(peer) })
+            Some(ServiceConfig {
+                listen: addr_of(svc),
+                health_listen: None,
+                cert: certs.cert(peer),
+                key: certs.key(peer),
+            })
         };
         let mut config = Config {
             internal_tls: Some(InternalTlsConfig { ca_cert: certs.ca_cert() }),
@@ -122,7 +131,10 @@ impl TestCluster {
     pub async fn gateway(&self) -> anyhow::Result<Channel> {
         let ca = std::fs::read(self.certs.ca_cert())?;
         let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
-        Ok(Endpoint::from_shared(format!("https://{}", self.addr(Service::Gateway)))?.tls_config(tls)?.connect().await?)
+        Ok(Endpoint::from_shared(format!("https://{}", self.addr(Service::Gateway)))?
+            .tls_config(tls)?
+            .connect()
+            .await?)
     }
 
     /// An mTLS channel to an internal `service`, presenting the certificate of `as_peer`.

@@ -118,7 +118,13 @@ impl ServerProcess {
     /// Starts a MongoDB-compatible server with an in-memory store.
     pub fn mongo() -> anyhow::Result<ServerProcess> {
         let bin = venv_bin("secantusd-py")?;
-        Self::start("mongo", &bin, &["--host", "127.0.0.1", "--port", "{port}", "--storage-path", ":memory:", "--log-level", "WARNING"], None, tcp_ready)
+        Self::start(
+            "mongo",
+            &bin,
+            &["--host", "127.0.0.1", "--port", "{port}", "--storage-path", ":memory:", "--log-level", "WARNING"],
+            None,
+            tcp_ready,
+        )
     }
 
     /// Starts a Redis server that keeps nothing on disk.
@@ -189,7 +195,11 @@ pub fn shared() -> anyhow::Result<&'static SharedServers> {
     SHARED
         .get_or_init(|| {
             let start = || -> anyhow::Result<SharedServers> {
-                Ok(SharedServers { mongo: ServerProcess::mongo()?, redis: ServerProcess::redis()?, kms: ServerProcess::kms()? })
+                Ok(SharedServers {
+                    mongo: ServerProcess::mongo()?,
+                    redis: ServerProcess::redis()?,
+                    kms: ServerProcess::kms()?,
+                })
             };
             start().map_err(|e| format!("{e:#}"))
         })

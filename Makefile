@@ -1,0 +1,42 @@
+# teamshare: the two commands a newcomer needs are `make dev` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: dev test prereqs build fmt lint unit smoke bench certs clean-dev
+
+## Run the whole stack on this machine (installs what is missing). Ctrl-C stops it.
+dev: prereqs
+	$(CARGO) build -p teamshare
+	deploy/dev.sh
+
+## The whole test suite: formatting, lints, every Rust test against real servers, and the
+## grpcurl smoke test of `make dev`'s stack.
+test: prereqs fmt lint unit smoke
+
+prereqs:
+	deploy/install-prereqs.sh
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# cargo test (not nextest) so that each test binary shares one set of real servers.
+unit:
+	$(CARGO) test --workspace --all-targets
+
+smoke:
+	$(CARGO) build -p teamshare
+	tests/grpcurl_smoke.sh
+
+## Development certificates into .dev/certs (make dev does this when they are missing).
+certs:
+	$(CARGO) run -q -p teamshare -- certs --out .dev/certs
+
+## Forget the local stack's data (database, Redis, certificates).
+clean-dev:
+	rm -rf .dev

