@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: dev test prereqs build fmt lint unit smoke bench certs clean-dev
+.PHONY: dev test prereqs build fmt lint k8s unit smoke certs clean-dev
 
 ## Run the whole stack on this machine (installs what is missing). Ctrl-C stops it.
 dev: prereqs
@@ -11,7 +11,7 @@ dev: prereqs
 
 ## The whole test suite: formatting, lints, every Rust test against real servers, and the
 ## grpcurl smoke test of `make dev`'s stack.
-test: prereqs fmt lint unit smoke
+test: prereqs fmt lint k8s unit smoke
 
 prereqs:
 	deploy/install-prereqs.sh
@@ -24,6 +24,11 @@ fmt:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Kubernetes manifests: schema-valid (strict), and true to the caller table and pod rules.
+k8s:
+	.venv/bin/kubernetes-validate --strict --quiet k8s/*.yaml
+	.venv/bin/python tests/k8s_check.py k8s
 
 # cargo test (not nextest) so that each test binary shares one set of real servers.
 unit:

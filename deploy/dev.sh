@@ -22,7 +22,7 @@ if [ ! -x "$bin" ]; then
   echo "missing $bin: run 'cargo build -p teamshare' (make dev does)" >&2
   exit 1
 fi
-[ -f "$data/certs/ca.pem" ] || "$bin" certs --out "$data/certs"
+"$bin" certs --out "$data/certs" --if-missing >/dev/null
 mkdir -p "$data/mongo" "$data/redis" "$data/logs"
 
 pids=()

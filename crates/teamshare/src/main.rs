@@ -39,6 +39,9 @@ enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// Do nothing when the directory already holds a CA (never replace a CA by accident).
+        #[arg(long)]
+        if_missing: bool,
     },
 }
 
@@ -46,7 +49,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     ts_common::tls::install_crypto_provider();
     let result = match cli.command {
-        Command::Certs { out } => ts_common::tls::write_dev_certs(&out)
+        Command::Certs { out, if_missing } if if_missing && out.join("ca.pem").exists() => {
+            println!("{} already holds a CA; leaving it", out.display());
+            Ok(())
+        }
+        Command::Certs { out, .. } => ts_common::tls::write_dev_certs(&out)
             .map(|p| println!("wrote development certificates to {}", p.dir.display()))
             .map_err(|e| format!("cannot write certificates to {}: {e}", out.display())),
         Command::Serve { service, config } => run(config, Some(service)),

@@ -93,3 +93,13 @@ fn missing_section_is_named() {
     let err = fails(&path, &[]);
     assert!(err.contains("`auth`") && err.contains("missing section"), "{err}");
 }
+
+#[test]
+fn shipped_configurations_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    for file in ["dev.toml", "compose.toml"] {
+        let config = ts_common::config::Config::load(Some(&root.join(file)), Vec::<(String, String)>::new())
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(config.gateway.is_some() && config.auth.is_some() && config.upstreams.folders.is_some(), "{file}");
+    }
+}
