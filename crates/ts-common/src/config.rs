@@ -76,6 +76,9 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// The master-key provider.
     pub kms: Option<KmsConfig>,
+    /// Bounds on plaintext data keys cached in memory (keyvault and folders).
+    #[serde(default)]
+    pub data_key_cache: DataKeyCacheConfig,
     /// The auth service.
     pub auth: Option<ServiceConfig>,
     /// The keyvault service.
@@ -191,6 +194,43 @@ pub struct StaticCredentials {
     pub access_key_id: String,
     /// Secret access key.
     pub secret_access_key: SecretString,
+}
+
+/// Bounds on cached plaintext data keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataKeyCacheConfig {
+    /// Longest time a plaintext key is served from memory.
+    #[serde(default = "default_cache_max_age_secs")]
+    pub max_age_secs: u64,
+    /// Most look-ups one cached key serves before it is unwrapped again.
+    #[serde(default = "default_cache_max_uses")]
+    pub max_uses: u64,
+    /// Most keys held.
+    #[serde(default = "default_cache_max_entries")]
+    pub max_entries: usize,
+}
+
+impl Default for DataKeyCacheConfig {
+    fn default() -> Self {
+        DataKeyCacheConfig {
+            max_age_secs: default_cache_max_age_secs(),
+            max_uses: default_cache_max_uses(),
+            max_entries: default_cache_max_entries(),
+        }
+    }
+}
+
+fn default_cache_max_age_secs() -> u64 {
+    300
+}
+
+fn default_cache_max_uses() -> u64 {
+    100_000
+}
+
+fn default_cache_max_entries() -> usize {
+    10_000
 }
 
 /// An internal service's listener and identity.

@@ -26,6 +26,9 @@ pub enum RunError {
     /// The server failed.
     #[error(transparent)]
     Serve(#[from] server::ServeError),
+    /// A store could not be prepared at start (for example, creating indexes).
+    #[error("startup failed: {0}")]
+    Startup(String),
 }
 
 /// Loads an internal service's mTLS material from `[internal_tls]` and its own section.

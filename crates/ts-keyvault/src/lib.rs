@@ -1,36 +1,28 @@
 //! The keyvault service: one data key per folder, with versions, wrapped by the master key
-//! in KMS. It owns the `data_keys` collection. Only folders may call `KeyVaultService`;
-//! only the operator may call `KeyVaultOperatorService`.
+//! in KMS (DESIGN.md §3). It owns the `data_keys` and `keyvault_settings` collections and
+//! stores only wrapped keys; plaintext keys live in a bounded memory cache. Only folders may
+//! call `KeyVaultService`; only the operator may call `KeyVaultOperatorService`.
 #![forbid(unsafe_code)]
 
+pub mod grpc;
 pub mod kms;
+pub mod store;
+pub mod vault;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use ts_common::config::{Config, require};
+use ts_common::config::{Config, DataKeyCacheConfig, require};
 use ts_common::identity::{Allowlist, Peer};
 use ts_common::server::{Access, ServiceServer};
 use ts_common::{RunError, drain_delay, service_mtls, stores};
-use ts_proto::internal::key_vault_operator_service_server::{KeyVaultOperatorService, KeyVaultOperatorServiceServer};
-use ts_proto::internal::key_vault_service_server::{KeyVaultService, KeyVaultServiceServer};
+use ts_proto::internal::key_vault_operator_service_server::KeyVaultOperatorServiceServer;
+use ts_proto::internal::key_vault_service_server::KeyVaultServiceServer;
 
-use crate::kms::MasterKey;
-
-/// Shared state of the keyvault handlers.
-#[derive(Clone)]
-pub struct KeyVaultApi {
-    db: mongodb::Database,
-    master: MasterKey,
-}
-
-impl std::fmt::Debug for KeyVaultApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyVaultApi").field("db", &self.db.name()).field("master", &self.master).finish()
-    }
-}
+pub use crate::grpc::KeyVaultApi;
+pub use crate::vault::{KeyVault, VaultError};
 
 /// Who may call which keyvault RPCs (DESIGN.md §1).
 pub fn allowlist() -> Allowlist {
@@ -40,7 +32,7 @@ pub fn allowlist() -> Allowlist {
 }
 
 /// Serves keyvault on `listener` until `shutdown` completes. Reads `[keyvault]`,
-/// `[internal_tls]`, `[mongodb]` and `[kms]`.
+/// `[internal_tls]`, `[mongodb]`, `[kms]` and `[data_key_cache]`.
 pub async fn serve(
     config: &Config,
     listener: TcpListener,
@@ -48,9 +40,15 @@ pub async fn serve(
 ) -> Result<(), RunError> {
     let section = require(&config.keyvault, "keyvault")?;
     let mtls = service_mtls(config, "keyvault", section)?;
-    let master = MasterKey::from_config(config).await?;
+    let (kms, master_key_id) = kms::from_config(config).await?;
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-keyvault").await?;
-    let api = KeyVaultApi { db, master };
+    let vault = KeyVault::new(kms, store::KeyStore::new(&db), master_key_id, cache_limits(&config.data_key_cache));
+    vault
+        .store()
+        .ensure_indexes()
+        .await
+        .map_err(|e| RunError::Startup(format!("cannot create keyvault indexes: {e}")))?;
+    let api = KeyVaultApi::new(Arc::new(vault));
     ServiceServer::new("keyvault", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(KeyVaultServiceServer::new(api.clone()))
         .service(KeyVaultOperatorServiceServer::new(api))
@@ -61,8 +59,11 @@ pub async fn serve(
     Ok(())
 }
 
-// The RPC bodies arrive with the keyvault issue; until then each answers UNIMPLEMENTED.
-#[tonic::async_trait]
-impl KeyVaultService for KeyVaultApi {}
-#[tonic::async_trait]
-impl KeyVaultOperatorService for KeyVaultApi {}
+/// The configured cache bounds.
+pub fn cache_limits(c: &DataKeyCacheConfig) -> ts_crypto::CacheLimits {
+    ts_crypto::CacheLimits {
+        max_age: std::time::Duration::from_secs(c.max_age_secs),
+        max_uses: c.max_uses,
+        max_entries: c.max_entries,
+    }
+}
