@@ -2,7 +2,6 @@
 //! the shared real servers, with a fresh database and KMS key per cluster.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -58,7 +57,7 @@ impl TestCluster {
         let dir = tempfile::tempdir()?;
         let certs = write_dev_certs(dir.path())?;
         let database = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let key_id = create_kms_key(servers).await?;
+        let key_id = create_kms_key(&kms_client(servers.kms.port)).await?;
 
         let mut listeners = Vec::new();
         for s in Service::ALL {
@@ -196,25 +195,30 @@ pub fn kms_endpoint(servers: &SharedServers) -> String {
     format!("http://127.0.0.1:{}", servers.kms.port)
 }
 
-/// A KMS client for the shared test KMS.
-pub async fn kms_client(servers: &SharedServers) -> aws_sdk_kms::Client {
+/// A KMS client for a test KMS server on `port`.
+pub fn kms_client(port: u16) -> aws_sdk_kms::Client {
     use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
     let conf = aws_sdk_kms::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(KMS_REGION))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "teamshare-tests"))
-        .endpoint_url(kms_endpoint(servers))
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
         .build();
     aws_sdk_kms::Client::from_conf(conf)
 }
 
 /// Creates a fresh symmetric KMS key and returns its id.
-async fn create_kms_key(servers: &SharedServers) -> anyhow::Result<String> {
-    let out = kms_client(servers).await.create_key().description("teamshare test master key").send().await?;
+pub async fn create_kms_key(client: &aws_sdk_kms::Client) -> anyhow::Result<String> {
+    let out = client.create_key().description("teamshare test master key").send().await?;
     out.key_metadata().map(|m| m.key_id().to_owned()).context("CreateKey returned no key id")
 }
 
-/// Where the repository keeps the cluster's temp files, for debugging.
-pub fn log_dir() -> PathBuf {
-    std::env::temp_dir().join("teamshare-test-logs")
+/// A fresh, uniquely named database on the shared MongoDB-compatible server.
+pub async fn fresh_database() -> anyhow::Result<mongodb::Database> {
+    let servers = tokio::task::spawn_blocking(shared).await??;
+    let config = MongoConfig {
+        uri: format!("mongodb://127.0.0.1:{}/?directConnection=true", servers.mongo.port).into(),
+        database: format!("t_{}", uuid::Uuid::new_v4().simple()),
+    };
+    Ok(ts_common::stores::mongo(&config, "teamshare-tests").await?)
 }

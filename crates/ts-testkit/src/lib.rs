@@ -9,5 +9,5 @@
 pub mod cluster;
 pub mod procs;
 
-pub use cluster::{TestCluster, foreign_identity};
+pub use cluster::{TestCluster, create_kms_key, foreign_identity, fresh_database, kms_client};
 pub use procs::{ServerProcess, SharedServers, shared};

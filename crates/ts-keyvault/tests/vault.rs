@@ -1,0 +1,284 @@
+//! The key vault against a real KMS API (moto) and the MongoDB-compatible server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bson::{Document, doc};
+use futures::TryStreamExt;
+use ts_crypto::{CacheLimits, DataKey, Envelope, FieldRef};
+use ts_keyvault::kms::{AwsKms, KeyContext, Kms, KmsError, LocalKms, WrappedKey};
+use ts_keyvault::store::KeyStore;
+use ts_keyvault::{KeyVault, VaultError};
+use ts_testkit::{ServerProcess, create_kms_key, fresh_database, kms_client, shared};
+
+/// Counts unwraps, and can fail rewraps after a number of them (an interrupted pass).
+struct Counting {
+    inner: Arc<dyn Kms>,
+    unwraps: AtomicU64,
+    rewraps: AtomicU64,
+    fail_rewrap_after: Option<u64>,
+}
+
+impl Counting {
+    fn new(inner: Arc<dyn Kms>, fail_rewrap_after: Option<u64>) -> Arc<Self> {
+        Arc::new(Counting { inner, unwraps: AtomicU64::new(0), rewraps: AtomicU64::new(0), fail_rewrap_after })
+    }
+}
+
+#[tonic::async_trait]
+impl Kms for Counting {
+    async fn generate(&self, master: &str, ctx: KeyContext<'_>) -> Result<(DataKey, WrappedKey), KmsError> {
+        self.inner.generate(master, ctx).await
+    }
+    async fn unwrap(&self, wrapped: &WrappedKey, ctx: KeyContext<'_>) -> Result<DataKey, KmsError> {
+        self.unwraps.fetch_add(1, Ordering::SeqCst);
+        self.inner.unwrap(wrapped, ctx).await
+    }
+    async fn rewrap(&self, wrapped: &WrappedKey, ctx: KeyContext<'_>, new: &str) -> Result<WrappedKey, KmsError> {
+        let n = self.rewraps.fetch_add(1, Ordering::SeqCst);
+        if self.fail_rewrap_after.is_some_and(|limit| n >= limit) {
+            return Err(KmsError::Unavailable("connection reset (simulated interruption)".into()));
+        }
+        self.inner.rewrap(wrapped, ctx, new).await
+    }
+    async fn resolve(&self, master: &str) -> Result<String, KmsError> {
+        self.inner.resolve(master).await
+    }
+}
+
+struct Setup {
+    db: mongodb::Database,
+    client: aws_sdk_kms::Client,
+    master: String,
+    kms: Arc<dyn Kms>,
+}
+
+async fn setup() -> anyhow::Result<Setup> {
+    let servers = tokio::task::spawn_blocking(shared).await??;
+    let client = kms_client(servers.kms.port);
+    let master = create_kms_key(&client).await?;
+    let kms: Arc<dyn Kms> = Arc::new(AwsKms::new(client.clone()));
+    Ok(Setup { db: fresh_database().await?, client, master, kms })
+}
+
+impl Setup {
+    fn vault(&self, kms: Arc<dyn Kms>) -> KeyVault {
+        KeyVault::new(kms, KeyStore::new(&self.db), self.master.clone(), CacheLimits::default())
+    }
+
+    async fn stored(&self, folder_id: &str) -> anyhow::Result<Vec<Document>> {
+        Ok(self
+            .db
+            .collection::<Document>("data_keys")
+            .find(doc! { "folder_id": folder_id })
+            .await?
+            .try_collect()
+            .await?)
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn stored_keys_hold_no_plaintext_and_unwrap_only_with_their_context() -> anyhow::Result<()> {
+    let s = setup().await?;
+    let vault = s.vault(s.kms.clone());
+    vault.store().ensure_indexes().await?;
+    assert_eq!(vault.create("folder-a").await?, 1);
+    assert_eq!(vault.create("folder-a").await?, 1, "create is idempotent");
+    let key = vault.get("folder-a", None).await?;
+
+    let docs = s.stored("folder-a").await?;
+    assert_eq!(docs.len(), 1);
+    let raw = bson::to_vec(&docs[0])?;
+    assert!(!contains(&raw, key.expose_bytes()), "plaintext key bytes stored");
+    let blob = match docs[0].get("wrapped") {
+        Some(bson::Bson::Binary(b)) => b.bytes.clone(),
+        other => anyhow::bail!("wrapped is {other:?}"),
+    };
+
+    let decrypt = |folder: &str| {
+        s.client
+            .decrypt()
+            .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(blob.clone()))
+            .encryption_context("folder_id", folder)
+            .encryption_context("key_version", "1")
+            .send()
+    };
+    let right = decrypt("folder-a").await?;
+    assert_eq!(right.plaintext().map(|b| b.as_ref()), Some(&key.expose_bytes()[..]));
+    assert!(decrypt("folder-b").await.is_err(), "KMS Decrypt with another folder's context must fail");
+
+    // The vault itself refuses a wrong context too, and says so instead of making a new key.
+    let moved = WrappedKey { blob, master_key_id: docs[0].get_str("master_key_id")?.to_owned() };
+    let err = s.kms.unwrap(&moved, KeyContext { folder_id: "folder-a", version: 2 }).await.unwrap_err();
+    assert!(matches!(err, KmsError::Rejected(_)), "{err:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_warm_cache_costs_one_kms_call_per_folder() -> anyhow::Result<()> {
+    let s = setup().await?;
+    let folders: Vec<String> = (0..5).map(|i| format!("folder-{i}")).collect();
+    let writer = s.vault(s.kms.clone());
+    for f in &folders {
+        writer.create(f).await?;
+    }
+    // A fresh vault (a restarted or another replica) starts cold.
+    let counting = Counting::new(s.kms.clone(), None);
+    let reader = s.vault(counting.clone());
+    for i in 0..200 {
+        let f = &folders[i % folders.len()];
+        assert_eq!(reader.get(f, Some(1)).await?.version(), 1);
+    }
+    assert_eq!(counting.unwraps.load(Ordering::SeqCst), folders.len() as u64, "200 reads over 5 folders");
+    let (hits, _) = reader.cache_stats();
+    assert!(hits >= 195, "{hits}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn rotation_keeps_old_versions_readable_until_retired() -> anyhow::Result<()> {
+    let s = setup().await?;
+    let vault = s.vault(s.kms.clone());
+    vault.create("f").await?;
+    let v1 = vault.get("f", None).await?;
+    let at = FieldRef { folder_id: "f", item_id: "i", field: "name" };
+    let before = Envelope::seal(&v1, at, b"written before rotation")?;
+
+    assert_eq!(vault.rotate("f").await?, 2);
+    let v2 = vault.get("f", None).await?;
+    assert_eq!(v2.version(), 2);
+    assert_ne!(v1.expose_bytes(), v2.expose_bytes());
+    let after = Envelope::seal(&v2, at, b"written after rotation")?;
+
+    // Both read back, each with the version its envelope names.
+    let cold = s.vault(s.kms.clone());
+    assert_eq!(&*before.open(&cold.get("f", Some(before.key_version)).await?, at)?, b"written before rotation");
+    assert_eq!(&*after.open(&cold.get("f", Some(after.key_version)).await?, at)?, b"written after rotation");
+
+    assert!(matches!(vault.retire("f", 3).await, Err(VaultError::Precondition(_))), "cannot retire the newest");
+    assert_eq!(vault.retire("f", 2).await?, 1);
+    assert!(
+        matches!(vault.get("f", Some(1)).await, Err(VaultError::NotFound { .. })),
+        "retired version is gone, cache too"
+    );
+    assert_eq!(vault.get("f", None).await?.version(), 2);
+    assert_eq!(s.stored("f").await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn rewrap_moves_every_key_to_the_new_master_key_and_resumes_after_an_interruption() -> anyhow::Result<()> {
+    let s = setup().await?;
+    let vault = s.vault(s.kms.clone());
+    let mut originals = Vec::new();
+    for i in 0..6 {
+        let f = format!("f{i}");
+        vault.create(&f).await?;
+        originals.push((f.clone(), 1, vault.get(&f, Some(1)).await?));
+    }
+    vault.rotate("f0").await?;
+    originals.push(("f0".into(), 2, vault.get("f0", Some(2)).await?));
+    let new_master = create_kms_key(&s.client).await?;
+
+    let interrupted = Counting::new(s.kms.clone(), Some(3));
+    let err = s.vault(interrupted).rewrap_all(&new_master).await.unwrap_err();
+    assert!(matches!(err, VaultError::KmsUnavailable(_)), "{err:?}");
+
+    let report = s.vault(s.kms.clone()).rewrap_all(&new_master).await?;
+    assert_eq!((report.rewrapped, report.already_done), (4, 3), "the second pass carries on where the first stopped");
+    let again = s.vault(s.kms.clone()).rewrap_all(&new_master).await?;
+    assert_eq!((again.rewrapped, again.already_done), (0, 7));
+
+    let new_arn = s.kms.resolve(&new_master).await?;
+    let old_arn = s.kms.resolve(&s.master).await?;
+    let cold = s.vault(s.kms.clone());
+    for (folder, version, key) in &originals {
+        let docs = s.stored(folder).await?;
+        let stored = docs.iter().find(|d| d.get_i64("version").ok() == Some(i64::from(*version))).expect("stored");
+        assert_eq!(stored.get_str("master_key_id")?, new_arn);
+        // Same plaintext under the new master key…
+        assert_eq!(cold.get(folder, Some(*version)).await?.expose_bytes(), key.expose_bytes());
+        // …and the old master key no longer opens the stored blob.
+        let blob = match stored.get("wrapped") {
+            Some(bson::Bson::Binary(b)) => b.bytes.clone(),
+            _ => anyhow::bail!("no blob"),
+        };
+        let old = WrappedKey { blob, master_key_id: old_arn.clone() };
+        assert!(s.kms.unwrap(&old, KeyContext { folder_id: folder, version: *version }).await.is_err());
+    }
+    // New keys are made under the new master key from now on, even by a vault configured
+    // with the old one.
+    vault.create("after-rewrap").await?;
+    assert_eq!(s.stored("after-rewrap").await?[0].get_str("master_key_id")?, new_arn);
+    Ok(())
+}
+
+#[tokio::test]
+async fn destroy_leaves_no_way_to_read_the_folder() -> anyhow::Result<()> {
+    let s = setup().await?;
+    let vault = s.vault(s.kms.clone());
+    vault.create("doomed").await?;
+    vault.rotate("doomed").await?;
+    let key = vault.get("doomed", None).await?;
+    let at = FieldRef { folder_id: "doomed", item_id: "i", field: "content.connection.hosts" };
+    let sealed = Envelope::seal(&key, at, b"db.internal:27017")?.to_bytes();
+    drop(key);
+
+    assert_eq!(vault.destroy("doomed").await?, 2);
+    assert!(s.stored("doomed").await?.is_empty());
+    for version in [None, Some(1), Some(2)] {
+        assert!(matches!(vault.get("doomed", version).await, Err(VaultError::NotFound { .. })), "{version:?}");
+        assert!(matches!(s.vault(s.kms.clone()).get("doomed", version).await, Err(VaultError::NotFound { .. })));
+    }
+    // The stored ciphertext is intact but nothing can produce its key any more.
+    assert!(Envelope::from_bytes(&sealed).is_ok());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_kms_outage_serves_cached_keys_and_fails_new_unwraps_clearly() -> anyhow::Result<()> {
+    let mut own_kms = tokio::task::spawn_blocking(ServerProcess::kms).await??;
+    let client = kms_client(own_kms.port);
+    let master = create_kms_key(&client).await?;
+    let db = fresh_database().await?;
+    let kms: Arc<dyn Kms> = Arc::new(AwsKms::new(client));
+    let vault = |kms: Arc<dyn Kms>| KeyVault::new(kms, KeyStore::new(&db), master.clone(), CacheLimits::default());
+    let writer = vault(kms.clone());
+    writer.create("warm").await?;
+    writer.create("cold").await?;
+    let reader = vault(kms.clone());
+    let warm = reader.get("warm", Some(1)).await?;
+
+    tokio::task::spawn_blocking(move || own_kms.stop()).await?;
+
+    assert_eq!(reader.get("warm", Some(1)).await?.expose_bytes(), warm.expose_bytes(), "cached key keeps serving");
+    let err = reader.get("cold", Some(1)).await.unwrap_err();
+    assert!(matches!(err, VaultError::KmsUnavailable(_)), "{err:?}");
+    let err = writer.create("new-folder").await.unwrap_err();
+    assert!(matches!(err, VaultError::KmsUnavailable(_)), "{err:?}");
+    let left: Vec<Document> =
+        db.collection::<Document>("data_keys").find(doc! { "folder_id": "new-folder" }).await?.try_collect().await?;
+    assert!(left.is_empty(), "nothing half-written");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_local_provider_binds_keys_to_their_context() -> anyhow::Result<()> {
+    let db = fresh_database().await?;
+    let kms: Arc<dyn Kms> = Arc::new(LocalKms::new([9; 32]));
+    let vault = KeyVault::new(kms.clone(), KeyStore::new(&db), "local".into(), CacheLimits::default());
+    vault.create("f").await?;
+    vault.rotate("f").await?;
+    let cold = KeyVault::new(kms.clone(), KeyStore::new(&db), "local".into(), CacheLimits::default());
+    assert_eq!(cold.get("f", Some(1)).await?.version(), 1);
+    let stored = KeyStore::new(&db).find("f", Some(1)).await?.expect("stored");
+    assert!(kms.unwrap(&stored.wrapped, KeyContext { folder_id: "g", version: 1 }).await.is_err());
+    assert!(kms.unwrap(&stored.wrapped, KeyContext { folder_id: "f", version: 2 }).await.is_err());
+    let other_master = LocalKms::new([8; 32]);
+    assert!(other_master.unwrap(&stored.wrapped, KeyContext { folder_id: "f", version: 1 }).await.is_err());
+    Ok(())
+}
