@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: dev test prereqs build fmt lint k8s unit smoke certs clean-dev
+.PHONY: dev test prereqs build fmt lint k8s unit smoke bench certs clean-dev
 
 ## Run the whole stack on this machine (installs what is missing). Ctrl-C stops it.
 dev: prereqs
@@ -37,6 +37,10 @@ unit:
 smoke:
 	$(CARGO) build -p teamshare
 	tests/grpcurl_smoke.sh
+
+## Benchmarks (criterion); copy the figures into BENCHMARKS.md with the machine they ran on.
+bench:
+	$(CARGO) bench -p ts-crypto --bench seal_open
 
 ## Development certificates into .dev/certs (make dev does this when they are missing).
 certs:
