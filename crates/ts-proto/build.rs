@@ -25,7 +25,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         names.sort();
         files.extend(names.into_iter().map(|n| format!("{dir}/{n}")));
     }
-    println!("cargo:rerun-if-changed={}", root.display());
+    // Each directory (a file added or removed) and each file (an edit).
+    for dir in ["teamshare/v1", "teamshare/internal/v1"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
 
     let fds = protox::Compiler::new([&root])?
         .include_imports(true)

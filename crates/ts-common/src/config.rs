@@ -221,6 +221,17 @@ impl Default for DataKeyCacheConfig {
     }
 }
 
+impl DataKeyCacheConfig {
+    /// As cache bounds.
+    pub fn limits(&self) -> ts_crypto::CacheLimits {
+        ts_crypto::CacheLimits {
+            max_age: std::time::Duration::from_secs(self.max_age_secs),
+            max_uses: self.max_uses,
+            max_entries: self.max_entries,
+        }
+    }
+}
+
 fn default_cache_max_age_secs() -> u64 {
     300
 }

@@ -6,6 +6,10 @@
 //! for membership look-ups and audit events.
 #![forbid(unsafe_code)]
 
+pub mod keys;
+pub mod rotation;
+pub mod sealed;
+
 use std::future::Future;
 use std::sync::Arc;
 
@@ -17,6 +21,7 @@ use ts_common::identity::{Allowlist, Peer};
 use ts_common::server::{Access, ServiceServer};
 use ts_common::{RunError, drain_delay, service_mtls, stores, upstream};
 use ts_proto::internal::audit_ingest_service_server::{AuditIngestService, AuditIngestServiceServer};
+use ts_proto::internal::folder_key_operator_service_server::FolderKeyOperatorServiceServer;
 use ts_proto::internal::folder_membership_service_server::{FolderMembershipService, FolderMembershipServiceServer};
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::internal::key_vault_service_client::KeyVaultServiceClient;
@@ -25,12 +30,13 @@ use ts_proto::public::folder_service_server::{FolderService, FolderServiceServer
 use ts_proto::public::item_service_server::{ItemService, ItemServiceServer};
 use ts_proto::public::member_service_server::{MemberService, MemberServiceServer};
 
+use crate::keys::FolderKeys;
+
 /// Shared state of the folders handlers.
 #[derive(Clone)]
 pub struct FoldersApi {
     db: mongodb::Database,
-    #[expect(dead_code, reason = "the RPC bodies that call it arrive with a later issue")]
-    keyvault: KeyVaultServiceClient<InternalChannel>,
+    keys: Arc<FolderKeys>,
     #[expect(dead_code, reason = "the RPC bodies that call it arrive with a later issue")]
     identity: IdentityServiceClient<InternalChannel>,
 }
@@ -51,6 +57,14 @@ pub fn allowlist() -> Allowlist {
         .allow(<AuditServiceServer<FoldersApi> as NamedService>::NAME, gateway)
         .allow(<FolderMembershipServiceServer<FoldersApi> as NamedService>::NAME, &[Peer::Invitations, Peer::Gateway])
         .allow(<AuditIngestServiceServer<FoldersApi> as NamedService>::NAME, &[Peer::Invitations, Peer::Gateway])
+        .allow(<FolderKeyOperatorServiceServer<FoldersApi> as NamedService>::NAME, &[Peer::Operator])
+}
+
+impl FoldersApi {
+    /// The `items` collection.
+    pub fn items(&self) -> mongodb::Collection<bson::Document> {
+        self.db.collection("items")
+    }
 }
 
 /// Serves folders on `listener` until `shutdown` completes. Reads `[folders]`,
@@ -63,16 +77,18 @@ pub async fn serve(
     let section = require(&config.folders, "folders")?;
     let mtls = service_mtls(config, "folders", section)?;
     let keyvault = KeyVaultServiceClient::new(upstream(config, "keyvault", &mtls)?);
+    let keys = Arc::new(FolderKeys::new(keyvault, config.data_key_cache.limits()));
     let identity = IdentityServiceClient::new(upstream(config, "auth", &mtls)?);
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-folders").await?;
-    let api = FoldersApi { db, keyvault, identity };
+    let api = FoldersApi { db, keys, identity };
     ServiceServer::new("folders", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(FolderServiceServer::new(api.clone()))
         .service(MemberServiceServer::new(api.clone()))
         .service(ItemServiceServer::new(api.clone()))
         .service(AuditServiceServer::new(api.clone()))
         .service(FolderMembershipServiceServer::new(api.clone()))
-        .service(AuditIngestServiceServer::new(api))
+        .service(AuditIngestServiceServer::new(api.clone()))
+        .service(FolderKeyOperatorServiceServer::new(api))
         .health_listen(section.health_listen)
         .drain_delay(drain_delay(config))
         .serve(listener, shutdown)

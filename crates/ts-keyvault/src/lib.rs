@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use ts_common::config::{Config, DataKeyCacheConfig, require};
+use ts_common::config::{Config, require};
 use ts_common::identity::{Allowlist, Peer};
 use ts_common::server::{Access, ServiceServer};
 use ts_common::{RunError, drain_delay, service_mtls, stores};
@@ -42,7 +42,7 @@ pub async fn serve(
     let mtls = service_mtls(config, "keyvault", section)?;
     let (kms, master_key_id) = kms::from_config(config).await?;
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-keyvault").await?;
-    let vault = KeyVault::new(kms, store::KeyStore::new(&db), master_key_id, cache_limits(&config.data_key_cache));
+    let vault = KeyVault::new(kms, store::KeyStore::new(&db), master_key_id, config.data_key_cache.limits());
     vault
         .store()
         .ensure_indexes()
@@ -57,13 +57,4 @@ pub async fn serve(
         .serve(listener, shutdown)
         .await?;
     Ok(())
-}
-
-/// The configured cache bounds.
-pub fn cache_limits(c: &DataKeyCacheConfig) -> ts_crypto::CacheLimits {
-    ts_crypto::CacheLimits {
-        max_age: std::time::Duration::from_secs(c.max_age_secs),
-        max_uses: c.max_uses,
-        max_entries: c.max_entries,
-    }
 }

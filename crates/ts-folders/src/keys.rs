@@ -1,0 +1,102 @@
+//! The folders service's access to data keys: fetched from keyvault over mTLS and cached in
+//! memory within the configured bounds. Plaintext keys never leave this process.
+
+use tonic::{Code, Status};
+use ts_common::client::InternalChannel;
+use ts_crypto::{CacheLimits, DataKey, KeyCache};
+use ts_proto::internal::key_vault_service_client::KeyVaultServiceClient;
+use ts_proto::internal::{
+    CreateDataKeyRequest, DestroyDataKeysRequest, GetDataKeyRequest, RetireDataKeyVersionsRequest, RotateDataKeyRequest,
+};
+
+/// Data keys for folders, through keyvault, with a bounded plaintext cache.
+pub struct FolderKeys {
+    client: KeyVaultServiceClient<InternalChannel>,
+    cache: KeyCache,
+}
+
+impl std::fmt::Debug for FolderKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FolderKeys").field("cache", &self.cache).finish_non_exhaustive()
+    }
+}
+
+/// Keeps keyvault's caller-facing errors and hides the rest behind UNAVAILABLE.
+fn from_keyvault(s: Status) -> Status {
+    match s.code() {
+        Code::NotFound | Code::InvalidArgument | Code::FailedPrecondition => s,
+        Code::Unavailable | Code::DeadlineExceeded => Status::unavailable("data keys are unavailable; retry later"),
+        _ => {
+            tracing::error!(code = ?s.code(), message = s.message(), "keyvault failed");
+            Status::internal("data keys cannot be read")
+        }
+    }
+}
+
+fn key_from(version: u32, bytes: &[u8]) -> Result<DataKey, Status> {
+    DataKey::from_slice(version, bytes).ok_or_else(|| Status::internal("keyvault returned a malformed key"))
+}
+
+impl FolderKeys {
+    /// Keys through `client`, cached within `limits`.
+    pub fn new(client: KeyVaultServiceClient<InternalChannel>, limits: CacheLimits) -> Self {
+        FolderKeys { client, cache: KeyCache::new(limits) }
+    }
+
+    /// Creates a folder's first key version.
+    pub async fn create(&self, folder_id: &str) -> Result<u32, Status> {
+        let req = CreateDataKeyRequest { folder_id: folder_id.to_owned() };
+        Ok(self.client.clone().create_data_key(req).await.map_err(from_keyvault)?.into_inner().version)
+    }
+
+    /// The newest version, for writes. Always asks keyvault, so a rotation takes effect at
+    /// once; the answer also warms the cache for reads.
+    pub async fn newest(&self, folder_id: &str) -> Result<DataKey, Status> {
+        let req = GetDataKeyRequest { folder_id: folder_id.to_owned(), version: 0 };
+        let resp = self.client.clone().get_data_key(req).await.map_err(from_keyvault)?.into_inner();
+        let key = key_from(resp.version, &resp.key)?;
+        self.cache.insert(folder_id, key.clone());
+        Ok(key)
+    }
+
+    /// A given version, for reads; from the cache while it is within its bounds.
+    pub async fn version(&self, folder_id: &str, version: u32) -> Result<DataKey, Status> {
+        if let Some(key) = self.cache.get(folder_id, version) {
+            return Ok(key);
+        }
+        let req = GetDataKeyRequest { folder_id: folder_id.to_owned(), version };
+        let resp = self.client.clone().get_data_key(req).await.map_err(from_keyvault)?.into_inner();
+        let key = key_from(resp.version, &resp.key)?;
+        self.cache.insert(folder_id, key.clone());
+        Ok(key)
+    }
+
+    /// Adds a version at keyvault.
+    pub async fn rotate(&self, folder_id: &str) -> Result<u32, Status> {
+        let req = RotateDataKeyRequest { folder_id: folder_id.to_owned() };
+        Ok(self.client.clone().rotate_data_key(req).await.map_err(from_keyvault)?.into_inner().version)
+    }
+
+    /// Retires versions older than `keep_from` at keyvault and here.
+    pub async fn retire(&self, folder_id: &str, keep_from: u32) -> Result<u32, Status> {
+        let req = RetireDataKeyVersionsRequest { folder_id: folder_id.to_owned(), keep_from_version: keep_from };
+        let retired =
+            self.client.clone().retire_data_key_versions(req).await.map_err(from_keyvault)?.into_inner().retired;
+        self.cache.evict_folder(folder_id);
+        Ok(retired)
+    }
+
+    /// Destroys every version at keyvault and forgets them here (crypto-erasure).
+    pub async fn destroy(&self, folder_id: &str) -> Result<u32, Status> {
+        self.cache.evict_folder(folder_id);
+        let req = DestroyDataKeysRequest { folder_id: folder_id.to_owned() };
+        let destroyed = self.client.clone().destroy_data_keys(req).await.map_err(from_keyvault)?.into_inner().destroyed;
+        self.cache.evict_folder(folder_id);
+        Ok(destroyed)
+    }
+
+    /// Cache hits and misses.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.cache.stats()
+    }
+}

@@ -1,0 +1,116 @@
+//! Data-key rotation for a folder's items: re-encrypt every item still on an older key
+//! version to the newest, then retire the older versions at keyvault.
+
+use bson::{Document, doc};
+use futures::TryStreamExt;
+use mongodb::Collection;
+use tonic::{Request, Response, Status};
+use ts_proto::internal::folder_key_operator_service_server::FolderKeyOperatorService;
+use ts_proto::internal::{
+    ReencryptFolderRequest, ReencryptFolderResponse, RotateFolderKeyRequest, RotateFolderKeyResponse,
+};
+
+use crate::FoldersApi;
+use crate::keys::FolderKeys;
+use crate::sealed::{key_version, reseal};
+
+/// A pass that keeps finding items on old versions (a writer racing it) gives up after this
+/// many rounds rather than loop forever; the old versions then stay until the next pass.
+const MAX_ROUNDS: usize = 5;
+
+/// What a re-encryption pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReencryptReport {
+    /// The newest version, which every item now uses.
+    pub key_version: u32,
+    /// Items rewritten.
+    pub reencrypted: u64,
+    /// Older versions retired at keyvault.
+    pub retired: u32,
+}
+
+/// Rewrites every item of `folder_id` to the newest key version, then retires older
+/// versions. Each item is rewritten only if unchanged since it was read (same item version
+/// and key version), so a concurrent edit is never lost; safe to repeat.
+pub async fn reencrypt_folder(
+    items: &Collection<Document>,
+    keys: &FolderKeys,
+    folder_id: &str,
+) -> Result<ReencryptReport, Status> {
+    let newest = keys.newest(folder_id).await?;
+    let stale = doc! { "folder_id": folder_id, "key_version": { "$lt": i64::from(newest.version()) } };
+    let mut report = ReencryptReport { key_version: newest.version(), ..Default::default() };
+    for _ in 0..MAX_ROUNDS {
+        let docs: Vec<Document> =
+            items.find(stale.clone()).await.map_err(store_error)?.try_collect().await.map_err(store_error)?;
+        if docs.is_empty() {
+            let retired = keys.retire(folder_id, newest.version()).await?;
+            report.retired = retired;
+            tracing::info!(
+                folder_id,
+                key_version = newest.version(),
+                reencrypted = report.reencrypted,
+                retired,
+                "re-encryption pass finished"
+            );
+            return Ok(report);
+        }
+        for item in docs {
+            let item_id = item.get_str("_id").map_err(|_| Status::internal("stored item without an id"))?;
+            let old_version =
+                key_version(&item).ok_or_else(|| Status::internal("stored item without a key version"))?;
+            let old = keys.version(folder_id, old_version).await?;
+            let enc = item.get_document("enc").map_err(|_| Status::internal("stored item without sealed fields"))?;
+            let resealed = reseal(&old, &newest, folder_id, item_id, enc)?;
+            let mut unchanged = doc! { "_id": item_id, "key_version": i64::from(old_version) };
+            if let Some(v) = item.get("version") {
+                unchanged.insert("version", v.clone());
+            }
+            let update = doc! { "$set": { "enc": resealed, "key_version": i64::from(newest.version()) } };
+            if items.update_one(unchanged, update).await.map_err(store_error)?.modified_count == 1 {
+                report.reencrypted += 1;
+            }
+        }
+    }
+    Err(Status::aborted("items kept changing during re-encryption; run the pass again"))
+}
+
+fn store_error(e: mongodb::error::Error) -> Status {
+    tracing::error!(error = %e, "item store failed during re-encryption");
+    Status::unavailable("item store is unavailable; retry later")
+}
+
+fn folder_id(raw: &str) -> Result<&str, Status> {
+    if raw.is_empty() { Err(Status::invalid_argument("folder_id is required")) } else { Ok(raw) }
+}
+
+#[tonic::async_trait]
+impl FolderKeyOperatorService for FoldersApi {
+    async fn rotate_folder_key(
+        &self,
+        request: Request<RotateFolderKeyRequest>,
+    ) -> Result<Response<RotateFolderKeyResponse>, Status> {
+        let req = request.into_inner();
+        let folder_id = folder_id(&req.folder_id)?;
+        self.keys.rotate(folder_id).await?;
+        let r = reencrypt_folder(&self.items(), &self.keys, folder_id).await?;
+        Ok(Response::new(RotateFolderKeyResponse {
+            key_version: r.key_version,
+            reencrypted_items: r.reencrypted,
+            retired_versions: r.retired,
+        }))
+    }
+
+    async fn reencrypt_folder(
+        &self,
+        request: Request<ReencryptFolderRequest>,
+    ) -> Result<Response<ReencryptFolderResponse>, Status> {
+        let req = request.into_inner();
+        let r = reencrypt_folder(&self.items(), &self.keys, folder_id(&req.folder_id)?).await?;
+        Ok(Response::new(ReencryptFolderResponse {
+            key_version: r.key_version,
+            reencrypted_items: r.reencrypted,
+            retired_versions: r.retired,
+        }))
+    }
+}
