@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use ts_common::RunError;
+use ts_common::clock::SharedClock;
 use ts_common::config::{Config, ConfigError, require};
 
 /// One of the five services.
@@ -61,19 +62,21 @@ impl Service {
             .map_err(|e| ConfigError::key(format!("{}.listen", self.name()), format!("cannot bind {addr}: {e}")))
     }
 
-    /// Serves this service on `listener` until `shutdown` completes.
+    /// Serves this service on `listener` until `shutdown` completes; `clock` is the time
+    /// source for expiry (the system clock outside tests).
     pub async fn serve(
         self,
         config: &Config,
+        clock: SharedClock,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), RunError> {
         match self {
-            Service::Auth => ts_auth::serve(config, listener, shutdown).await,
+            Service::Auth => ts_auth::serve_with_clock(config, clock, listener, shutdown).await,
             Service::Keyvault => ts_keyvault::serve(config, listener, shutdown).await,
             Service::Folders => ts_folders::serve(config, listener, shutdown).await,
             Service::Invitations => ts_invitations::serve(config, listener, shutdown).await,
-            Service::Gateway => ts_gateway::serve(config, listener, shutdown).await,
+            Service::Gateway => ts_gateway::serve_with_clock(config, clock, listener, shutdown).await,
         }
     }
 }
@@ -84,18 +87,20 @@ impl Service {
 pub async fn run_stack(
     config: Arc<Config>,
     listeners: Vec<(Service, TcpListener)>,
+    clock: SharedClock,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for (service, listener) in listeners {
         let config = config.clone();
+        let clock = clock.clone();
         let mut rx = stop_rx.clone();
         tasks.spawn(async move {
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            (service, service.serve(&config, listener, stop).await)
+            (service, service.serve(&config, clock, listener, stop).await)
         });
     }
     let trigger = stop_tx.clone();

@@ -82,6 +82,13 @@ fn run(path: Option<PathBuf>, only: Option<Service>) -> Result<(), String> {
         if let Some((_, gw)) = listeners.iter().find(|(s, _)| *s == Service::Gateway) {
             tracing::info!(addr = %gw.local_addr().map_err(|e| e.to_string())?, "gateway listening");
         }
-        run_stack(Arc::new(config), listeners, ts_common::server::shutdown_signal()).await.map_err(|e| e.to_string())
+        run_stack(
+            Arc::new(config),
+            listeners,
+            Arc::new(ts_common::clock::SystemClock),
+            ts_common::server::shutdown_signal(),
+        )
+        .await
+        .map_err(|e| e.to_string())
     })
 }

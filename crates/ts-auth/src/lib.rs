@@ -1,36 +1,37 @@
-//! The auth service: users and email verification, sessions and access tokens, licenses and
-//! the Team Sharing switch. It owns the `users`, `verification_codes`, `sessions`,
-//! `licenses` and `settings` collections.
+//! The auth service: users and passwordless email verification, single sign-on, sessions and
+//! access tokens, licenses and the Team Sharing switch (DESIGN.md §4). It owns the `users`,
+//! `verification_codes`, `sessions`, `licenses`, `settings` and `rate_counters` collections.
 //!
 //! Callers (mTLS identity): the gateway for user-facing RPCs; folders and invitations (and
 //! the gateway) for identity look-ups; the operator for licenses and the switch.
 #![forbid(unsafe_code)]
+
+pub mod email;
+pub mod grpc;
+pub mod licenses;
+pub mod sessions;
+pub mod signing;
+pub mod sso;
+pub mod state;
+pub mod verification;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use ts_common::config::{Config, require};
+use ts_common::clock::{SharedClock, SystemClock};
+use ts_common::config::{Config, ConfigError, require};
 use ts_common::identity::{Allowlist, Peer};
 use ts_common::server::{Access, ServiceServer};
 use ts_common::{RunError, drain_delay, service_mtls, stores};
-use ts_proto::internal::identity_service_server::{IdentityService, IdentityServiceServer};
-use ts_proto::internal::license_operator_service_server::{LicenseOperatorService, LicenseOperatorServiceServer};
-use ts_proto::public::auth_service_server::{AuthService, AuthServiceServer};
-use ts_proto::public::license_admin_service_server::{LicenseAdminService, LicenseAdminServiceServer};
+use ts_proto::internal::identity_service_server::IdentityServiceServer;
+use ts_proto::internal::license_operator_service_server::LicenseOperatorServiceServer;
+use ts_proto::public::auth_service_server::AuthServiceServer;
+use ts_proto::public::license_admin_service_server::LicenseAdminServiceServer;
 
-/// Shared state of the auth handlers.
-#[derive(Clone)]
-pub struct AuthApi {
-    db: mongodb::Database,
-}
-
-impl std::fmt::Debug for AuthApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthApi").field("db", &self.db.name()).finish()
-    }
-}
+pub use crate::grpc::AuthApi;
+pub use crate::state::Auth;
 
 /// Who may call which auth RPCs (DESIGN.md §1).
 pub fn allowlist() -> Allowlist {
@@ -44,17 +45,53 @@ pub fn allowlist() -> Allowlist {
         .allow(<LicenseOperatorServiceServer<AuthApi> as NamedService>::NAME, &[Peer::Operator])
 }
 
-/// Serves auth on `listener` until `shutdown` completes. Reads `[auth]`, `[internal_tls]`
-/// and `[mongodb]`.
+/// Serves auth on `listener` until `shutdown` completes, on the system clock.
 pub async fn serve(
     config: &Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
+    serve_with_clock(config, Arc::new(SystemClock), listener, shutdown).await
+}
+
+/// Builds the auth state from `[auth]`, `[accounts]`, `[mail]`, `[mongodb]` and `[redis]`.
+pub async fn build(config: &Config, clock: SharedClock) -> Result<Auth, RunError> {
+    let policy = config.accounts.clone();
+    let signer = signing::Signer::load(&policy.token_signing_keys)?;
+    let secret_path = policy
+        .secret_key_file
+        .as_ref()
+        .ok_or_else(|| ConfigError::key("accounts.secret_key_file", "required by auth"))?;
+    ts_common::config::check_file("accounts.secret_key_file", secret_path)?;
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(secret_path).map_err(|e| ConfigError::key("accounts.secret_key_file", e.to_string()))?,
+    );
+    let secret: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| ConfigError::key("accounts.secret_key_file", "must hold exactly 32 bytes"))?;
+    let mailer = ts_common::mail::from_config(require(&config.mail, "mail")?)?;
+    let sso = sso::SsoIssuer::load(&policy.sso)?;
+    let redis = match &config.redis {
+        Some(r) => Some(stores::redis(r)?),
+        None => None,
+    };
+    let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-auth").await?;
+    let auth = Auth { db, clock, mailer, signer, secret: zeroize::Zeroizing::new(secret), policy, sso, redis };
+    auth.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create auth indexes: {e}")))?;
+    Ok(auth)
+}
+
+/// Serves auth with an injected clock (tests move it to expire codes and tokens).
+pub async fn serve_with_clock(
+    config: &Config,
+    clock: SharedClock,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
     let section = require(&config.auth, "auth")?;
     let mtls = service_mtls(config, "auth", section)?;
-    let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-auth").await?;
-    let api = AuthApi { db };
+    let api = AuthApi::new(Arc::new(build(config, clock).await?));
     ServiceServer::new("auth", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(AuthServiceServer::new(api.clone()))
         .service(LicenseAdminServiceServer::new(api.clone()))
@@ -66,13 +103,3 @@ pub async fn serve(
         .await?;
     Ok(())
 }
-
-// The RPC bodies arrive with the auth issue; until then each answers UNIMPLEMENTED.
-#[tonic::async_trait]
-impl AuthService for AuthApi {}
-#[tonic::async_trait]
-impl LicenseAdminService for AuthApi {}
-#[tonic::async_trait]
-impl IdentityService for AuthApi {}
-#[tonic::async_trait]
-impl LicenseOperatorService for AuthApi {}

@@ -79,6 +79,11 @@ pub struct Config {
     /// Bounds on plaintext data keys cached in memory (keyvault and folders).
     #[serde(default)]
     pub data_key_cache: DataKeyCacheConfig,
+    /// Accounts policy: tokens, verification codes, SSO issuers, the Team Sharing default.
+    #[serde(default)]
+    pub accounts: AccountsConfig,
+    /// Outgoing email.
+    pub mail: Option<crate::mail::MailConfig>,
     /// The auth service.
     pub auth: Option<ServiceConfig>,
     /// The keyvault service.
@@ -194,6 +199,94 @@ pub struct StaticCredentials {
     pub access_key_id: String,
     /// Secret access key.
     pub secret_access_key: SecretString,
+}
+
+/// Accounts policy, read by auth (and by the gateway for token lifetimes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// PEM Ed25519 private keys (PKCS#8) that sign access tokens. The first signs; all of
+    /// them verify, so a new key is rolled in by putting it first and an old one rolled out
+    /// once its tokens expired.
+    #[serde(default)]
+    pub token_signing_keys: Vec<PathBuf>,
+    /// File of 32 random bytes keying the hashes of verification codes.
+    pub secret_key_file: Option<PathBuf>,
+    /// Access-token lifetime.
+    #[serde(default = "default_access_ttl")]
+    pub access_token_ttl_secs: u64,
+    /// Refresh-token (session) lifetime.
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_token_ttl_secs: u64,
+    /// Verification-code lifetime.
+    #[serde(default = "default_code_ttl")]
+    pub code_ttl_secs: u64,
+    /// Tries a verification code allows.
+    #[serde(default = "default_code_tries")]
+    pub code_max_tries: u32,
+    /// Codes sent to one email per hour.
+    #[serde(default = "default_sends_per_email")]
+    pub sends_per_email_per_hour: u32,
+    /// Codes sent for one client address per hour.
+    #[serde(default = "default_sends_per_client")]
+    pub sends_per_client_per_hour: u32,
+    /// Whether Team Sharing is on for the deployment until an operator says otherwise.
+    #[serde(default = "default_true")]
+    pub sharing_enabled: bool,
+    /// OIDC issuers accepted for single sign-on.
+    #[serde(default)]
+    pub sso: Vec<SsoIssuerConfig>,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            token_signing_keys: Vec::new(),
+            secret_key_file: None,
+            access_token_ttl_secs: default_access_ttl(),
+            refresh_token_ttl_secs: default_refresh_ttl(),
+            code_ttl_secs: default_code_ttl(),
+            code_max_tries: default_code_tries(),
+            sends_per_email_per_hour: default_sends_per_email(),
+            sends_per_client_per_hour: default_sends_per_client(),
+            sharing_enabled: true,
+            sso: Vec::new(),
+        }
+    }
+}
+
+fn default_access_ttl() -> u64 {
+    900
+}
+fn default_refresh_ttl() -> u64 {
+    30 * 24 * 3600
+}
+fn default_code_ttl() -> u64 {
+    600
+}
+fn default_code_tries() -> u32 {
+    5
+}
+fn default_sends_per_email() -> u32 {
+    5
+}
+fn default_sends_per_client() -> u32 {
+    30
+}
+fn default_true() -> bool {
+    true
+}
+
+/// One OIDC issuer for single sign-on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoIssuerConfig {
+    /// The `iss` claim, such as `https://login.example.com`.
+    pub issuer: String,
+    /// The `aud` claim teamshare's client id has at this issuer.
+    pub audience: String,
+    /// The issuer's JWKS (JSON Web Key Set) file.
+    pub jwks_file: PathBuf,
 }
 
 /// Bounds on cached plaintext data keys.
@@ -387,6 +480,12 @@ impl Config {
         }
         if let Some(k) = &mut self.kms {
             k.local_key_file.as_mut().map(fix);
+        }
+        self.accounts.token_signing_keys.iter_mut().for_each(fix);
+        self.accounts.secret_key_file.as_mut().map(fix);
+        self.accounts.sso.iter_mut().for_each(|s| fix(&mut s.jwks_file));
+        if let Some(crate::mail::MailConfig::File { dir }) = &mut self.mail {
+            fix(dir);
         }
         for s in [&mut self.auth, &mut self.keyvault, &mut self.folders, &mut self.invitations].into_iter().flatten() {
             fix(&mut s.cert);

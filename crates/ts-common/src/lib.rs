@@ -4,12 +4,15 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod identity;
+pub mod mail;
 pub mod server;
 pub mod stores;
 pub mod telemetry;
 pub mod tls;
+pub mod tokens;
 pub mod user;
 
 use std::path::Path;

@@ -27,8 +27,9 @@ fn redact_mongo_error(e: &mongodb::error::Error) -> String {
     format!("invalid connection string ({})", e.kind.as_ref().to_string().split(':').next().unwrap_or("parse error"))
 }
 
-/// Builds a Redis client for the configured URL and starts connecting in the background.
-/// Callers must treat Redis as optional: it is a cache, never the system of record.
+/// Builds a Redis client for the configured URL and starts connecting (and reconnecting)
+/// in the background. Callers must treat Redis as optional: it is a cache and a home for
+/// shared counters, never the system of record; every command fails within 500 ms.
 pub fn redis(config: &RedisConfig) -> Result<fred::clients::Client, ConfigError> {
     use fred::prelude::*;
     let cfg = fred::types::config::Config::from_url(config.url.expose_secret())
@@ -37,9 +38,23 @@ pub fn redis(config: &RedisConfig) -> Result<fred::clients::Client, ConfigError>
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(2);
             c.internal_command_timeout = Duration::from_secs(2);
+            c.max_command_attempts = 1;
         })
+        // A cache must fail fast: callers fall back to MongoDB or in-process limits.
+        .with_performance_config(|p| p.default_command_timeout = Duration::from_millis(500))
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
         .build()
         .map_err(|_| ConfigError::key("redis.url", "invalid redis configuration"))?;
+    let _connection_task = client.connect();
     Ok(client)
+}
+
+/// Whether a MongoDB error is a duplicate-key violation (a unique index did its job).
+pub fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => e.to_string().contains("E11000"),
+    }
 }

@@ -157,6 +157,14 @@ impl DevCertPaths {
     pub fn local_master_key(&self) -> PathBuf {
         self.dir.join("local-master.key")
     }
+    /// auth's access-token signing key (Ed25519, PKCS#8 PEM).
+    pub fn token_signing_key(&self) -> PathBuf {
+        self.dir.join("token-signing.pem")
+    }
+    /// auth's secret for hashing verification codes.
+    pub fn auth_secret(&self) -> PathBuf {
+        self.dir.join("auth-secret.key")
+    }
 }
 
 /// Writes a development CA, one certificate and key per identity (services and operator),
@@ -178,10 +186,18 @@ pub fn write_dev_certs(dir: &Path) -> std::io::Result<DevCertPaths> {
     let public = ca.issue_server("teamshare gateway", &["localhost", "gateway", "teamshare.local"]).map_err(err)?;
     std::fs::write(paths.public_cert(), &public.cert)?;
     write_private(&paths.public_key(), public.key.as_bytes())?;
-    let mut master = [0u8; 32];
-    getrandom::fill(&mut master).map_err(|e| std::io::Error::other(e.to_string()))?;
-    write_private(&paths.local_master_key(), &master)?;
+    for path in [paths.local_master_key(), paths.auth_secret()] {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
+        write_private(&path, &secret)?;
+    }
+    write_private(&paths.token_signing_key(), generate_signing_key().map_err(err)?.as_bytes())?;
     Ok(paths)
+}
+
+/// A new Ed25519 private key for signing access tokens, PKCS#8 PEM.
+pub fn generate_signing_key() -> Result<String, rcgen::Error> {
+    Ok(KeyPair::generate_for(&rcgen::PKCS_ED25519)?.serialize_pem())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -1,20 +1,134 @@
-//! Authenticating public callers by their access token.
+//! Authenticating public callers: access tokens verified with auth's public keys (fetched
+//! over mTLS, cached, refreshed when an unknown key id appears), revocation checked in Redis
+//! (falling back to auth when Redis is down), and the "may share right now" check for
+//! sharing RPCs.
 
+use std::time::{Duration, Instant};
+
+use tokio::sync::RwLock;
 use tonic::{Request, Status};
+use ts_common::client::InternalChannel;
+use ts_common::clock::SharedClock;
+use ts_common::tokens::{PublicKey, TokenError, Verifier};
 use ts_common::user::UserContext;
+use ts_proto::internal::identity_service_client::IdentityServiceClient;
+use ts_proto::internal::{CheckSessionRequest, CheckSharingAllowedRequest, GetTokenKeysRequest, SharingDenial};
 
-/// Checks the `authorization: Bearer <token>` header of public calls.
-///
-/// Access tokens are minted by auth (the auth issue); until the gateway has auth's token
-/// keys to verify them with, it refuses every token rather than trusting any.
-#[derive(Debug, Clone, Default)]
-pub struct Authenticator {}
+/// Redis key prefix auth writes revoked session ids under.
+pub const REVOKED_PREFIX: &str = "ts:revoked-session:";
+/// Least time between two key refreshes triggered by unknown key ids.
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+/// Verifies access tokens and sharing permission for the gateway.
+pub struct Authenticator {
+    identity: IdentityServiceClient<InternalChannel>,
+    redis: Option<fred::clients::Client>,
+    clock: SharedClock,
+    keys: RwLock<(Verifier, Option<Instant>)>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").field("redis", &self.redis.is_some()).finish_non_exhaustive()
+    }
+}
+
+fn unauthenticated(e: TokenError) -> Status {
+    Status::unauthenticated(e.to_string())
+}
 
 impl Authenticator {
+    /// Checks tokens with keys from `identity`, revocations in `redis`, time from `clock`.
+    pub fn new(
+        identity: IdentityServiceClient<InternalChannel>,
+        redis: Option<fred::clients::Client>,
+        clock: SharedClock,
+    ) -> Self {
+        Authenticator { identity, redis, clock, keys: RwLock::new((Verifier::default(), None)) }
+    }
+
+    async fn refresh_keys(&self) -> Result<(), Status> {
+        let mut keys = self.keys.write().await;
+        if keys.1.is_some_and(|at| at.elapsed() < REFRESH_EVERY) {
+            return Ok(());
+        }
+        let reply = self.identity.clone().get_token_keys(GetTokenKeysRequest {}).await.map_err(|s| {
+            tracing::warn!(code = ?s.code(), "cannot fetch token keys from auth");
+            Status::unavailable("cannot verify access tokens right now; retry later")
+        })?;
+        let public: Vec<PublicKey> =
+            reply.into_inner().keys.into_iter().map(|k| PublicKey { kid: k.key_id, bytes: k.public_key }).collect();
+        *keys = (Verifier::new(&public), Some(Instant::now()));
+        Ok(())
+    }
+
+    async fn verify(&self, token: &str) -> Result<ts_common::tokens::Claims, Status> {
+        let kid = Verifier::kid_of(token).map_err(unauthenticated)?;
+        if !self.keys.read().await.0.knows(&kid) {
+            self.refresh_keys().await?;
+        }
+        let now = self.clock.now();
+        self.keys.read().await.0.verify(token, now).map_err(unauthenticated)
+    }
+
+    async fn session_revoked(&self, sid: &str) -> Result<bool, Status> {
+        use fred::prelude::*;
+        if let Some(redis) = &self.redis {
+            match redis.exists::<u32, _>(format!("{REVOKED_PREFIX}{sid}")).await {
+                Ok(n) => return Ok(n > 0),
+                Err(e) => tracing::warn!(error = %e, "redis unavailable for the revocation check; asking auth"),
+            }
+        }
+        let live =
+            self.identity.clone().check_session(CheckSessionRequest { session_id: sid.to_owned() }).await.map_err(
+                |s| {
+                    tracing::warn!(code = ?s.code(), "cannot check session with auth");
+                    Status::unavailable("cannot verify the session right now; retry later")
+                },
+            )?;
+        Ok(!live.into_inner().live)
+    }
+
     /// For RPCs that need a signed-in user: the verified identity, or UNAUTHENTICATED.
     pub async fn required<T>(&self, request: &Request<T>) -> Result<Option<UserContext>, Status> {
-        let _token = bearer_token(request)?;
-        Err(Status::unauthenticated("access token could not be verified"))
+        let token = bearer_token(request)?;
+        let claims = self.verify(token).await?;
+        if self.session_revoked(&claims.sid).await? {
+            return Err(Status::unauthenticated("the session has ended; sign in again"));
+        }
+        Ok(Some(UserContext {
+            user_id: claims.sub,
+            email: claims.email,
+            license_id: claims.lic,
+            session_id: claims.sid,
+        }))
+    }
+
+    /// For sharing RPCs: a signed-in user who may share right now (verified, not blocked,
+    /// Team Sharing on), else FAILED_PRECONDITION saying why.
+    pub async fn sharing<T>(&self, request: &Request<T>) -> Result<Option<UserContext>, Status> {
+        let user = self.required(request).await?;
+        let Some(u) = &user else { return Ok(user) };
+        let reply = self
+            .identity
+            .clone()
+            .check_sharing_allowed(CheckSharingAllowedRequest { user_id: u.user_id.clone() })
+            .await
+            .map_err(crate::downstream::public_status)?
+            .into_inner();
+        if reply.allowed {
+            return Ok(user);
+        }
+        Err(match SharingDenial::try_from(reply.denial).unwrap_or(SharingDenial::Unspecified) {
+            SharingDenial::Disabled => Status::failed_precondition("team sharing is disabled"),
+            SharingDenial::LicenseBlocked => {
+                Status::failed_precondition("team sharing is blocked for your license by its admin")
+            }
+            SharingDenial::Unverified => Status::failed_precondition("verify your email again before sharing"),
+            SharingDenial::UnknownUser | SharingDenial::Unspecified => {
+                Status::unauthenticated("unknown user; sign in again")
+            }
+        })
     }
 
     /// For RPCs that anyone may call (sign-in, status): no identity is forwarded.

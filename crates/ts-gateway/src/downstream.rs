@@ -9,6 +9,9 @@ use tonic::{Code, Request, Response, Status};
 use ts_common::server::current_request_id;
 use ts_common::user::UserContext;
 
+/// Metadata key carrying the client's address to auth (for its send rate limits).
+pub const CLIENT_ADDR: &str = "x-teamshare-client-addr";
+
 /// Metadata key of the retry hint on RESOURCE_EXHAUSTED answers.
 pub const RETRY_AFTER: &str = "retry-after-seconds";
 
@@ -26,9 +29,13 @@ where
     Fut: Future<Output = Result<Response<R>, Status>>,
 {
     let deadline = client_deadline(&request).map_or(limit, |d| d.min(limit));
+    let client_addr = request.remote_addr().map(|a| a.ip().to_string());
     let mut out = Request::new(request.into_inner());
     if let Some(user) = &user {
         user.attach(out.metadata_mut());
+    }
+    if let Some(addr) = client_addr.and_then(|a| a.parse().ok()) {
+        out.metadata_mut().insert(CLIENT_ADDR, addr);
     }
     out.set_timeout(deadline);
     match call(out).await {

@@ -1,5 +1,6 @@
 //! The public services, each RPC translated to the internal service that owns it. An RPC
-//! marked `required` needs a verified access token; `anonymous` ones are sign-in calls.
+//! marked `required` needs a valid access token; `sharing` also needs a user who may share
+//! right now; `anonymous` ones are sign-in calls.
 
 use tonic::{Request, Response, Status};
 use ts_proto::public::audit_service_server::AuditService;
@@ -46,40 +47,40 @@ translate!(LicenseAdminService via license {
 });
 
 translate!(FolderService via folders {
-    required create_folder(CreateFolderRequest) -> CreateFolderResponse;
-    required list_folders(ListFoldersRequest) -> ListFoldersResponse;
-    required get_folder(GetFolderRequest) -> GetFolderResponse;
-    required rename_folder(RenameFolderRequest) -> RenameFolderResponse;
-    required delete_folder(DeleteFolderRequest) -> DeleteFolderResponse;
-    required leave_folder(LeaveFolderRequest) -> LeaveFolderResponse;
+    sharing create_folder(CreateFolderRequest) -> CreateFolderResponse;
+    sharing list_folders(ListFoldersRequest) -> ListFoldersResponse;
+    sharing get_folder(GetFolderRequest) -> GetFolderResponse;
+    sharing rename_folder(RenameFolderRequest) -> RenameFolderResponse;
+    sharing delete_folder(DeleteFolderRequest) -> DeleteFolderResponse;
+    sharing leave_folder(LeaveFolderRequest) -> LeaveFolderResponse;
 });
 
 translate!(MemberService via members {
-    required list_members(ListMembersRequest) -> ListMembersResponse;
-    required update_member_access(UpdateMemberAccessRequest) -> UpdateMemberAccessResponse;
-    required remove_member(RemoveMemberRequest) -> RemoveMemberResponse;
+    sharing list_members(ListMembersRequest) -> ListMembersResponse;
+    sharing update_member_access(UpdateMemberAccessRequest) -> UpdateMemberAccessResponse;
+    sharing remove_member(RemoveMemberRequest) -> RemoveMemberResponse;
 });
 
 translate!(ItemService via items {
-    required create_item(CreateItemRequest) -> CreateItemResponse;
-    required get_item(GetItemRequest) -> GetItemResponse;
-    required list_items(ListItemsRequest) -> ListItemsResponse;
-    required update_item(UpdateItemRequest) -> UpdateItemResponse;
-    required delete_item(DeleteItemRequest) -> DeleteItemResponse;
-    required move_item(MoveItemRequest) -> MoveItemResponse;
+    sharing create_item(CreateItemRequest) -> CreateItemResponse;
+    sharing get_item(GetItemRequest) -> GetItemResponse;
+    sharing list_items(ListItemsRequest) -> ListItemsResponse;
+    sharing update_item(UpdateItemRequest) -> UpdateItemResponse;
+    sharing delete_item(DeleteItemRequest) -> DeleteItemResponse;
+    sharing move_item(MoveItemRequest) -> MoveItemResponse;
 });
 
 translate!(AuditService via audit {
-    required list_folder_audit(ListFolderAuditRequest) -> ListFolderAuditResponse;
-    required list_my_errors(ListMyErrorsRequest) -> ListMyErrorsResponse;
+    sharing list_folder_audit(ListFolderAuditRequest) -> ListFolderAuditResponse;
+    sharing list_my_errors(ListMyErrorsRequest) -> ListMyErrorsResponse;
 });
 
 translate!(InvitationService via invitations {
-    required create_invitation(CreateInvitationRequest) -> CreateInvitationResponse;
-    required list_my_invitations(ListMyInvitationsRequest) -> ListMyInvitationsResponse;
-    required list_folder_invitations(ListFolderInvitationsRequest) -> ListFolderInvitationsResponse;
-    required accept_invitation(AcceptInvitationRequest) -> AcceptInvitationResponse;
-    required decline_invitation(DeclineInvitationRequest) -> DeclineInvitationResponse;
-    required revoke_invitation(RevokeInvitationRequest) -> RevokeInvitationResponse;
-    required resend_invitation(ResendInvitationRequest) -> ResendInvitationResponse;
+    sharing create_invitation(CreateInvitationRequest) -> CreateInvitationResponse;
+    sharing list_my_invitations(ListMyInvitationsRequest) -> ListMyInvitationsResponse;
+    sharing list_folder_invitations(ListFolderInvitationsRequest) -> ListFolderInvitationsResponse;
+    sharing accept_invitation(AcceptInvitationRequest) -> AcceptInvitationResponse;
+    sharing decline_invitation(DeclineInvitationRequest) -> DeclineInvitationResponse;
+    sharing revoke_invitation(RevokeInvitationRequest) -> RevokeInvitationResponse;
+    sharing resend_invitation(ResendInvitationRequest) -> ResendInvitationResponse;
 });

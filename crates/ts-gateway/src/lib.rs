@@ -9,10 +9,12 @@ mod forward;
 mod status;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use ts_common::client::InternalChannel;
+use ts_common::clock::{SharedClock, SystemClock};
 use ts_common::config::{Config, require};
 use ts_common::server::{Access, ServiceServer};
 use ts_common::{RunError, drain_delay, material, tls, upstream};
@@ -38,12 +40,10 @@ use crate::authn::Authenticator;
 /// The gateway's handlers: one client per internal service it translates to.
 #[derive(Clone)]
 pub struct Gateway {
-    authn: Authenticator,
+    authn: Arc<Authenticator>,
     downstream_timeout: Duration,
     auth: AuthServiceClient<InternalChannel>,
     license: LicenseAdminServiceClient<InternalChannel>,
-    #[expect(dead_code, reason = "token and revocation checks arrive with the auth issue")]
-    identity: IdentityServiceClient<InternalChannel>,
     folders: FolderServiceClient<InternalChannel>,
     members: MemberServiceClient<InternalChannel>,
     items: ItemServiceClient<InternalChannel>,
@@ -58,10 +58,20 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-/// Serves the public API on `listener` until `shutdown` completes. Reads `[gateway]`,
-/// `[internal_tls]` and `[upstreams]` auth, folders and invitations.
+/// Serves the public API on `listener` until `shutdown` completes, on the system clock.
 pub async fn serve(
     config: &Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    serve_with_clock(config, Arc::new(SystemClock), listener, shutdown).await
+}
+
+/// Serves the public API with an injected clock (token expiry). Reads `[gateway]`,
+/// `[internal_tls]`, `[redis]` (optional) and `[upstreams]` auth, folders and invitations.
+pub async fn serve_with_clock(
+    config: &Config,
+    clock: SharedClock,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
@@ -75,12 +85,12 @@ pub async fn serve(
     let auth = upstream(config, "auth", &mtls)?;
     let folders = upstream(config, "folders", &mtls)?;
     let invitations = upstream(config, "invitations", &mtls)?;
+    let redis = config.redis.as_ref().map(ts_common::stores::redis).transpose()?;
     let gw = Gateway {
-        authn: Authenticator::default(),
+        authn: Arc::new(Authenticator::new(IdentityServiceClient::new(auth.clone()), redis, clock)),
         downstream_timeout: Duration::from_millis(section.downstream_timeout_ms),
         auth: AuthServiceClient::new(auth.clone()),
         license: LicenseAdminServiceClient::new(auth.clone()),
-        identity: IdentityServiceClient::new(auth.clone()),
         folders: FolderServiceClient::new(folders.clone()),
         members: MemberServiceClient::new(folders.clone()),
         items: ItemServiceClient::new(folders.clone()),

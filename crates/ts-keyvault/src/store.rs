@@ -50,15 +50,7 @@ fn from_doc(d: &Document) -> Option<StoredKey> {
     })
 }
 
-/// Whether a write failed on the unique (folder, version) index.
-pub fn is_duplicate(e: &mongodb::error::Error) -> bool {
-    use mongodb::error::{ErrorKind, WriteFailure};
-    match &*e.kind {
-        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
-        ErrorKind::Command(c) => c.code == 11000,
-        _ => e.to_string().contains("E11000"),
-    }
-}
+pub use ts_common::stores::is_duplicate_key as is_duplicate;
 
 impl KeyStore {
     /// The collections in `db`.

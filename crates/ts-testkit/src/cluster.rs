@@ -9,11 +9,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use ts_common::clock::ManualClock;
 use ts_common::config::{
-    Config, GatewayConfig, InternalTlsConfig, KmsConfig, KmsProvider, MongoConfig, RedisConfig, ServiceConfig,
-    StaticCredentials, Upstream, UpstreamsConfig,
+    AccountsConfig, Config, GatewayConfig, InternalTlsConfig, KmsConfig, KmsProvider, MongoConfig, RedisConfig,
+    ServiceConfig, StaticCredentials, Upstream, UpstreamsConfig,
 };
 use ts_common::identity::Peer;
+use ts_common::mail::MailConfig;
 use ts_common::tls::{DevCa, DevCertPaths, write_dev_certs};
 
 use teamshare::Service;
@@ -30,6 +32,10 @@ pub struct TestCluster {
     pub database: String,
     /// Each service's bound address.
     pub addrs: Vec<(Service, SocketAddr)>,
+    /// The clock auth and the gateway run on; move it to expire codes and tokens.
+    pub clock: ManualClock,
+    /// Where the development mailer writes messages.
+    pub mail_dir: std::path::PathBuf,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<Result<(), ts_common::RunError>>>,
     _dir: tempfile::TempDir,
@@ -57,6 +63,7 @@ impl TestCluster {
         let dir = tempfile::tempdir()?;
         let certs = write_dev_certs(dir.path())?;
         let database = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mail_dir = dir.path().join("mail");
         let key_id = create_kms_key(&kms_client(servers.kms.port)).await?;
 
         let mut listeners = Vec::new();
@@ -104,6 +111,12 @@ impl TestCluster {
                 downstream_timeout_ms: 5_000,
                 max_message_bytes: 4 * 1024 * 1024,
             }),
+            accounts: AccountsConfig {
+                token_signing_keys: vec![certs.token_signing_key()],
+                secret_key_file: Some(certs.auth_secret()),
+                ..AccountsConfig::default()
+            },
+            mail: Some(MailConfig::File { dir: mail_dir.clone() }),
             upstreams: UpstreamsConfig {
                 auth: url(Service::Auth),
                 keyvault: url(Service::Keyvault),
@@ -115,10 +128,11 @@ impl TestCluster {
         adjust(&mut config);
         let config = Arc::new(config);
         let (stop, mut rx) = watch::channel(false);
-        let task = tokio::spawn(teamshare::run_stack(config.clone(), listeners, async move {
+        let clock = ManualClock::default();
+        let task = tokio::spawn(teamshare::run_stack(config.clone(), listeners, Arc::new(clock.clone()), async move {
             let _ = rx.wait_for(|s| *s).await;
         }));
-        Ok(TestCluster { config, certs, database, addrs, stop, task: Some(task), _dir: dir })
+        Ok(TestCluster { config, certs, database, addrs, clock, mail_dir, stop, task: Some(task), _dir: dir })
     }
 
     /// A service's bound address.

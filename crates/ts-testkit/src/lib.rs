@@ -8,6 +8,8 @@
 
 pub mod cluster;
 pub mod procs;
+pub mod users;
 
 pub use cluster::{TestCluster, create_kms_key, foreign_identity, fresh_database, kms_client};
 pub use procs::{ServerProcess, SharedServers, shared};
+pub use users::{Session, bearer};

@@ -1,0 +1,166 @@
+//! The auth service's state and error type.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bson::{Document, doc};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, Database, IndexModel};
+use tonic::Status;
+use ts_common::clock::SharedClock;
+use ts_common::config::AccountsConfig;
+use ts_common::mail::{MailError, Mailer};
+use zeroize::Zeroizing;
+
+use crate::signing::Signer;
+use crate::sso::SsoIssuer;
+
+/// Everything the auth handlers share.
+pub struct Auth {
+    pub(crate) db: Database,
+    pub(crate) clock: SharedClock,
+    pub(crate) mailer: Arc<dyn Mailer>,
+    pub(crate) signer: Signer,
+    pub(crate) secret: Zeroizing<[u8; 32]>,
+    pub(crate) policy: AccountsConfig,
+    pub(crate) sso: Vec<SsoIssuer>,
+    pub(crate) redis: Option<fred::clients::Client>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("db", &self.db.name()).field("signer", &self.signer).finish_non_exhaustive()
+    }
+}
+
+/// Why an auth operation failed; `Status::from` is the one mapping to gRPC.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A request field is malformed; the message names it.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Credentials (code, token) are wrong.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The state does not allow this (code expired, sharing disabled…).
+    #[error("{0}")]
+    Precondition(String),
+    /// A rate limit was hit.
+    #[error("{message}")]
+    Exhausted {
+        /// What was limited.
+        message: String,
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// No such thing.
+    #[error("{0}")]
+    NotFound(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Store(#[from] mongodb::error::Error),
+    /// Mail could not be sent.
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    /// Anything else that is our fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Status {
+        match e {
+            AuthError::InvalidArgument(m) => Status::invalid_argument(m),
+            AuthError::Unauthenticated(m) => Status::unauthenticated(m),
+            AuthError::Precondition(m) => Status::failed_precondition(m),
+            AuthError::Exhausted { message, retry_after } => {
+                let secs = retry_after.as_secs().max(1);
+                let mut s = Status::resource_exhausted(format!("{message}; retry in {secs} s"));
+                if let Ok(v) = secs.to_string().parse() {
+                    s.metadata_mut().insert("retry-after-seconds", v);
+                }
+                s
+            }
+            AuthError::PermissionDenied(m) => Status::permission_denied(m),
+            AuthError::NotFound(m) => Status::not_found(m),
+            AuthError::Store(e) => {
+                tracing::error!(error = %e, "auth store failed");
+                Status::unavailable("account store is unavailable; retry later")
+            }
+            AuthError::Mail(e) => {
+                tracing::error!(error = %e, "mail failed");
+                Status::unavailable("the email could not be sent; retry later")
+            }
+            AuthError::Internal(m) => {
+                tracing::error!(error = %m, "auth internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+/// Result of auth operations.
+pub type AuthResult<T> = Result<T, AuthError>;
+
+impl Auth {
+    /// Now, by the injected clock.
+    pub(crate) fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    pub(crate) fn users(&self) -> Collection<Document> {
+        self.db.collection("users")
+    }
+    pub(crate) fn codes(&self) -> Collection<Document> {
+        self.db.collection("verification_codes")
+    }
+    pub(crate) fn sessions(&self) -> Collection<Document> {
+        self.db.collection("sessions")
+    }
+    pub(crate) fn licenses(&self) -> Collection<Document> {
+        self.db.collection("licenses")
+    }
+    pub(crate) fn settings(&self) -> Collection<Document> {
+        self.db.collection("settings")
+    }
+    pub(crate) fn counters(&self) -> Collection<Document> {
+        self.db.collection("rate_counters")
+    }
+
+    /// Unique emails; TTL expiry of codes, sessions and rate counters.
+    pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
+        let unique = |keys: Document, name: &str| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(IndexOptions::builder().unique(true).name(name.to_owned()).build())
+                .build()
+        };
+        let ttl = |field: &str| {
+            IndexModel::builder()
+                .keys(doc! { field: 1 })
+                .options(IndexOptions::builder().expire_after(Duration::ZERO).name(format!("{field}_ttl")).build())
+                .build()
+        };
+        self.users().create_index(unique(doc! { "email": 1 }, "email_unique")).await?;
+        self.sessions().create_index(IndexModel::builder().keys(doc! { "user_id": 1 }).build()).await?;
+        self.sessions().create_index(ttl("expires_at")).await?;
+        self.codes().create_index(ttl("purge_at")).await?;
+        self.counters().create_index(ttl("expires_at")).await?;
+        Ok(())
+    }
+
+    /// HMAC-SHA256 under the service secret; used for codes and rate-limit keys so that
+    /// neither is stored in a recoverable form.
+    pub(crate) fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.secret[..]);
+        let mut ctx = ring::hmac::Context::with_key(&key);
+        for p in parts {
+            ctx.update(&(p.len() as u32).to_be_bytes());
+            ctx.update(p);
+        }
+        ctx.sign().as_ref().to_vec()
+    }
+}

@@ -1,0 +1,174 @@
+//! Passwordless email verification: one-time codes, stored only as a keyed hash, that expire,
+//! allow a few tries, and are sent at a limited rate.
+
+use std::time::{Duration, SystemTime};
+
+use bson::spec::BinarySubtype;
+use bson::{Binary, Bson, doc};
+use mongodb::options::ReturnDocument;
+use ts_common::clock::{bson_date, unix_secs};
+use ts_common::mail::Message;
+
+use crate::email::Email;
+use crate::state::{Auth, AuthError, AuthResult};
+
+const CODE_DIGITS: u32 = 6;
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// A uniformly random numeric code.
+fn new_code() -> AuthResult<String> {
+    let modulus = 10u32.pow(CODE_DIGITS);
+    let limit = u32::MAX - (u32::MAX % modulus);
+    loop {
+        let mut b = [0u8; 4];
+        getrandom(&mut b)?;
+        let n = u32::from_be_bytes(b);
+        if n < limit {
+            return Ok(format!("{:0width$}", n % modulus, width = CODE_DIGITS as usize));
+        }
+    }
+}
+
+pub(crate) fn getrandom(buf: &mut [u8]) -> AuthResult<()> {
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), buf)
+        .map_err(|_| AuthError::Internal("random source failed".into()))
+}
+
+impl Auth {
+    /// Takes one unit from a fixed-window counter; RESOURCE_EXHAUSTED with the time until
+    /// the window ends when it is spent. The conditional upsert makes concurrent takes at the
+    /// cap conflict instead of both passing.
+    pub(crate) async fn take_rate(&self, kind: &str, key: &str, cap: u32, window: Duration) -> AuthResult<()> {
+        let now = unix_secs(self.now());
+        let start = now - now % window.as_secs();
+        let id = format!("{kind}:{}:{start}", hex(&self.mac(&[kind.as_bytes(), key.as_bytes()])[..16]));
+        let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(start) + window;
+        let result = self
+            .counters()
+            .find_one_and_update(
+                doc! { "_id": &id, "n": { "$lt": i64::from(cap) } },
+                doc! { "$inc": { "n": 1_i64 }, "$setOnInsert": { "expires_at": bson_date(expires) } },
+            )
+            .upsert(true)
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if ts_common::stores::is_duplicate_key(&e) => {
+                let retry_after = Duration::from_secs(start + window.as_secs() - now);
+                Err(AuthError::Exhausted { message: format!("too many verification emails ({kind})"), retry_after })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends a new code to `email`, replacing any earlier one.
+    pub async fn start_verification(&self, raw_email: &str, client: &str) -> AuthResult<SystemTime> {
+        let email = Email::parse(raw_email).map_err(|m| AuthError::InvalidArgument(format!("email {m}")))?;
+        self.take_rate("per-email", email.as_str(), self.policy.sends_per_email_per_hour, HOUR).await?;
+        if !client.is_empty() {
+            self.take_rate("per-client", client, self.policy.sends_per_client_per_hour, HOUR).await?;
+        }
+        let code = new_code()?;
+        let now = self.now();
+        let expires = now + Duration::from_secs(self.policy.code_ttl_secs);
+        let hash = Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: self.mac(&[b"code", email.as_str().as_bytes(), code.as_bytes()]),
+        };
+        self.codes()
+            .replace_one(
+                doc! { "_id": email.as_str() },
+                doc! {
+                    "_id": email.as_str(),
+                    "code_mac": hash,
+                    "expires_at": bson_date(expires),
+                    "tries_left": i64::from(self.policy.code_max_tries),
+                    // Purged by TTL an hour after expiry; until then an attempt says "expired".
+                    "purge_at": bson_date(expires + HOUR),
+                },
+            )
+            .upsert(true)
+            .await?;
+        let minutes = self.policy.code_ttl_secs / 60;
+        let message = Message {
+            to: email.as_str().to_owned(),
+            subject: "Your teamshare verification code".into(),
+            body: format!(
+                "Your teamshare verification code is {code}.\n\nIt expires in {minutes} minutes. If you did not ask for it, ignore this email.\n"
+            ),
+        };
+        if let Err(e) = self.mailer.send(message).await {
+            // Without the email the code is useless; do not leave it behind.
+            self.codes().delete_one(doc! { "_id": email.as_str() }).await?;
+            return Err(e.into());
+        }
+        tracing::info!(email = %email, "verification code sent");
+        Ok(expires)
+    }
+
+    /// Checks a code. On a match the code is consumed (single use) and the email verified.
+    pub async fn complete_verification(&self, raw_email: &str, code: &str) -> AuthResult<Email> {
+        let email = Email::parse(raw_email).map_err(|m| AuthError::InvalidArgument(format!("email {m}")))?;
+        let code = code.trim();
+        if code.len() != CODE_DIGITS as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(AuthError::InvalidArgument(format!("code must be {CODE_DIGITS} digits")));
+        }
+        let none = || AuthError::Precondition("no active verification code for this email; request a new one".into());
+        let current = self.codes().find_one(doc! { "_id": email.as_str() }).await?.ok_or_else(none)?;
+        let expires = current.get_datetime("expires_at").map(|d| d.to_system_time()).unwrap_or(SystemTime::UNIX_EPOCH);
+        if self.now() >= expires {
+            return Err(AuthError::Precondition("the verification code expired; request a new one".into()));
+        }
+        // Spend a try first, atomically, so parallel guesses cannot exceed the limit.
+        let spent = self
+            .codes()
+            .find_one_and_update(
+                doc! { "_id": email.as_str(), "tries_left": { "$gt": 0_i64 } },
+                doc! { "$inc": { "tries_left": -1_i64 } },
+            )
+            .return_document(ReturnDocument::After)
+            .await?
+            .ok_or_else(|| AuthError::Precondition("too many wrong codes; request a new one".into()))?;
+        let stored = match spent.get("code_mac") {
+            Some(Bson::Binary(b)) => b.bytes.clone(),
+            _ => return Err(none()),
+        };
+        let offered = self.mac(&[b"code", email.as_str().as_bytes(), code.as_bytes()]);
+        if !ct_eq(&stored, &offered) {
+            let left = spent.get_i64("tries_left").unwrap_or(0);
+            return Err(AuthError::Unauthenticated(format!("wrong verification code ({left} tries left)")));
+        }
+        // Consume exactly this code; a concurrent use of the same code loses here.
+        let consumed = self
+            .codes()
+            .delete_one(
+                doc! { "_id": email.as_str(), "code_mac": Binary { subtype: BinarySubtype::Generic, bytes: stored } },
+            )
+            .await?;
+        if consumed.deleted_count != 1 {
+            return Err(none());
+        }
+        Ok(email)
+    }
+}
+
+/// Compares without an early exit, so timing says nothing about where inputs differ.
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn codes_are_six_digits() {
+        for _ in 0..100 {
+            let c = super::new_code().unwrap();
+            assert_eq!(c.len(), 6);
+            assert!(c.bytes().all(|b| b.is_ascii_digit()));
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Outgoing email (verification codes, invitations) behind one trait: SMTP through lettre in
+//! production; a directory of message files in development and tests.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+
+/// One message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Message {
+    /// Recipient address.
+    pub to: String,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub body: String,
+}
+
+/// Why a message was not sent. Never includes the body (it may hold a code).
+#[derive(Debug, thiserror::Error)]
+#[error("mail not sent to {to}: {reason}")]
+pub struct MailError {
+    /// Recipient.
+    pub to: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Sends email.
+#[tonic::async_trait]
+pub trait Mailer: Send + Sync + std::fmt::Debug + 'static {
+    /// Sends one message.
+    async fn send(&self, message: Message) -> Result<(), MailError>;
+}
+
+/// How mail leaves the system.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
+pub enum MailConfig {
+    /// Writes each message as a JSON file in `dir`; development and tests only.
+    File {
+        /// Directory for message files.
+        dir: PathBuf,
+    },
+    /// SMTP submission.
+    Smtp {
+        /// Server host.
+        host: String,
+        /// Server port (587 for STARTTLS, 465 for TLS).
+        #[serde(default = "default_smtp_port")]
+        port: u16,
+        /// `starttls` (default), `tls`, or `none` (local relays only).
+        #[serde(default)]
+        security: SmtpSecurity,
+        /// User name, if the server wants one.
+        username: Option<String>,
+        /// Password; redacted in logs.
+        password: Option<secrecy::SecretString>,
+        /// From address, such as `teamshare <no-reply@example.com>`.
+        from: String,
+    },
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+/// SMTP transport security.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Upgrade with STARTTLS (required).
+    #[default]
+    Starttls,
+    /// TLS from the first byte.
+    Tls,
+    /// Plaintext; only for a relay on localhost.
+    None,
+}
+
+/// Builds the configured mailer.
+pub fn from_config(config: &MailConfig) -> Result<Arc<dyn Mailer>, ConfigError> {
+    match config {
+        MailConfig::File { dir } => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ConfigError::key("mail.dir", format!("cannot create {}: {e}", dir.display())))?;
+            Ok(Arc::new(FileMailer { dir: dir.clone() }))
+        }
+        MailConfig::Smtp { host, port, security, username, password, from } => {
+            use lettre::AsyncSmtpTransport;
+            use lettre::transport::smtp::authentication::Credentials;
+            let builder = match security {
+                SmtpSecurity::Starttls => AsyncSmtpTransport::<lettre::Tokio1Executor>::starttls_relay(host),
+                SmtpSecurity::Tls => AsyncSmtpTransport::<lettre::Tokio1Executor>::relay(host),
+                SmtpSecurity::None => Ok(AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host)),
+            }
+            .map_err(|e| ConfigError::key("mail.host", e.to_string()))?;
+            let mut builder = builder.port(*port).timeout(Some(std::time::Duration::from_secs(10)));
+            if let (Some(u), Some(p)) = (username, password) {
+                builder = builder.credentials(Credentials::new(u.clone(), p.expose_secret().to_owned()));
+            }
+            let from = from
+                .parse()
+                .map_err(|e: lettre::address::AddressError| ConfigError::key("mail.from", e.to_string()))?;
+            Ok(Arc::new(SmtpMailer { transport: builder.build(), from }))
+        }
+    }
+}
+
+/// Writes each message to `<dir>/<unix-nanos>-<uuid>.json`.
+#[derive(Debug, Clone)]
+pub struct FileMailer {
+    dir: PathBuf,
+}
+
+impl FileMailer {
+    /// A mailer writing into `dir` (created if needed).
+    pub fn new(dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(FileMailer { dir })
+    }
+
+    /// Every message in `dir` sent to `to`, oldest first.
+    pub fn read(dir: &std::path::Path, to: &str) -> Vec<Message> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|it| {
+                it.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+            .iter()
+            .filter_map(|p| std::fs::read(p).ok())
+            .filter_map(|b| serde_json::from_slice::<Message>(&b).ok())
+            .filter(|m| m.to == to)
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl Mailer for FileMailer {
+    async fn send(&self, message: Message) -> Result<(), MailError> {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let path = self.dir.join(format!("{nanos:020}-{}.json", uuid::Uuid::new_v4().simple()));
+        let bytes = serde_json::to_vec_pretty(&message)
+            .map_err(|e| MailError { to: message.to.clone(), reason: e.to_string() })?;
+        tokio::fs::write(&path, bytes)
+            .await
+            .map_err(|e| MailError { to: message.to.clone(), reason: e.to_string() })?;
+        tracing::info!(to = %message.to, subject = %message.subject, file = %path.display(), "development mail written");
+        Ok(())
+    }
+}
+
+/// SMTP through lettre.
+pub struct SmtpMailer {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    from: lettre::message::Mailbox,
+}
+
+impl std::fmt::Debug for SmtpMailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpMailer").field("from", &self.from.to_string()).finish_non_exhaustive()
+    }
+}
+
+#[tonic::async_trait]
+impl Mailer for SmtpMailer {
+    async fn send(&self, message: Message) -> Result<(), MailError> {
+        use lettre::AsyncTransport;
+        let fail = |reason: String| MailError { to: message.to.clone(), reason };
+        let to = message.to.parse().map_err(|e: lettre::address::AddressError| fail(e.to_string()))?;
+        let email = lettre::Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(message.subject.clone())
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(message.body.clone())
+            .map_err(|e| fail(e.to_string()))?;
+        self.transport.send(email).await.map_err(|e| fail(e.to_string()))?;
+        Ok(())
+    }
+}

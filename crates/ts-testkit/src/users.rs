@@ -1,0 +1,77 @@
+//! Signing test users in through the gateway, the way a client SDK does, reading the
+//! verification code from the development mailer.
+
+use anyhow::Context;
+use teamshare::Service;
+use tonic::Request;
+use tonic::transport::Channel;
+use ts_common::identity::Peer;
+use ts_common::mail::FileMailer;
+use ts_proto::internal::license_operator_service_client::LicenseOperatorServiceClient;
+use ts_proto::public::auth_service_client::AuthServiceClient;
+use ts_proto::public::{CompleteEmailVerificationRequest, StartEmailVerificationRequest};
+
+use crate::TestCluster;
+
+/// A signed-in test user.
+#[derive(Clone)]
+pub struct Session {
+    /// User id.
+    pub user_id: String,
+    /// Email.
+    pub email: String,
+    /// Access token.
+    pub access: String,
+    /// Refresh token.
+    pub refresh: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("email", &self.email).finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// `message` with this session's bearer token.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        bearer(&self.access, message)
+    }
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn bearer<T>(token: &str, message: T) -> Request<T> {
+    let mut r = Request::new(message);
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
+}
+
+impl TestCluster {
+    /// The code in the newest verification email sent to `email`.
+    pub fn latest_code(&self, email: &str) -> Option<String> {
+        let message = FileMailer::read(&self.mail_dir, email).pop()?;
+        let start = message.body.find("code is ")? + "code is ".len();
+        Some(message.body[start..].chars().take_while(char::is_ascii_digit).collect())
+    }
+
+    /// Verifies `email` through the gateway and returns the session.
+    pub async fn sign_in(&self, email: &str) -> anyhow::Result<Session> {
+        let mut auth = AuthServiceClient::new(self.gateway().await?);
+        auth.start_email_verification(StartEmailVerificationRequest { email: email.into() }).await?;
+        let code = self.latest_code(email).context("no verification email")?;
+        let reply = auth
+            .complete_email_verification(CompleteEmailVerificationRequest { email: email.into(), code })
+            .await?
+            .into_inner();
+        let tokens = reply.tokens.context("no tokens")?;
+        let user = reply.user.context("no user")?;
+        Ok(Session { user_id: user.id, email: user.email, access: tokens.access_token, refresh: tokens.refresh_token })
+    }
+
+    /// The operator's client for licenses and the Team Sharing switch.
+    pub async fn license_operator(&self) -> anyhow::Result<LicenseOperatorServiceClient<Channel>> {
+        Ok(LicenseOperatorServiceClient::new(self.internal(Service::Auth, Peer::Operator).await?))
+    }
+}
