@@ -11,5 +11,5 @@ pub mod procs;
 pub mod users;
 
 pub use cluster::{TestCluster, create_kms_key, foreign_identity, fresh_database, kms_client};
-pub use procs::{ServerProcess, SharedServers, shared};
+pub use procs::{ServerProcess, SharedServers, redis_dump, shared};
 pub use users::{Session, bearer};

@@ -206,3 +206,16 @@ pub fn shared() -> anyhow::Result<&'static SharedServers> {
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
+
+/// Every key and string value in the Redis on `port`, one per line, for tests that check
+/// what is (not) stored there.
+pub fn redis_dump(port: u16) -> anyhow::Result<String> {
+    let out = Command::new(which("redis-cli")?).args(["-p", &port.to_string(), "--scan"]).output()?;
+    let keys = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut dump = keys.clone();
+    for key in keys.lines().filter(|k| !k.is_empty()) {
+        let v = Command::new(which("redis-cli")?).args(["-p", &port.to_string(), "--raw", "GET", key]).output()?;
+        dump.push_str(&String::from_utf8_lossy(&v.stdout));
+    }
+    Ok(dump)
+}

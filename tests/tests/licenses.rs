@@ -1,0 +1,161 @@
+//! Licenses: a license admin blocks and unblocks Team Sharing; removal from a license ends
+//! privileges; the operator's switch turns sharing off and on without losing anything.
+//!
+//! Folders' own RPCs arrive with the folders issue, so "a sharing call gets through" is seen
+//! here as the gateway letting it pass to folders (UNIMPLEMENTED) rather than refusing it.
+
+use tonic::Code;
+use ts_proto::internal::{SetSharingEnabledRequest, UpsertLicenseRequest};
+use ts_proto::public::auth_service_client::AuthServiceClient;
+use ts_proto::public::folder_service_client::FolderServiceClient;
+use ts_proto::public::license_admin_service_client::LicenseAdminServiceClient;
+use ts_proto::public::*;
+use ts_testkit::{Session, TestCluster};
+
+/// The code a sharing call gets: UNIMPLEMENTED means the gateway let it through.
+async fn sharing_call(cluster: &TestCluster, s: &Session) -> Code {
+    let mut folders = FolderServiceClient::new(cluster.gateway().await.expect("gateway"));
+    match folders.list_folders(s.request(ListFoldersRequest::default())).await {
+        Ok(_) => Code::Ok,
+        Err(e) => e.code(),
+    }
+}
+
+fn acme() -> UpsertLicenseRequest {
+    UpsertLicenseRequest {
+        license_id: "acme".into(),
+        admin_emails: vec!["admin@acme.test".into()],
+        emails: vec!["contractor@gmail.test".into()],
+        domains: vec!["acme.test".into()],
+    }
+}
+
+#[tokio::test]
+async fn a_license_admin_blocks_and_unblocks_sharing() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    cluster.license_operator().await?.upsert_license(acme()).await?;
+    let admin = cluster.sign_in("admin@acme.test").await?;
+    let alice = cluster.sign_in("alice@acme.test").await?;
+    let contractor = cluster.sign_in("contractor@gmail.test").await?;
+    let outsider = cluster.sign_in("olivia@other.test").await?;
+    for s in [&alice, &contractor, &outsider] {
+        assert_eq!(sharing_call(&cluster, s).await, Code::Unimplemented, "{} may share", s.email);
+    }
+
+    let mut admin_api = LicenseAdminServiceClient::new(cluster.gateway().await?);
+    let emails = admin_api
+        .list_license_emails(admin.request(ListLicenseEmailsRequest { license_id: "acme".into() }))
+        .await?
+        .into_inner();
+    assert_eq!(
+        (emails.emails, emails.domains),
+        (vec!["contractor@gmail.test".to_owned()], vec!["acme.test".to_owned()])
+    );
+
+    // A non-admin cannot block, and learns nothing about other licenses.
+    let mut alice_api = LicenseAdminServiceClient::new(cluster.gateway().await?);
+    for license_id in ["acme", "no-such-license"] {
+        let err = alice_api
+            .set_license_sharing_blocked(
+                alice.request(SetLicenseSharingBlockedRequest { license_id: license_id.into(), blocked: true }),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{license_id}");
+    }
+
+    admin_api
+        .set_license_sharing_blocked(
+            admin.request(SetLicenseSharingBlockedRequest { license_id: "acme".into(), blocked: true }),
+        )
+        .await?;
+    // Every associated user's session ended; the outsider is untouched.
+    for s in [&alice, &contractor] {
+        assert_eq!(sharing_call(&cluster, s).await, Code::Unauthenticated, "{}", s.email);
+    }
+    assert_eq!(sharing_call(&cluster, &outsider).await, Code::Unimplemented);
+    // Signing in again works, but sharing stays blocked.
+    let alice = cluster.sign_in("alice@acme.test").await?;
+    assert_eq!(sharing_call(&cluster, &alice).await, Code::FailedPrecondition);
+
+    let admin = cluster.sign_in("admin@acme.test").await?;
+    let mut admin_api = LicenseAdminServiceClient::new(cluster.gateway().await?);
+    let state = admin_api
+        .get_license_sharing_state(admin.request(GetLicenseSharingStateRequest { license_id: "acme".into() }))
+        .await?
+        .into_inner();
+    assert!(state.blocked && !state.disabled_by_operator);
+    admin_api
+        .set_license_sharing_blocked(
+            admin.request(SetLicenseSharingBlockedRequest { license_id: "acme".into(), blocked: false }),
+        )
+        .await?;
+
+    // Alice verified again during the block, so she shares again; the contractor has not.
+    assert_eq!(sharing_call(&cluster, &alice).await, Code::Unimplemented);
+    let mut auth = AuthServiceClient::new(cluster.gateway().await?);
+    let err =
+        auth.refresh_session(RefreshSessionRequest { refresh_token: contractor.refresh.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "the blocked session stays ended");
+    let contractor = cluster.sign_in("contractor@gmail.test").await?;
+    assert_eq!(sharing_call(&cluster, &contractor).await, Code::Unimplemented);
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn removal_from_a_license_ends_the_session_and_requires_verification() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let mut operator = cluster.license_operator().await?;
+    operator.upsert_license(acme()).await?;
+    let contractor = cluster.sign_in("contractor@gmail.test").await?;
+    let alice = cluster.sign_in("alice@acme.test").await?;
+    operator.upsert_license(UpsertLicenseRequest { emails: vec![], ..acme() }).await?;
+    assert_eq!(sharing_call(&cluster, &contractor).await, Code::Unauthenticated);
+    assert_eq!(sharing_call(&cluster, &alice).await, Code::Unimplemented, "still in the license by domain");
+    let db = cluster.database().await?;
+    let user = db
+        .collection::<bson::Document>("users")
+        .find_one(bson::doc! { "email": "contractor@gmail.test" })
+        .await?
+        .expect("user");
+    assert!(!user.get_bool("email_verified")?, "must verify again");
+
+    let err = operator
+        .upsert_license(UpsertLicenseRequest { domains: vec!["not a domain".into()], ..acme() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("domains"), "{}", err.message());
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn the_operator_switch_disables_sharing_for_everyone_and_loses_nothing() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let mut operator = cluster.license_operator().await?;
+    operator.upsert_license(acme()).await?;
+    let alice = cluster.sign_in("alice@acme.test").await?;
+    let olivia = cluster.sign_in("olivia@other.test").await?;
+
+    operator.set_sharing_enabled(SetSharingEnabledRequest { license_id: "acme".into(), enabled: false }).await?;
+    assert_eq!(sharing_call(&cluster, &alice).await, Code::FailedPrecondition);
+    assert_eq!(sharing_call(&cluster, &olivia).await, Code::Unimplemented, "other licenses unaffected");
+    operator.set_sharing_enabled(SetSharingEnabledRequest { license_id: "acme".into(), enabled: true }).await?;
+
+    operator.set_sharing_enabled(SetSharingEnabledRequest { license_id: String::new(), enabled: false }).await?;
+    for s in [&alice, &olivia] {
+        let mut folders = FolderServiceClient::new(cluster.gateway().await?);
+        let err = folders.list_folders(s.request(ListFoldersRequest::default())).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert_eq!(err.message(), "team sharing is disabled");
+    }
+    // Accounts still work while sharing is off; sessions survive.
+    let mut auth = AuthServiceClient::new(cluster.gateway().await?);
+    let me = auth.get_me(alice.request(GetMeRequest {})).await?.into_inner().user.expect("me");
+    assert!(!me.sharing_allowed);
+    operator.set_sharing_enabled(SetSharingEnabledRequest { license_id: String::new(), enabled: true }).await?;
+    for s in [&alice, &olivia] {
+        assert_eq!(sharing_call(&cluster, s).await, Code::Unimplemented, "same session works again");
+    }
+    cluster.stop().await
+}

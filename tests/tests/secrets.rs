@@ -1,0 +1,110 @@
+//! No code, token or refresh secret appears in MongoDB, in Redis, or in the logs. Its own
+//! test binary, because it captures every log line through the global subscriber.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use futures::TryStreamExt;
+use ts_proto::public::auth_service_client::AuthServiceClient;
+use ts_proto::public::{
+    CompleteEmailVerificationRequest, RefreshSessionRequest, SignOutRequest, StartEmailVerificationRequest,
+};
+use ts_testkit::TestCluster;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_tokens_and_refresh_secrets_are_never_stored_or_logged() -> anyhow::Result<()> {
+    let logs = Capture::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("trace")
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .without_time()
+        .try_init()
+        .ok();
+
+    let cluster = TestCluster::start().await?;
+    let mut auth = AuthServiceClient::new(cluster.gateway().await?);
+    let email = "judy@example.com";
+    auth.start_email_verification(StartEmailVerificationRequest { email: email.into() }).await?;
+    let code = cluster.latest_code(email).expect("code");
+    // A wrong try first, so that failure paths are logged too.
+    let wrong = format!("{}{}", (code.as_bytes()[0] - b'0' + 1) % 10, &code[1..]);
+    let _ = auth
+        .complete_email_verification(CompleteEmailVerificationRequest { email: email.into(), code: wrong.clone() })
+        .await;
+    let first = auth
+        .complete_email_verification(CompleteEmailVerificationRequest { email: email.into(), code: code.clone() })
+        .await?
+        .into_inner();
+    let first = first.tokens.expect("tokens");
+    let second = auth
+        .refresh_session(RefreshSessionRequest { refresh_token: first.refresh_token.clone() })
+        .await?
+        .into_inner()
+        .tokens
+        .expect("tokens");
+    let _ = auth.refresh_session(RefreshSessionRequest { refresh_token: first.refresh_token.clone() }).await; // reuse
+    let third = cluster.sign_in(email).await?;
+    auth.sign_out(third.request(SignOutRequest {})).await?;
+
+    let mut secrets = vec![code.clone(), wrong];
+    for t in [&first.access_token, &second.access_token, &third.access] {
+        secrets.push(t.clone());
+        secrets.push(t.rsplit('.').next().unwrap_or_default().to_owned()); // the signature alone
+    }
+    for r in [&first.refresh_token, &second.refresh_token, &third.refresh] {
+        secrets.push(r.clone());
+        secrets.push(r.split_once('.').map(|(_, s)| s.to_owned()).unwrap_or_default()); // the secret part
+    }
+
+    // Every document in every collection of the cluster's database.
+    let db = cluster.database().await?;
+    let mut stored = String::new();
+    for name in db.list_collection_names().await? {
+        let docs: Vec<bson::Document> = db.collection(&name).find(bson::doc! {}).await?.try_collect().await?;
+        for d in docs {
+            stored.push_str(&serde_json::to_string(&bson::Bson::Document(d).into_relaxed_extjson())?);
+            stored.push('\n');
+        }
+    }
+    assert!(stored.contains(email), "the scan sees the stored documents");
+
+    // Every key and string value in Redis.
+    let servers = ts_testkit::shared()?;
+    let redis = ts_testkit::redis_dump(servers.redis.port)?;
+
+    cluster.stop().await?;
+    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    assert!(logged.contains("verification code sent"), "the scan sees the logs");
+    for secret in secrets.iter().filter(|s| s.len() >= 6) {
+        for (place, text) in [("MongoDB", &stored), ("the logs", &logged), ("Redis", &redis)] {
+            assert!(!contains_token(text, secret), "a secret is in {place}");
+        }
+    }
+    Ok(())
+}
+
+/// Whether `secret` occurs in `text` as a whole token: a 6-digit code must not count as
+/// found inside a longer number that happens to contain it.
+fn contains_token(text: &str, secret: &str) -> bool {
+    let is_word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    text.match_indices(secret).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + secret.len()..].chars().next();
+        !is_word(before) && !is_word(after) || secret.len() > 12
+    })
+}

@@ -1,0 +1,111 @@
+//! Single sign-on with OIDC ID tokens from a test issuer whose keys the cluster is configured
+//! with (a JWKS file).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+use tonic::Code;
+use ts_common::config::SsoIssuerConfig;
+use ts_proto::public::SignInWithSsoRequest;
+use ts_proto::public::auth_service_client::AuthServiceClient;
+use ts_testkit::TestCluster;
+
+const ISSUER: &str = "https://login.example.test";
+const AUDIENCE: &str = "teamshare-desktop";
+
+struct TestIssuer {
+    key: rcgen::KeyPair,
+    _dir: tempfile::TempDir,
+    config: SsoIssuerConfig,
+}
+
+impl TestIssuer {
+    fn new() -> anyhow::Result<Self> {
+        let key = rcgen::KeyPair::generate()?; // ECDSA P-256
+        let raw = key.public_key_raw();
+        let (x, y) = raw[1..].split_at(32);
+        let jwks = json!({ "keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "test-1", "alg": "ES256", "use": "sig",
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+        }]});
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, serde_json::to_vec(&jwks)?)?;
+        let config = SsoIssuerConfig { issuer: ISSUER.into(), audience: AUDIENCE.into(), jwks_file: path };
+        Ok(TestIssuer { key, _dir: dir, config })
+    }
+
+    fn token(&self, claims: serde_json::Value) -> String {
+        self.token_with(&self.key, claims)
+    }
+
+    fn token_with(&self, key: &rcgen::KeyPair, claims: serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("test-1".into());
+        let encoding = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).expect("ec key");
+        jsonwebtoken::encode(&header, &claims, &encoding).expect("sign")
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn claims() -> serde_json::Value {
+    json!({ "iss": ISSUER, "aud": AUDIENCE, "sub": "idp-user-1", "email": "Ivan@Example.com", "email_verified": true, "iat": now(), "exp": now() + 300 })
+}
+
+#[tokio::test]
+async fn sso_tokens_are_verified_against_the_issuer() -> anyhow::Result<()> {
+    let issuer = TestIssuer::new()?;
+    let sso = issuer.config.clone();
+    let cluster = TestCluster::start_with(move |c| c.accounts.sso = vec![sso]).await?;
+    let mut auth = AuthServiceClient::new(cluster.gateway().await?);
+    let sign_in = |token: String| SignInWithSsoRequest { id_token: token };
+
+    let ok = auth.sign_in_with_sso(sign_in(issuer.token(claims()))).await?.into_inner();
+    let user = ok.user.expect("user");
+    assert_eq!(
+        (user.email.as_str(), user.email_verified),
+        ("ivan@example.com", true),
+        "an SSO user counts as verified"
+    );
+    assert!(!ok.tokens.expect("tokens").access_token.is_empty());
+
+    let mut cases: Vec<(&str, String)> = Vec::new();
+    let good = issuer.token(claims());
+    let mut tampered = good.clone().into_bytes();
+    let i = tampered.len() - 3;
+    tampered[i] = if tampered[i] == b'x' { b'y' } else { b'x' };
+    cases.push(("tampered signature", String::from_utf8(tampered)?));
+    let mut c = claims();
+    c["aud"] = "another-app".into();
+    cases.push(("wrong audience", issuer.token(c)));
+    let mut c = claims();
+    c["iss"] = "https://evil.example.test".into();
+    cases.push(("wrong issuer", issuer.token(c)));
+    let mut c = claims();
+    c["exp"] = (now() - 3600).into();
+    cases.push(("expired", issuer.token(c)));
+    let mut c = claims();
+    c["email_verified"] = false.into();
+    cases.push(("email_verified=false", issuer.token(c)));
+    let mut c = claims();
+    c.as_object_mut().expect("object").remove("email_verified");
+    cases.push(("no email_verified", issuer.token(c)));
+    cases.push(("signed by another key", issuer.token_with(&rcgen::KeyPair::generate()?, claims())));
+    cases.push(("garbage", "not.a.token".into()));
+
+    for (what, token) in cases {
+        let err = auth.sign_in_with_sso(sign_in(token)).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{what}: {err:?}");
+    }
+
+    // Expiry follows the service clock too.
+    cluster.clock.advance(Duration::from_secs(600));
+    let err = auth.sign_in_with_sso(sign_in(issuer.token(claims()))).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    cluster.stop().await
+}
