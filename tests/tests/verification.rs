@@ -113,3 +113,17 @@ async fn bad_input_names_the_field_and_sending_is_rate_limited() -> anyhow::Resu
     auth.start_email_verification(StartEmailVerificationRequest { email: "dave@example.com".into() }).await?;
     cluster.stop().await
 }
+
+#[tokio::test]
+async fn sends_are_limited_per_client_address_too() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(|c| c.accounts.sends_per_client_per_hour = 3).await?;
+    let mut auth = AuthServiceClient::new(cluster.gateway().await?);
+    for i in 0..3 {
+        auth.start_email_verification(StartEmailVerificationRequest { email: format!("user{i}@example.com") }).await?;
+    }
+    let err = auth.start_email_verification(StartEmailVerificationRequest { email: "user9@example.com".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("per-client"), "{}", err.message());
+    assert!(cluster.latest_code("user9@example.com").is_none(), "nothing sent");
+    cluster.stop().await
+}
