@@ -121,7 +121,10 @@ async fn sends_are_limited_per_client_address_too() -> anyhow::Result<()> {
     for i in 0..3 {
         auth.start_email_verification(StartEmailVerificationRequest { email: format!("user{i}@example.com") }).await?;
     }
-    let err = auth.start_email_verification(StartEmailVerificationRequest { email: "user9@example.com".into() }).await.unwrap_err();
+    let err = auth
+        .start_email_verification(StartEmailVerificationRequest { email: "user9@example.com".into() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(err.message().contains("per-client"), "{}", err.message());
     assert!(cluster.latest_code("user9@example.com").is_none(), "nothing sent");

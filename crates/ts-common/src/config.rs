@@ -76,6 +76,9 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// The master-key provider.
     pub kms: Option<KmsConfig>,
+    /// Audit trail retention.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Bounds on plaintext data keys cached in memory (keyvault and folders).
     #[serde(default)]
     pub data_key_cache: DataKeyCacheConfig,
@@ -287,6 +290,25 @@ pub struct SsoIssuerConfig {
     pub audience: String,
     /// The issuer's JWKS (JSON Web Key Set) file.
     pub jwks_file: PathBuf,
+}
+
+/// Audit trail settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Days an audit event is kept (a TTL index deletes older ones).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { retention_days: default_retention_days() }
+    }
+}
+
+fn default_retention_days() -> u32 {
+    365
 }
 
 /// Bounds on cached plaintext data keys.

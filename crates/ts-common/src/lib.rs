@@ -3,6 +3,7 @@
 //! it travels between services.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod client;
 pub mod clock;
 pub mod config;
@@ -64,4 +65,28 @@ pub fn upstream(
     material: &MtlsMaterial,
 ) -> Result<client::InternalChannel, ConfigError> {
     client::connect(callee, config.upstreams.get(callee)?, material, INTERNAL_CALL_TIMEOUT)
+}
+
+/// The canonical gRPC name of a status code, such as `PERMISSION_DENIED`.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
 }

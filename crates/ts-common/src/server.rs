@@ -324,6 +324,16 @@ where
             if let Ok(v) = http::HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, v);
             }
+            // A request that does not decode (invalid UTF-8 in a string, a bad wire type) is the
+            // caller's fault: tonic says INTERNAL, the client should see INVALID_ARGUMENT.
+            let undecodable = response.headers().get("grpc-status").is_some_and(|v| v == "13")
+                && response
+                    .headers()
+                    .get("grpc-message")
+                    .is_some_and(|m| m.as_bytes().starts_with(b"failed%20to%20decode"));
+            if undecodable {
+                response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("3"));
+            }
             // Unary errors travel trailers-only, so the status is in the headers; a response
             // without one ended with grpc-status 0 in its trailers.
             let code = response

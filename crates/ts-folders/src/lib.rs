@@ -1,44 +1,61 @@
 //! The folders service: shared folders, members and access levels, encrypted items, and the
-//! audit trail. It owns the `folders`, `members`, `items` and `audit_events` collections,
-//! and calls keyvault for data keys and auth for identity checks.
+//! audit trail (DESIGN.md §5). It owns the `folders`, `members`, `items` and `audit_events`
+//! collections, calls keyvault for data keys and auth for "may share right now", and caches
+//! memberships and item ciphertexts in Redis.
 //!
 //! Callers (mTLS identity): the gateway for user-facing RPCs; invitations (and the gateway)
-//! for membership look-ups and audit events.
+//! for membership look-ups and audit events; the operator for key rotation.
 #![forbid(unsafe_code)]
 
+mod audit_rpc;
+pub mod context;
+mod folders_rpc;
+mod items_rpc;
 pub mod keys;
+mod members_rpc;
+pub mod paging;
 pub mod rotation;
 pub mod sealed;
+pub mod validate;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bson::{Document, doc};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, IndexModel};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
+use ts_common::cache::Cache;
 use ts_common::client::InternalChannel;
 use ts_common::config::{Config, require};
 use ts_common::identity::{Allowlist, Peer};
 use ts_common::server::{Access, ServiceServer};
 use ts_common::{RunError, drain_delay, service_mtls, stores, upstream};
-use ts_proto::internal::audit_ingest_service_server::{AuditIngestService, AuditIngestServiceServer};
+use ts_proto::internal::audit_ingest_service_server::AuditIngestServiceServer;
 use ts_proto::internal::folder_key_operator_service_server::FolderKeyOperatorServiceServer;
-use ts_proto::internal::folder_membership_service_server::{FolderMembershipService, FolderMembershipServiceServer};
+use ts_proto::internal::folder_membership_service_server::FolderMembershipServiceServer;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::internal::key_vault_service_client::KeyVaultServiceClient;
-use ts_proto::public::audit_service_server::{AuditService, AuditServiceServer};
-use ts_proto::public::folder_service_server::{FolderService, FolderServiceServer};
-use ts_proto::public::item_service_server::{ItemService, ItemServiceServer};
-use ts_proto::public::member_service_server::{MemberService, MemberServiceServer};
+use ts_proto::public::audit_service_server::AuditServiceServer;
+use ts_proto::public::folder_service_server::FolderServiceServer;
+use ts_proto::public::item_service_server::ItemServiceServer;
+use ts_proto::public::member_service_server::MemberServiceServer;
 
 use crate::keys::FolderKeys;
+
+/// The pseudo item id a folder's own sealed fields (its name) are bound to.
+pub const FOLDER_ITEM_ID: &str = "_folder";
 
 /// Shared state of the folders handlers.
 #[derive(Clone)]
 pub struct FoldersApi {
     db: mongodb::Database,
     keys: Arc<FolderKeys>,
-    #[expect(dead_code, reason = "the RPC bodies that call it arrive with a later issue")]
     identity: IdentityServiceClient<InternalChannel>,
+    cache: Cache,
+    audit_retention_days: u32,
 }
 
 impl std::fmt::Debug for FoldersApi {
@@ -60,15 +77,50 @@ pub fn allowlist() -> Allowlist {
         .allow(<FolderKeyOperatorServiceServer<FoldersApi> as NamedService>::NAME, &[Peer::Operator])
 }
 
+/// A store failure as the caller sees it; the cause is logged.
+pub(crate) fn store_error(e: mongodb::error::Error) -> tonic::Status {
+    tracing::error!(error = %e, "folders store failed");
+    tonic::Status::unavailable("folder store is unavailable; retry later")
+}
+
+/// A stored date as a protobuf timestamp.
+pub(crate) fn timestamp(d: &Document, field: &str) -> Option<prost_types::Timestamp> {
+    d.get_datetime(field).ok().map(|t| prost_types::Timestamp::from(t.to_system_time()))
+}
+
 impl FoldersApi {
     /// The `items` collection.
-    pub fn items(&self) -> mongodb::Collection<bson::Document> {
+    pub fn items(&self) -> Collection<Document> {
         self.db.collection("items")
+    }
+    pub(crate) fn folders(&self) -> Collection<Document> {
+        self.db.collection("folders")
+    }
+    pub(crate) fn members(&self) -> Collection<Document> {
+        self.db.collection("members")
+    }
+
+    async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
+        let unique = IndexOptions::builder().unique(true).name("folder_user_unique".to_owned()).build();
+        self.members()
+            .create_index(IndexModel::builder().keys(doc! { "folder_id": 1, "user_id": 1 }).options(unique).build())
+            .await?;
+        self.members().create_index(IndexModel::builder().keys(doc! { "user_id": 1, "folder_id": 1 }).build()).await?;
+        self.items()
+            .create_index(IndexModel::builder().keys(doc! { "folder_id": 1, "created_at": 1, "_id": 1 }).build())
+            .await?;
+        let events = self.db.collection::<Document>("audit_events");
+        events.create_index(IndexModel::builder().keys(doc! { "folder_id": 1, "time": -1 }).build()).await?;
+        events.create_index(IndexModel::builder().keys(doc! { "actor_user_id": 1, "time": -1 }).build()).await?;
+        let ttl = IndexOptions::builder().expire_after(Duration::ZERO).name("retention_ttl".to_owned()).build();
+        events.create_index(IndexModel::builder().keys(doc! { "expires_at": 1 }).options(ttl).build()).await?;
+        Ok(())
     }
 }
 
 /// Serves folders on `listener` until `shutdown` completes. Reads `[folders]`,
-/// `[internal_tls]`, `[mongodb]` and `[upstreams]` keyvault and auth.
+/// `[internal_tls]`, `[mongodb]`, `[redis]` (optional), `[audit]`, `[data_key_cache]` and
+/// `[upstreams]` keyvault and auth.
 pub async fn serve(
     config: &Config,
     listener: TcpListener,
@@ -79,8 +131,11 @@ pub async fn serve(
     let keyvault = KeyVaultServiceClient::new(upstream(config, "keyvault", &mtls)?);
     let keys = Arc::new(FolderKeys::new(keyvault, config.data_key_cache.limits()));
     let identity = IdentityServiceClient::new(upstream(config, "auth", &mtls)?);
+    let redis = config.redis.as_ref().map(stores::redis).transpose()?;
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-folders").await?;
-    let api = FoldersApi { db, keys, identity };
+    let api =
+        FoldersApi { db, keys, identity, cache: Cache::new(redis), audit_retention_days: config.audit.retention_days };
+    api.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create folders indexes: {e}")))?;
     ServiceServer::new("folders", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(FolderServiceServer::new(api.clone()))
         .service(MemberServiceServer::new(api.clone()))
@@ -95,17 +150,3 @@ pub async fn serve(
         .await?;
     Ok(())
 }
-
-// The RPC bodies arrive with the folders issue; until then each answers UNIMPLEMENTED.
-#[tonic::async_trait]
-impl FolderService for FoldersApi {}
-#[tonic::async_trait]
-impl MemberService for FoldersApi {}
-#[tonic::async_trait]
-impl ItemService for FoldersApi {}
-#[tonic::async_trait]
-impl AuditService for FoldersApi {}
-#[tonic::async_trait]
-impl FolderMembershipService for FoldersApi {}
-#[tonic::async_trait]
-impl AuditIngestService for FoldersApi {}

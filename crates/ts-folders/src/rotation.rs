@@ -10,9 +10,9 @@ use ts_proto::internal::{
     ReencryptFolderRequest, ReencryptFolderResponse, RotateFolderKeyRequest, RotateFolderKeyResponse,
 };
 
-use crate::FoldersApi;
 use crate::keys::FolderKeys;
 use crate::sealed::{key_version, reseal};
+use crate::{FoldersApi, store_error};
 
 /// A pass that keeps finding items on old versions (a writer racing it) gives up after this
 /// many rounds rather than loop forever; the old versions then stay until the next pass.
@@ -33,11 +33,27 @@ pub struct ReencryptReport {
 /// versions. Each item is rewritten only if unchanged since it was read (same item version
 /// and key version), so a concurrent edit is never lost; safe to repeat.
 pub async fn reencrypt_folder(
+    folders: &Collection<Document>,
     items: &Collection<Document>,
     keys: &FolderKeys,
     folder_id: &str,
 ) -> Result<ReencryptReport, Status> {
     let newest = keys.newest(folder_id).await?;
+    // The folder's own sealed fields (its name) first.
+    if let Some(folder) = folders.find_one(doc! { "_id": folder_id }).await.map_err(store_error)?
+        && let Some(old_version) = key_version(&folder).filter(|v| *v < newest.version())
+    {
+        let old = keys.version(folder_id, old_version).await?;
+        let enc = folder.get_document("enc").map_err(|_| Status::internal("stored folder without sealed fields"))?;
+        let resealed = reseal(&old, &newest, folder_id, crate::FOLDER_ITEM_ID, enc)?;
+        folders
+            .update_one(
+                doc! { "_id": folder_id, "key_version": i64::from(old_version) },
+                doc! { "$set": { "enc": resealed, "key_version": i64::from(newest.version()) } },
+            )
+            .await
+            .map_err(store_error)?;
+    }
     let stale = doc! { "folder_id": folder_id, "key_version": { "$lt": i64::from(newest.version()) } };
     let mut report = ReencryptReport { key_version: newest.version(), ..Default::default() };
     for _ in 0..MAX_ROUNDS {
@@ -75,11 +91,6 @@ pub async fn reencrypt_folder(
     Err(Status::aborted("items kept changing during re-encryption; run the pass again"))
 }
 
-fn store_error(e: mongodb::error::Error) -> Status {
-    tracing::error!(error = %e, "item store failed during re-encryption");
-    Status::unavailable("item store is unavailable; retry later")
-}
-
 fn folder_id(raw: &str) -> Result<&str, Status> {
     if raw.is_empty() { Err(Status::invalid_argument("folder_id is required")) } else { Ok(raw) }
 }
@@ -93,7 +104,7 @@ impl FolderKeyOperatorService for FoldersApi {
         let req = request.into_inner();
         let folder_id = folder_id(&req.folder_id)?;
         self.keys.rotate(folder_id).await?;
-        let r = reencrypt_folder(&self.items(), &self.keys, folder_id).await?;
+        let r = reencrypt_folder(&self.folders(), &self.items(), &self.keys, folder_id).await?;
         Ok(Response::new(RotateFolderKeyResponse {
             key_version: r.key_version,
             reencrypted_items: r.reencrypted,
@@ -106,7 +117,7 @@ impl FolderKeyOperatorService for FoldersApi {
         request: Request<ReencryptFolderRequest>,
     ) -> Result<Response<ReencryptFolderResponse>, Status> {
         let req = request.into_inner();
-        let r = reencrypt_folder(&self.items(), &self.keys, folder_id(&req.folder_id)?).await?;
+        let r = reencrypt_folder(&self.folders(), &self.items(), &self.keys, folder_id(&req.folder_id)?).await?;
         Ok(Response::new(ReencryptFolderResponse {
             key_version: r.key_version,
             reencrypted_items: r.reencrypted,

@@ -75,3 +75,26 @@ impl TestCluster {
         Ok(LicenseOperatorServiceClient::new(self.internal(Service::Auth, Peer::Operator).await?))
     }
 }
+
+impl TestCluster {
+    /// Adds `user` to a folder at `access`, as invitations does on accept (internal RPC).
+    pub async fn add_member(
+        &self,
+        folder_id: &str,
+        user: &Session,
+        access: ts_proto::public::AccessLevel,
+    ) -> anyhow::Result<()> {
+        use ts_proto::internal::AddMemberRequest;
+        use ts_proto::internal::folder_membership_service_client::FolderMembershipServiceClient;
+        let mut client = FolderMembershipServiceClient::new(self.internal(Service::Folders, Peer::Invitations).await?);
+        client
+            .add_member(AddMemberRequest {
+                folder_id: folder_id.into(),
+                user_id: user.user_id.clone(),
+                email: user.email.clone(),
+                access: access as i32,
+            })
+            .await?;
+        Ok(())
+    }
+}

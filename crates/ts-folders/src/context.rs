@@ -1,0 +1,186 @@
+//! What every folders RPC does around its body: who is calling (the user the gateway
+//! vouched for) and whether they may share right now, their access to the folder (cached in
+//! Redis, invalidated on every change), and an audit event for every mutation and failure.
+
+use std::time::{Duration, SystemTime};
+
+use bson::doc;
+use tonic::{Request, Status};
+use ts_common::server::RequestId;
+use ts_common::user::UserContext;
+use ts_proto::internal::{CheckSharingAllowedRequest, SharingDenial};
+use ts_proto::public::AccessLevel;
+
+use crate::FoldersApi;
+
+/// Membership answers stay in Redis this long at most.
+const MEMBER_TTL: Duration = Duration::from_secs(30);
+
+/// The caller of one RPC.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The signed-in user.
+    pub user: UserContext,
+    /// The request id, for the audit trail.
+    pub request_id: String,
+}
+
+/// The cache key of a membership.
+pub fn member_key(folder_id: &str, user_id: &str) -> String {
+    format!("ts:member:{folder_id}:{user_id}")
+}
+
+/// The cache key of an item's stored (encrypted) document.
+pub fn item_key(folder_id: &str, item_id: &str) -> String {
+    format!("ts:item:{folder_id}:{item_id}")
+}
+
+fn level_name(level: AccessLevel) -> &'static str {
+    match level {
+        AccessLevel::View => "VIEW",
+        AccessLevel::Edit => "EDIT",
+        AccessLevel::Manage => "MANAGE",
+        AccessLevel::Unspecified => "no",
+    }
+}
+
+impl FoldersApi {
+    /// Identifies the caller and checks with auth that they may share right now. A refusal
+    /// is audited as `action`.
+    pub(crate) async fn begin<T>(&self, request: &Request<T>, action: &str, folder_id: &str) -> Result<Call, Status> {
+        let user = UserContext::from_metadata(request.metadata())?;
+        let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        let call = Call { user, request_id };
+        let reply = self
+            .identity
+            .clone()
+            .check_sharing_allowed(CheckSharingAllowedRequest { user_id: call.user.user_id.clone() })
+            .await
+            .map_err(|s| {
+                tracing::warn!(code = ?s.code(), "cannot check sharing permission with auth");
+                Status::unavailable("cannot check sharing permission right now; retry later")
+            })?
+            .into_inner();
+        if !reply.allowed {
+            let status = match SharingDenial::try_from(reply.denial).unwrap_or(SharingDenial::Unspecified) {
+                SharingDenial::Disabled => Status::failed_precondition("team sharing is disabled"),
+                SharingDenial::LicenseBlocked => {
+                    Status::failed_precondition("team sharing is blocked for your license by its admin")
+                }
+                SharingDenial::Unverified => Status::failed_precondition("verify your email again before sharing"),
+                _ => Status::unauthenticated("unknown user; sign in again"),
+            };
+            self.audit(&call, action, folder_id, status.code()).await;
+            return Err(status);
+        }
+        Ok(call)
+    }
+
+    /// Audits the outcome: every failure, and every success of a mutating action.
+    pub(crate) async fn finish<R>(
+        &self,
+        call: &Call,
+        action: &str,
+        folder_id: &str,
+        mutating: bool,
+        result: Result<R, Status>,
+    ) -> Result<R, Status> {
+        match &result {
+            Ok(_) if mutating => self.audit(call, action, folder_id, tonic::Code::Ok).await,
+            Ok(_) => {}
+            Err(s) => self.audit(call, action, folder_id, s.code()).await,
+        }
+        result
+    }
+
+    /// Appends an audit event; a failure to write it is logged, never hidden from operators.
+    pub(crate) async fn audit(&self, call: &Call, action: &str, folder_id: &str, code: tonic::Code) {
+        self.record_audit(
+            &call.user.email,
+            &call.user.user_id,
+            folder_id,
+            action,
+            ts_common::code_name(code),
+            &call.request_id,
+        )
+        .await;
+    }
+
+    /// Appends an audit event from its parts.
+    pub(crate) async fn record_audit(
+        &self,
+        email: &str,
+        user_id: &str,
+        folder_id: &str,
+        action: &str,
+        code: &str,
+        request_id: &str,
+    ) {
+        let now = SystemTime::now();
+        let expires = now + Duration::from_secs(u64::from(self.audit_retention_days) * 86_400);
+        let event = doc! {
+            "_id": uuid::Uuid::new_v4().to_string(),
+            "time": bson::DateTime::from_system_time(now),
+            "actor_email": email,
+            "actor_user_id": user_id,
+            "folder_id": folder_id,
+            "action": action,
+            "status_code": code,
+            "request_id": request_id,
+            "expires_at": bson::DateTime::from_system_time(expires),
+        };
+        if let Err(e) = self.db.collection::<bson::Document>("audit_events").insert_one(event).await {
+            tracing::error!(error = %e, action, code, "cannot write audit event");
+        }
+    }
+
+    /// The caller's access to a folder, from the cache or MongoDB.
+    pub(crate) async fn access(&self, folder_id: &str, user_id: &str) -> Result<AccessLevel, Status> {
+        let key = member_key(folder_id, user_id);
+        if let Some(v) = self.cache.get(&key).await
+            && let Some(level) = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse::<i32>().ok())
+                .and_then(|n| AccessLevel::try_from(n).ok())
+        {
+            return Ok(level);
+        }
+        let found = self
+            .members()
+            .find_one(doc! { "folder_id": folder_id, "user_id": user_id })
+            .await
+            .map_err(crate::store_error)?;
+        let level = found
+            .and_then(|m| m.get_i32("access").ok())
+            .and_then(|n| AccessLevel::try_from(n).ok())
+            .unwrap_or(AccessLevel::Unspecified);
+        self.cache.set(&key, (level as i32).to_string().into_bytes(), MEMBER_TTL).await;
+        Ok(level)
+    }
+
+    /// Requires at least `min` access. Non-members get NOT_FOUND: a folder they cannot see
+    /// does not exist for them.
+    pub(crate) async fn require(&self, call: &Call, folder_id: &str, min: AccessLevel) -> Result<AccessLevel, Status> {
+        if folder_id.is_empty() {
+            return Err(Status::invalid_argument("folder_id is required"));
+        }
+        let level = self.access(folder_id, &call.user.user_id).await?;
+        if level == AccessLevel::Unspecified {
+            return Err(Status::not_found("folder not found"));
+        }
+        if level < min {
+            return Err(Status::permission_denied(format!(
+                "this needs {} access; you have {}",
+                level_name(min),
+                level_name(level)
+            )));
+        }
+        Ok(level)
+    }
+
+    /// Forgets cached memberships after a change.
+    pub(crate) async fn forget_members(&self, folder_id: &str, user_ids: &[String]) {
+        let keys: Vec<String> = user_ids.iter().map(|u| member_key(folder_id, u)).collect();
+        self.cache.delete(&keys).await;
+    }
+}

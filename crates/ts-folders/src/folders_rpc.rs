@@ -1,0 +1,260 @@
+//! `FolderService`: create, list, get, rename, delete (crypto-erasure first) and leave.
+
+use bson::{Document, doc};
+use futures::TryStreamExt;
+use tonic::{Request, Response, Status};
+use ts_proto::public::folder_service_server::FolderService;
+use ts_proto::public::*;
+
+use crate::context::Call;
+use crate::paging::{open_plain, page_size, plain_token, token};
+use crate::sealed::{key_version, open_field, seal_fields};
+use crate::validate::check_name;
+use crate::{FOLDER_ITEM_ID, FoldersApi, store_error, timestamp};
+
+impl FoldersApi {
+    /// A stored folder as the caller sees it.
+    pub(crate) async fn folder_message(&self, doc: &Document, my_access: AccessLevel) -> Result<Folder, Status> {
+        let id = doc.get_str("_id").map_err(|_| Status::internal("stored folder without an id"))?;
+        let version = key_version(doc).ok_or_else(|| Status::internal("stored folder without a key version"))?;
+        let key = self.keys.version(id, version).await?;
+        let enc = doc.get_document("enc").map_err(|_| Status::internal("stored folder without sealed fields"))?;
+        let name = open_field(&key, id, FOLDER_ITEM_ID, enc, "name")?;
+        Ok(Folder {
+            id: id.to_owned(),
+            name: String::from_utf8_lossy(&name).into_owned(),
+            my_access: my_access as i32,
+            created_by_email: doc.get_str("created_by_email").unwrap_or_default().to_owned(),
+            create_time: timestamp(doc, "created_at"),
+            update_time: timestamp(doc, "updated_at"),
+        })
+    }
+
+    pub(crate) async fn load_folder(&self, folder_id: &str) -> Result<Document, Status> {
+        self.folders()
+            .find_one(doc! { "_id": folder_id })
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| Status::not_found("folder not found"))
+    }
+
+    async fn create(&self, call: &Call, req: CreateFolderRequest) -> Result<Folder, Status> {
+        let name = check_name("name", &req.name)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        self.keys.create(&id).await?;
+        let key = self.keys.newest(&id).await?;
+        let enc = seal_fields(&key, &id, FOLDER_ITEM_ID, &[("name", name.as_bytes())])?;
+        let now = bson::DateTime::now();
+        let folder = doc! {
+            "_id": &id, "enc": enc, "key_version": i64::from(key.version()), "managers": 1_i64, "items": 0_i64,
+            "created_by_email": &call.user.email, "created_at": now, "updated_at": now,
+        };
+        self.folders().insert_one(folder.clone()).await.map_err(store_error)?;
+        let member = doc! {
+            "_id": format!("{id}:{}", call.user.user_id), "folder_id": &id, "user_id": &call.user.user_id,
+            "email": &call.user.email, "access": AccessLevel::Manage as i32, "joined_at": now,
+        };
+        if let Err(e) = self.members().insert_one(member).await {
+            // Nothing half-made: without its first member the folder goes too.
+            let _ = self.folders().delete_one(doc! { "_id": &id }).await;
+            let _ = self.keys.destroy(&id).await;
+            return Err(store_error(e));
+        }
+        self.forget_members(&id, std::slice::from_ref(&call.user.user_id)).await;
+        self.folder_message(&folder, AccessLevel::Manage).await
+    }
+
+    async fn list(&self, call: &Call, req: ListFoldersRequest) -> Result<ListFoldersResponse, Status> {
+        let size = page_size(&req.page, 50, 200);
+        let mut filter = doc! { "user_id": &call.user.user_id };
+        if let Some(t) = token(&req.page) {
+            let parts = open_plain(t, 1)?;
+            filter.insert("folder_id", doc! { "$gt": &parts[0] });
+        }
+        let memberships: Vec<Document> = self
+            .members()
+            .find(filter)
+            .sort(doc! { "folder_id": 1 })
+            .limit(size as i64 + 1)
+            .await
+            .map_err(store_error)?
+            .try_collect()
+            .await
+            .map_err(store_error)?;
+        let more = memberships.len() > size;
+        let mut folders = Vec::new();
+        for m in memberships.iter().take(size) {
+            let folder_id = m.get_str("folder_id").unwrap_or_default();
+            let access =
+                m.get_i32("access").ok().and_then(|n| AccessLevel::try_from(n).ok()).unwrap_or(AccessLevel::View);
+            if let Some(f) = self.folders().find_one(doc! { "_id": folder_id }).await.map_err(store_error)? {
+                folders.push(self.folder_message(&f, access).await?);
+            }
+        }
+        let next = if more {
+            memberships.get(size - 1).map(|m| plain_token(&[m.get_str("folder_id").unwrap_or_default().to_owned()]))
+        } else {
+            None
+        };
+        Ok(ListFoldersResponse { folders, page: Some(PageResponse { next_page_token: next.unwrap_or_default() }) })
+    }
+
+    async fn rename(&self, call: &Call, req: RenameFolderRequest) -> Result<Folder, Status> {
+        let access = self.require(call, &req.folder_id, AccessLevel::Manage).await?;
+        let name = check_name("name", &req.name)?;
+        let key = self.keys.newest(&req.folder_id).await?;
+        let enc = seal_fields(&key, &req.folder_id, FOLDER_ITEM_ID, &[("name", name.as_bytes())])?;
+        self.folders()
+            .update_one(
+                doc! { "_id": &req.folder_id },
+                doc! { "$set": { "enc": enc, "key_version": i64::from(key.version()), "updated_at": bson::DateTime::now() } },
+            )
+            .await
+            .map_err(store_error)?;
+        self.folder_message(&self.load_folder(&req.folder_id).await?, access).await
+    }
+
+    async fn delete(&self, call: &Call, folder_id: &str) -> Result<(), Status> {
+        self.require(call, folder_id, AccessLevel::Manage).await?;
+        // Crypto-erasure first: once the keys are gone, nothing left behind can be read.
+        self.keys.destroy(folder_id).await?;
+        let members: Vec<Document> = self
+            .members()
+            .find(doc! { "folder_id": folder_id })
+            .await
+            .map_err(store_error)?
+            .try_collect()
+            .await
+            .map_err(store_error)?;
+        let user_ids: Vec<String> =
+            members.iter().filter_map(|m| m.get_str("user_id").ok().map(str::to_owned)).collect();
+        self.items().delete_many(doc! { "folder_id": folder_id }).await.map_err(store_error)?;
+        self.members().delete_many(doc! { "folder_id": folder_id }).await.map_err(store_error)?;
+        self.folders().delete_one(doc! { "_id": folder_id }).await.map_err(store_error)?;
+        self.forget_members(folder_id, &user_ids).await;
+        Ok(())
+    }
+
+    async fn leave(&self, call: &Call, folder_id: &str) -> Result<(), Status> {
+        let level = self.require(call, folder_id, AccessLevel::View).await?;
+        self.remove_membership(folder_id, &call.user.user_id, level).await
+    }
+
+    /// Removes a membership, keeping at least one MANAGE member.
+    pub(crate) async fn remove_membership(
+        &self,
+        folder_id: &str,
+        user_id: &str,
+        level: AccessLevel,
+    ) -> Result<(), Status> {
+        if level == AccessLevel::Manage {
+            self.take_manager(folder_id).await?;
+        }
+        let removed = self
+            .members()
+            .delete_one(doc! { "folder_id": folder_id, "user_id": user_id })
+            .await
+            .map_err(store_error)?;
+        if removed.deleted_count == 0 && level == AccessLevel::Manage {
+            self.give_manager(folder_id).await?;
+        }
+        self.forget_members(folder_id, &[user_id.to_owned()]).await;
+        Ok(())
+    }
+
+    /// Counts one MANAGE member out, refusing to reach zero. The conditional update makes
+    /// two concurrent demotions of the last two managers conflict instead of both passing.
+    pub(crate) async fn take_manager(&self, folder_id: &str) -> Result<(), Status> {
+        let r = self
+            .folders()
+            .update_one(
+                doc! { "_id": folder_id, "managers": { "$gt": 1_i64 } },
+                doc! { "$inc": { "managers": -1_i64 } },
+            )
+            .await
+            .map_err(store_error)?;
+        if r.modified_count == 0 {
+            return Err(Status::failed_precondition(
+                "a folder must keep at least one MANAGE member; give someone else MANAGE first",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts one MANAGE member in.
+    pub(crate) async fn give_manager(&self, folder_id: &str) -> Result<(), Status> {
+        self.folders()
+            .update_one(doc! { "_id": folder_id }, doc! { "$inc": { "managers": 1_i64 } })
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl FolderService for FoldersApi {
+    async fn create_folder(
+        &self,
+        request: Request<CreateFolderRequest>,
+    ) -> Result<Response<CreateFolderResponse>, Status> {
+        let call = self.begin(&request, "folder.create", "").await?;
+        let result = self.create(&call, request.into_inner()).await;
+        let folder_id = result.as_ref().map(|f| f.id.clone()).unwrap_or_default();
+        let folder = self.finish(&call, "folder.create", &folder_id, true, result).await?;
+        Ok(Response::new(CreateFolderResponse { folder: Some(folder) }))
+    }
+
+    async fn list_folders(
+        &self,
+        request: Request<ListFoldersRequest>,
+    ) -> Result<Response<ListFoldersResponse>, Status> {
+        let call = self.begin(&request, "folder.list", "").await?;
+        let result = self.list(&call, request.into_inner()).await;
+        Ok(Response::new(self.finish(&call, "folder.list", "", false, result).await?))
+    }
+
+    async fn get_folder(&self, request: Request<GetFolderRequest>) -> Result<Response<GetFolderResponse>, Status> {
+        let folder_id = request.get_ref().folder_id.clone();
+        let call = self.begin(&request, "folder.get", &folder_id).await?;
+        let result = async {
+            let access = self.require(&call, &folder_id, AccessLevel::View).await?;
+            self.folder_message(&self.load_folder(&folder_id).await?, access).await
+        }
+        .await;
+        let folder = self.finish(&call, "folder.get", &folder_id, false, result).await?;
+        Ok(Response::new(GetFolderResponse { folder: Some(folder) }))
+    }
+
+    async fn rename_folder(
+        &self,
+        request: Request<RenameFolderRequest>,
+    ) -> Result<Response<RenameFolderResponse>, Status> {
+        let folder_id = request.get_ref().folder_id.clone();
+        let call = self.begin(&request, "folder.rename", &folder_id).await?;
+        let result = self.rename(&call, request.into_inner()).await;
+        let folder = self.finish(&call, "folder.rename", &folder_id, true, result).await?;
+        Ok(Response::new(RenameFolderResponse { folder: Some(folder) }))
+    }
+
+    async fn delete_folder(
+        &self,
+        request: Request<DeleteFolderRequest>,
+    ) -> Result<Response<DeleteFolderResponse>, Status> {
+        let folder_id = request.get_ref().folder_id.clone();
+        let call = self.begin(&request, "folder.delete", &folder_id).await?;
+        let result = self.delete(&call, &folder_id).await;
+        self.finish(&call, "folder.delete", &folder_id, true, result).await?;
+        Ok(Response::new(DeleteFolderResponse {}))
+    }
+
+    async fn leave_folder(
+        &self,
+        request: Request<LeaveFolderRequest>,
+    ) -> Result<Response<LeaveFolderResponse>, Status> {
+        let folder_id = request.get_ref().folder_id.clone();
+        let call = self.begin(&request, "folder.leave", &folder_id).await?;
+        let result = self.leave(&call, &folder_id).await;
+        self.finish(&call, "folder.leave", &folder_id, true, result).await?;
+        Ok(Response::new(LeaveFolderResponse {}))
+    }
+}

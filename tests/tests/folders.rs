@@ -1,0 +1,367 @@
+//! Folders, members and items through the gateway: the sharing story, connections without
+//! secrets, concurrency, crypto-erasure, bad input, and what is stored at rest.
+
+use futures::TryStreamExt;
+use tonic::Code;
+use ts_proto::public::folder_service_client::FolderServiceClient;
+use ts_proto::public::item_content::Content;
+use ts_proto::public::item_service_client::ItemServiceClient;
+use ts_proto::public::member_service_client::MemberServiceClient;
+use ts_proto::public::*;
+use ts_testkit::{Session, TestCluster};
+
+const PASSWORD: &str = "Tr0ub4dor-and-3";
+
+fn connection() -> ItemContent {
+    ItemContent {
+        content: Some(Content::Connection(Connection {
+            connection_string: format!(
+                "mongodb://reporting_user:{PASSWORD}@orders-db-1.internal.example:27017/?replicaSet=rs-orders&tls=true"
+            ),
+            hosts: vec!["orders-db-1.internal.example:27017".into()],
+            replica_set: "rs-orders".into(),
+            username: "reporting_user".into(),
+            tls: true,
+            options: [
+                ("password".to_owned(), PASSWORD.to_owned()),
+                ("appName".to_owned(), "quarterly-report".to_owned()),
+            ]
+            .into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn query(filter: &str) -> ItemContent {
+    ItemContent {
+        content: Some(Content::Query(Query {
+            database: "sales".into(),
+            collection: "orders".into(),
+            filter: filter.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+async fn folder(cluster: &TestCluster, s: &Session, name: &str) -> anyhow::Result<String> {
+    let mut f = FolderServiceClient::new(cluster.gateway().await?);
+    Ok(f.create_folder(s.request(CreateFolderRequest { name: name.into() }))
+        .await?
+        .into_inner()
+        .folder
+        .expect("folder")
+        .id)
+}
+
+async fn item(
+    cluster: &TestCluster,
+    s: &Session,
+    folder_id: &str,
+    name: &str,
+    content: ItemContent,
+) -> anyhow::Result<CreateItemResponse> {
+    let mut items = ItemServiceClient::new(cluster.gateway().await?);
+    let req = CreateItemRequest {
+        folder_id: folder_id.into(),
+        name: name.into(),
+        description: "for the Q3 review".into(),
+        content: Some(content),
+    };
+    Ok(items.create_item(s.request(req)).await?.into_inner())
+}
+
+#[tokio::test]
+async fn share_read_lower_remove_with_connections_that_never_carry_secrets() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let bob = cluster.sign_in("bob@example.com").await?;
+    let folder_id = folder(&cluster, &alice, "Quarterly reporting").await?;
+
+    let created = item(&cluster, &alice, &folder_id, "Orders replica", connection()).await?;
+    assert_eq!(
+        created.removed_fields,
+        ["content.connection.connection_string.password", "content.connection.options.password"]
+    );
+    let stored = created.item.expect("item");
+    let Some(Content::Connection(c)) = stored.content.and_then(|c| c.content) else { panic!("connection") };
+    assert!(
+        !c.connection_string.contains(PASSWORD)
+            && c.connection_string.starts_with("mongodb://reporting_user@orders-db-1")
+    );
+    assert!(!c.options.contains_key("password") && c.options["appName"] == "quarterly-report");
+    let summary = stored.summary.expect("summary");
+    assert_eq!((summary.shared_by_email.as_str(), summary.kind), ("alice@example.com", ItemKind::Connection as i32));
+    item(&cluster, &alice, &folder_id, "Big orders", query(r#"{"total": {"$gt": 10000}}"#)).await?;
+
+    // Bob is not a member: the folder does not exist for him.
+    let mut items = ItemServiceClient::new(cluster.gateway().await?);
+    let list = |s: &Session| s.request(ListItemsRequest { folder_id: folder_id.clone(), page: None });
+    assert_eq!(items.list_items(list(&bob)).await.unwrap_err().code(), Code::NotFound);
+
+    cluster.add_member(&folder_id, &bob, AccessLevel::Edit).await?;
+    let listed = items.list_items(list(&bob)).await?.into_inner().items;
+    assert_eq!(listed.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["Orders replica", "Big orders"]);
+    let q = &listed[1];
+    let update = |s: &Session, version: u64, filter: &str| {
+        s.request(UpdateItemRequest {
+            folder_id: folder_id.clone(),
+            item_id: q.id.clone(),
+            expected_version: version,
+            name: "Big orders".into(),
+            description: String::new(),
+            content: Some(query(filter)),
+        })
+    };
+    let updated =
+        items.update_item(update(&bob, 1, r#"{"total": {"$gt": 20000}}"#)).await?.into_inner().item.expect("item");
+    let summary = updated.summary.expect("summary");
+    assert_eq!(
+        (summary.version, summary.updated_by_email.as_str(), summary.shared_by_email.as_str()),
+        (2, "bob@example.com", "alice@example.com")
+    );
+    let err = items.update_item(update(&alice, 1, "{}")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "stale version");
+
+    // Lowered to VIEW: reads work, writes do not, on the very next request.
+    let mut members = MemberServiceClient::new(cluster.gateway().await?);
+    let lower = UpdateMemberAccessRequest {
+        folder_id: folder_id.clone(),
+        user_id: bob.user_id.clone(),
+        access: AccessLevel::View as i32,
+    };
+    members.update_member_access(alice.request(lower)).await?;
+    assert_eq!(items.update_item(update(&bob, 2, "{}")).await.unwrap_err().code(), Code::PermissionDenied);
+    let got = items
+        .get_item(bob.request(GetItemRequest { folder_id: folder_id.clone(), item_id: q.id.clone() }))
+        .await?
+        .into_inner();
+    let Some(Content::Query(read)) = got.item.and_then(|i| i.content).and_then(|c| c.content) else { panic!("query") };
+    assert_eq!(read.filter, r#"{"total": {"$gt": 20000}}"#);
+
+    // The last MANAGE member can neither leave nor be lowered.
+    let mut folders = FolderServiceClient::new(cluster.gateway().await?);
+    let err =
+        folders.leave_folder(alice.request(LeaveFolderRequest { folder_id: folder_id.clone() })).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let self_lower = UpdateMemberAccessRequest {
+        folder_id: folder_id.clone(),
+        user_id: alice.user_id.clone(),
+        access: AccessLevel::Edit as i32,
+    };
+    assert_eq!(
+        members.update_member_access(alice.request(self_lower)).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+
+    // Removed: gone on the next request.
+    members
+        .remove_member(
+            alice.request(RemoveMemberRequest { folder_id: folder_id.clone(), user_id: bob.user_id.clone() }),
+        )
+        .await?;
+    assert_eq!(items.list_items(list(&bob)).await.unwrap_err().code(), Code::NotFound);
+    let mine = folders.list_folders(bob.request(ListFoldersRequest::default())).await?.into_inner().folders;
+    assert!(mine.is_empty());
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn concurrent_updates_with_one_expected_version_have_one_winner() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let folder_id = folder(&cluster, &alice, "Race").await?;
+    let id = item(&cluster, &alice, &folder_id, "Counter", query("{}"))
+        .await?
+        .item
+        .and_then(|i| i.summary)
+        .expect("summary")
+        .id;
+    let channel = cluster.gateway().await?;
+    let attempts = (0..20).map(|n| {
+        let mut items = ItemServiceClient::new(channel.clone());
+        let req = alice.request(UpdateItemRequest {
+            folder_id: folder_id.clone(),
+            item_id: id.clone(),
+            expected_version: 1,
+            name: format!("Counter {n}"),
+            description: String::new(),
+            content: Some(query("{}")),
+        });
+        async move { items.update_item(req).await.map(|_| ()).map_err(|s| s.code()) }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(wins, 1, "{results:?}");
+    assert!(results.iter().all(|r| matches!(r, Ok(()) | Err(Code::Aborted))));
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn deleting_a_folder_destroys_its_keys_so_nothing_left_can_be_read() -> anyhow::Result<()> {
+    use ts_proto::internal::GetDataKeyRequest;
+    use ts_proto::internal::key_vault_service_client::KeyVaultServiceClient;
+    let cluster = TestCluster::start().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let folder_id = folder(&cluster, &alice, "Doomed").await?;
+    item(&cluster, &alice, &folder_id, "Secret plans", query(r#"{"plan": "world domination"}"#)).await?;
+    let db = cluster.database().await?;
+    let backup: Vec<bson::Document> =
+        db.collection("items").find(bson::doc! { "folder_id": &folder_id }).await?.try_collect().await?;
+    assert_eq!(backup.len(), 1);
+
+    let mut folders = FolderServiceClient::new(cluster.gateway().await?);
+    folders.delete_folder(alice.request(DeleteFolderRequest { folder_id: folder_id.clone() })).await?;
+    let mut kv = KeyVaultServiceClient::new(
+        cluster.internal(teamshare::Service::Keyvault, ts_common::identity::Peer::Folders).await?,
+    );
+    for version in [0, 1] {
+        let err = kv.get_data_key(GetDataKeyRequest { folder_id: folder_id.clone(), version }).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "no key version {version} survives");
+    }
+    assert_eq!(
+        db.collection::<bson::Document>("data_keys").count_documents(bson::doc! { "folder_id": &folder_id }).await?,
+        0
+    );
+    assert_eq!(
+        db.collection::<bson::Document>("items").count_documents(bson::doc! { "folder_id": &folder_id }).await?,
+        0
+    );
+    // The "backup" copy still holds its envelopes, sealed under a key that no longer exists.
+    let enc = backup[0].get_document("enc")?;
+    assert!(ts_crypto::Envelope::from_bson(enc.get("content").expect("content")).is_ok());
+    let err = folders.get_folder(alice.request(GetFolderRequest { folder_id })).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn bad_input_gets_invalid_argument_and_writes_nothing() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let folder_id = folder(&cluster, &alice, "Inputs").await?;
+    let other_id = folder(&cluster, &alice, "Other").await?;
+    let mut folders = FolderServiceClient::new(cluster.gateway().await?);
+    let mut items = ItemServiceClient::new(cluster.gateway().await?);
+    let mut members = MemberServiceClient::new(cluster.gateway().await?);
+    invalid(folders.create_folder(alice.request(CreateFolderRequest { name: "   ".into() })).await, "name");
+    invalid(folders.create_folder(alice.request(CreateFolderRequest { name: "x".repeat(201) })).await, "name");
+    let create = |name: &str, content: Option<ItemContent>| {
+        alice.request(CreateItemRequest {
+            folder_id: folder_id.clone(),
+            name: name.into(),
+            description: String::new(),
+            content,
+        })
+    };
+    invalid(items.create_item(create("", Some(query("{}")))).await, "name");
+    invalid(items.create_item(create("No content", None)).await, "content");
+    invalid(items.create_item(create("Unknown kind", Some(ItemContent { content: None }))).await, "content");
+    invalid(items.create_item(create("Huge", Some(query(&"x".repeat(1024 * 1024 + 1))))).await, "content.query.filter");
+    let pem = ItemContent {
+        content: Some(Content::Connection(Connection {
+            tls_options: [("tlsCertificateKeyFile".to_owned(), "-----BEGIN PRIVATE KEY-----\nMIIE...".to_owned())]
+                .into(),
+            ..Default::default()
+        })),
+    };
+    invalid(items.create_item(create("With a key", Some(pem))).await, "content.connection.tls_options");
+    let bad_pref =
+        ItemContent { content: Some(Content::Connection(Connection { read_preference: 77, ..Default::default() })) };
+    invalid(items.create_item(create("Bad enum", Some(bad_pref))).await, "read_preference");
+    let bad_access =
+        UpdateMemberAccessRequest { folder_id: folder_id.clone(), user_id: alice.user_id.clone(), access: 99 };
+    invalid(members.update_member_access(alice.request(bad_access)).await, "access");
+
+    // Page tokens: garbage, and a real token replayed into another folder.
+    for i in 0..3 {
+        items.create_item(create(&format!("q{i}"), Some(query("{}")))).await?;
+    }
+    let page = |folder: &str, token: &str| {
+        alice.request(ListItemsRequest {
+            folder_id: folder.into(),
+            page: Some(PageRequest { page_size: 2, page_token: token.into() }),
+        })
+    };
+    let first = items.list_items(page(&folder_id, "")).await?.into_inner();
+    let token = first.page.expect("page").next_page_token;
+    assert!(!token.is_empty());
+    let second = items.list_items(page(&folder_id, &token)).await?.into_inner();
+    assert_eq!(second.items.len(), 1);
+    invalid(items.list_items(page(&folder_id, "not-a-token")).await, "page_token");
+    invalid(items.list_items(page(&other_id, &token)).await, "page_token");
+
+    // Invalid UTF-8 where a string belongs: sent raw, refused, not a crash.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RawCreateFolder {
+        #[prost(bytes = "vec", tag = "1")]
+        name: Vec<u8>,
+    }
+    let mut grpc = tonic::client::Grpc::new(cluster.gateway().await?);
+    grpc.ready().await?;
+    let raw = alice.request(RawCreateFolder { name: vec![b'o', 0xff, 0xfe, b'k'] });
+    let path = http::uri::PathAndQuery::from_static("/teamshare.v1.FolderService/CreateFolder");
+    let err =
+        grpc.unary::<_, CreateFolderResponse, _>(raw, path, tonic_prost::ProstCodec::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+
+    // Nothing half-written: only the three good items exist.
+    let all = items.list_items(page(&folder_id, "")).await?.into_inner();
+    let db = cluster.database().await?;
+    assert_eq!(
+        db.collection::<bson::Document>("items").count_documents(bson::doc! { "folder_id": &folder_id }).await?,
+        3
+    );
+    assert_eq!(all.items.len(), 2);
+    let mine = folders.list_folders(alice.request(ListFoldersRequest::default())).await?.into_inner().folders;
+    assert_eq!(mine.len(), 2);
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn nothing_a_user_typed_is_stored_in_plaintext() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let folder_id = folder(&cluster, &alice, "Zanzibar reporting").await?;
+    item(&cluster, &alice, &folder_id, "Orders replica", connection()).await?;
+    item(&cluster, &alice, &folder_id, "Whale customers", query(r#"{"lifetime_value_usd": {"$gt": 987654}}"#)).await?;
+    let mut folders = FolderServiceClient::new(cluster.gateway().await?);
+    folders
+        .rename_folder(
+            alice.request(RenameFolderRequest { folder_id: folder_id.clone(), name: "Kilimanjaro reporting".into() }),
+        )
+        .await?;
+
+    let db = cluster.database().await?;
+    let mut stored = String::new();
+    for name in db.list_collection_names().await? {
+        let docs: Vec<bson::Document> = db.collection(&name).find(bson::doc! {}).await?.try_collect().await?;
+        for d in docs {
+            stored.push_str(&serde_json::to_string(&bson::Bson::Document(d).into_relaxed_extjson())?);
+        }
+    }
+    assert!(stored.contains("alice@example.com"), "the scan sees stored documents");
+    for typed in [
+        "Zanzibar",
+        "Kilimanjaro",
+        "Orders replica",
+        "Whale customers",
+        "for the Q3 review",
+        "lifetime_value_usd",
+        "987654",
+        "orders-db-1.internal.example",
+        "reporting_user",
+        "rs-orders",
+        "quarterly-report",
+        "sales",
+        PASSWORD,
+    ] {
+        assert!(!stored.contains(typed), "{typed:?} is stored in plaintext");
+    }
+    cluster.stop().await
+}
+
+fn invalid<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>, field: &str) {
+    let err = r.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+    assert!(err.message().contains(field), "{field}: {}", err.message());
+}
