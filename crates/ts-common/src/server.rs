@@ -57,6 +57,10 @@ pub enum Access {
     Public(ServerTlsConfig),
 }
 
+/// The RPC being served, `package.Service/Method`, in request extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcName(pub String);
+
 /// A request id, available to handlers through request extensions and to outgoing calls
 /// through a task-local.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,6 +308,7 @@ where
 
         let rid = RequestId(request_id.clone());
         req.extensions_mut().insert(rid.clone());
+        req.extensions_mut().insert(RpcName(path.trim_start_matches('/').to_owned()));
         if let Some(p) = peer {
             req.extensions_mut().insert(p);
         }

@@ -9,8 +9,11 @@ use tokio::sync::RwLock;
 use tonic::{Request, Status};
 use ts_common::client::InternalChannel;
 use ts_common::clock::SharedClock;
+use ts_common::server::{RequestId, RpcName};
 use ts_common::tokens::{PublicKey, TokenError, Verifier};
 use ts_common::user::UserContext;
+use ts_proto::internal::RecordAuditEventRequest;
+use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::internal::{CheckSessionRequest, CheckSharingAllowedRequest, GetTokenKeysRequest, SharingDenial};
 
@@ -22,6 +25,7 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// Verifies access tokens and sharing permission for the gateway.
 pub struct Authenticator {
     identity: IdentityServiceClient<InternalChannel>,
+    audit: Option<AuditIngestServiceClient<InternalChannel>>,
     redis: Option<fred::clients::Client>,
     clock: SharedClock,
     keys: RwLock<(Verifier, Option<Instant>)>,
@@ -44,7 +48,32 @@ impl Authenticator {
         redis: Option<fred::clients::Client>,
         clock: SharedClock,
     ) -> Self {
-        Authenticator { identity, redis, clock, keys: RwLock::new((Verifier::default(), None)) }
+        Authenticator { identity, audit: None, redis, clock, keys: RwLock::new((Verifier::default(), None)) }
+    }
+
+    /// Records sharing refusals in folders' audit trail through `audit`.
+    pub fn with_audit(mut self, audit: AuditIngestServiceClient<InternalChannel>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Audits a refused sharing call in the background; the caller's answer never waits on it.
+    fn audit_refusal<T>(&self, request: &Request<T>, user: &UserContext, status: &Status) {
+        let Some(audit) = self.audit.clone() else { return };
+        let action = request.extensions().get::<RpcName>().map(|r| r.0.clone()).unwrap_or_default();
+        let event = RecordAuditEventRequest {
+            actor_email: user.email.clone(),
+            actor_user_id: user.user_id.clone(),
+            folder_id: String::new(),
+            action,
+            status_code: ts_common::code_name(status.code()).to_owned(),
+            request_id: request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = audit.clone().record_audit_event(event).await {
+                tracing::warn!(code = ?e.code(), "cannot audit a refused sharing call");
+            }
+        });
     }
 
     async fn refresh_keys(&self) -> Result<(), Status> {
@@ -119,7 +148,7 @@ impl Authenticator {
         if reply.allowed {
             return Ok(user);
         }
-        Err(match SharingDenial::try_from(reply.denial).unwrap_or(SharingDenial::Unspecified) {
+        let status = match SharingDenial::try_from(reply.denial).unwrap_or(SharingDenial::Unspecified) {
             SharingDenial::Disabled => Status::failed_precondition("team sharing is disabled"),
             SharingDenial::LicenseBlocked => {
                 Status::failed_precondition("team sharing is blocked for your license by its admin")
@@ -128,7 +157,9 @@ impl Authenticator {
             SharingDenial::UnknownUser | SharingDenial::Unspecified => {
                 Status::unauthenticated("unknown user; sign in again")
             }
-        })
+        };
+        self.audit_refusal(request, u, &status);
+        Err(status)
     }
 
     /// For RPCs that anyone may call (sign-in, status): no identity is forwarded.

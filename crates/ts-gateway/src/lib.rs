@@ -18,6 +18,7 @@ use ts_common::clock::{SharedClock, SystemClock};
 use ts_common::config::{Config, require};
 use ts_common::server::{Access, ServiceServer};
 use ts_common::{RunError, drain_delay, material, tls, upstream};
+use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::public::audit_service_client::AuditServiceClient;
 use ts_proto::public::audit_service_server::AuditServiceServer;
@@ -87,7 +88,10 @@ pub async fn serve_with_clock(
     let invitations = upstream(config, "invitations", &mtls)?;
     let redis = config.redis.as_ref().map(ts_common::stores::redis).transpose()?;
     let gw = Gateway {
-        authn: Arc::new(Authenticator::new(IdentityServiceClient::new(auth.clone()), redis, clock)),
+        authn: Arc::new(
+            Authenticator::new(IdentityServiceClient::new(auth.clone()), redis, clock)
+                .with_audit(AuditIngestServiceClient::new(folders.clone())),
+        ),
         downstream_timeout: Duration::from_millis(section.downstream_timeout_ms),
         auth: AuthServiceClient::new(auth.clone()),
         license: LicenseAdminServiceClient::new(auth.clone()),
