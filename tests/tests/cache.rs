@@ -1,0 +1,171 @@
+//! The Redis cache in front of MongoDB: revocation holds across folders replicas sharing one
+//! Redis, and with Redis killed everything keeps working from MongoDB.
+
+use tokio::net::TcpListener;
+use tonic::Code;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use ts_common::identity::Peer;
+use ts_common::user::UserContext;
+use ts_proto::public::folder_service_client::FolderServiceClient;
+use ts_proto::public::item_content::Content;
+use ts_proto::public::item_service_client::ItemServiceClient;
+use ts_proto::public::member_service_client::MemberServiceClient;
+use ts_proto::public::*;
+use ts_testkit::{ServerProcess, Session, TestCluster, redis_dump};
+
+fn query(filter: &str) -> ItemContent {
+    ItemContent {
+        content: Some(Content::Query(Query {
+            database: "db".into(),
+            collection: "c".into(),
+            filter: filter.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A request to a folders replica directly, as the gateway makes it for `user`.
+fn as_gateway<T>(user: &Session, message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    UserContext {
+        user_id: user.user_id.clone(),
+        email: user.email.clone(),
+        license_id: String::new(),
+        session_id: String::new(),
+    }
+    .attach(r.metadata_mut());
+    r
+}
+
+#[tokio::test]
+async fn a_removed_member_is_refused_at_once_by_another_replica() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    // A second folders replica on the same MongoDB and Redis.
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let config = cluster.config.clone();
+    let (stop, mut rx) = tokio::sync::watch::channel(false);
+    let replica = tokio::spawn(async move {
+        ts_folders::serve(&config, listener, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(cluster.certs.ca_cert())?))
+        .identity(Identity::from_pem(
+            std::fs::read(cluster.certs.cert(Peer::Gateway))?,
+            std::fs::read(cluster.certs.key(Peer::Gateway))?,
+        ))
+        .domain_name("folders");
+    let replica_channel = Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?.connect().await?;
+
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let bob = cluster.sign_in("bob@example.com").await?;
+    let mut folders = FolderServiceClient::new(cluster.gateway().await?);
+    let folder_id = folders
+        .create_folder(alice.request(CreateFolderRequest { name: "Shared".into() }))
+        .await?
+        .into_inner()
+        .folder
+        .expect("f")
+        .id;
+    cluster.add_member(&folder_id, &bob, AccessLevel::Edit).await?;
+
+    let mut on_replica = ItemServiceClient::new(replica_channel.clone());
+    let list = || as_gateway(&bob, ListItemsRequest { folder_id: folder_id.clone(), page: None });
+    on_replica.list_items(list()).await?;
+    let servers = ts_testkit::shared()?;
+    assert!(
+        redis_dump(servers.redis.port)?.contains(&format!("ts:member:{folder_id}:{}", bob.user_id)),
+        "the replica cached the membership"
+    );
+
+    // Lowered through the gateway's replica: the other replica refuses a write next.
+    let mut members = MemberServiceClient::new(cluster.gateway().await?);
+    let lower = UpdateMemberAccessRequest {
+        folder_id: folder_id.clone(),
+        user_id: bob.user_id.clone(),
+        access: AccessLevel::View as i32,
+    };
+    members.update_member_access(alice.request(lower)).await?;
+    let create = as_gateway(
+        &bob,
+        CreateItemRequest {
+            folder_id: folder_id.clone(),
+            name: "x".into(),
+            description: String::new(),
+            content: Some(query("{}")),
+        },
+    );
+    assert_eq!(on_replica.create_item(create).await.unwrap_err().code(), Code::PermissionDenied);
+
+    // Removed: the very next request on the other replica is refused.
+    members
+        .remove_member(
+            alice.request(RemoveMemberRequest { folder_id: folder_id.clone(), user_id: bob.user_id.clone() }),
+        )
+        .await?;
+    assert_eq!(on_replica.list_items(list()).await.unwrap_err().code(), Code::NotFound);
+
+    let _ = stop.send(true);
+    replica.await??;
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn with_redis_killed_reads_and_writes_keep_working() -> anyhow::Result<()> {
+    let mut redis = tokio::task::spawn_blocking(ServerProcess::redis).await??;
+    let port = redis.port;
+    let cluster = TestCluster::start_with(move |c| {
+        c.redis = Some(ts_common::config::RedisConfig { url: format!("redis://127.0.0.1:{port}").into() });
+    })
+    .await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let mut folders = FolderServiceClient::new(cluster.gateway().await?);
+    let mut items = ItemServiceClient::new(cluster.gateway().await?);
+    let folder_id = folders
+        .create_folder(alice.request(CreateFolderRequest { name: "Resilient".into() }))
+        .await?
+        .into_inner()
+        .folder
+        .expect("f")
+        .id;
+    let create = |name: &str| {
+        alice.request(CreateItemRequest {
+            folder_id: folder_id.clone(),
+            name: name.into(),
+            description: String::new(),
+            content: Some(query("{}")),
+        })
+    };
+    let first = items.create_item(create("before")).await?.into_inner().item.and_then(|i| i.summary).expect("summary");
+    items.get_item(alice.request(GetItemRequest { folder_id: folder_id.clone(), item_id: first.id.clone() })).await?;
+    assert!(redis_dump(port)?.contains("ts:item:"), "the cache was in use");
+
+    tokio::task::spawn_blocking(move || redis.stop()).await?;
+
+    // Reads and writes, including ones whose cache entries were warm.
+    items.get_item(alice.request(GetItemRequest { folder_id: folder_id.clone(), item_id: first.id.clone() })).await?;
+    let update = UpdateItemRequest {
+        folder_id: folder_id.clone(),
+        item_id: first.id.clone(),
+        expected_version: 1,
+        name: "after".into(),
+        description: String::new(),
+        content: Some(query(r#"{"a": 1}"#)),
+    };
+    items.update_item(alice.request(update)).await?;
+    items.create_item(create("during outage")).await?;
+    let listed = items
+        .list_items(alice.request(ListItemsRequest { folder_id: folder_id.clone(), page: None }))
+        .await?
+        .into_inner()
+        .items;
+    assert_eq!(listed.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["after", "during outage"]);
+    folders.list_folders(alice.request(ListFoldersRequest::default())).await?;
+    // Sign-in and token checks fall back to MongoDB too.
+    let bob = cluster.sign_in("bob@example.com").await?;
+    folders.create_folder(bob.request(CreateFolderRequest { name: "Bob's".into() })).await?;
+    cluster.stop().await
+}
