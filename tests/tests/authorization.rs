@@ -8,12 +8,11 @@ use tonic::transport::Channel;
 use ts_proto::internal::{SetSharingEnabledRequest, UpsertLicenseRequest};
 use ts_proto::public::audit_service_client::AuditServiceClient;
 use ts_proto::public::folder_service_client::FolderServiceClient;
-use ts_proto::public::item_content::Content;
 use ts_proto::public::item_service_client::ItemServiceClient;
 use ts_proto::public::license_admin_service_client::LicenseAdminServiceClient;
 use ts_proto::public::member_service_client::MemberServiceClient;
 use ts_proto::public::*;
-use ts_testkit::{Session, TestCluster};
+use ts_testkit::{Session, TestCluster, query_content};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Role {
@@ -85,17 +84,6 @@ const RPCS: [Rpc; 17] = [
     Rpc::ListMyErrors,
 ];
 
-fn query() -> ItemContent {
-    ItemContent {
-        content: Some(Content::Query(Query {
-            database: "db".into(),
-            collection: "c".into(),
-            filter: "{}".into(),
-            ..Default::default()
-        })),
-    }
-}
-
 struct World {
     cluster: TestCluster,
     channel: Channel,
@@ -133,7 +121,7 @@ impl World {
             folder_id: folder_id.into(),
             name: "Item".into(),
             description: String::new(),
-            content: Some(query()),
+            content: Some(query_content("{}")),
         };
         Ok(items
             .create_item(self.owner.request(req))
@@ -203,7 +191,7 @@ impl World {
                     folder_id: f,
                     name: "New".into(),
                     description: String::new(),
-                    content: Some(query()),
+                    content: Some(query_content("{}")),
                 }))
                 .await
                 .map(drop),
@@ -222,7 +210,7 @@ impl World {
                     expected_version: 1,
                     name: "Changed".into(),
                     description: String::new(),
-                    content: Some(query()),
+                    content: Some(query_content("{}")),
                 }))
                 .await
                 .map(drop),

@@ -7,22 +7,10 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use ts_common::identity::Peer;
 use ts_common::user::UserContext;
 use ts_proto::public::folder_service_client::FolderServiceClient;
-use ts_proto::public::item_content::Content;
 use ts_proto::public::item_service_client::ItemServiceClient;
 use ts_proto::public::member_service_client::MemberServiceClient;
 use ts_proto::public::*;
-use ts_testkit::{ServerProcess, Session, TestCluster, redis_dump};
-
-fn query(filter: &str) -> ItemContent {
-    ItemContent {
-        content: Some(Content::Query(Query {
-            database: "db".into(),
-            collection: "c".into(),
-            filter: filter.into(),
-            ..Default::default()
-        })),
-    }
-}
+use ts_testkit::{ServerProcess, Session, TestCluster, query_content, redis_dump};
 
 /// A request to a folders replica directly, as the gateway makes it for `user`.
 fn as_gateway<T>(user: &Session, message: T) -> tonic::Request<T> {
@@ -95,7 +83,7 @@ async fn a_removed_member_is_refused_at_once_by_another_replica() -> anyhow::Res
             folder_id: folder_id.clone(),
             name: "x".into(),
             description: String::new(),
-            content: Some(query("{}")),
+            content: Some(query_content("{}")),
         },
     );
     assert_eq!(on_replica.create_item(create).await.unwrap_err().code(), Code::PermissionDenied);
@@ -136,7 +124,7 @@ async fn with_redis_killed_reads_and_writes_keep_working() -> anyhow::Result<()>
             folder_id: folder_id.clone(),
             name: name.into(),
             description: String::new(),
-            content: Some(query("{}")),
+            content: Some(query_content("{}")),
         })
     };
     let first = items.create_item(create("before")).await?.into_inner().item.and_then(|i| i.summary).expect("summary");
@@ -153,7 +141,7 @@ async fn with_redis_killed_reads_and_writes_keep_working() -> anyhow::Result<()>
         expected_version: 1,
         name: "after".into(),
         description: String::new(),
-        content: Some(query(r#"{"a": 1}"#)),
+        content: Some(query_content(r#"{"a": 1}"#)),
     };
     items.update_item(alice.request(update)).await?;
     items.create_item(create("during outage")).await?;

@@ -8,7 +8,7 @@ use ts_proto::public::item_content::Content;
 use ts_proto::public::item_service_client::ItemServiceClient;
 use ts_proto::public::member_service_client::MemberServiceClient;
 use ts_proto::public::*;
-use ts_testkit::{Session, TestCluster};
+use ts_testkit::{Session, TestCluster, query_content};
 
 const PASSWORD: &str = "Tr0ub4dor-and-3";
 
@@ -27,17 +27,6 @@ fn connection() -> ItemContent {
                 ("appName".to_owned(), "quarterly-report".to_owned()),
             ]
             .into(),
-            ..Default::default()
-        })),
-    }
-}
-
-fn query(filter: &str) -> ItemContent {
-    ItemContent {
-        content: Some(Content::Query(Query {
-            database: "sales".into(),
-            collection: "orders".into(),
-            filter: filter.into(),
             ..Default::default()
         })),
     }
@@ -91,7 +80,7 @@ async fn share_read_lower_remove_with_connections_that_never_carry_secrets() -> 
     assert!(!c.options.contains_key("password") && c.options["appName"] == "quarterly-report");
     let summary = stored.summary.expect("summary");
     assert_eq!((summary.shared_by_email.as_str(), summary.kind), ("alice@example.com", ItemKind::Connection as i32));
-    item(&cluster, &alice, &folder_id, "Big orders", query(r#"{"total": {"$gt": 10000}}"#)).await?;
+    item(&cluster, &alice, &folder_id, "Big orders", query_content(r#"{"total": {"$gt": 10000}}"#)).await?;
 
     // Bob is not a member: the folder does not exist for him.
     let mut items = ItemServiceClient::new(cluster.gateway().await?);
@@ -109,7 +98,7 @@ async fn share_read_lower_remove_with_connections_that_never_carry_secrets() -> 
             expected_version: version,
             name: "Big orders".into(),
             description: String::new(),
-            content: Some(query(filter)),
+            content: Some(query_content(filter)),
         })
     };
     let updated =
@@ -170,7 +159,7 @@ async fn concurrent_updates_with_one_expected_version_have_one_winner() -> anyho
     let cluster = TestCluster::start().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
     let folder_id = folder(&cluster, &alice, "Race").await?;
-    let id = item(&cluster, &alice, &folder_id, "Counter", query("{}"))
+    let id = item(&cluster, &alice, &folder_id, "Counter", query_content("{}"))
         .await?
         .item
         .and_then(|i| i.summary)
@@ -185,7 +174,7 @@ async fn concurrent_updates_with_one_expected_version_have_one_winner() -> anyho
             expected_version: 1,
             name: format!("Counter {n}"),
             description: String::new(),
-            content: Some(query("{}")),
+            content: Some(query_content("{}")),
         });
         async move { items.update_item(req).await.map(|_| ()).map_err(|s| s.code()) }
     });
@@ -203,7 +192,7 @@ async fn deleting_a_folder_destroys_its_keys_so_nothing_left_can_be_read() -> an
     let cluster = TestCluster::start().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
     let folder_id = folder(&cluster, &alice, "Doomed").await?;
-    item(&cluster, &alice, &folder_id, "Secret plans", query(r#"{"plan": "world domination"}"#)).await?;
+    item(&cluster, &alice, &folder_id, "Secret plans", query_content(r#"{"plan": "world domination"}"#)).await?;
     let db = cluster.database().await?;
     let backup: Vec<bson::Document> =
         db.collection("items").find(bson::doc! { "folder_id": &folder_id }).await?.try_collect().await?;
@@ -253,10 +242,13 @@ async fn bad_input_gets_invalid_argument_and_writes_nothing() -> anyhow::Result<
             content,
         })
     };
-    invalid(items.create_item(create("", Some(query("{}")))).await, "name");
+    invalid(items.create_item(create("", Some(query_content("{}")))).await, "name");
     invalid(items.create_item(create("No content", None)).await, "content");
     invalid(items.create_item(create("Unknown kind", Some(ItemContent { content: None }))).await, "content");
-    invalid(items.create_item(create("Huge", Some(query(&"x".repeat(1024 * 1024 + 1))))).await, "content.query.filter");
+    invalid(
+        items.create_item(create("Huge", Some(query_content(&"x".repeat(1024 * 1024 + 1))))).await,
+        "content.query.filter",
+    );
     let pem = ItemContent {
         content: Some(Content::Connection(Connection {
             tls_options: [("tlsCertificateKeyFile".to_owned(), "-----BEGIN PRIVATE KEY-----\nMIIE...".to_owned())]
@@ -274,7 +266,7 @@ async fn bad_input_gets_invalid_argument_and_writes_nothing() -> anyhow::Result<
 
     // Page tokens: garbage, and a real token replayed into another folder.
     for i in 0..3 {
-        items.create_item(create(&format!("q{i}"), Some(query("{}")))).await?;
+        items.create_item(create(&format!("q{i}"), Some(query_content("{}")))).await?;
     }
     let page = |folder: &str, token: &str| {
         alice.request(ListItemsRequest {
@@ -323,7 +315,8 @@ async fn nothing_a_user_typed_is_stored_in_plaintext() -> anyhow::Result<()> {
     let alice = cluster.sign_in("alice@example.com").await?;
     let folder_id = folder(&cluster, &alice, "Zanzibar reporting").await?;
     item(&cluster, &alice, &folder_id, "Orders replica", connection()).await?;
-    item(&cluster, &alice, &folder_id, "Whale customers", query(r#"{"lifetime_value_usd": {"$gt": 987654}}"#)).await?;
+    item(&cluster, &alice, &folder_id, "Whale customers", query_content(r#"{"lifetime_value_usd": {"$gt": 987654}}"#))
+        .await?;
     let mut folders = FolderServiceClient::new(cluster.gateway().await?);
     folders
         .rename_folder(
@@ -332,13 +325,7 @@ async fn nothing_a_user_typed_is_stored_in_plaintext() -> anyhow::Result<()> {
         .await?;
 
     let db = cluster.database().await?;
-    let mut stored = String::new();
-    for name in db.list_collection_names().await? {
-        let docs: Vec<bson::Document> = db.collection(&name).find(bson::doc! {}).await?.try_collect().await?;
-        for d in docs {
-            stored.push_str(&serde_json::to_string(&bson::Bson::Document(d).into_relaxed_extjson())?);
-        }
-    }
+    let stored = ts_testkit::dump_database(&db).await?;
     assert!(stored.contains("alice@example.com"), "the scan sees stored documents");
     for typed in [
         "Zanzibar",

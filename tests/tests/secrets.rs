@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use futures::TryStreamExt;
 use ts_proto::public::auth_service_client::AuthServiceClient;
 use ts_proto::public::{
     CompleteEmailVerificationRequest, RefreshSessionRequest, SignOutRequest, StartEmailVerificationRequest,
@@ -73,14 +72,7 @@ async fn codes_tokens_and_refresh_secrets_are_never_stored_or_logged() -> anyhow
 
     // Every document in every collection of the cluster's database.
     let db = cluster.database().await?;
-    let mut stored = String::new();
-    for name in db.list_collection_names().await? {
-        let docs: Vec<bson::Document> = db.collection(&name).find(bson::doc! {}).await?.try_collect().await?;
-        for d in docs {
-            stored.push_str(&serde_json::to_string(&bson::Bson::Document(d).into_relaxed_extjson())?);
-            stored.push('\n');
-        }
-    }
+    let stored = ts_testkit::dump_database(&db).await?;
     assert!(stored.contains(email), "the scan sees the stored documents");
 
     // Every key and string value in Redis.

@@ -2,7 +2,6 @@
 //! internal `AuditIngestService` through which the gateway and invitations record events.
 
 use bson::{Document, doc};
-use futures::TryStreamExt;
 use tonic::{Request, Response, Status};
 use ts_proto::internal::audit_ingest_service_server::AuditIngestService;
 use ts_proto::internal::{RecordAuditEventRequest, RecordAuditEventResponse};
@@ -10,7 +9,7 @@ use ts_proto::public::audit_service_server::AuditService;
 use ts_proto::public::*;
 
 use crate::paging::{open_plain, page_size, plain_token, token};
-use crate::{FoldersApi, store_error, timestamp};
+use crate::{FoldersApi, find_page, timestamp};
 
 fn event(d: &Document) -> AuditEvent {
     AuditEvent {
@@ -25,6 +24,10 @@ fn event(d: &Document) -> AuditEvent {
 }
 
 impl FoldersApi {
+    fn events_collection(&self) -> mongodb::Collection<Document> {
+        self.db.collection("audit_events")
+    }
+
     /// A page of events matching `filter`, newest first.
     async fn events(
         &self,
@@ -38,26 +41,15 @@ impl FoldersApi {
             let at = bson::DateTime::from_millis(ms);
             filter.insert("$or", vec![doc! { "time": { "$lt": at } }, doc! { "time": at, "_id": { "$lt": &p[1] } }]);
         }
-        let docs: Vec<Document> = self
-            .db
-            .collection::<Document>("audit_events")
-            .find(filter)
-            .sort(doc! { "time": -1, "_id": -1 })
-            .limit(size as i64 + 1)
-            .await
-            .map_err(store_error)?
-            .try_collect()
-            .await
-            .map_err(store_error)?;
-        let more = docs.len() > size;
-        let next = match (more, docs.get(size.saturating_sub(1))) {
+        let (docs, more) = find_page(&self.events_collection(), filter, doc! { "time": -1, "_id": -1 }, size).await?;
+        let next = match (more, docs.last()) {
             (true, Some(last)) => {
                 let at = last.get_datetime("time").map(|d| d.timestamp_millis()).unwrap_or_default();
                 plain_token(&[at.to_string(), last.get_str("_id").unwrap_or_default().to_owned()])
             }
             _ => String::new(),
         };
-        Ok((docs.iter().take(size).map(event).collect(), next))
+        Ok((docs.iter().map(event).collect(), next))
     }
 }
 
@@ -68,13 +60,15 @@ impl AuditService for FoldersApi {
         request: Request<ListFolderAuditRequest>,
     ) -> Result<Response<ListFolderAuditResponse>, Status> {
         let req = request.get_ref().clone();
-        let call = self.begin(&request, "audit.list_folder", &req.folder_id).await?;
-        let result = async {
-            self.require(&call, &req.folder_id, AccessLevel::Manage).await?;
-            self.events(doc! { "folder_id": &req.folder_id }, &req.page).await
-        }
-        .await;
-        let (events, next) = self.finish(&call, "audit.list_folder", &req.folder_id, false, result).await?;
+        let (events, next) = self
+            .handle(&request, "audit.list_folder", &req.folder_id, false, |call| {
+                let req = req.clone();
+                async move {
+                    self.require(&call, &req.folder_id, AccessLevel::Manage).await?;
+                    self.events(doc! { "folder_id": &req.folder_id }, &req.page).await
+                }
+            })
+            .await?;
         Ok(Response::new(ListFolderAuditResponse { events, page: Some(PageResponse { next_page_token: next }) }))
     }
 
@@ -82,11 +76,12 @@ impl AuditService for FoldersApi {
         &self,
         request: Request<ListMyErrorsRequest>,
     ) -> Result<Response<ListMyErrorsResponse>, Status> {
-        let req = request.get_ref().clone();
-        let call = self.begin(&request, "audit.list_my_errors", "").await?;
-        let result =
-            self.events(doc! { "actor_user_id": &call.user.user_id, "status_code": { "$ne": "OK" } }, &req.page).await;
-        let (events, next) = self.finish(&call, "audit.list_my_errors", "", false, result).await?;
+        let page = request.get_ref().page.clone();
+        let (events, next) = self
+            .handle(&request, "audit.list_my_errors", "", false, |call| async move {
+                self.events(doc! { "actor_user_id": &call.user.user_id, "status_code": { "$ne": "OK" } }, &page).await
+            })
+            .await?;
         Ok(Response::new(ListMyErrorsResponse { events, page: Some(PageResponse { next_page_token: next }) }))
     }
 }

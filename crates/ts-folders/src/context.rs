@@ -76,6 +76,24 @@ impl FoldersApi {
         Ok(call)
     }
 
+    /// Runs one RPC body: identify and check the caller, run `body`, audit the outcome.
+    pub(crate) async fn handle<T, R, F, Fut>(
+        &self,
+        request: &Request<T>,
+        action: &str,
+        folder_id: &str,
+        mutating: bool,
+        body: F,
+    ) -> Result<R, Status>
+    where
+        F: FnOnce(Call) -> Fut,
+        Fut: std::future::Future<Output = Result<R, Status>>,
+    {
+        let call = self.begin(request, action, folder_id).await?;
+        let result = body(call.clone()).await;
+        self.finish(&call, action, folder_id, mutating, result).await
+    }
+
     /// Audits the outcome: every failure, and every success of a mutating action.
     pub(crate) async fn finish<R>(
         &self,

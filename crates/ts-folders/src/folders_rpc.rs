@@ -10,7 +10,7 @@ use crate::context::Call;
 use crate::paging::{open_plain, page_size, plain_token, token};
 use crate::sealed::{key_version, open_field, seal_fields};
 use crate::validate::check_name;
-use crate::{FOLDER_ITEM_ID, FoldersApi, store_error, timestamp};
+use crate::{FOLDER_ITEM_ID, FoldersApi, find_page, store_error, timestamp};
 
 impl FoldersApi {
     /// A stored folder as the caller sees it.
@@ -71,19 +71,9 @@ impl FoldersApi {
             let parts = open_plain(t, 1)?;
             filter.insert("folder_id", doc! { "$gt": &parts[0] });
         }
-        let memberships: Vec<Document> = self
-            .members()
-            .find(filter)
-            .sort(doc! { "folder_id": 1 })
-            .limit(size as i64 + 1)
-            .await
-            .map_err(store_error)?
-            .try_collect()
-            .await
-            .map_err(store_error)?;
-        let more = memberships.len() > size;
+        let (memberships, more) = find_page(&self.members(), filter, doc! { "folder_id": 1 }, size).await?;
         let mut folders = Vec::new();
-        for m in memberships.iter().take(size) {
+        for m in &memberships {
             let folder_id = m.get_str("folder_id").unwrap_or_default();
             let access =
                 m.get_i32("access").ok().and_then(|n| AccessLevel::try_from(n).ok()).unwrap_or(AccessLevel::View);
@@ -92,15 +82,15 @@ impl FoldersApi {
             }
         }
         let next = if more {
-            memberships.get(size - 1).map(|m| plain_token(&[m.get_str("folder_id").unwrap_or_default().to_owned()]))
+            memberships.last().map(|m| plain_token(&[m.get_str("folder_id").unwrap_or_default().to_owned()]))
         } else {
             None
         };
         Ok(ListFoldersResponse { folders, page: Some(PageResponse { next_page_token: next.unwrap_or_default() }) })
     }
 
-    async fn rename(&self, call: &Call, req: RenameFolderRequest) -> Result<Folder, Status> {
-        let access = self.require(call, &req.folder_id, AccessLevel::Manage).await?;
+    async fn rename(&self, call: Call, req: RenameFolderRequest) -> Result<Folder, Status> {
+        let access = self.require(&call, &req.folder_id, AccessLevel::Manage).await?;
         let name = check_name("name", &req.name)?;
         let key = self.keys.newest(&req.folder_id).await?;
         let enc = seal_fields(&key, &req.folder_id, FOLDER_ITEM_ID, &[("name", name.as_bytes())])?;
@@ -197,10 +187,10 @@ impl FolderService for FoldersApi {
         &self,
         request: Request<CreateFolderRequest>,
     ) -> Result<Response<CreateFolderResponse>, Status> {
-        let call = self.begin(&request, "folder.create", "").await?;
-        let result = self.create(&call, request.into_inner()).await;
-        let folder_id = result.as_ref().map(|f| f.id.clone()).unwrap_or_default();
-        let folder = self.finish(&call, "folder.create", &folder_id, true, result).await?;
+        let req = request.get_ref().clone();
+        let folder = self
+            .handle(&request, "folder.create", "", true, |call| async move { self.create(&call, req).await })
+            .await?;
         Ok(Response::new(CreateFolderResponse { folder: Some(folder) }))
     }
 
@@ -208,20 +198,23 @@ impl FolderService for FoldersApi {
         &self,
         request: Request<ListFoldersRequest>,
     ) -> Result<Response<ListFoldersResponse>, Status> {
-        let call = self.begin(&request, "folder.list", "").await?;
-        let result = self.list(&call, request.into_inner()).await;
-        Ok(Response::new(self.finish(&call, "folder.list", "", false, result).await?))
+        let req = request.get_ref().clone();
+        Ok(Response::new(
+            self.handle(&request, "folder.list", "", false, |call| async move { self.list(&call, req).await }).await?,
+        ))
     }
 
     async fn get_folder(&self, request: Request<GetFolderRequest>) -> Result<Response<GetFolderResponse>, Status> {
-        let folder_id = request.get_ref().folder_id.clone();
-        let call = self.begin(&request, "folder.get", &folder_id).await?;
-        let result = async {
-            let access = self.require(&call, &folder_id, AccessLevel::View).await?;
-            self.folder_message(&self.load_folder(&folder_id).await?, access).await
-        }
-        .await;
-        let folder = self.finish(&call, "folder.get", &folder_id, false, result).await?;
+        let id = request.get_ref().folder_id.clone();
+        let folder = self
+            .handle(&request, "folder.get", &id, false, |call| {
+                let id = id.clone();
+                async move {
+                    let access = self.require(&call, &id, AccessLevel::View).await?;
+                    self.folder_message(&self.load_folder(&id).await?, access).await
+                }
+            })
+            .await?;
         Ok(Response::new(GetFolderResponse { folder: Some(folder) }))
     }
 
@@ -229,10 +222,9 @@ impl FolderService for FoldersApi {
         &self,
         request: Request<RenameFolderRequest>,
     ) -> Result<Response<RenameFolderResponse>, Status> {
-        let folder_id = request.get_ref().folder_id.clone();
-        let call = self.begin(&request, "folder.rename", &folder_id).await?;
-        let result = self.rename(&call, request.into_inner()).await;
-        let folder = self.finish(&call, "folder.rename", &folder_id, true, result).await?;
+        let req = request.get_ref().clone();
+        let folder =
+            self.handle(&request, "folder.rename", &req.folder_id, true, |call| self.rename(call, req.clone())).await?;
         Ok(Response::new(RenameFolderResponse { folder: Some(folder) }))
     }
 
@@ -240,10 +232,12 @@ impl FolderService for FoldersApi {
         &self,
         request: Request<DeleteFolderRequest>,
     ) -> Result<Response<DeleteFolderResponse>, Status> {
-        let folder_id = request.get_ref().folder_id.clone();
-        let call = self.begin(&request, "folder.delete", &folder_id).await?;
-        let result = self.delete(&call, &folder_id).await;
-        self.finish(&call, "folder.delete", &folder_id, true, result).await?;
+        let id = request.get_ref().folder_id.clone();
+        self.handle(&request, "folder.delete", &id, true, |call| {
+            let id = id.clone();
+            async move { self.delete(&call, &id).await }
+        })
+        .await?;
         Ok(Response::new(DeleteFolderResponse {}))
     }
 
@@ -251,10 +245,12 @@ impl FolderService for FoldersApi {
         &self,
         request: Request<LeaveFolderRequest>,
     ) -> Result<Response<LeaveFolderResponse>, Status> {
-        let folder_id = request.get_ref().folder_id.clone();
-        let call = self.begin(&request, "folder.leave", &folder_id).await?;
-        let result = self.leave(&call, &folder_id).await;
-        self.finish(&call, "folder.leave", &folder_id, true, result).await?;
+        let id = request.get_ref().folder_id.clone();
+        self.handle(&request, "folder.leave", &id, true, |call| {
+            let id = id.clone();
+            async move { self.leave(&call, &id).await }
+        })
+        .await?;
         Ok(Response::new(LeaveFolderResponse {}))
     }
 }

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use bson::{Document, doc};
-use futures::TryStreamExt;
 use prost::Message;
 use tonic::{Request, Response, Status};
 use ts_crypto::DataKey;
@@ -15,7 +14,7 @@ use crate::context::{Call, item_key};
 use crate::paging::{open_token, page_size, seal_token, token};
 use crate::sealed::{key_version, open_field, seal_fields};
 use crate::validate::{CheckedItem, check_item};
-use crate::{FoldersApi, store_error, timestamp};
+use crate::{FoldersApi, find_page, store_error, timestamp};
 
 /// Most items in one folder.
 pub const MAX_ITEMS_PER_FOLDER: i64 = 10_000;
@@ -152,22 +151,12 @@ impl FoldersApi {
                 vec![doc! { "created_at": { "$gt": at } }, doc! { "created_at": at, "_id": { "$gt": &p[1] } }],
             );
         }
-        let docs: Vec<Document> = self
-            .items()
-            .find(filter)
-            .sort(doc! { "created_at": 1, "_id": 1 })
-            .limit(size as i64 + 1)
-            .await
-            .map_err(store_error)?
-            .try_collect()
-            .await
-            .map_err(store_error)?;
-        let more = docs.len() > size;
+        let (docs, more) = find_page(&self.items(), filter, doc! { "created_at": 1, "_id": 1 }, size).await?;
         let mut items = Vec::new();
-        for d in docs.iter().take(size) {
+        for d in &docs {
             items.extend(self.open_item(d, false).await?.summary);
         }
-        let next = match (more, docs.get(size.saturating_sub(1))) {
+        let next = match (more, docs.last()) {
             (true, Some(last)) => {
                 let at = last.get_datetime("created_at").map(|d| d.timestamp_millis()).unwrap_or_default();
                 seal_token(
@@ -283,52 +272,78 @@ fn stale(current: &Document, expected: u64) -> Status {
 #[tonic::async_trait]
 impl ItemService for FoldersApi {
     async fn create_item(&self, request: Request<CreateItemRequest>) -> Result<Response<CreateItemResponse>, Status> {
-        let folder_id = request.get_ref().folder_id.clone();
-        let call = self.begin(&request, "item.create", &folder_id).await?;
-        let result = self.create_item_in(&call, request.into_inner()).await;
-        Ok(Response::new(self.finish(&call, "item.create", &folder_id, true, result).await?))
+        let req = request.get_ref().clone();
+        let id = req.folder_id.clone();
+        Ok(Response::new(
+            self.handle(
+                &request,
+                "item.create",
+                &id,
+                true,
+                |call| async move { self.create_item_in(&call, req).await },
+            )
+            .await?,
+        ))
     }
 
     async fn get_item(&self, request: Request<GetItemRequest>) -> Result<Response<GetItemResponse>, Status> {
         let req = request.get_ref().clone();
-        let call = self.begin(&request, "item.get", &req.folder_id).await?;
-        let result = async {
-            self.require(&call, &req.folder_id, AccessLevel::View).await?;
-            let d = self.load_item(&req.folder_id, item_id(&req.item_id)?).await?;
-            self.open_item(&d, true).await
-        }
-        .await;
-        let item = self.finish(&call, "item.get", &req.folder_id, false, result).await?;
+        let item = self
+            .handle(&request, "item.get", &req.folder_id, false, |call| {
+                let req = req.clone();
+                async move {
+                    self.require(&call, &req.folder_id, AccessLevel::View).await?;
+                    let d = self.load_item(&req.folder_id, item_id(&req.item_id)?).await?;
+                    self.open_item(&d, true).await
+                }
+            })
+            .await?;
         Ok(Response::new(GetItemResponse { item: Some(item) }))
     }
 
     async fn list_items(&self, request: Request<ListItemsRequest>) -> Result<Response<ListItemsResponse>, Status> {
-        let folder_id = request.get_ref().folder_id.clone();
-        let call = self.begin(&request, "item.list", &folder_id).await?;
-        let result = self.list_items_page(&call, request.into_inner()).await;
-        Ok(Response::new(self.finish(&call, "item.list", &folder_id, false, result).await?))
+        let req = request.get_ref().clone();
+        let id = req.folder_id.clone();
+        Ok(Response::new(
+            self.handle(
+                &request,
+                "item.list",
+                &id,
+                false,
+                |call| async move { self.list_items_page(&call, req).await },
+            )
+            .await?,
+        ))
     }
 
     async fn update_item(&self, request: Request<UpdateItemRequest>) -> Result<Response<UpdateItemResponse>, Status> {
-        let folder_id = request.get_ref().folder_id.clone();
-        let call = self.begin(&request, "item.update", &folder_id).await?;
-        let result = self.update_item_in(&call, request.into_inner()).await;
-        Ok(Response::new(self.finish(&call, "item.update", &folder_id, true, result).await?))
+        let req = request.get_ref().clone();
+        let id = req.folder_id.clone();
+        Ok(Response::new(
+            self.handle(
+                &request,
+                "item.update",
+                &id,
+                true,
+                |call| async move { self.update_item_in(&call, req).await },
+            )
+            .await?,
+        ))
     }
 
     async fn delete_item(&self, request: Request<DeleteItemRequest>) -> Result<Response<DeleteItemResponse>, Status> {
-        let folder_id = request.get_ref().folder_id.clone();
-        let call = self.begin(&request, "item.delete", &folder_id).await?;
-        let result = self.delete_item_in(&call, request.into_inner()).await;
-        self.finish(&call, "item.delete", &folder_id, true, result).await?;
+        let req = request.get_ref().clone();
+        let id = req.folder_id.clone();
+        self.handle(&request, "item.delete", &id, true, |call| async move { self.delete_item_in(&call, req).await })
+            .await?;
         Ok(Response::new(DeleteItemResponse {}))
     }
 
     async fn move_item(&self, request: Request<MoveItemRequest>) -> Result<Response<MoveItemResponse>, Status> {
-        let folder_id = request.get_ref().folder_id.clone();
-        let call = self.begin(&request, "item.move", &folder_id).await?;
-        let result = self.move_to(&call, request.into_inner()).await;
-        let item = self.finish(&call, "item.move", &folder_id, true, result).await?;
+        let req = request.get_ref().clone();
+        let id = req.folder_id.clone();
+        let item =
+            self.handle(&request, "item.move", &id, true, |call| async move { self.move_to(&call, req).await }).await?;
         Ok(Response::new(MoveItemResponse { item: Some(item) }))
     }
 }

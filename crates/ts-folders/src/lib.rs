@@ -88,6 +88,28 @@ pub(crate) fn timestamp(d: &Document, field: &str) -> Option<prost_types::Timest
     d.get_datetime(field).ok().map(|t| prost_types::Timestamp::from(t.to_system_time()))
 }
 
+/// One page of `coll` matching `filter` in `sort` order, and whether more follow.
+pub(crate) async fn find_page(
+    coll: &Collection<Document>,
+    filter: Document,
+    sort: Document,
+    size: usize,
+) -> Result<(Vec<Document>, bool), tonic::Status> {
+    use futures::TryStreamExt;
+    let mut docs: Vec<Document> = coll
+        .find(filter)
+        .sort(sort)
+        .limit(i64::try_from(size).unwrap_or(i64::MAX).saturating_add(1))
+        .await
+        .map_err(store_error)?
+        .try_collect()
+        .await
+        .map_err(store_error)?;
+    let more = docs.len() > size;
+    docs.truncate(size);
+    Ok((docs, more))
+}
+
 impl FoldersApi {
     /// The `items` collection.
     pub fn items(&self) -> Collection<Document> {

@@ -2,7 +2,6 @@
 //! that invitations uses (look up, add idempotently).
 
 use bson::{Document, doc};
-use futures::TryStreamExt;
 use tonic::{Request, Response, Status};
 use ts_proto::internal::folder_membership_service_server::FolderMembershipService;
 use ts_proto::internal::{AddMemberRequest, AddMemberResponse, GetMembershipRequest, GetMembershipResponse};
@@ -11,7 +10,7 @@ use ts_proto::public::*;
 
 use crate::context::Call;
 use crate::paging::{open_plain, page_size, plain_token, token};
-use crate::{FoldersApi, store_error, timestamp};
+use crate::{FoldersApi, find_page, store_error, timestamp};
 
 fn access_of(m: &Document) -> AccessLevel {
     m.get_i32("access").ok().and_then(|n| AccessLevel::try_from(n).ok()).unwrap_or(AccessLevel::Unspecified)
@@ -60,18 +59,8 @@ impl FoldersApi {
                 vec![doc! { "email": { "$gt": &p[0] } }, doc! { "email": &p[0], "user_id": { "$gt": &p[1] } }],
             );
         }
-        let docs: Vec<Document> = self
-            .members()
-            .find(filter)
-            .sort(doc! { "email": 1, "user_id": 1 })
-            .limit(size as i64 + 1)
-            .await
-            .map_err(store_error)?
-            .try_collect()
-            .await
-            .map_err(store_error)?;
-        let more = docs.len() > size;
-        let members: Vec<Member> = docs.iter().take(size).map(member_message).collect();
+        let (docs, more) = find_page(&self.members(), filter, doc! { "email": 1, "user_id": 1 }, size).await?;
+        let members: Vec<Member> = docs.iter().map(member_message).collect();
         let next = match (more, members.last()) {
             (true, Some(last)) => plain_token(&[last.email.clone(), last.user_id.clone()]),
             _ => String::new(),
@@ -114,20 +103,31 @@ impl MemberService for FoldersApi {
         &self,
         request: Request<ListMembersRequest>,
     ) -> Result<Response<ListMembersResponse>, Status> {
-        let folder_id = request.get_ref().folder_id.clone();
-        let call = self.begin(&request, "member.list", &folder_id).await?;
-        let result = self.list_members_page(&call, request.into_inner()).await;
-        Ok(Response::new(self.finish(&call, "member.list", &folder_id, false, result).await?))
+        let req = request.get_ref().clone();
+        let id = req.folder_id.clone();
+        Ok(Response::new(
+            self.handle(
+                &request,
+                "member.list",
+                &id,
+                false,
+                |call| async move { self.list_members_page(&call, req).await },
+            )
+            .await?,
+        ))
     }
 
     async fn update_member_access(
         &self,
         request: Request<UpdateMemberAccessRequest>,
     ) -> Result<Response<UpdateMemberAccessResponse>, Status> {
-        let folder_id = request.get_ref().folder_id.clone();
-        let call = self.begin(&request, "member.update_access", &folder_id).await?;
-        let result = self.update_access(&call, request.into_inner()).await;
-        let member = self.finish(&call, "member.update_access", &folder_id, true, result).await?;
+        let req = request.get_ref().clone();
+        let id = req.folder_id.clone();
+        let member =
+            self.handle(&request, "member.update_access", &id, true, |call| async move {
+                self.update_access(&call, req).await
+            })
+            .await?;
         Ok(Response::new(UpdateMemberAccessResponse { member: Some(member) }))
     }
 
@@ -135,10 +135,9 @@ impl MemberService for FoldersApi {
         &self,
         request: Request<RemoveMemberRequest>,
     ) -> Result<Response<RemoveMemberResponse>, Status> {
-        let folder_id = request.get_ref().folder_id.clone();
-        let call = self.begin(&request, "member.remove", &folder_id).await?;
-        let result = self.remove(&call, request.into_inner()).await;
-        self.finish(&call, "member.remove", &folder_id, true, result).await?;
+        let req = request.get_ref().clone();
+        let id = req.folder_id.clone();
+        self.handle(&request, "member.remove", &id, true, |call| async move { self.remove(&call, req).await }).await?;
         Ok(Response::new(RemoveMemberResponse {}))
     }
 }

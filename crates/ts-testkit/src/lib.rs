@@ -7,9 +7,11 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod fixtures;
 pub mod procs;
 pub mod users;
 
 pub use cluster::{TestCluster, create_kms_key, foreign_identity, fresh_database, kms_client};
+pub use fixtures::{dump_database, query_content};
 pub use procs::{ServerProcess, SharedServers, redis_dump, shared};
 pub use users::{Session, bearer};
