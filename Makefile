@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: dev test prereqs build fmt lint k8s unit smoke bench certs clean-dev
+.PHONY: dev test prereqs build fmt lint proto k8s unit smoke bench certs clean-dev
 
 ## Run the whole stack on this machine (installs what is missing). Ctrl-C stops it.
 dev: prereqs
@@ -11,7 +11,7 @@ dev: prereqs
 
 ## The whole test suite: formatting, lints, every Rust test against real servers, and the
 ## grpcurl smoke test of `make dev`'s stack.
-test: prereqs fmt lint k8s unit smoke
+test: prereqs fmt lint proto k8s unit smoke
 
 prereqs:
 	deploy/install-prereqs.sh
@@ -24,6 +24,10 @@ fmt:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Protos: buf lint (STANDARD rules) over proto/.
+proto:
+	node_modules/.bin/buf lint
 
 ## Kubernetes manifests: schema-valid (strict), and true to the caller table and pod rules.
 k8s:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, when it is missing:
 #   - redis-server, from Debian's packages;
+#   - buf (proto lint) from the npm registry, pinned in package-lock.json;
 #   - a Python virtual environment in .venv with the pinned MongoDB-compatible server
 #     (SecantusDB), a KMS API server (moto), grpcurl and a Kubernetes manifest validator.
 # Safe to run again: it does nothing when everything is there.
@@ -23,6 +24,11 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq redis-server >/dev/null
   # Debian starts a system-wide instance; the stack and the tests run their own.
+fi
+
+if [ ! -x node_modules/.bin/buf ]; then
+  echo "installing buf (npm, pinned in package-lock.json)"
+  npm ci --no-audit --no-fund --silent
 fi
 
 stamp=.venv/.teamshare-prereqs
