@@ -75,7 +75,7 @@ impl Service {
             Service::Auth => ts_auth::serve_with_clock(config, clock, listener, shutdown).await,
             Service::Keyvault => ts_keyvault::serve(config, listener, shutdown).await,
             Service::Folders => ts_folders::serve(config, listener, shutdown).await,
-            Service::Invitations => ts_invitations::serve(config, listener, shutdown).await,
+            Service::Invitations => ts_invitations::serve_with_clock(config, clock, listener, shutdown).await,
             Service::Gateway => ts_gateway::serve_with_clock(config, clock, listener, shutdown).await,
         }
     }

@@ -188,7 +188,18 @@ impl IdentityService for AuthApi {
         &self,
         request: Request<CheckSharingAllowedRequest>,
     ) -> Result<Response<CheckSharingAllowedResponse>, Status> {
-        let id = &request.get_ref().user_id;
+        let req = request.get_ref();
+        if req.user_id.is_empty() {
+            let email =
+                crate::email::Email::parse(&req.email).map_err(|m| Status::invalid_argument(format!("email {m}")))?;
+            let denial = self.auth.email_denial(email.as_str()).await?;
+            return Ok(Response::new(CheckSharingAllowedResponse {
+                allowed: denial.is_none(),
+                denial: denial.unwrap_or(SharingDenial::Unspecified) as i32,
+                email: email.as_str().to_owned(),
+            }));
+        }
+        let id = &req.user_id;
         let reply = match self.auth.user_view(id).await {
             Ok(view) => CheckSharingAllowedResponse {
                 allowed: view.denial.is_none(),

@@ -6,7 +6,7 @@
 //! the gateway) for identity look-ups; the operator for licenses and the switch.
 #![forbid(unsafe_code)]
 
-pub mod email;
+pub use ts_common::email;
 pub mod grpc;
 pub mod licenses;
 pub mod sessions;

@@ -265,16 +265,10 @@ impl Auth {
         let email = user.get_str("email").unwrap_or_default().to_owned();
         let verified = user.get_bool("email_verified").unwrap_or(false);
         let license = self.license_of(&email).await?;
-        let denial = if !self.deployment_sharing_enabled().await?
-            || license.as_ref().is_some_and(|l| !l.get_bool("sharing_enabled").unwrap_or(true))
-        {
-            Some(SharingDenial::Disabled)
-        } else if license.as_ref().is_some_and(|l| l.get_bool("blocked").unwrap_or(false)) {
-            Some(SharingDenial::LicenseBlocked)
-        } else if !verified {
-            Some(SharingDenial::Unverified)
-        } else {
-            None
+        let denial = match self.license_denial(license.as_ref()).await? {
+            Some(d) => Some(d),
+            None if !verified => Some(SharingDenial::Unverified),
+            None => None,
         };
         Ok(UserView {
             id: user_id.to_owned(),
@@ -291,5 +285,23 @@ impl Auth {
     pub async fn user_id_by_email(&self, email: &Email) -> AuthResult<Option<String>> {
         let found = self.users().find_one(doc! { "email": email.as_str() }).projection(doc! { "_id": 1 }).await?;
         Ok(found.and_then(|d| d.get_str("_id").ok().map(str::to_owned)))
+    }
+}
+
+impl Auth {
+    /// Why sharing is off for everyone under `license` (or the deployment), if it is.
+    async fn license_denial(&self, license: Option<&Document>) -> AuthResult<Option<SharingDenial>> {
+        if !self.deployment_sharing_enabled().await?
+            || license.is_some_and(|l| !l.get_bool("sharing_enabled").unwrap_or(true))
+        {
+            return Ok(Some(SharingDenial::Disabled));
+        }
+        Ok(license.is_some_and(|l| l.get_bool("blocked").unwrap_or(false)).then_some(SharingDenial::LicenseBlocked))
+    }
+
+    /// Why an email (account or not) may not be shared with, if it may not.
+    pub async fn email_denial(&self, email: &str) -> AuthResult<Option<SharingDenial>> {
+        let license = self.license_of(email).await?;
+        self.license_denial(license.as_ref()).await
     }
 }

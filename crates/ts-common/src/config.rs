@@ -79,6 +79,9 @@ pub struct Config {
     /// Audit trail retention.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Invitation expiry and anti-spam limits.
+    #[serde(default)]
+    pub invitation_limits: InvitationLimits,
     /// Bounds on plaintext data keys cached in memory (keyvault and folders).
     #[serde(default)]
     pub data_key_cache: DataKeyCacheConfig,
@@ -290,6 +293,43 @@ pub struct SsoIssuerConfig {
     pub audience: String,
     /// The issuer's JWKS (JSON Web Key Set) file.
     pub jwks_file: PathBuf,
+}
+
+/// Invitation expiry and anti-spam limits (DESIGN.md §6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InvitationLimits {
+    /// Days an invitation stays acceptable.
+    pub ttl_days: u32,
+    /// Most invitations one fetch returns, whatever page size is asked for.
+    pub max_per_fetch: u32,
+    /// Most pending invitations one email can have.
+    pub max_pending_per_invitee: u32,
+    /// Most pending invitations one folder can have.
+    pub max_pending_per_folder: u32,
+    /// Invitations one inviter may send per minute (sustained), at the gateway.
+    pub per_inviter_per_minute: u32,
+    /// Invitations one inviter may send at once.
+    pub inviter_burst: u32,
+    /// Invitations one license may send per minute (sustained), at the gateway.
+    pub per_license_per_minute: u32,
+    /// Invitations one license may send at once.
+    pub license_burst: u32,
+}
+
+impl Default for InvitationLimits {
+    fn default() -> Self {
+        InvitationLimits {
+            ttl_days: 7,
+            max_per_fetch: 20,
+            max_pending_per_invitee: 50,
+            max_pending_per_folder: 200,
+            per_inviter_per_minute: 20,
+            inviter_burst: 5,
+            per_license_per_minute: 200,
+            license_burst: 50,
+        }
+    }
 }
 
 /// Audit trail settings.

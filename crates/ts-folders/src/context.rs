@@ -54,7 +54,10 @@ impl FoldersApi {
         let reply = self
             .identity
             .clone()
-            .check_sharing_allowed(CheckSharingAllowedRequest { user_id: call.user.user_id.clone() })
+            .check_sharing_allowed(CheckSharingAllowedRequest {
+                user_id: call.user.user_id.clone(),
+                email: String::new(),
+            })
             .await
             .map_err(|s| {
                 tracing::warn!(code = ?s.code(), "cannot check sharing permission with auth");

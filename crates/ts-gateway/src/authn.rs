@@ -141,7 +141,7 @@ impl Authenticator {
         let reply = self
             .identity
             .clone()
-            .check_sharing_allowed(CheckSharingAllowedRequest { user_id: u.user_id.clone() })
+            .check_sharing_allowed(CheckSharingAllowedRequest { user_id: u.user_id.clone(), email: String::new() })
             .await
             .map_err(crate::downstream::public_status)?
             .into_inner();

@@ -1,9 +1,13 @@
-//! The invitations service: invitations to folders, with per-invitee and per-folder caps
-//! enforced without races. It owns the `invitations` collection and calls folders (to check
-//! MANAGE and add members) and auth (to resolve users).
+//! The invitations service: invitations to folders, expiring, with caps on pending
+//! invitations per invitee and per folder enforced without races (DESIGN.md §6). It owns the
+//! `invitations` and `invitation_counters` collections, calls folders (membership, audit)
+//! and auth (users, licenses), and mails invitees.
 //!
 //! Callers (mTLS identity): the gateway only.
 #![forbid(unsafe_code)]
+
+mod grpc;
+pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,27 +15,32 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use ts_common::client::InternalChannel;
-use ts_common::config::{Config, require};
+use ts_common::clock::{SharedClock, SystemClock};
+use ts_common::config::{Config, InvitationLimits, require};
 use ts_common::identity::{Allowlist, Peer};
+use ts_common::mail::Mailer;
 use ts_common::server::{Access, ServiceServer};
 use ts_common::{RunError, drain_delay, service_mtls, stores, upstream};
+use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
 use ts_proto::internal::folder_membership_service_client::FolderMembershipServiceClient;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
-use ts_proto::public::invitation_service_server::{InvitationService, InvitationServiceServer};
+use ts_proto::public::invitation_service_server::InvitationServiceServer;
 
 /// Shared state of the invitations handlers.
 #[derive(Clone)]
 pub struct InvitationsApi {
-    db: mongodb::Database,
-    #[expect(dead_code, reason = "the RPC bodies that call it arrive with a later issue")]
+    store: store::Store,
     membership: FolderMembershipServiceClient<InternalChannel>,
-    #[expect(dead_code, reason = "the RPC bodies that call it arrive with a later issue")]
+    audit: AuditIngestServiceClient<InternalChannel>,
     identity: IdentityServiceClient<InternalChannel>,
+    mailer: Arc<dyn Mailer>,
+    clock: SharedClock,
+    limits: InvitationLimits,
 }
 
 impl std::fmt::Debug for InvitationsApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InvitationsApi").field("db", &self.db.name()).finish_non_exhaustive()
+        f.debug_struct("InvitationsApi").field("limits", &self.limits).finish_non_exhaustive()
     }
 }
 
@@ -40,19 +49,41 @@ pub fn allowlist() -> Allowlist {
     Allowlist::new().allow(<InvitationServiceServer<InvitationsApi> as NamedService>::NAME, &[Peer::Gateway])
 }
 
-/// Serves invitations on `listener` until `shutdown` completes. Reads `[invitations]`,
-/// `[internal_tls]`, `[mongodb]` and `[upstreams]` folders and auth.
+/// Serves invitations on `listener` until `shutdown` completes, on the system clock.
 pub async fn serve(
     config: &Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
+    serve_with_clock(config, Arc::new(SystemClock), listener, shutdown).await
+}
+
+/// Serves invitations with an injected clock (expiry). Reads `[invitations]`,
+/// `[internal_tls]`, `[mongodb]`, `[mail]`, `[invitation_limits]` and `[upstreams]` folders
+/// and auth.
+pub async fn serve_with_clock(
+    config: &Config,
+    clock: SharedClock,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
     let section = require(&config.invitations, "invitations")?;
     let mtls = service_mtls(config, "invitations", section)?;
-    let membership = FolderMembershipServiceClient::new(upstream(config, "folders", &mtls)?);
+    let folders = upstream(config, "folders", &mtls)?;
     let identity = IdentityServiceClient::new(upstream(config, "auth", &mtls)?);
+    let mailer = ts_common::mail::from_config(require(&config.mail, "mail")?)?;
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-invitations").await?;
-    let api = InvitationsApi { db, membership, identity };
+    let store = store::Store::new(db);
+    store.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create invitations indexes: {e}")))?;
+    let api = InvitationsApi {
+        store,
+        membership: FolderMembershipServiceClient::new(folders.clone()),
+        audit: AuditIngestServiceClient::new(folders),
+        identity,
+        mailer,
+        clock,
+        limits: config.invitation_limits.clone(),
+    };
     ServiceServer::new("invitations", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(InvitationServiceServer::new(api))
         .health_listen(section.health_listen)
@@ -61,7 +92,3 @@ pub async fn serve(
         .await?;
     Ok(())
 }
-
-// The RPC bodies arrive with the invitations issue; until then each answers UNIMPLEMENTED.
-#[tonic::async_trait]
-impl InvitationService for InvitationsApi {}

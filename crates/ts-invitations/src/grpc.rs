@@ -1,0 +1,487 @@
+//! `InvitationService`: invite, list, accept (idempotent), decline, revoke and re-send.
+
+use std::time::{Duration, SystemTime};
+
+use bson::{Document, doc};
+use futures::TryStreamExt;
+use tonic::{Code, Request, Response, Status};
+use ts_common::clock::bson_date;
+use ts_common::email::Email;
+use ts_common::mail::Message;
+use ts_common::paging::{open_plain, plain_token, token};
+use ts_common::user::UserContext;
+use ts_proto::internal::{
+    AddMemberRequest, CheckSharingAllowedRequest, GetMembershipRequest, GetUserByEmailRequest, RecordAuditEventRequest,
+};
+use ts_proto::public::invitation_service_server::InvitationService;
+use ts_proto::public::*;
+
+use crate::InvitationsApi;
+use crate::store::{ACCEPTED, Cap, DECLINED, PENDING, REVOKED, Store};
+
+fn store_error(e: mongodb::error::Error) -> Status {
+    tracing::error!(error = %e, "invitations store failed");
+    Status::unavailable("invitation store is unavailable; retry later")
+}
+
+fn invitation_id(raw: &str) -> Result<&str, Status> {
+    if raw.is_empty() { Err(Status::invalid_argument("invitation_id is required")) } else { Ok(raw) }
+}
+
+fn level(raw: i32) -> Result<AccessLevel, Status> {
+    match AccessLevel::try_from(raw) {
+        Ok(AccessLevel::Unspecified) => Err(Status::invalid_argument("access is required (VIEW, EDIT or MANAGE)")),
+        Ok(l) => Ok(l),
+        Err(_) => Err(Status::invalid_argument(format!("access has unknown value {raw}"))),
+    }
+}
+
+fn time(d: &Document, field: &str) -> Option<prost_types::Timestamp> {
+    d.get_datetime(field).ok().map(|t| prost_types::Timestamp::from(t.to_system_time()))
+}
+
+fn exhausted(message: String, retry_after: Duration) -> Status {
+    let secs = retry_after.as_secs().max(1);
+    let mut s = Status::resource_exhausted(format!("{message}; retry in {secs} s"));
+    if let Ok(v) = secs.to_string().parse() {
+        s.metadata_mut().insert("retry-after-seconds", v);
+    }
+    s
+}
+
+impl InvitationsApi {
+    fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_secs(u64::from(self.limits.ttl_days) * 86_400)
+    }
+
+    /// The caller's access to a folder, through folders.
+    async fn access(&self, folder_id: &str, user_id: &str) -> Result<(AccessLevel, String), Status> {
+        let reply = self
+            .membership
+            .clone()
+            .get_membership(GetMembershipRequest { folder_id: folder_id.into(), user_id: user_id.into() })
+            .await
+            .map_err(|s| {
+                if s.code() == Code::InvalidArgument {
+                    s
+                } else {
+                    Status::unavailable("folders is unavailable; retry later")
+                }
+            })?
+            .into_inner();
+        Ok((AccessLevel::try_from(reply.access).unwrap_or(AccessLevel::Unspecified), reply.folder_name))
+    }
+
+    /// Requires MANAGE on the folder; non-members get NOT_FOUND.
+    async fn require_manage(&self, folder_id: &str, user: &UserContext) -> Result<String, Status> {
+        if folder_id.is_empty() {
+            return Err(Status::invalid_argument("folder_id is required"));
+        }
+        match self.access(folder_id, &user.user_id).await? {
+            (AccessLevel::Unspecified, _) => Err(Status::not_found("folder not found")),
+            (AccessLevel::Manage, name) => Ok(name),
+            _ => Err(Status::permission_denied("only MANAGE members can manage a folder's invitations")),
+        }
+    }
+
+    async fn message(&self, d: &Document) -> Invitation {
+        let state = match d.get_str("state").unwrap_or_default() {
+            PENDING if d.get_datetime("expires_at").map(|t| t.to_system_time() <= self.now()).unwrap_or(true) => {
+                InvitationState::Expired
+            }
+            PENDING => InvitationState::Pending,
+            ACCEPTED => InvitationState::Accepted,
+            DECLINED => InvitationState::Declined,
+            REVOKED => InvitationState::Revoked,
+            _ => InvitationState::Unspecified,
+        };
+        let folder_id = d.get_str("folder_id").unwrap_or_default();
+        // The folder's name is sealed in folders; ask through the inviter, while still a member.
+        let folder_name = self
+            .access(folder_id, d.get_str("inviter_user_id").unwrap_or_default())
+            .await
+            .map(|(_, n)| n)
+            .unwrap_or_default();
+        Invitation {
+            id: d.get_str("_id").unwrap_or_default().to_owned(),
+            folder_id: folder_id.to_owned(),
+            folder_name,
+            invitee_email: d.get_str("invitee_email").unwrap_or_default().to_owned(),
+            inviter_email: d.get_str("inviter_email").unwrap_or_default().to_owned(),
+            access: d.get_i32("access").unwrap_or_default(),
+            state: state as i32,
+            create_time: time(d, "created_at"),
+            expire_time: time(d, "expires_at"),
+        }
+    }
+
+    async fn load(&self, id: &str) -> Result<Document, Status> {
+        self.store
+            .invitations()
+            .find_one(doc! { "_id": id })
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| Status::not_found("invitation not found"))
+    }
+
+    async fn send(&self, to: &str, inviter: &str, folder_name: &str, expires: SystemTime) -> Result<(), Status> {
+        let days = expires.duration_since(self.now()).map(|d| d.as_secs() / 86_400).unwrap_or(0);
+        let message = Message {
+            to: to.to_owned(),
+            subject: format!("{inviter} shared a teamshare folder with you"),
+            body: format!(
+                "{inviter} invited you to the folder \"{folder_name}\".\n\nOpen teamshare and sign in as {to} to accept. The invitation expires in {days} days.\n"
+            ),
+        };
+        self.mailer.send(message).await.map_err(|e| {
+            tracing::warn!(error = %e, "invitation email not sent");
+            Status::unavailable("the invitation email could not be sent; retry later")
+        })
+    }
+
+    async fn audit(&self, user: &UserContext, folder_id: &str, action: &str, code: Code) {
+        let event = RecordAuditEventRequest {
+            actor_email: user.email.clone(),
+            actor_user_id: user.user_id.clone(),
+            folder_id: folder_id.to_owned(),
+            action: action.to_owned(),
+            status_code: ts_common::code_name(code).to_owned(),
+            request_id: ts_common::server::current_request_id().map(|r| r.0).unwrap_or_default(),
+        };
+        if let Err(s) = self.audit.clone().record_audit_event(event).await {
+            tracing::warn!(code = ?s.code(), action, "cannot record audit event");
+        }
+    }
+
+    /// Runs a body and audits its outcome (every failure, every success of a mutation).
+    async fn audited<R>(
+        &self,
+        user: &UserContext,
+        folder_id: &str,
+        action: &str,
+        mutating: bool,
+        result: Result<R, Status>,
+    ) -> Result<R, Status> {
+        match &result {
+            Ok(_) if mutating => self.audit(user, folder_id, action, Code::Ok).await,
+            Ok(_) => {}
+            Err(s) => self.audit(user, folder_id, action, s.code()).await,
+        }
+        result
+    }
+
+    /// When the oldest live invitation matching `filter` expires: capacity frees up then.
+    async fn next_expiry(&self, mut filter: Document) -> Duration {
+        filter.extend(Store::live(self.now()));
+        let oldest = self.store.invitations().find_one(filter).sort(doc! { "expires_at": 1 }).await.ok().flatten();
+        oldest
+            .and_then(|d| d.get_datetime("expires_at").ok().map(|t| t.to_system_time()))
+            .and_then(|t| t.duration_since(self.now()).ok())
+            .unwrap_or(Duration::from_secs(60))
+    }
+
+    async fn invite(&self, user: &UserContext, req: CreateInvitationRequest) -> Result<Invitation, Status> {
+        let folder_name = self.require_manage(&req.folder_id, user).await?;
+        let invitee =
+            Email::parse(&req.invitee_email).map_err(|m| Status::invalid_argument(format!("invitee_email {m}")))?;
+        let access = level(req.access)?;
+        let license = self
+            .identity
+            .clone()
+            .check_sharing_allowed(CheckSharingAllowedRequest {
+                user_id: String::new(),
+                email: invitee.as_str().to_owned(),
+            })
+            .await
+            .map_err(|_| Status::unavailable("cannot check the invitee's license right now; retry later"))?
+            .into_inner();
+        if !license.allowed {
+            return Err(Status::failed_precondition("team sharing is blocked or disabled for the invitee's license"));
+        }
+        if let Ok(found) =
+            self.identity.clone().get_user_by_email(GetUserByEmailRequest { email: invitee.as_str().to_owned() }).await
+            && let Some(u) = found.into_inner().user
+            && self.access(&req.folder_id, &u.id).await?.0 != AccessLevel::Unspecified
+        {
+            return Err(Status::already_exists(format!("{invitee} is already a member of this folder")));
+        }
+        let now = self.now();
+        let expires = now + self.ttl();
+        let mut same = Store::live(now);
+        same.extend(doc! { "folder_id": &req.folder_id, "invitee_email": invitee.as_str() });
+        // A pending invitation to the same email is refreshed (new expiry and level) and re-sent.
+        if let Some(existing) = self.store.invitations().find_one(same).await.map_err(store_error)? {
+            let id = existing.get_str("_id").unwrap_or_default().to_owned();
+            self.store
+                .invitations()
+                .update_one(doc! { "_id": &id, "state": PENDING }, doc! { "$set": { "expires_at": bson_date(expires), "purge_at": bson_date(expires + self.ttl()), "access": access as i32 } })
+                .await
+                .map_err(store_error)?;
+            self.send(invitee.as_str(), &user.email, &folder_name, expires).await?;
+            return Ok(self.message(&self.load(&id).await?).await);
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let invitation = doc! {
+            "_id": &id, "folder_id": &req.folder_id, "invitee_email": invitee.as_str(),
+            "inviter_email": &user.email, "inviter_user_id": &user.user_id, "access": access as i32,
+            "state": PENDING, "created_at": bson_date(now), "expires_at": bson_date(expires), "purge_at": bson_date(expires + self.ttl()),
+        };
+        let capped = self
+            .store
+            .insert_capped(
+                invitation.clone(),
+                now,
+                self.limits.max_pending_per_folder,
+                self.limits.max_pending_per_invitee,
+            )
+            .await
+            .map_err(store_error)?;
+        match capped {
+            Some(Cap::Folder) => {
+                let wait = self.next_expiry(doc! { "folder_id": &req.folder_id }).await;
+                return Err(exhausted(
+                    format!(
+                        "this folder has {} pending invitations, the most allowed",
+                        self.limits.max_pending_per_folder
+                    ),
+                    wait,
+                ));
+            }
+            Some(Cap::Invitee) => {
+                let wait = self.next_expiry(doc! { "invitee_email": invitee.as_str() }).await;
+                return Err(exhausted(
+                    format!(
+                        "{invitee} has {} pending invitations, the most allowed",
+                        self.limits.max_pending_per_invitee
+                    ),
+                    wait,
+                ));
+            }
+            None => {}
+        }
+        if let Err(e) = self.send(invitee.as_str(), &user.email, &folder_name, expires).await {
+            // Nothing half-made: an invitation nobody was told about is removed.
+            let _ = self.store.invitations().delete_one(doc! { "_id": &id }).await;
+            return Err(e);
+        }
+        Ok(self.message(&invitation).await)
+    }
+
+    async fn page(&self, filter: Document, page: &Option<PageRequest>) -> Result<(Vec<Invitation>, String), Status> {
+        // A hard maximum per fetch, whatever the client asks for.
+        let size = ts_common::paging::page_size(page, self.limits.max_per_fetch, self.limits.max_per_fetch);
+        let mut filter = filter;
+        filter.extend(Store::live(self.now()));
+        if let Some(t) = token(page) {
+            let p = open_plain(t, 2)?;
+            let ms: i64 = p[0].parse().map_err(|_| Status::invalid_argument("page.page_token is not valid here"))?;
+            let at = bson::DateTime::from_millis(ms);
+            filter.insert(
+                "$or",
+                vec![doc! { "created_at": { "$gt": at } }, doc! { "created_at": at, "_id": { "$gt": &p[1] } }],
+            );
+        }
+        let docs: Vec<Document> = self
+            .store
+            .invitations()
+            .find(filter)
+            .sort(doc! { "created_at": 1, "_id": 1 })
+            .limit(size as i64 + 1)
+            .await
+            .map_err(store_error)?
+            .try_collect()
+            .await
+            .map_err(store_error)?;
+        let more = docs.len() > size;
+        let mut out = Vec::new();
+        for d in docs.iter().take(size) {
+            out.push(self.message(d).await);
+        }
+        let next = match (more, docs.get(size.saturating_sub(1))) {
+            (true, Some(last)) => {
+                let at = last.get_datetime("created_at").map(|t| t.timestamp_millis()).unwrap_or_default();
+                plain_token(&[at.to_string(), last.get_str("_id").unwrap_or_default().to_owned()])
+            }
+            _ => String::new(),
+        };
+        Ok((out, next))
+    }
+
+    /// The invitation if it was sent to the caller; NOT_FOUND otherwise (no leak).
+    async fn mine(&self, user: &UserContext, id: &str) -> Result<Document, Status> {
+        let d = self.load(invitation_id(id)?).await?;
+        if d.get_str("invitee_email").unwrap_or_default() != user.email {
+            return Err(Status::not_found("invitation not found"));
+        }
+        Ok(d)
+    }
+
+    async fn accept(&self, user: &UserContext, id: &str) -> Result<AcceptInvitationResponse, Status> {
+        let d = self.mine(user, id).await?;
+        let folder_id = d.get_str("folder_id").unwrap_or_default().to_owned();
+        let access = d.get_i32("access").unwrap_or_default();
+        match d.get_str("state").unwrap_or_default() {
+            // Accepted before (a retry): make sure the membership exists, and say yes again.
+            ACCEPTED | PENDING => {}
+            DECLINED => return Err(Status::failed_precondition("this invitation was declined")),
+            REVOKED => return Err(Status::failed_precondition("this invitation was revoked")),
+            _ => return Err(Status::failed_precondition("this invitation cannot be accepted")),
+        }
+        let pending = d.get_str("state").unwrap_or_default() == PENDING;
+        if pending && d.get_datetime("expires_at").map(|t| t.to_system_time() <= self.now()).unwrap_or(true) {
+            return Err(Status::failed_precondition("this invitation expired; ask for a new one"));
+        }
+        // Membership first, then the state: a crash in between is repaired by a retry, and
+        // AddMember is idempotent, so concurrent accepts make exactly one membership.
+        let add = AddMemberRequest {
+            folder_id: folder_id.clone(),
+            user_id: user.user_id.clone(),
+            email: user.email.clone(),
+            access,
+        };
+        self.membership.clone().add_member(add).await.map_err(|s| match s.code() {
+            Code::NotFound => Status::failed_precondition("the folder no longer exists"),
+            _ => Status::unavailable("folders is unavailable; retry later"),
+        })?;
+        if pending {
+            self.store.finish(id, ACCEPTED, self.now()).await.map_err(store_error)?;
+        }
+        Ok(AcceptInvitationResponse { folder_id, access })
+    }
+
+    async fn answer_as_manager(&self, user: &UserContext, id: &str) -> Result<Document, Status> {
+        let d = self.load(invitation_id(id)?).await?;
+        self.require_manage(d.get_str("folder_id").unwrap_or_default(), user).await.map_err(|s| match s.code() {
+            Code::NotFound => Status::not_found("invitation not found"),
+            _ => s,
+        })?;
+        Ok(d)
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Result<UserContext, Status> {
+    UserContext::from_metadata(request.metadata())
+}
+
+#[tonic::async_trait]
+impl InvitationService for InvitationsApi {
+    async fn create_invitation(
+        &self,
+        request: Request<CreateInvitationRequest>,
+    ) -> Result<Response<CreateInvitationResponse>, Status> {
+        let user = caller(&request)?;
+        let req = request.into_inner();
+        let folder_id = req.folder_id.clone();
+        let result = self.invite(&user, req).await;
+        let invitation = self.audited(&user, &folder_id, "invitation.create", true, result).await?;
+        Ok(Response::new(CreateInvitationResponse { invitation: Some(invitation) }))
+    }
+
+    async fn list_my_invitations(
+        &self,
+        request: Request<ListMyInvitationsRequest>,
+    ) -> Result<Response<ListMyInvitationsResponse>, Status> {
+        let user = caller(&request)?;
+        let (invitations, next) = self.page(doc! { "invitee_email": &user.email }, &request.get_ref().page).await?;
+        Ok(Response::new(ListMyInvitationsResponse { invitations, page: Some(PageResponse { next_page_token: next }) }))
+    }
+
+    async fn list_folder_invitations(
+        &self,
+        request: Request<ListFolderInvitationsRequest>,
+    ) -> Result<Response<ListFolderInvitationsResponse>, Status> {
+        let user = caller(&request)?;
+        let req = request.into_inner();
+        let result = async {
+            self.require_manage(&req.folder_id, &user).await?;
+            self.page(doc! { "folder_id": &req.folder_id }, &req.page).await
+        }
+        .await;
+        let (invitations, next) = self.audited(&user, &req.folder_id, "invitation.list_folder", false, result).await?;
+        Ok(Response::new(ListFolderInvitationsResponse {
+            invitations,
+            page: Some(PageResponse { next_page_token: next }),
+        }))
+    }
+
+    async fn accept_invitation(
+        &self,
+        request: Request<AcceptInvitationRequest>,
+    ) -> Result<Response<AcceptInvitationResponse>, Status> {
+        let user = caller(&request)?;
+        let result = self.accept(&user, &request.get_ref().invitation_id).await;
+        let folder_id = result.as_ref().map(|r| r.folder_id.clone()).unwrap_or_default();
+        Ok(Response::new(self.audited(&user, &folder_id, "invitation.accept", true, result).await?))
+    }
+
+    async fn decline_invitation(
+        &self,
+        request: Request<DeclineInvitationRequest>,
+    ) -> Result<Response<DeclineInvitationResponse>, Status> {
+        let user = caller(&request)?;
+        let d = self.mine(&user, &request.get_ref().invitation_id).await?;
+        let id = d.get_str("_id").unwrap_or_default();
+        if !self.store.finish(id, DECLINED, self.now()).await.map_err(store_error)? {
+            return Err(Status::failed_precondition("this invitation is no longer pending"));
+        }
+        Ok(Response::new(DeclineInvitationResponse {}))
+    }
+
+    async fn revoke_invitation(
+        &self,
+        request: Request<RevokeInvitationRequest>,
+    ) -> Result<Response<RevokeInvitationResponse>, Status> {
+        let user = caller(&request)?;
+        let result = async {
+            let d = self.answer_as_manager(&user, &request.get_ref().invitation_id).await?;
+            let id = d.get_str("_id").unwrap_or_default();
+            if !self.store.finish(id, REVOKED, self.now()).await.map_err(store_error)? {
+                return Err(Status::failed_precondition("this invitation is no longer pending"));
+            }
+            Ok(d.get_str("folder_id").unwrap_or_default().to_owned())
+        }
+        .await;
+        let folder_id = result.as_ref().cloned().unwrap_or_default();
+        self.audited(&user, &folder_id, "invitation.revoke", true, result).await?;
+        Ok(Response::new(RevokeInvitationResponse {}))
+    }
+
+    async fn resend_invitation(
+        &self,
+        request: Request<ResendInvitationRequest>,
+    ) -> Result<Response<ResendInvitationResponse>, Status> {
+        let user = caller(&request)?;
+        let result = async {
+            let d = self.answer_as_manager(&user, &request.get_ref().invitation_id).await?;
+            let id = d.get_str("_id").unwrap_or_default().to_owned();
+            let expires = self.now() + self.ttl();
+            let mut live = Store::live(self.now());
+            live.insert("_id", &id);
+            let r = self
+                .store
+                .invitations()
+                .update_one(
+                    live,
+                    doc! { "$set": { "expires_at": bson_date(expires), "purge_at": bson_date(expires + self.ttl()) } },
+                )
+                .await
+                .map_err(store_error)?;
+            if r.matched_count == 0 {
+                return Err(Status::failed_precondition(
+                    "only a pending, unexpired invitation can be re-sent; invite again instead",
+                ));
+            }
+            let (_, folder_name) = self.access(d.get_str("folder_id").unwrap_or_default(), &user.user_id).await?;
+            self.send(d.get_str("invitee_email").unwrap_or_default(), &user.email, &folder_name, expires).await?;
+            Ok(self.message(&self.load(&id).await?).await)
+        }
+        .await;
+        let folder_id = result.as_ref().map(|i| i.folder_id.clone()).unwrap_or_default();
+        let invitation = self.audited(&user, &folder_id, "invitation.resend", true, result).await?;
+        Ok(Response::new(ResendInvitationResponse { invitation: Some(invitation) }))
+    }
+}
