@@ -38,12 +38,22 @@ impl Cache {
         Cache { client, started: Instant::now(), skip_until_ms: Arc::new(AtomicU64::new(0)), lookups }
     }
 
+    /// Whether Redis is worth trying now (it has not failed in the last few seconds).
+    pub fn usable_now(&self) -> bool {
+        self.usable().is_some()
+    }
+
     fn usable(&self) -> Option<&fred::clients::Client> {
         let now = self.started.elapsed().as_millis() as u64;
         if now < self.skip_until_ms.load(Ordering::Relaxed) {
             return None;
         }
         self.client.as_ref()
+    }
+
+    /// Records a failed Redis call made outside this cache, so that reads skip Redis too.
+    pub fn mark_failed(&self, op: &str, e: &fred::error::Error) {
+        self.failed(op, e);
     }
 
     fn failed(&self, op: &str, e: &fred::error::Error) {

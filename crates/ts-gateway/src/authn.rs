@@ -3,11 +3,14 @@
 //! (falling back to auth when Redis is down), and the "may share right now" check for
 //! sharing RPCs.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::RwLock;
 use tonic::{Request, Status};
 use ts_common::client::InternalChannel;
+
+use crate::ratelimit::InviteLimiter;
 use ts_common::clock::SharedClock;
 use ts_common::server::{RequestId, RpcName};
 use ts_common::tokens::{PublicKey, TokenError, Verifier};
@@ -26,6 +29,7 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5);
 pub struct Authenticator {
     identity: IdentityServiceClient<InternalChannel>,
     audit: Option<AuditIngestServiceClient<InternalChannel>>,
+    limiter: Option<Arc<InviteLimiter>>,
     redis: Option<fred::clients::Client>,
     clock: SharedClock,
     keys: RwLock<(Verifier, Option<Instant>)>,
@@ -48,13 +52,38 @@ impl Authenticator {
         redis: Option<fred::clients::Client>,
         clock: SharedClock,
     ) -> Self {
-        Authenticator { identity, audit: None, redis, clock, keys: RwLock::new((Verifier::default(), None)) }
+        Authenticator {
+            identity,
+            audit: None,
+            limiter: None,
+            redis,
+            clock,
+            keys: RwLock::new((Verifier::default(), None)),
+        }
     }
 
     /// Records sharing refusals in folders' audit trail through `audit`.
     pub fn with_audit(mut self, audit: AuditIngestServiceClient<InternalChannel>) -> Self {
         self.audit = Some(audit);
         self
+    }
+
+    /// Applies invitation send limits to `inviting` calls.
+    pub fn with_limiter(mut self, limiter: Arc<InviteLimiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// For RPCs that send invitations: a user who may share, within the send rate limits.
+    pub async fn inviting<T>(&self, request: &Request<T>) -> Result<Option<UserContext>, Status> {
+        let user = self.sharing(request).await?;
+        if let (Some(limiter), Some(u)) = (&self.limiter, &user)
+            && let Err(status) = limiter.check(u).await
+        {
+            self.audit_refusal(request, u, &status);
+            return Err(status);
+        }
+        Ok(user)
     }
 
     /// Audits a refused sharing call in the background; the caller's answer never waits on it.

@@ -1,6 +1,7 @@
 //! The public services, each RPC translated to the internal service that owns it. An RPC
 //! marked `required` needs a valid access token; `sharing` also needs a user who may share
-//! right now; `anonymous` ones are sign-in calls.
+//! right now; `inviting` also charges the invitation send limits; `anonymous` ones are
+//! sign-in calls.
 
 use tonic::{Request, Response, Status};
 use ts_proto::public::audit_service_server::AuditService;
@@ -76,11 +77,11 @@ translate!(AuditService via audit {
 });
 
 translate!(InvitationService via invitations {
-    sharing create_invitation(CreateInvitationRequest) -> CreateInvitationResponse;
+    inviting create_invitation(CreateInvitationRequest) -> CreateInvitationResponse;
     sharing list_my_invitations(ListMyInvitationsRequest) -> ListMyInvitationsResponse;
     sharing list_folder_invitations(ListFolderInvitationsRequest) -> ListFolderInvitationsResponse;
     sharing accept_invitation(AcceptInvitationRequest) -> AcceptInvitationResponse;
     sharing decline_invitation(DeclineInvitationRequest) -> DeclineInvitationResponse;
     sharing revoke_invitation(RevokeInvitationRequest) -> RevokeInvitationResponse;
-    sharing resend_invitation(ResendInvitationRequest) -> ResendInvitationResponse;
+    inviting resend_invitation(ResendInvitationRequest) -> ResendInvitationResponse;
 });

@@ -6,6 +6,7 @@
 pub mod authn;
 pub mod downstream;
 mod forward;
+pub mod ratelimit;
 mod status;
 
 use std::future::Future;
@@ -89,8 +90,9 @@ pub async fn serve_with_clock(
     let redis = config.redis.as_ref().map(ts_common::stores::redis).transpose()?;
     let gw = Gateway {
         authn: Arc::new(
-            Authenticator::new(IdentityServiceClient::new(auth.clone()), redis, clock)
-                .with_audit(AuditIngestServiceClient::new(folders.clone())),
+            Authenticator::new(IdentityServiceClient::new(auth.clone()), redis.clone(), clock.clone())
+                .with_audit(AuditIngestServiceClient::new(folders.clone()))
+                .with_limiter(ratelimit::InviteLimiter::new(&config.invitation_limits, redis, clock)),
         ),
         downstream_timeout: Duration::from_millis(section.downstream_timeout_ms),
         auth: AuthServiceClient::new(auth.clone()),

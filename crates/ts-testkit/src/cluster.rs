@@ -142,12 +142,33 @@ impl TestCluster {
 
     /// A client channel to the gateway's public TLS listener, trusting the dev CA.
     pub async fn gateway(&self) -> anyhow::Result<Channel> {
+        self.gateway_at(self.addr(Service::Gateway)).await
+    }
+
+    /// A client channel to a gateway at `addr` (such as a second replica a test started).
+    pub async fn gateway_at(&self, addr: SocketAddr) -> anyhow::Result<Channel> {
         let ca = std::fs::read(self.certs.ca_cert())?;
         let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
-        Ok(Endpoint::from_shared(format!("https://{}", self.addr(Service::Gateway)))?
-            .tls_config(tls)?
-            .connect()
-            .await?)
+        Ok(Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?.connect().await?)
+    }
+
+    /// Starts another gateway replica on the same configuration and clock; it stops when the
+    /// returned sender is dropped or sent `true`.
+    pub async fn extra_gateway(&self) -> anyhow::Result<(SocketAddr, watch::Sender<bool>)> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, mut rx) = watch::channel(false);
+        let config = self.config.clone();
+        let clock: ts_common::clock::SharedClock = Arc::new(self.clock.clone());
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = ts_gateway::serve_with_clock(&config, clock, listener, shutdown).await {
+                tracing::error!(error = %e, "extra gateway failed");
+            }
+        });
+        Ok((addr, stop))
     }
 
     /// An mTLS channel to an internal `service`, presenting the certificate of `as_peer`.

@@ -1,0 +1,172 @@
+//! The gateway's limits on sending invitations, per inviter and per license. The shared
+//! limit is GCRA over Redis, both keys checked and updated in one Lua call (one round trip),
+//! so it holds across gateway replicas; when Redis is unreachable each gateway falls back to
+//! the same GCRA in process with `governor`. Time comes from the injected clock.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use governor::clock::Clock as GovernorClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Counter;
+use tonic::Status;
+use ts_common::clock::SharedClock;
+use ts_common::config::InvitationLimits;
+use ts_common::user::UserContext;
+
+/// The injected clock as a `governor` clock.
+#[derive(Clone)]
+struct Clock(SharedClock);
+
+impl GovernorClock for Clock {
+    type Instant = SystemTime;
+    fn now(&self) -> SystemTime {
+        self.0.now()
+    }
+}
+
+type Local = RateLimiter<String, DashMapStateStore<String>, Clock, NoOpMiddleware<SystemTime>>;
+
+/// GCRA over every key at once: all are allowed (and charged) or none is.
+/// KEYS: the limited keys. ARGV: now_ms, then per key: emission interval ms, burst tolerance ms.
+/// Returns {allowed, index of the refusing key, wait ms}.
+const GCRA: &str = r#"
+local now = tonumber(ARGV[1])
+local new = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i])
+  local tolerance = tonumber(ARGV[2 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  if tat - now > tolerance then return {0, i, tat - now - tolerance} end
+  new[i] = tat + interval
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%d', new[i]), 'PX', math.ceil(new[i] - now + tonumber(ARGV[2 * i])))
+end
+return {1, 0, 0}
+"#;
+
+struct Scope {
+    name: &'static str,
+    interval: Duration,
+    burst: u32,
+    local: Local,
+}
+
+impl Scope {
+    fn new(name: &'static str, per_minute: u32, burst: u32, clock: &Clock) -> Self {
+        let per_minute = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst_nz = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_minute(per_minute).allow_burst(burst_nz);
+        Scope {
+            name,
+            interval: Duration::from_millis(60_000 / u64::from(per_minute.get())),
+            burst: burst_nz.get(),
+            local: RateLimiter::dashmap_with_clock(quota, clock.clone()),
+        }
+    }
+
+    fn tolerance(&self) -> Duration {
+        self.interval * (self.burst - 1)
+    }
+}
+
+/// Invitation send limits.
+pub struct InviteLimiter {
+    redis: ts_common::cache::Cache,
+    client: Option<fred::clients::Client>,
+    clock: Clock,
+    inviter: Scope,
+    license: Scope,
+    rejected: Counter<u64>,
+}
+
+impl std::fmt::Debug for InviteLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InviteLimiter").field("redis", &self.client.is_some()).finish_non_exhaustive()
+    }
+}
+
+fn exhausted(scope: &str, wait: Duration) -> Status {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut s = Status::resource_exhausted(format!("too many invitations sent (per {scope}); retry in {secs} s"));
+    if let Ok(v) = secs.to_string().parse() {
+        s.metadata_mut().insert("retry-after-seconds", v);
+    }
+    s
+}
+
+impl InviteLimiter {
+    /// Limits from `[invitation_limits]`, shared through `redis` when there is one.
+    pub fn new(limits: &InvitationLimits, redis: Option<fred::clients::Client>, clock: SharedClock) -> Arc<Self> {
+        let clock = Clock(clock);
+        Arc::new(InviteLimiter {
+            redis: ts_common::cache::Cache::new(redis.clone()),
+            client: redis,
+            inviter: Scope::new("inviter", limits.per_inviter_per_minute, limits.inviter_burst, &clock),
+            license: Scope::new("license", limits.per_license_per_minute, limits.license_burst, &clock),
+            clock,
+            rejected: opentelemetry::global::meter("teamshare")
+                .u64_counter("gateway.rate_limit.rejections")
+                .with_description("invitations refused by a send rate limit")
+                .build(),
+        })
+    }
+
+    /// Charges one invitation to the caller and their license, or says how long to wait.
+    pub async fn check(&self, user: &UserContext) -> Result<(), Status> {
+        let mut scopes: Vec<(&Scope, String)> = vec![(&self.inviter, user.user_id.clone())];
+        if !user.license_id.is_empty() {
+            scopes.push((&self.license, user.license_id.clone()));
+        }
+        let outcome = match self.shared(&scopes).await {
+            Some(outcome) => outcome,
+            None => self.local(&scopes),
+        };
+        if let Err((scope, _)) = &outcome {
+            self.rejected.add(1, &[KeyValue::new("scope", *scope)]);
+        }
+        outcome.map_err(|(scope, wait)| exhausted(scope, wait))
+    }
+
+    async fn shared(&self, scopes: &[(&Scope, String)]) -> Option<Result<(), (&'static str, Duration)>> {
+        use fred::prelude::*;
+        let client = self.client.as_ref()?;
+        if !self.redis.usable_now() {
+            return None;
+        }
+        let now = self.clock.now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let keys: Vec<String> = scopes.iter().map(|(s, k)| format!("ts:rl:invite:{}:{k}", s.name)).collect();
+        let mut args: Vec<i64> = vec![now];
+        for (s, _) in scopes {
+            args.push(s.interval.as_millis() as i64);
+            args.push(s.tolerance().as_millis() as i64);
+        }
+        match client.eval::<Vec<i64>, _, _, _>(GCRA, keys, args).await {
+            Ok(reply) if reply.first() == Some(&1) => Some(Ok(())),
+            Ok(reply) => {
+                let index = reply.get(1).copied().unwrap_or(1).max(1) as usize - 1;
+                let wait = Duration::from_millis(reply.get(2).copied().unwrap_or(1000).max(0) as u64);
+                Some(Err((scopes.get(index).map_or("inviter", |(s, _)| s.name), wait)))
+            }
+            Err(e) => {
+                self.redis.mark_failed("rate limit", &e);
+                None
+            }
+        }
+    }
+
+    fn local(&self, scopes: &[(&Scope, String)]) -> Result<(), (&'static str, Duration)> {
+        for (scope, key) in scopes {
+            if let Err(not_until) = scope.local.check_key(key) {
+                return Err((scope.name, not_until.wait_time_from(self.clock.now())));
+            }
+        }
+        Ok(())
+    }
+}
