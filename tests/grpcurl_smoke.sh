@@ -75,6 +75,10 @@ check "gateway status sees every backend serving" \
 check "a public call without a token is Unauthenticated" \
   bash -c '"$@" teamshare.v1.FolderService/ListFolders 2>&1 | grep -q Unauthenticated' _ "${public[@]}"
 
+# The sharing story, as a developer would drive it with grpcurl.
+# shellcheck source=tests/grpcurl_story.sh
+source "$repo/tests/grpcurl_story.sh"
+
 stop_stack
 # The bracket keeps these patterns from matching the checking shell's own command line.
 check "SIGTERM stops every process of the stack" \

@@ -164,12 +164,10 @@ async fn pending_caps_and_the_fetch_maximum_hold_at_their_bounds() -> anyhow::Re
     assert_eq!(again.access, AccessLevel::Edit as i32);
 
     let p0 = cluster.sign_in("p0@example.com").await?;
-    let f4 = new_folder(&ch, &a, "Four").await?;
     let mut inv = InvitationServiceClient::new(ch.clone());
     let asked = ListMyInvitationsRequest { page: Some(PageRequest { page_size: 500, page_token: String::new() }) };
     let page = inv.list_my_invitations(p0.request(asked)).await?.into_inner();
     assert_eq!(page.invitations.len(), 2, "at most 2 per fetch");
-    let _ = f4;
     cluster.stop().await
 }
 
