@@ -353,3 +353,63 @@ async fn only_managers_manage_invitations_and_only_the_invitee_accepts() -> anyh
     );
     cluster.stop().await
 }
+
+#[tokio::test]
+async fn the_per_license_send_limit_counts_every_inviter_of_the_license() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(|c| {
+        limits(c, |l| {
+            l.license_burst = 3;
+            l.per_license_per_minute = 6;
+        })
+    })
+    .await?;
+    let mut op = cluster.license_operator().await?;
+    op.upsert_license(ts_proto::internal::UpsertLicenseRequest {
+        license_id: "acme".into(),
+        admin_emails: vec![],
+        emails: vec![],
+        domains: vec!["acme.example".into()],
+    })
+    .await?;
+    let ch = cluster.gateway().await?;
+    let (x, y) = (cluster.sign_in("x@acme.example").await?, cluster.sign_in("y@acme.example").await?);
+    let outsider = cluster.sign_in("z@other.example").await?;
+    let (fx, fy, fz) =
+        (new_folder(&ch, &x, "X").await?, new_folder(&ch, &y, "Y").await?, new_folder(&ch, &outsider, "Z").await?);
+    invite(&ch, &x, &fx, "a1@example.com", AccessLevel::View).await?;
+    invite(&ch, &y, &fy, "a2@example.com", AccessLevel::View).await?;
+    invite(&ch, &x, &fx, "a3@example.com", AccessLevel::View).await?;
+    let err = invite(&ch, &y, &fy, "a4@example.com", AccessLevel::View).await.unwrap_err();
+    assert_eq!(retry_hint(&err), 10, "6 per minute: one every 10 s");
+    assert!(err.message().contains("per license"), "{}", err.message());
+    invite(&ch, &outsider, &fz, "a5@example.com", AccessLevel::View).await?;
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn an_accept_interrupted_between_its_two_steps_is_repaired_by_a_retry() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(|c| limits(c, |_| {})).await?;
+    let ch = cluster.gateway().await?;
+    let a = cluster.sign_in("alice@example.com").await?;
+    let b = cluster.sign_in("bob@example.com").await?;
+    let folder_id = new_folder(&ch, &a, "Crashy").await?;
+    let invitation = invite(&ch, &a, &folder_id, "bob@example.com", AccessLevel::Edit).await?;
+    // The state a crash after AddMember leaves: a membership, and a still-pending invitation.
+    cluster.add_member(&folder_id, &b, AccessLevel::Edit).await?;
+    let mut inv = InvitationServiceClient::new(ch.clone());
+    inv.accept_invitation(b.request(AcceptInvitationRequest { invitation_id: invitation.id.clone() })).await?;
+    inv.accept_invitation(b.request(AcceptInvitationRequest { invitation_id: invitation.id.clone() })).await?;
+    let db = cluster.database().await?;
+    let stored = db
+        .collection::<bson::Document>("invitations")
+        .find_one(bson::doc! { "_id": &invitation.id })
+        .await?
+        .expect("invitation");
+    assert_eq!(stored.get_str("state")?, "accepted");
+    let memberships = db
+        .collection::<bson::Document>("members")
+        .count_documents(bson::doc! { "folder_id": &folder_id, "user_id": &b.user_id })
+        .await?;
+    assert_eq!(memberships, 1);
+    cluster.stop().await
+}

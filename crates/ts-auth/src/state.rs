@@ -76,14 +76,7 @@ impl From<AuthError> for Status {
             AuthError::InvalidArgument(m) => Status::invalid_argument(m),
             AuthError::Unauthenticated(m) => Status::unauthenticated(m),
             AuthError::Precondition(m) => Status::failed_precondition(m),
-            AuthError::Exhausted { message, retry_after } => {
-                let secs = retry_after.as_secs().max(1);
-                let mut s = Status::resource_exhausted(format!("{message}; retry in {secs} s"));
-                if let Ok(v) = secs.to_string().parse() {
-                    s.metadata_mut().insert("retry-after-seconds", v);
-                }
-                s
-            }
+            AuthError::Exhausted { message, retry_after } => ts_common::resource_exhausted(&message, retry_after),
             AuthError::PermissionDenied(m) => Status::permission_denied(m),
             AuthError::NotFound(m) => Status::not_found(m),
             AuthError::Store(e) => {

@@ -92,3 +92,17 @@ pub fn code_name(code: tonic::Code) -> &'static str {
         Unauthenticated => "UNAUTHENTICATED",
     }
 }
+
+/// Metadata key of the retry hint on RESOURCE_EXHAUSTED answers.
+pub const RETRY_AFTER: &str = "retry-after-seconds";
+
+/// RESOURCE_EXHAUSTED saying how long to wait, in the message and as `retry-after-seconds`
+/// metadata (whole seconds, at least 1).
+pub fn resource_exhausted(message: &str, retry_after: std::time::Duration) -> tonic::Status {
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    let mut status = tonic::Status::resource_exhausted(format!("{message}; retry in {secs} s"));
+    if let Ok(v) = secs.to_string().parse() {
+        status.metadata_mut().insert(RETRY_AFTER, v);
+    }
+    status
+}

@@ -95,19 +95,7 @@ pub(crate) async fn find_page(
     sort: Document,
     size: usize,
 ) -> Result<(Vec<Document>, bool), tonic::Status> {
-    use futures::TryStreamExt;
-    let mut docs: Vec<Document> = coll
-        .find(filter)
-        .sort(sort)
-        .limit(i64::try_from(size).unwrap_or(i64::MAX).saturating_add(1))
-        .await
-        .map_err(store_error)?
-        .try_collect()
-        .await
-        .map_err(store_error)?;
-    let more = docs.len() > size;
-    docs.truncate(size);
-    Ok((docs, more))
+    ts_common::paging::find_page(coll, filter, sort, size).await.map_err(store_error)
 }
 
 impl FoldersApi {

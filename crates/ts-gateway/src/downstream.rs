@@ -12,8 +12,7 @@ use ts_common::user::UserContext;
 /// Metadata key carrying the client's address to auth (for its send rate limits).
 pub const CLIENT_ADDR: &str = "x-teamshare-client-addr";
 
-/// Metadata key of the retry hint on RESOURCE_EXHAUSTED answers.
-pub const RETRY_AFTER: &str = "retry-after-seconds";
+pub use ts_common::RETRY_AFTER;
 
 /// Forwards `request`'s message through `call`, with `user` attached and a deadline of the
 /// smaller of the client's and `limit`. Client metadata is not forwarded, so a client

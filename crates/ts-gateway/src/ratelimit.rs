@@ -93,12 +93,7 @@ impl std::fmt::Debug for InviteLimiter {
 }
 
 fn exhausted(scope: &str, wait: Duration) -> Status {
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let mut s = Status::resource_exhausted(format!("too many invitations sent (per {scope}); retry in {secs} s"));
-    if let Ok(v) = secs.to_string().parse() {
-        s.metadata_mut().insert("retry-after-seconds", v);
-    }
-    s
+    ts_common::resource_exhausted(&format!("too many invitations sent (per {scope})"), wait)
 }
 
 impl InviteLimiter {

@@ -3,7 +3,6 @@
 use std::time::{Duration, SystemTime};
 
 use bson::{Document, doc};
-use futures::TryStreamExt;
 use tonic::{Code, Request, Response, Status};
 use ts_common::clock::bson_date;
 use ts_common::email::Email;
@@ -38,15 +37,6 @@ fn level(raw: i32) -> Result<AccessLevel, Status> {
 
 fn time(d: &Document, field: &str) -> Option<prost_types::Timestamp> {
     d.get_datetime(field).ok().map(|t| prost_types::Timestamp::from(t.to_system_time()))
-}
-
-fn exhausted(message: String, retry_after: Duration) -> Status {
-    let secs = retry_after.as_secs().max(1);
-    let mut s = Status::resource_exhausted(format!("{message}; retry in {secs} s"));
-    if let Ok(v) = secs.to_string().parse() {
-        s.metadata_mut().insert("retry-after-seconds", v);
-    }
-    s
 }
 
 impl InvitationsApi {
@@ -243,8 +233,8 @@ impl InvitationsApi {
         match capped {
             Some(Cap::Folder) => {
                 let wait = self.next_expiry(doc! { "folder_id": &req.folder_id }).await;
-                return Err(exhausted(
-                    format!(
+                return Err(ts_common::resource_exhausted(
+                    &format!(
                         "this folder has {} pending invitations, the most allowed",
                         self.limits.max_pending_per_folder
                     ),
@@ -253,8 +243,8 @@ impl InvitationsApi {
             }
             Some(Cap::Invitee) => {
                 let wait = self.next_expiry(doc! { "invitee_email": invitee.as_str() }).await;
-                return Err(exhausted(
-                    format!(
+                return Err(ts_common::resource_exhausted(
+                    &format!(
                         "{invitee} has {} pending invitations, the most allowed",
                         self.limits.max_pending_per_invitee
                     ),
@@ -285,23 +275,15 @@ impl InvitationsApi {
                 vec![doc! { "created_at": { "$gt": at } }, doc! { "created_at": at, "_id": { "$gt": &p[1] } }],
             );
         }
-        let docs: Vec<Document> = self
-            .store
-            .invitations()
-            .find(filter)
-            .sort(doc! { "created_at": 1, "_id": 1 })
-            .limit(size as i64 + 1)
-            .await
-            .map_err(store_error)?
-            .try_collect()
-            .await
-            .map_err(store_error)?;
-        let more = docs.len() > size;
+        let (docs, more) =
+            ts_common::paging::find_page(&self.store.invitations(), filter, doc! { "created_at": 1, "_id": 1 }, size)
+                .await
+                .map_err(store_error)?;
         let mut out = Vec::new();
-        for d in docs.iter().take(size) {
+        for d in &docs {
             out.push(self.message(d).await);
         }
-        let next = match (more, docs.get(size.saturating_sub(1))) {
+        let next = match (more, docs.last()) {
             (true, Some(last)) => {
                 let at = last.get_datetime("created_at").map(|t| t.timestamp_millis()).unwrap_or_default();
                 plain_token(&[at.to_string(), last.get_str("_id").unwrap_or_default().to_owned()])
