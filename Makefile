@@ -38,8 +38,9 @@ k8s:
 unit:
 	$(CARGO) test --workspace --all-targets
 
+# Built with the same features as the tests, so that nothing is compiled twice.
 smoke:
-	$(CARGO) build -p teamshare
+	$(CARGO) build --workspace --all-targets
 	tests/grpcurl_smoke.sh
 
 ## Benchmarks (criterion); copy the figures into BENCHMARKS.md with the machine they ran on.
