@@ -15,11 +15,36 @@ pub async fn mongo(config: &MongoConfig, app_name: &str) -> Result<mongodb::Data
         .await
         .map_err(|e| ConfigError::key("mongodb.uri", redact_mongo_error(&e)))?;
     opts.app_name = Some(app_name.to_owned());
+    opts.command_event_handler = Some(command_metrics());
     opts.write_concern = Some(WriteConcern::builder().w(Acknowledgment::Majority).journal(true).build());
     opts.server_selection_timeout = Some(opts.server_selection_timeout.unwrap_or(Duration::from_secs(10)));
     let client =
         mongodb::Client::with_options(opts).map_err(|e| ConfigError::key("mongodb.uri", redact_mongo_error(&e)))?;
     Ok(client.database(&config.database))
+}
+
+/// Latency and failures of every MongoDB command, by command name (never its contents).
+fn command_metrics() -> mongodb::event::EventHandler<mongodb::event::command::CommandEvent> {
+    use mongodb::event::command::CommandEvent;
+    use opentelemetry::KeyValue;
+    let meter = opentelemetry::global::meter("teamshare");
+    let duration = meter
+        .f64_histogram("mongodb.command.duration")
+        .with_unit("ms")
+        .with_description("MongoDB command latency")
+        .build();
+    let commands =
+        meter.u64_counter("mongodb.commands").with_description("MongoDB commands by name and outcome").build();
+    mongodb::event::EventHandler::callback(move |event| {
+        let (name, elapsed, outcome) = match &event {
+            CommandEvent::Succeeded(e) => (e.command_name.clone(), e.duration, "ok"),
+            CommandEvent::Failed(e) => (e.command_name.clone(), e.duration, "error"),
+            _ => return,
+        };
+        let attrs = [KeyValue::new("command", name), KeyValue::new("outcome", outcome)];
+        duration.record(elapsed.as_secs_f64() * 1000.0, &attrs);
+        commands.add(1, &attrs);
+    })
 }
 
 fn redact_mongo_error(e: &mongodb::error::Error) -> String {

@@ -94,7 +94,8 @@ pub async fn from_config(config: &Config) -> Result<(Arc<dyn Kms>, String), Conf
             if let Some(endpoint) = &kms.endpoint {
                 builder = builder.endpoint_url(endpoint);
             }
-            Ok((Arc::new(AwsKms { client: aws_sdk_kms::Client::from_conf(builder.build()) }), key_id))
+            let aws = AwsKms { client: aws_sdk_kms::Client::from_conf(builder.build()) };
+            Ok((Arc::new(Measured::new("aws", aws)), key_id))
         }
         KmsProvider::Local => {
             if config.production {
@@ -115,7 +116,7 @@ pub async fn from_config(config: &Config) -> Result<(Arc<dyn Kms>, String), Conf
             let key = key.ok_or_else(|| {
                 ConfigError::key("kms.local_key_file", format!("{} must hold exactly 32 bytes", path.display()))
             })?;
-            Ok((Arc::new(LocalKms { master: key }), LOCAL_KEY_ID.to_owned()))
+            Ok((Arc::new(Measured::new("local", LocalKms { master: key })), LOCAL_KEY_ID.to_owned()))
         }
     }
 }
@@ -284,5 +285,78 @@ impl Kms for LocalKms {
 
     async fn resolve(&self, master_key_id: &str) -> Result<String, KmsError> {
         Ok(master_key_id.to_owned())
+    }
+}
+
+/// A provider that records each call's latency and outcome as metrics
+/// (`kms.requests`, `kms.duration`) for dashboards and alerts.
+pub struct Measured<K> {
+    inner: K,
+    provider: &'static str,
+    requests: opentelemetry::metrics::Counter<u64>,
+    duration: opentelemetry::metrics::Histogram<f64>,
+}
+
+impl<K> Measured<K> {
+    /// Wraps `inner`, labelling its metrics with `provider`.
+    pub fn new(provider: &'static str, inner: K) -> Self {
+        let meter = opentelemetry::global::meter("teamshare");
+        Measured {
+            inner,
+            provider,
+            requests: meter.u64_counter("kms.requests").with_description("KMS calls by operation and outcome").build(),
+            duration: meter.f64_histogram("kms.duration").with_unit("ms").with_description("KMS call latency").build(),
+        }
+    }
+
+    fn record<T>(&self, op: &'static str, started: std::time::Instant, result: &Result<T, KmsError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(KmsError::Unavailable(_)) => "unavailable",
+            Err(KmsError::Rejected(_)) => "rejected",
+        };
+        let attrs = [
+            opentelemetry::KeyValue::new("provider", self.provider),
+            opentelemetry::KeyValue::new("op", op),
+            opentelemetry::KeyValue::new("outcome", outcome),
+        ];
+        self.requests.add(1, &attrs);
+        self.duration.record(started.elapsed().as_secs_f64() * 1000.0, &attrs);
+    }
+}
+
+#[tonic::async_trait]
+impl<K: Kms> Kms for Measured<K> {
+    async fn generate(&self, master_key_id: &str, ctx: KeyContext<'_>) -> Result<(DataKey, WrappedKey), KmsError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.generate(master_key_id, ctx).await;
+        self.record("generate", started, &result);
+        result
+    }
+
+    async fn unwrap(&self, wrapped: &WrappedKey, ctx: KeyContext<'_>) -> Result<DataKey, KmsError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.unwrap(wrapped, ctx).await;
+        self.record("unwrap", started, &result);
+        result
+    }
+
+    async fn rewrap(
+        &self,
+        wrapped: &WrappedKey,
+        ctx: KeyContext<'_>,
+        new_master_key_id: &str,
+    ) -> Result<WrappedKey, KmsError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.rewrap(wrapped, ctx, new_master_key_id).await;
+        self.record("rewrap", started, &result);
+        result
+    }
+
+    async fn resolve(&self, master_key_id: &str) -> Result<String, KmsError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.resolve(master_key_id).await;
+        self.record("resolve", started, &result);
+        result
     }
 }
