@@ -82,9 +82,12 @@ pub enum SmtpSecurity {
     None,
 }
 
-/// Builds the configured mailer.
-pub fn from_config(config: &MailConfig) -> Result<Arc<dyn Mailer>, ConfigError> {
+/// Builds the configured mailer; the file mailer is refused in production.
+pub fn from_config(config: &MailConfig, production: bool) -> Result<Arc<dyn Mailer>, ConfigError> {
     match config {
+        MailConfig::File { .. } if production => {
+            Err(ConfigError::key("mail.mode", "the file mailer is for development only and is refused when production = true"))
+        }
         MailConfig::File { dir } => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| ConfigError::key("mail.dir", format!("cannot create {}: {e}", dir.display())))?;
@@ -187,5 +190,19 @@ impl Mailer for SmtpMailer {
             .map_err(|e| fail(e.to_string()))?;
         self.transport.send(email).await.map_err(|e| fail(e.to_string()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_mailer_is_refused_in_production() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = MailConfig::File { dir: dir.path().to_owned() };
+        let err = from_config(&config, true).unwrap_err().to_string();
+        assert!(err.contains("mail.mode") && err.contains("production"), "{err}");
+        assert!(from_config(&config, false).is_ok());
     }
 }

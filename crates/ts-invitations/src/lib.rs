@@ -71,7 +71,7 @@ pub async fn serve_with_clock(
     let mtls = service_mtls(config, "invitations", section)?;
     let folders = upstream(config, "folders", &mtls)?;
     let identity = IdentityServiceClient::new(upstream(config, "auth", &mtls)?);
-    let mailer = ts_common::mail::from_config(require(&config.mail, "mail")?)?;
+    let mailer = ts_common::mail::from_config(require(&config.mail, "mail")?, config.production)?;
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-invitations").await?;
     let store = store::Store::new(db);
     store.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create invitations indexes: {e}")))?;
