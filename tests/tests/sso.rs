@@ -17,6 +17,7 @@ const AUDIENCE: &str = "teamshare-desktop";
 
 struct TestIssuer {
     key: rcgen::KeyPair,
+    /// Holds `jwks.json`.
     _dir: tempfile::TempDir,
     config: SsoIssuerConfig,
 }
@@ -33,7 +34,8 @@ impl TestIssuer {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("jwks.json");
         std::fs::write(&path, serde_json::to_vec(&jwks)?)?;
-        let config = SsoIssuerConfig { issuer: ISSUER.into(), audience: AUDIENCE.into(), jwks_file: path };
+        let config =
+            SsoIssuerConfig { issuer: ISSUER.into(), audience: AUDIENCE.into(), jwks_file: Some(path), jwks_url: None };
         Ok(TestIssuer { key, _dir: dir, config })
     }
 
@@ -108,4 +110,45 @@ async fn sso_tokens_are_verified_against_the_issuer() -> anyhow::Result<()> {
     let err = auth.sign_in_with_sso(sign_in(issuer.token(claims()))).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     cluster.stop().await
+}
+
+#[tokio::test]
+async fn issuer_keys_can_come_from_a_url_fetched_on_first_use() -> anyhow::Result<()> {
+    let issuer = TestIssuer::new()?;
+    // Serve an empty folder first: the issuer is unreachable (404) when auth starts.
+    let served = tempfile::tempdir()?;
+    let http = tokio::task::spawn_blocking({
+        let dir = served.path().to_owned();
+        move || ts_testkit::ServerProcess::http(&dir)
+    })
+    .await??;
+    let url = format!("http://127.0.0.1:{}/jwks.json", http.port);
+    let sso = SsoIssuerConfig { jwks_file: None, jwks_url: Some(url), ..issuer.config.clone() };
+    let cluster = TestCluster::start_with(move |c| c.accounts.sso = vec![sso]).await?;
+    let mut auth = AuthServiceClient::new(cluster.gateway().await?);
+
+    // The issuer publishes its keys; the first sign-in fetches them.
+    std::fs::copy(issuer.config.jwks_file.as_ref().expect("file"), served.path().join("jwks.json"))?;
+    let ok = auth.sign_in_with_sso(SignInWithSsoRequest { id_token: issuer.token(claims()) }).await?.into_inner();
+    assert_eq!(ok.user.expect("user").email, "ivan@example.com");
+    let other = rcgen::KeyPair::generate()?;
+    let err = auth
+        .sign_in_with_sso(SignInWithSsoRequest { id_token: issuer.token_with(&other, claims()) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn a_plain_http_jwks_url_off_loopback_is_refused_at_start() -> anyhow::Result<()> {
+    let config = SsoIssuerConfig {
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        jwks_file: None,
+        jwks_url: Some("http://idp.example.com/jwks".into()),
+    };
+    let err = ts_auth::sso::SsoIssuer::load(&[config]).await.unwrap_err().to_string();
+    assert!(err.contains("accounts.sso[0].jwks_url") && err.contains("https"), "{err}");
+    Ok(())
 }

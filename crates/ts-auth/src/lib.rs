@@ -71,7 +71,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<Auth, RunError
         .try_into()
         .map_err(|_| ConfigError::key("accounts.secret_key_file", "must hold exactly 32 bytes"))?;
     let mailer = ts_common::mail::from_config(require(&config.mail, "mail")?, config.production)?;
-    let sso = sso::SsoIssuer::load(&policy.sso)?;
+    let sso = sso::SsoIssuer::load(&policy.sso).await?;
     let redis = match &config.redis {
         Some(r) => Some(stores::redis(r)?),
         None => None,

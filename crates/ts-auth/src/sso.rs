@@ -1,41 +1,147 @@
-//! Single sign-on: OIDC ID tokens verified against a configured issuer's keys (JWKS), its
-//! issuer name and our audience, expiry, and `email_verified`.
+//! Single sign-on: OIDC ID tokens verified against a configured issuer's keys (a JWKS file or
+//! URL), its issuer name and our audience, expiry, and `email_verified`.
+
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
+use tokio::sync::RwLock;
 use ts_common::clock::unix_secs;
 use ts_common::config::{ConfigError, SsoIssuerConfig};
 
 use crate::email::Email;
 use crate::state::{Auth, AuthError, AuthResult};
 
-/// A configured OIDC issuer with its keys.
+/// Where an issuer's keys come from.
 #[derive(Debug, Clone)]
+enum KeySource {
+    File,
+    Url(String),
+}
+
+/// A configured OIDC issuer with its keys.
+#[derive(Debug)]
 pub struct SsoIssuer {
     issuer: String,
     audience: String,
-    keys: JwkSet,
+    source: KeySource,
+    keys: RwLock<(JwkSet, Option<Instant>)>,
 }
 
 /// Seconds of clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 30;
+/// Keys fetched from a URL are refreshed this often when used…
+const REFRESH_EVERY: Duration = Duration::from_secs(600);
+/// …and at most this often when a token names a key we do not have.
+const REFRESH_AT_MOST: Duration = Duration::from_secs(30);
+
+fn parse_jwks(bytes: &[u8]) -> Result<JwkSet, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS: {e}"))
+}
+
+/// Fetches a JWKS over https (or http to loopback), with a 5 s deadline.
+async fn fetch(url: &str) -> Result<JwkSet, String> {
+    use http_body_util::{BodyExt, Empty};
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
+    let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
+    let response = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let body = tokio::time::timeout(Duration::from_secs(5), response.into_body().collect())
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if body.len() > 1024 * 1024 {
+        return Err("JWKS larger than 1 MiB".into());
+    }
+    parse_jwks(&body)
+}
+
+/// Accepts https, and plain http only to a loopback address (development and tests).
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let uri: http::Uri = url.parse().map_err(|e| ConfigError::key(key, format!("bad URL: {e}")))?;
+    let loopback = matches!(uri.host(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if loopback => Ok(()),
+        _ => Err(ConfigError::key(key, "must be an https URL (plain http only to a loopback address)")),
+    }
+}
 
 impl SsoIssuer {
-    /// Loads each issuer's JWKS file.
-    pub fn load(configs: &[SsoIssuerConfig]) -> Result<Vec<SsoIssuer>, ConfigError> {
-        configs
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let key = format!("accounts.sso[{i}].jwks_file");
-                ts_common::config::check_file(&key, &c.jwks_file)?;
-                let text = std::fs::read(&c.jwks_file).map_err(|e| ConfigError::key(&key, e.to_string()))?;
-                let keys: JwkSet =
-                    serde_json::from_slice(&text).map_err(|e| ConfigError::key(&key, format!("not a JWKS: {e}")))?;
-                Ok(SsoIssuer { issuer: c.issuer.clone(), audience: c.audience.clone(), keys })
-            })
-            .collect()
+    /// Loads each issuer's JWKS file, or fetches its JWKS URL (an issuer that cannot be
+    /// reached at start is fetched again on first use rather than stopping auth).
+    pub async fn load(configs: &[SsoIssuerConfig]) -> Result<Vec<SsoIssuer>, ConfigError> {
+        let mut out = Vec::new();
+        for (i, c) in configs.iter().enumerate() {
+            let (source, keys, fetched) = match (&c.jwks_file, &c.jwks_url) {
+                (Some(path), None) => {
+                    let key = format!("accounts.sso[{i}].jwks_file");
+                    ts_common::config::check_file(&key, path)?;
+                    let text = std::fs::read(path).map_err(|e| ConfigError::key(&key, e.to_string()))?;
+                    (KeySource::File, parse_jwks(&text).map_err(|e| ConfigError::key(&key, e))?, None)
+                }
+                (None, Some(url)) => {
+                    check_url(&format!("accounts.sso[{i}].jwks_url"), url)?;
+                    match fetch(url).await {
+                        Ok(keys) => (KeySource::Url(url.clone()), keys, Some(Instant::now())),
+                        Err(e) => {
+                            tracing::warn!(issuer = %c.issuer, error = %e, "cannot fetch the issuer's JWKS yet");
+                            (KeySource::Url(url.clone()), JwkSet { keys: Vec::new() }, None)
+                        }
+                    }
+                }
+                _ => {
+                    return Err(ConfigError::key(
+                        format!("accounts.sso[{i}]"),
+                        "set exactly one of jwks_file and jwks_url",
+                    ));
+                }
+            };
+            out.push(SsoIssuer {
+                issuer: c.issuer.clone(),
+                audience: c.audience.clone(),
+                source,
+                keys: RwLock::new((keys, fetched)),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The key a token names, refreshing URL-sourced keys when stale or missing.
+    async fn key_for(&self, kid: Option<&str>) -> Option<jsonwebtoken::jwk::Jwk> {
+        let find = |set: &JwkSet| match kid {
+            Some(kid) => set.find(kid).cloned(),
+            None if set.keys.len() == 1 => set.keys.first().cloned(),
+            None => None,
+        };
+        let (found, fetched) = {
+            let keys = self.keys.read().await;
+            (find(&keys.0), keys.1)
+        };
+        let KeySource::Url(url) = &self.source else { return found };
+        let age = fetched.map(|t| t.elapsed());
+        let stale = age.is_none_or(|a| a > REFRESH_EVERY);
+        let may_retry = age.is_none_or(|a| a > REFRESH_AT_MOST);
+        if (found.is_none() && may_retry) || stale {
+            match fetch(url).await {
+                Ok(set) => {
+                    let key = find(&set);
+                    *self.keys.write().await = (set, Some(Instant::now()));
+                    return key;
+                }
+                Err(e) => tracing::warn!(issuer = %self.issuer, error = %e, "cannot refresh the issuer's JWKS"),
+            }
+        }
+        found
     }
 }
 
@@ -54,13 +160,8 @@ impl Auth {
         let header = jsonwebtoken::decode_header(token.trim()).map_err(|_| refused("malformed"))?;
         let now = unix_secs(self.now());
         for issuer in &self.sso {
-            let jwk = match &header.kid {
-                Some(kid) => issuer.keys.find(kid),
-                None if issuer.keys.keys.len() == 1 => issuer.keys.keys.first(),
-                None => None,
-            };
-            let Some(jwk) = jwk else { continue };
-            let key = DecodingKey::from_jwk(jwk).map_err(|_| refused("issuer key unusable"))?;
+            let Some(jwk) = issuer.key_for(header.kid.as_deref()).await else { continue };
+            let key = DecodingKey::from_jwk(&jwk).map_err(|_| refused("issuer key unusable"))?;
             let mut validation = Validation::new(header.alg);
             validation.set_issuer(&[&issuer.issuer]);
             validation.set_audience(&[&issuer.audience]);

@@ -291,8 +291,11 @@ pub struct SsoIssuerConfig {
     pub issuer: String,
     /// The `aud` claim teamshare's client id has at this issuer.
     pub audience: String,
-    /// The issuer's JWKS (JSON Web Key Set) file.
-    pub jwks_file: PathBuf,
+    /// The issuer's JWKS (JSON Web Key Set) as a file…
+    pub jwks_file: Option<PathBuf>,
+    /// …or as a URL (https; plain http only to a loopback address), fetched at start,
+    /// every 10 minutes, and when a token names an unknown key (at most every 30 s).
+    pub jwks_url: Option<String>,
 }
 
 /// Invitation expiry and anti-spam limits (DESIGN.md §6).
@@ -545,7 +548,9 @@ impl Config {
         }
         self.accounts.token_signing_keys.iter_mut().for_each(fix);
         self.accounts.secret_key_file.as_mut().map(fix);
-        self.accounts.sso.iter_mut().for_each(|s| fix(&mut s.jwks_file));
+        self.accounts.sso.iter_mut().for_each(|s| {
+            s.jwks_file.as_mut().map(fix);
+        });
         if let Some(crate::mail::MailConfig::File { dir }) = &mut self.mail {
             fix(dir);
         }

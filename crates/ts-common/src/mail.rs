@@ -85,9 +85,10 @@ pub enum SmtpSecurity {
 /// Builds the configured mailer; the file mailer is refused in production.
 pub fn from_config(config: &MailConfig, production: bool) -> Result<Arc<dyn Mailer>, ConfigError> {
     match config {
-        MailConfig::File { .. } if production => {
-            Err(ConfigError::key("mail.mode", "the file mailer is for development only and is refused when production = true"))
-        }
+        MailConfig::File { .. } if production => Err(ConfigError::key(
+            "mail.mode",
+            "the file mailer is for development only and is refused when production = true",
+        )),
         MailConfig::File { dir } => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| ConfigError::key("mail.dir", format!("cannot create {}: {e}", dir.display())))?;

@@ -154,6 +154,19 @@ impl ServerProcess {
         )
     }
 
+    /// Starts a static HTTP server for the files in `dir` (Python's http.server).
+    pub fn http(dir: &Path) -> anyhow::Result<ServerProcess> {
+        let python = venv_bin("python")?;
+        let dir = dir.to_string_lossy().into_owned();
+        Self::start(
+            "http",
+            &python,
+            &["-m", "http.server", "{port}", "--bind", "127.0.0.1", "--directory", &dir],
+            None,
+            tcp_ready,
+        )
+    }
+
     /// Everything the server has written to its log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
