@@ -14,7 +14,8 @@ const SECRET_MESSAGES: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: the compiled script may be reused from a checkout at another path.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let mut files = Vec::new();
     for dir in ["teamshare/v1", "teamshare/internal/v1"] {
         let mut names: Vec<_> = std::fs::read_dir(root.join(dir))?

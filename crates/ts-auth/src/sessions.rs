@@ -102,6 +102,11 @@ impl Auth {
         Ok(self.licenses().find_one(doc! { "domains": domain }).sort(doc! { "_id": 1 }).await?)
     }
 
+    /// The id of the license an email belongs to, or empty.
+    async fn license_id_of(&self, email: &str) -> AuthResult<String> {
+        Ok(self.license_of(email).await?.and_then(|l| l.get_str("_id").ok().map(str::to_owned)).unwrap_or_default())
+    }
+
     fn mint(&self, user_id: &str, email: &str, license_id: &str, session_id: &str) -> AuthResult<(String, SystemTime)> {
         let now = self.now();
         let expires = now + Duration::from_secs(self.policy.access_token_ttl_secs);
@@ -127,8 +132,7 @@ impl Auth {
 
     /// Opens a session for a verified user.
     pub(crate) async fn open_session(&self, user_id: &str, email: &str) -> AuthResult<Issued> {
-        let license =
-            self.license_of(email).await?.and_then(|l| l.get_str("_id").ok().map(str::to_owned)).unwrap_or_default();
+        let license = self.license_id_of(email).await?;
         let sid = uuid::Uuid::new_v4().to_string();
         let (refresh_token, hash) = Self::new_refresh(&sid)?;
         let now = self.now();
@@ -191,8 +195,7 @@ impl Auth {
         let user_id = session.get_str("user_id").map_err(|_| invalid())?;
         let user = self.users().find_one(doc! { "_id": user_id }).await?.ok_or_else(invalid)?;
         let email = user.get_str("email").map_err(|_| invalid())?;
-        let license =
-            self.license_of(email).await?.and_then(|l| l.get_str("_id").ok().map(str::to_owned)).unwrap_or_default();
+        let license = self.license_id_of(email).await?;
         let (access_token, access_expires) = self.mint(user_id, email, &license, sid)?;
         Ok(Issued { access_token, access_expires, refresh_token, user_id: user_id.to_owned() })
     }

@@ -51,12 +51,9 @@ impl Cache {
         self.client.as_ref()
     }
 
-    /// Records a failed Redis call made outside this cache, so that reads skip Redis too.
+    /// Records a failed Redis call (also one made outside this cache), so that Redis is
+    /// skipped for a few seconds.
     pub fn mark_failed(&self, op: &str, e: &fred::error::Error) {
-        self.failed(op, e);
-    }
-
-    fn failed(&self, op: &str, e: &fred::error::Error) {
         let until = (self.started.elapsed() + BACKOFF).as_millis() as u64;
         self.skip_until_ms.store(until, Ordering::Relaxed);
         tracing::warn!(op, error = %e, "redis unavailable; skipping the cache for a few seconds");
@@ -68,7 +65,7 @@ impl Cache {
         let outcome = match redis.get::<Option<Vec<u8>>, _>(key).await {
             Ok(v) => v,
             Err(e) => {
-                self.failed("get", &e);
+                self.mark_failed("get", &e);
                 self.lookups.add(1, &[KeyValue::new("outcome", "error")]);
                 return None;
             }
@@ -82,7 +79,7 @@ impl Cache {
         let Some(redis) = self.usable() else { return };
         let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         if let Err(e) = redis.set::<(), _, _>(key, value, Some(Expiration::EX(secs)), None, false).await {
-            self.failed("set", &e);
+            self.mark_failed("set", &e);
         }
     }
 
@@ -95,7 +92,7 @@ impl Cache {
             return;
         }
         if let Err(e) = redis.del::<(), _>(keys.to_vec()).await {
-            self.failed("del", &e);
+            self.mark_failed("del", &e);
         }
     }
 }

@@ -106,3 +106,36 @@ pub fn resource_exhausted(message: &str, retry_after: std::time::Duration) -> to
     }
     status
 }
+
+/// A requested access level from a request field: INVALID_ARGUMENT naming the field when it
+/// is unset or not a known value.
+pub fn access_level(field: &str, raw: i32) -> Result<ts_proto::public::AccessLevel, tonic::Status> {
+    use ts_proto::public::AccessLevel;
+    match AccessLevel::try_from(raw) {
+        Ok(AccessLevel::Unspecified) => {
+            Err(tonic::Status::invalid_argument(format!("{field} is required (VIEW, EDIT or MANAGE)")))
+        }
+        Ok(level) => Ok(level),
+        Err(_) => Err(tonic::Status::invalid_argument(format!("{field} has unknown value {raw}"))),
+    }
+}
+
+/// The status a sharing call gets when auth says the user may not share (its `SharingDenial`).
+pub fn sharing_refusal(denial: i32) -> tonic::Status {
+    use ts_proto::internal::SharingDenial;
+    match SharingDenial::try_from(denial).unwrap_or(SharingDenial::Unspecified) {
+        SharingDenial::Disabled => tonic::Status::failed_precondition("team sharing is disabled"),
+        SharingDenial::LicenseBlocked => {
+            tonic::Status::failed_precondition("team sharing is blocked for your license by its admin")
+        }
+        SharingDenial::Unverified => tonic::Status::failed_precondition("verify your email again before sharing"),
+        SharingDenial::UnknownUser | SharingDenial::Unspecified => {
+            tonic::Status::unauthenticated("unknown user; sign in again")
+        }
+    }
+}
+
+/// A stored BSON date as a protobuf timestamp.
+pub fn doc_timestamp(d: &bson::Document, field: &str) -> Option<prost_types::Timestamp> {
+    d.get_datetime(field).ok().map(|t| prost_types::Timestamp::from(t.to_system_time()))
+}

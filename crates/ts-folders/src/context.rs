@@ -8,7 +8,7 @@ use bson::doc;
 use tonic::{Request, Status};
 use ts_common::server::RequestId;
 use ts_common::user::UserContext;
-use ts_proto::internal::{CheckSharingAllowedRequest, SharingDenial};
+use ts_proto::internal::CheckSharingAllowedRequest;
 use ts_proto::public::AccessLevel;
 
 use crate::FoldersApi;
@@ -65,14 +65,7 @@ impl FoldersApi {
             })?
             .into_inner();
         if !reply.allowed {
-            let status = match SharingDenial::try_from(reply.denial).unwrap_or(SharingDenial::Unspecified) {
-                SharingDenial::Disabled => Status::failed_precondition("team sharing is disabled"),
-                SharingDenial::LicenseBlocked => {
-                    Status::failed_precondition("team sharing is blocked for your license by its admin")
-                }
-                SharingDenial::Unverified => Status::failed_precondition("verify your email again before sharing"),
-                _ => Status::unauthenticated("unknown user; sign in again"),
-            };
+            let status = ts_common::sharing_refusal(reply.denial);
             self.audit(&call, action, folder_id, status.code()).await;
             return Err(status);
         }

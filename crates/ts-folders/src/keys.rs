@@ -88,7 +88,6 @@ impl FolderKeys {
 
     /// Destroys every version at keyvault and forgets them here (crypto-erasure).
     pub async fn destroy(&self, folder_id: &str) -> Result<u32, Status> {
-        self.cache.evict_folder(folder_id);
         let req = DestroyDataKeysRequest { folder_id: folder_id.to_owned() };
         let destroyed = self.client.clone().destroy_data_keys(req).await.map_err(from_keyvault)?.into_inner().destroyed;
         self.cache.evict_folder(folder_id);

@@ -83,10 +83,7 @@ pub(crate) fn store_error(e: mongodb::error::Error) -> tonic::Status {
     tonic::Status::unavailable("folder store is unavailable; retry later")
 }
 
-/// A stored date as a protobuf timestamp.
-pub(crate) fn timestamp(d: &Document, field: &str) -> Option<prost_types::Timestamp> {
-    d.get_datetime(field).ok().map(|t| prost_types::Timestamp::from(t.to_system_time()))
-}
+pub(crate) use ts_common::doc_timestamp as timestamp;
 
 /// One page of `coll` matching `filter` in `sort` order, and whether more follow.
 pub(crate) async fn find_page(

@@ -25,17 +25,6 @@ fn member_message(m: &Document) -> Member {
     }
 }
 
-/// A valid access level from a request field.
-pub fn requested_level(field: &str, raw: i32) -> Result<AccessLevel, Status> {
-    match AccessLevel::try_from(raw) {
-        Ok(AccessLevel::Unspecified) => {
-            Err(Status::invalid_argument(format!("{field} is required (VIEW, EDIT or MANAGE)")))
-        }
-        Ok(level) => Ok(level),
-        Err(_) => Err(Status::invalid_argument(format!("{field} has unknown value {raw}"))),
-    }
-}
-
 impl FoldersApi {
     async fn member(&self, folder_id: &str, user_id: &str) -> Result<Document, Status> {
         if user_id.is_empty() {
@@ -70,7 +59,7 @@ impl FoldersApi {
 
     async fn update_access(&self, call: &Call, req: UpdateMemberAccessRequest) -> Result<Member, Status> {
         self.require(call, &req.folder_id, AccessLevel::Manage).await?;
-        let new = requested_level("access", req.access)?;
+        let new = ts_common::access_level("access", req.access)?;
         let current = self.member(&req.folder_id, &req.user_id).await?;
         let old = access_of(&current);
         if old == AccessLevel::Manage && new != AccessLevel::Manage {
@@ -162,7 +151,7 @@ impl FolderMembershipService for FoldersApi {
 
     async fn add_member(&self, request: Request<AddMemberRequest>) -> Result<Response<AddMemberResponse>, Status> {
         let req = request.into_inner();
-        let level = requested_level("access", req.access)?;
+        let level = ts_common::access_level("access", req.access)?;
         if req.user_id.is_empty() || req.email.is_empty() {
             return Err(Status::invalid_argument("user_id and email are required"));
         }

@@ -18,7 +18,7 @@ use ts_common::user::UserContext;
 use ts_proto::internal::RecordAuditEventRequest;
 use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
-use ts_proto::internal::{CheckSessionRequest, CheckSharingAllowedRequest, GetTokenKeysRequest, SharingDenial};
+use ts_proto::internal::{CheckSessionRequest, CheckSharingAllowedRequest, GetTokenKeysRequest};
 
 /// Redis key prefix auth writes revoked session ids under.
 pub const REVOKED_PREFIX: &str = "ts:revoked-session:";
@@ -177,16 +177,7 @@ impl Authenticator {
         if reply.allowed {
             return Ok(user);
         }
-        let status = match SharingDenial::try_from(reply.denial).unwrap_or(SharingDenial::Unspecified) {
-            SharingDenial::Disabled => Status::failed_precondition("team sharing is disabled"),
-            SharingDenial::LicenseBlocked => {
-                Status::failed_precondition("team sharing is blocked for your license by its admin")
-            }
-            SharingDenial::Unverified => Status::failed_precondition("verify your email again before sharing"),
-            SharingDenial::UnknownUser | SharingDenial::Unspecified => {
-                Status::unauthenticated("unknown user; sign in again")
-            }
-        };
+        let status = ts_common::sharing_refusal(reply.denial);
         self.audit_refusal(request, u, &status);
         Err(status)
     }

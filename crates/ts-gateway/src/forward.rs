@@ -1,7 +1,8 @@
 //! The public services, each RPC translated to the internal service that owns it. An RPC
 //! marked `required` needs a valid access token; `sharing` also needs a user who may share
 //! right now; `inviting` also charges the invitation send limits; `anonymous` ones are
-//! sign-in calls.
+//! sign-in calls. Folders checks "may share" itself (and audits refusals with the folder),
+//! so its services are only `required` here: asking auth twice per call would be waste.
 
 use tonic::{Request, Response, Status};
 use ts_proto::public::audit_service_server::AuditService;
@@ -48,32 +49,32 @@ translate!(LicenseAdminService via license {
 });
 
 translate!(FolderService via folders {
-    sharing create_folder(CreateFolderRequest) -> CreateFolderResponse;
-    sharing list_folders(ListFoldersRequest) -> ListFoldersResponse;
-    sharing get_folder(GetFolderRequest) -> GetFolderResponse;
-    sharing rename_folder(RenameFolderRequest) -> RenameFolderResponse;
-    sharing delete_folder(DeleteFolderRequest) -> DeleteFolderResponse;
-    sharing leave_folder(LeaveFolderRequest) -> LeaveFolderResponse;
+    required create_folder(CreateFolderRequest) -> CreateFolderResponse;
+    required list_folders(ListFoldersRequest) -> ListFoldersResponse;
+    required get_folder(GetFolderRequest) -> GetFolderResponse;
+    required rename_folder(RenameFolderRequest) -> RenameFolderResponse;
+    required delete_folder(DeleteFolderRequest) -> DeleteFolderResponse;
+    required leave_folder(LeaveFolderRequest) -> LeaveFolderResponse;
 });
 
 translate!(MemberService via members {
-    sharing list_members(ListMembersRequest) -> ListMembersResponse;
-    sharing update_member_access(UpdateMemberAccessRequest) -> UpdateMemberAccessResponse;
-    sharing remove_member(RemoveMemberRequest) -> RemoveMemberResponse;
+    required list_members(ListMembersRequest) -> ListMembersResponse;
+    required update_member_access(UpdateMemberAccessRequest) -> UpdateMemberAccessResponse;
+    required remove_member(RemoveMemberRequest) -> RemoveMemberResponse;
 });
 
 translate!(ItemService via items {
-    sharing create_item(CreateItemRequest) -> CreateItemResponse;
-    sharing get_item(GetItemRequest) -> GetItemResponse;
-    sharing list_items(ListItemsRequest) -> ListItemsResponse;
-    sharing update_item(UpdateItemRequest) -> UpdateItemResponse;
-    sharing delete_item(DeleteItemRequest) -> DeleteItemResponse;
-    sharing move_item(MoveItemRequest) -> MoveItemResponse;
+    required create_item(CreateItemRequest) -> CreateItemResponse;
+    required get_item(GetItemRequest) -> GetItemResponse;
+    required list_items(ListItemsRequest) -> ListItemsResponse;
+    required update_item(UpdateItemRequest) -> UpdateItemResponse;
+    required delete_item(DeleteItemRequest) -> DeleteItemResponse;
+    required move_item(MoveItemRequest) -> MoveItemResponse;
 });
 
 translate!(AuditService via audit {
-    sharing list_folder_audit(ListFolderAuditRequest) -> ListFolderAuditResponse;
-    sharing list_my_errors(ListMyErrorsRequest) -> ListMyErrorsResponse;
+    required list_folder_audit(ListFolderAuditRequest) -> ListFolderAuditResponse;
+    required list_my_errors(ListMyErrorsRequest) -> ListMyErrorsResponse;
 });
 
 translate!(InvitationService via invitations {

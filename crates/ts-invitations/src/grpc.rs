@@ -27,18 +27,6 @@ fn invitation_id(raw: &str) -> Result<&str, Status> {
     if raw.is_empty() { Err(Status::invalid_argument("invitation_id is required")) } else { Ok(raw) }
 }
 
-fn level(raw: i32) -> Result<AccessLevel, Status> {
-    match AccessLevel::try_from(raw) {
-        Ok(AccessLevel::Unspecified) => Err(Status::invalid_argument("access is required (VIEW, EDIT or MANAGE)")),
-        Ok(l) => Ok(l),
-        Err(_) => Err(Status::invalid_argument(format!("access has unknown value {raw}"))),
-    }
-}
-
-fn time(d: &Document, field: &str) -> Option<prost_types::Timestamp> {
-    d.get_datetime(field).ok().map(|t| prost_types::Timestamp::from(t.to_system_time()))
-}
-
 impl InvitationsApi {
     fn now(&self) -> SystemTime {
         self.clock.now()
@@ -104,8 +92,8 @@ impl InvitationsApi {
             inviter_email: d.get_str("inviter_email").unwrap_or_default().to_owned(),
             access: d.get_i32("access").unwrap_or_default(),
             state: state as i32,
-            create_time: time(d, "created_at"),
-            expire_time: time(d, "expires_at"),
+            create_time: ts_common::doc_timestamp(d, "created_at"),
+            expire_time: ts_common::doc_timestamp(d, "expires_at"),
         }
     }
 
@@ -178,7 +166,7 @@ impl InvitationsApi {
         let folder_name = self.require_manage(&req.folder_id, user).await?;
         let invitee =
             Email::parse(&req.invitee_email).map_err(|m| Status::invalid_argument(format!("invitee_email {m}")))?;
-        let access = level(req.access)?;
+        let access = ts_common::access_level("access", req.access)?;
         let license = self
             .identity
             .clone()
