@@ -40,8 +40,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .open_files(&files)?
         .file_descriptor_set();
 
+    // The public API alone (and what it imports): what the gateway's reflection may describe.
+    let public: Vec<&String> = files.iter().filter(|f| f.starts_with("teamshare/v1/")).collect();
+    let public_fds = protox::Compiler::new([&root])?
+        .include_imports(true)
+        .include_source_info(true)
+        .open_files(&public)?
+        .file_descriptor_set();
+    if public_fds.file.iter().any(|f| f.package().starts_with("teamshare.internal")) {
+        return Err("a public proto imports an internal one".into());
+    }
+
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("teamshare_descriptor.bin"), fds.encode_to_vec())?;
+    std::fs::write(out.join("teamshare_public_descriptor.bin"), public_fds.encode_to_vec())?;
 
     tonic_prost_build::configure()
         .build_client(true)

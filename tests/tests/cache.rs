@@ -65,7 +65,7 @@ async fn a_removed_member_is_refused_at_once_by_another_replica() -> anyhow::Res
     on_replica.list_items(list()).await?;
     let servers = ts_testkit::shared()?;
     assert!(
-        redis_dump(servers.redis.port)?.contains(&format!("ts:member:{folder_id}:{}", bob.user_id)),
+        redis_dump(servers.redis.port)?.contains(&format!("ts:{{f:{folder_id}}}:member:{}", bob.user_id)),
         "the replica cached the membership"
     );
 
@@ -129,7 +129,7 @@ async fn with_redis_killed_reads_and_writes_keep_working() -> anyhow::Result<()>
     };
     let first = items.create_item(create("before")).await?.into_inner().item.and_then(|i| i.summary).expect("summary");
     items.get_item(alice.request(GetItemRequest { folder_id: folder_id.clone(), item_id: first.id.clone() })).await?;
-    assert!(redis_dump(port)?.contains("ts:item:"), "the cache was in use");
+    assert!(redis_dump(port)?.contains(":item:"), "the cache was in use");
 
     tokio::task::spawn_blocking(move || redis.stop()).await?;
 

@@ -1,6 +1,13 @@
 //! A Redis-backed cache that is never needed: every call fails fast, and after a failure
 //! Redis is skipped for a few seconds, so that with Redis down each request goes straight to
 //! MongoDB instead of waiting on a dead connection.
+//!
+//! Entries that must never outlive a change (memberships, items) are grouped under a
+//! *generation*: a random token per group, replaced by every change. A reader that misses
+//! reads the generation before it reads the store, and writes its answer only if the
+//! generation is still the same (compare-and-set in one Lua call), so an answer read before
+//! a change can never be written after that change's invalidation, on any replica. The
+//! generation key and its entries share a hash tag, so each call stays in one cluster slot.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +19,33 @@ use opentelemetry::metrics::Counter;
 
 /// How long Redis is skipped after a failed call.
 const BACKOFF: Duration = Duration::from_secs(5);
+
+/// Writes ARGV[2] at KEYS[2] for ARGV[3] seconds if the generation at KEYS[1] is still ARGV[1]
+/// (an absent generation reads as the empty string). Returns 1 when written.
+const SET_IF_GENERATION: &str = r#"
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
+return 1
+"#;
+
+/// Replaces the generation at KEYS[1] with ARGV[1] and deletes KEYS[2..].
+const NEW_GENERATION: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1])
+for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+return 1
+"#;
+
+/// How long a failed invalidation is retried in the background: past the longest entry
+/// lifetime, whatever it missed has expired anyway.
+const RETRY_INVALIDATION_FOR: Duration = Duration::from_secs(120);
+
+/// A generation read before a store read; see [`Cache::generation`].
+#[derive(Debug, Clone)]
+pub struct Generation {
+    key: String,
+    token: Option<String>,
+}
 
 /// An optional Redis cache of opaque bytes (callers store ciphertext or ids, never secrets).
 #[derive(Clone)]
@@ -83,6 +117,65 @@ impl Cache {
         }
     }
 
+    /// The current generation of the group at `gen_key`, read before the store is: pass it to
+    /// [`Cache::set_if_generation`] with what the store answered. `None` inside when Redis is
+    /// not usable (nothing will be written).
+    pub async fn generation(&self, gen_key: &str) -> Generation {
+        let token = match self.usable() {
+            Some(redis) => match redis.get::<Option<String>, _>(gen_key).await {
+                Ok(v) => Some(v.unwrap_or_default()),
+                Err(e) => {
+                    self.mark_failed("get generation", &e);
+                    None
+                }
+            },
+            None => None,
+        };
+        Generation { key: gen_key.to_owned(), token }
+    }
+
+    /// Caches `value` at `key` for `ttl` only if the group's generation is still `read`: an
+    /// answer that raced with a change is dropped instead of outliving it.
+    pub async fn set_if_generation(&self, read: &Generation, key: &str, value: Vec<u8>, ttl: Duration) {
+        let Some(token) = &read.token else { return };
+        let Some(redis) = self.usable() else { return };
+        let secs = ttl.as_secs().max(1).to_string();
+        let args: Vec<fred::types::Value> = vec![token.clone().into(), value.as_slice().into(), secs.into()];
+        if let Err(e) =
+            redis.eval::<i64, _, _, _>(SET_IF_GENERATION, vec![read.key.clone(), key.to_owned()], args).await
+        {
+            self.mark_failed("set if generation", &e);
+        }
+    }
+
+    /// After a change to a group: a new generation (so in-flight fills of older answers are
+    /// dropped) and its `keys` forgotten, in one call. Always tried, even while reads skip
+    /// Redis; when Redis fails it is retried in the background until it lands or every
+    /// entry it guards has expired.
+    pub async fn invalidate(&self, gen_key: &str, keys: &[String]) {
+        let Some(redis) = self.client.clone() else { return };
+        let mut all = Vec::with_capacity(keys.len() + 1);
+        all.push(gen_key.to_owned());
+        all.extend(keys.iter().cloned());
+        if let Err(e) = new_generation(&redis, &all).await {
+            self.mark_failed("invalidate", &e);
+            let cache = self.clone();
+            tokio::spawn(async move {
+                let until = Instant::now() + RETRY_INVALIDATION_FOR;
+                let mut wait = Duration::from_millis(100);
+                while Instant::now() < until {
+                    tokio::time::sleep(wait).await;
+                    match new_generation(&redis, &all).await {
+                        Ok(()) => return,
+                        Err(e) => cache.mark_failed("invalidate retry", &e),
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                tracing::warn!("gave up an invalidation; its entries have expired by now");
+            });
+        }
+    }
+
     /// Forgets keys; call after every change to what they cache. Always tried, even while
     /// reads skip Redis: a missed invalidation would serve stale entries once it is back
     /// (bounded by their short TTL).
@@ -95,4 +188,9 @@ impl Cache {
             self.mark_failed("del", &e);
         }
     }
+}
+
+async fn new_generation(redis: &fred::clients::Client, keys: &[String]) -> Result<(), fred::error::Error> {
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    redis.eval::<i64, _, _, _>(NEW_GENERATION, keys.to_vec(), vec![token]).await.map(drop)
 }

@@ -327,10 +327,12 @@ impl Default for InvitationLimits {
             max_per_fetch: 20,
             max_pending_per_invitee: 50,
             max_pending_per_folder: 200,
-            per_inviter_per_minute: 20,
-            inviter_burst: 5,
-            per_license_per_minute: 200,
-            license_burst: 50,
+            // A manager can invite a team of 20 (and a few more) in one sitting; after that,
+            // two a minute: a spammer gets 25 + 2,880 a day at most, within the pending caps.
+            per_inviter_per_minute: 2,
+            inviter_burst: 25,
+            per_license_per_minute: 60,
+            license_burst: 100,
         }
     }
 }

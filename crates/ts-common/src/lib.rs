@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod email;
 pub mod identity;
+pub mod ids;
 pub mod mail;
 pub mod paging;
 pub mod server;

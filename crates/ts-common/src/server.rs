@@ -139,12 +139,21 @@ impl ServiceServer {
         for name in self.service_names.iter().copied().chain([""]) {
             reporter.set_service_status(name, ServingStatus::Serving).await;
         }
+        // The public endpoint describes the public API only; internal ports describe all.
+        let descriptors = match self.access {
+            Access::Internal(..) => ts_proto::FILE_DESCRIPTOR_SET,
+            Access::Public(_) => ts_proto::PUBLIC_FILE_DESCRIPTOR_SET,
+        };
         let routes = self
             .routes
             .add_service(health.clone())
-            .add_service(reflection_builder(&self.service_names).build_v1().expect("embedded descriptors are valid"))
             .add_service(
-                reflection_builder(&self.service_names).build_v1alpha().expect("embedded descriptors are valid"),
+                reflection_builder(descriptors, &self.service_names).build_v1().expect("embedded descriptors are valid"),
+            )
+            .add_service(
+                reflection_builder(descriptors, &self.service_names)
+                    .build_v1alpha()
+                    .expect("embedded descriptors are valid"),
             );
 
         let (tls, allowlist) = match self.access {
@@ -208,9 +217,12 @@ async fn drain_then_stop(
     let _ = stop.send(true);
 }
 
-fn reflection_builder(names: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+fn reflection_builder(
+    descriptors: &'static [u8],
+    names: &[&'static str],
+) -> tonic_reflection::server::Builder<'static> {
     let mut b = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ts_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(descriptors)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .with_service_name(
             <tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> as NamedService>::NAME,

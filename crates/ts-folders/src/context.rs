@@ -25,14 +25,21 @@ pub struct Call {
     pub request_id: String,
 }
 
+/// The cache key of a folder's generation: replaced by every change to its members or items,
+/// so that no answer read before a change is cached after it (see `ts_common::cache`). The
+/// `{f:<id>}` hash tag keeps a folder's keys in one Redis Cluster slot.
+pub fn folder_generation_key(folder_id: &str) -> String {
+    format!("ts:{{f:{folder_id}}}:gen")
+}
+
 /// The cache key of a membership.
 pub fn member_key(folder_id: &str, user_id: &str) -> String {
-    format!("ts:member:{folder_id}:{user_id}")
+    format!("ts:{{f:{folder_id}}}:member:{user_id}")
 }
 
 /// The cache key of an item's stored (encrypted) document.
 pub fn item_key(folder_id: &str, item_id: &str) -> String {
-    format!("ts:item:{folder_id}:{item_id}")
+    format!("ts:{{f:{folder_id}}}:item:{item_id}")
 }
 
 fn level_name(level: AccessLevel) -> &'static str {
@@ -85,6 +92,10 @@ impl FoldersApi {
         F: FnOnce(Call) -> Fut,
         Fut: std::future::Future<Output = Result<R, Status>>,
     {
+        // Nothing malformed reaches the stores, the cache keys or the audit trail.
+        if !folder_id.is_empty() {
+            ts_common::ids::require_uuid("folder_id", folder_id)?;
+        }
         let call = self.begin(request, action, folder_id).await?;
         let result = body(call.clone()).await;
         self.finish(&call, action, folder_id, mutating, result).await
@@ -132,15 +143,16 @@ impl FoldersApi {
     ) {
         let now = SystemTime::now();
         let expires = now + Duration::from_secs(u64::from(self.audit_retention_days) * 86_400);
+        use ts_common::ids::bounded;
         let event = doc! {
             "_id": uuid::Uuid::new_v4().to_string(),
             "time": bson::DateTime::from_system_time(now),
-            "actor_email": email,
-            "actor_user_id": user_id,
-            "folder_id": folder_id,
-            "action": action,
-            "status_code": code,
-            "request_id": request_id,
+            "actor_email": bounded(email),
+            "actor_user_id": bounded(user_id),
+            "folder_id": bounded(folder_id),
+            "action": bounded(action),
+            "status_code": bounded(code),
+            "request_id": bounded(request_id),
             "expires_at": bson::DateTime::from_system_time(expires),
         };
         if let Err(e) = self.db.collection::<bson::Document>("audit_events").insert_one(event).await {
@@ -159,6 +171,7 @@ impl FoldersApi {
         {
             return Ok(level);
         }
+        let generation = self.cache.generation(&folder_generation_key(folder_id)).await;
         let found = self
             .members()
             .find_one(doc! { "folder_id": folder_id, "user_id": user_id })
@@ -168,7 +181,7 @@ impl FoldersApi {
             .and_then(|m| m.get_i32("access").ok())
             .and_then(|n| AccessLevel::try_from(n).ok())
             .unwrap_or(AccessLevel::Unspecified);
-        self.cache.set(&key, (level as i32).to_string().into_bytes(), MEMBER_TTL).await;
+        self.cache.set_if_generation(&generation, &key, (level as i32).to_string().into_bytes(), MEMBER_TTL).await;
         Ok(level)
     }
 
@@ -192,9 +205,15 @@ impl FoldersApi {
         Ok(level)
     }
 
-    /// Forgets cached memberships after a change.
+    /// Forgets cached memberships after a change (and starts a new folder generation).
     pub(crate) async fn forget_members(&self, folder_id: &str, user_ids: &[String]) {
         let keys: Vec<String> = user_ids.iter().map(|u| member_key(folder_id, u)).collect();
-        self.cache.delete(&keys).await;
+        self.cache.invalidate(&folder_generation_key(folder_id), &keys).await;
+    }
+
+    /// Forgets cached items after a change (and starts a new folder generation).
+    pub(crate) async fn forget_items(&self, folder_id: &str, item_ids: &[&str]) {
+        let keys: Vec<String> = item_ids.iter().map(|i| item_key(folder_id, i)).collect();
+        self.cache.invalidate(&folder_generation_key(folder_id), &keys).await;
     }
 }

@@ -108,6 +108,9 @@ impl FoldersApi {
         self.require(call, folder_id, AccessLevel::Manage).await?;
         // Crypto-erasure first: once the keys are gone, nothing left behind can be read.
         self.keys.destroy(folder_id).await?;
+        // Then the folder itself, so that a concurrent accept (its transaction touches the
+        // folder) either lands before and is swept below, or finds no folder.
+        self.folders().delete_one(doc! { "_id": folder_id }).await.map_err(store_error)?;
         let members: Vec<Document> = self
             .members()
             .find(doc! { "folder_id": folder_id })
@@ -120,64 +123,14 @@ impl FoldersApi {
             members.iter().filter_map(|m| m.get_str("user_id").ok().map(str::to_owned)).collect();
         self.items().delete_many(doc! { "folder_id": folder_id }).await.map_err(store_error)?;
         self.members().delete_many(doc! { "folder_id": folder_id }).await.map_err(store_error)?;
-        self.folders().delete_one(doc! { "_id": folder_id }).await.map_err(store_error)?;
+        self.db.collection::<Document>("spent_invitations").delete_many(doc! { "folder_id": folder_id }).await.map_err(store_error)?;
         self.forget_members(folder_id, &user_ids).await;
         Ok(())
     }
 
     async fn leave(&self, call: &Call, folder_id: &str) -> Result<(), Status> {
-        let level = self.require(call, folder_id, AccessLevel::View).await?;
-        self.remove_membership(folder_id, &call.user.user_id, level).await
-    }
-
-    /// Removes a membership, keeping at least one MANAGE member.
-    pub(crate) async fn remove_membership(
-        &self,
-        folder_id: &str,
-        user_id: &str,
-        level: AccessLevel,
-    ) -> Result<(), Status> {
-        if level == AccessLevel::Manage {
-            self.take_manager(folder_id).await?;
-        }
-        let removed = self
-            .members()
-            .delete_one(doc! { "folder_id": folder_id, "user_id": user_id })
-            .await
-            .map_err(store_error)?;
-        if removed.deleted_count == 0 && level == AccessLevel::Manage {
-            self.give_manager(folder_id).await?;
-        }
-        self.forget_members(folder_id, &[user_id.to_owned()]).await;
-        Ok(())
-    }
-
-    /// Counts one MANAGE member out, refusing to reach zero. The conditional update makes
-    /// two concurrent demotions of the last two managers conflict instead of both passing.
-    pub(crate) async fn take_manager(&self, folder_id: &str) -> Result<(), Status> {
-        let r = self
-            .folders()
-            .update_one(
-                doc! { "_id": folder_id, "managers": { "$gt": 1_i64 } },
-                doc! { "$inc": { "managers": -1_i64 } },
-            )
-            .await
-            .map_err(store_error)?;
-        if r.modified_count == 0 {
-            return Err(Status::failed_precondition(
-                "a folder must keep at least one MANAGE member; give someone else MANAGE first",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Counts one MANAGE member in.
-    pub(crate) async fn give_manager(&self, folder_id: &str) -> Result<(), Status> {
-        self.folders()
-            .update_one(doc! { "_id": folder_id }, doc! { "$inc": { "managers": 1_i64 } })
-            .await
-            .map_err(store_error)?;
-        Ok(())
+        self.require(call, folder_id, AccessLevel::View).await?;
+        self.remove_member_txn(folder_id, &call.user.user_id).await
     }
 }
 

@@ -10,7 +10,7 @@ use ts_crypto::DataKey;
 use ts_proto::public::item_service_server::ItemService;
 use ts_proto::public::*;
 
-use crate::context::{Call, item_key};
+use crate::context::{Call, folder_generation_key, item_key};
 use crate::paging::{open_token, page_size, seal_token, token};
 use crate::sealed::{key_version, open_field, seal_fields};
 use crate::validate::{CheckedItem, check_item};
@@ -22,7 +22,7 @@ pub const MAX_ITEMS_PER_FOLDER: i64 = 10_000;
 const ITEM_TTL: Duration = Duration::from_secs(60);
 
 fn item_id(raw: &str) -> Result<&str, Status> {
-    if raw.is_empty() { Err(Status::invalid_argument("item_id is required")) } else { Ok(raw) }
+    ts_common::ids::require_uuid("item_id", raw)
 }
 
 fn summary(d: &Document, name: String) -> ItemSummary {
@@ -68,6 +68,7 @@ impl FoldersApi {
         {
             return Ok(d);
         }
+        let generation = self.cache.generation(&folder_generation_key(folder_id)).await;
         let d = self
             .items()
             .find_one(doc! { "_id": id, "folder_id": folder_id })
@@ -75,7 +76,7 @@ impl FoldersApi {
             .map_err(store_error)?
             .ok_or_else(|| Status::not_found("item not found"))?;
         if let Ok(bytes) = bson::to_vec(&d) {
-            self.cache.set(&key, bytes, ITEM_TTL).await;
+            self.cache.set_if_generation(&generation, &key, bytes, ITEM_TTL).await;
         }
         Ok(d)
     }
@@ -192,7 +193,7 @@ impl FoldersApi {
             .update_one(doc! { "_id": id, "folder_id": &req.folder_id, "version": expected }, update)
             .await
             .map_err(store_error)?;
-        self.cache.delete(&[item_key(&req.folder_id, id)]).await;
+        self.forget_items(&req.folder_id, &[id]).await;
         if r.modified_count == 0 {
             return Err(stale(&current, req.expected_version));
         }
@@ -211,7 +212,7 @@ impl FoldersApi {
             .delete_one(doc! { "_id": id, "folder_id": &req.folder_id, "version": expected })
             .await
             .map_err(store_error)?;
-        self.cache.delete(&[item_key(&req.folder_id, id)]).await;
+        self.forget_items(&req.folder_id, &[id]).await;
         if r.deleted_count == 0 {
             return Err(stale(&current, req.expected_version));
         }
@@ -221,6 +222,7 @@ impl FoldersApi {
 
     async fn move_to(&self, call: &Call, req: MoveItemRequest) -> Result<Item, Status> {
         self.require(call, &req.folder_id, AccessLevel::Edit).await?;
+        ts_common::ids::require_uuid("target_folder_id", &req.target_folder_id)?;
         if req.target_folder_id == req.folder_id {
             return Err(Status::invalid_argument("target_folder_id must differ from folder_id"));
         }
@@ -252,7 +254,8 @@ impl FoldersApi {
             .update_one(doc! { "_id": id, "folder_id": &req.folder_id, "version": expected }, update)
             .await
             .map_err(store_error)?;
-        self.cache.delete(&[item_key(&req.folder_id, id), item_key(&req.target_folder_id, id)]).await;
+        self.forget_items(&req.folder_id, &[id]).await;
+        self.forget_items(&req.target_folder_id, &[id]).await;
         if r.modified_count == 0 {
             self.free_slot(&req.target_folder_id).await;
             return Err(stale(&current, req.expected_version));

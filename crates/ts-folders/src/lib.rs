@@ -13,6 +13,7 @@ mod folders_rpc;
 mod items_rpc;
 pub mod keys;
 mod members_rpc;
+mod membership;
 pub mod paging;
 pub mod rotation;
 pub mod sealed;
@@ -115,6 +116,10 @@ impl FoldersApi {
         self.members().create_index(IndexModel::builder().keys(doc! { "user_id": 1, "folder_id": 1 }).build()).await?;
         self.items()
             .create_index(IndexModel::builder().keys(doc! { "folder_id": 1, "created_at": 1, "_id": 1 }).build())
+            .await?;
+        self.db
+            .collection::<Document>("spent_invitations")
+            .create_index(IndexModel::builder().keys(doc! { "folder_id": 1 }).build())
             .await?;
         let events = self.db.collection::<Document>("audit_events");
         events.create_index(IndexModel::builder().keys(doc! { "folder_id": 1, "time": -1 }).build()).await?;

@@ -4,39 +4,29 @@
 use bson::{Document, doc};
 use tonic::{Request, Response, Status};
 use ts_proto::internal::folder_membership_service_server::FolderMembershipService;
-use ts_proto::internal::{AddMemberRequest, AddMemberResponse, GetMembershipRequest, GetMembershipResponse};
+use ts_common::email::Email;
+use ts_common::ids;
+use ts_proto::internal::{
+    AddMemberRefusal, AddMemberRequest, AddMemberResponse, GetMembershipRequest, GetMembershipResponse,
+};
 use ts_proto::public::member_service_server::MemberService;
 use ts_proto::public::*;
 
 use crate::context::Call;
+use crate::membership::{Added, level_of};
 use crate::paging::{open_plain, page_size, plain_token, token};
 use crate::{FoldersApi, find_page, store_error, timestamp};
-
-fn access_of(m: &Document) -> AccessLevel {
-    m.get_i32("access").ok().and_then(|n| AccessLevel::try_from(n).ok()).unwrap_or(AccessLevel::Unspecified)
-}
 
 fn member_message(m: &Document) -> Member {
     Member {
         user_id: m.get_str("user_id").unwrap_or_default().to_owned(),
         email: m.get_str("email").unwrap_or_default().to_owned(),
-        access: access_of(m) as i32,
+        access: level_of(m) as i32,
         join_time: timestamp(m, "joined_at"),
     }
 }
 
 impl FoldersApi {
-    async fn member(&self, folder_id: &str, user_id: &str) -> Result<Document, Status> {
-        if user_id.is_empty() {
-            return Err(Status::invalid_argument("user_id is required"));
-        }
-        self.members()
-            .find_one(doc! { "folder_id": folder_id, "user_id": user_id })
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| Status::not_found("member not found"))
-    }
-
     async fn list_members_page(&self, call: &Call, req: ListMembersRequest) -> Result<ListMembersResponse, Status> {
         self.require(call, &req.folder_id, AccessLevel::View).await?;
         let size = page_size(&req.page, 100, 500);
@@ -60,29 +50,17 @@ impl FoldersApi {
     async fn update_access(&self, call: &Call, req: UpdateMemberAccessRequest) -> Result<Member, Status> {
         self.require(call, &req.folder_id, AccessLevel::Manage).await?;
         let new = ts_common::access_level("access", req.access)?;
-        let current = self.member(&req.folder_id, &req.user_id).await?;
-        let old = access_of(&current);
-        if old == AccessLevel::Manage && new != AccessLevel::Manage {
-            self.take_manager(&req.folder_id).await?;
-        }
-        if old != AccessLevel::Manage && new == AccessLevel::Manage {
-            self.give_manager(&req.folder_id).await?;
-        }
-        self.members()
-            .update_one(
-                doc! { "folder_id": &req.folder_id, "user_id": &req.user_id },
-                doc! { "$set": { "access": new as i32 } },
-            )
-            .await
-            .map_err(store_error)?;
+        let user_id = ids::require_uuid("user_id", &req.user_id)?;
+        let result = self.set_access(&req.folder_id, user_id, new).await;
+        // Forgotten whatever the outcome: a refused change leaves nothing stale either.
         self.forget_members(&req.folder_id, std::slice::from_ref(&req.user_id)).await;
-        Ok(member_message(&self.member(&req.folder_id, &req.user_id).await?))
+        Ok(member_message(&result?))
     }
 
     async fn remove(&self, call: &Call, req: RemoveMemberRequest) -> Result<(), Status> {
         self.require(call, &req.folder_id, AccessLevel::Manage).await?;
-        let member = self.member(&req.folder_id, &req.user_id).await?;
-        self.remove_membership(&req.folder_id, &req.user_id, access_of(&member)).await
+        let user_id = ids::require_uuid("user_id", &req.user_id)?;
+        self.remove_member_txn(&req.folder_id, user_id).await
     }
 }
 
@@ -138,57 +116,40 @@ impl FolderMembershipService for FoldersApi {
         request: Request<GetMembershipRequest>,
     ) -> Result<Response<GetMembershipResponse>, Status> {
         let req = request.into_inner();
-        if req.folder_id.is_empty() || req.user_id.is_empty() {
-            return Err(Status::invalid_argument("folder_id and user_id are required"));
-        }
+        ids::require_uuid("folder_id", &req.folder_id)?;
+        ids::require_uuid("user_id", &req.user_id)?;
         let access = self.access(&req.folder_id, &req.user_id).await?;
-        let folder_name = match access {
-            AccessLevel::Unspecified => String::new(),
-            _ => self.folder_message(&self.load_folder(&req.folder_id).await?, access).await?.name,
+        let (folder_name, folder_exists) = match access {
+            AccessLevel::Unspecified => {
+                (String::new(), self.folders().find_one(doc! { "_id": &req.folder_id }).await.map_err(store_error)?.is_some())
+            }
+            _ => (self.folder_message(&self.load_folder(&req.folder_id).await?, access).await?.name, true),
         };
-        Ok(Response::new(GetMembershipResponse { access: access as i32, folder_name }))
+        Ok(Response::new(GetMembershipResponse { access: access as i32, folder_name, folder_exists }))
     }
 
     async fn add_member(&self, request: Request<AddMemberRequest>) -> Result<Response<AddMemberResponse>, Status> {
         let req = request.into_inner();
         let level = ts_common::access_level("access", req.access)?;
-        if req.user_id.is_empty() || req.email.is_empty() {
-            return Err(Status::invalid_argument("user_id and email are required"));
+        ids::require_uuid("folder_id", &req.folder_id)?;
+        ids::require_uuid("user_id", &req.user_id)?;
+        ids::require_uuid("invitation_id", &req.invitation_id)?;
+        if !req.inviter_user_id.is_empty() {
+            ids::require_uuid("inviter_user_id", &req.inviter_user_id)?;
         }
-        self.load_folder(&req.folder_id).await?;
-        let id = format!("{}:{}", req.folder_id, req.user_id);
-        let inserted = self
-            .members()
-            .insert_one(doc! {
-                "_id": &id, "folder_id": &req.folder_id, "user_id": &req.user_id, "email": &req.email,
-                "access": level as i32, "joined_at": bson::DateTime::now(),
-            })
-            .await;
-        let created = match inserted {
-            Ok(_) => {
-                if level == AccessLevel::Manage {
-                    self.give_manager(&req.folder_id).await?;
-                }
-                true
-            }
-            // Already a member (a retried or concurrent accept): keep the higher level.
-            Err(e) if ts_common::stores::is_duplicate_key(&e) => {
-                let raised = self
-                    .members()
-                    .update_one(
-                        doc! { "_id": &id, "access": { "$lt": level as i32 } },
-                        doc! { "$set": { "access": level as i32 } },
-                    )
-                    .await
-                    .map_err(store_error)?;
-                if raised.modified_count == 1 && level == AccessLevel::Manage {
-                    self.give_manager(&req.folder_id).await?;
-                }
-                false
-            }
-            Err(e) => return Err(store_error(e)),
+        let email = Email::parse(&req.email).map_err(|why| Status::invalid_argument(format!("email {why}")))?;
+        let member = doc! {
+            "_id": format!("{}:{}", req.folder_id, req.user_id), "folder_id": &req.folder_id,
+            "user_id": &req.user_id, "email": email.as_str(), "access": level as i32,
+            "joined_at": bson::DateTime::now(), "invitation_id": &req.invitation_id,
         };
+        let added = self.add_invited(&req.folder_id, member, &req.invitation_id, &req.inviter_user_id).await?;
         self.forget_members(&req.folder_id, std::slice::from_ref(&req.user_id)).await;
-        Ok(Response::new(AddMemberResponse { created }))
+        let (created, refusal, access) = match added {
+            Added::Created(l) => (true, AddMemberRefusal::Unspecified, l),
+            Added::Existing(l) => (false, AddMemberRefusal::Unspecified, l),
+            Added::Refused(r) => (false, r, AccessLevel::Unspecified),
+        };
+        Ok(Response::new(AddMemberResponse { created, refusal: refusal as i32, access: access as i32 }))
     }
 }

@@ -74,9 +74,14 @@ impl Authenticator {
         self
     }
 
-    /// For RPCs that send invitations: a user who may share, within the send rate limits.
-    pub async fn inviting<T>(&self, request: &Request<T>) -> Result<Option<UserContext>, Status> {
-        let user = self.sharing(request).await?;
+    /// For RPCs that send invitations: a user who may share, a well-formed request (checked
+    /// before the limiter, so a malformed one spends nothing), within the send rate limits.
+    pub async fn inviting<T>(
+        &self,
+        request: &Request<T>,
+        check: impl FnOnce() -> Result<(), Status>,
+    ) -> Result<Option<UserContext>, Status> {
+        let user = self.sharing(request, check).await?;
         if let (Some(limiter), Some(u)) = (&self.limiter, &user)
             && let Err(status) = limiter.check(u).await
         {
@@ -148,12 +153,18 @@ impl Authenticator {
     }
 
     /// For RPCs that need a signed-in user: the verified identity, or UNAUTHENTICATED.
-    pub async fn required<T>(&self, request: &Request<T>) -> Result<Option<UserContext>, Status> {
+    /// `check` validates the request's fields once the caller is known.
+    pub async fn required<T>(
+        &self,
+        request: &Request<T>,
+        check: impl FnOnce() -> Result<(), Status>,
+    ) -> Result<Option<UserContext>, Status> {
         let token = bearer_token(request)?;
         let claims = self.verify(token).await?;
         if self.session_revoked(&claims.sid).await? {
             return Err(Status::unauthenticated("the session has ended; sign in again"));
         }
+        check()?;
         Ok(Some(UserContext {
             user_id: claims.sub,
             email: claims.email,
@@ -164,8 +175,12 @@ impl Authenticator {
 
     /// For sharing RPCs: a signed-in user who may share right now (verified, not blocked,
     /// Team Sharing on), else FAILED_PRECONDITION saying why.
-    pub async fn sharing<T>(&self, request: &Request<T>) -> Result<Option<UserContext>, Status> {
-        let user = self.required(request).await?;
+    pub async fn sharing<T>(
+        &self,
+        request: &Request<T>,
+        check: impl FnOnce() -> Result<(), Status>,
+    ) -> Result<Option<UserContext>, Status> {
+        let user = self.required(request, check).await?;
         let Some(u) = &user else { return Ok(user) };
         let reply = self
             .identity
@@ -183,7 +198,12 @@ impl Authenticator {
     }
 
     /// For RPCs that anyone may call (sign-in, status): no identity is forwarded.
-    pub async fn anonymous<T>(&self, _request: &Request<T>) -> Result<Option<UserContext>, Status> {
+    pub async fn anonymous<T>(
+        &self,
+        _request: &Request<T>,
+        check: impl FnOnce() -> Result<(), Status>,
+    ) -> Result<Option<UserContext>, Status> {
+        check()?;
         Ok(None)
     }
 }

@@ -3,6 +3,8 @@
 //! right now; `inviting` also charges the invitation send limits; `anonymous` ones are
 //! sign-in calls. Folders checks "may share" itself (and audits refusals with the folder),
 //! so its services are only `required` here: asking auth twice per call would be waste.
+//! Every request's shape is checked (`validate::Check`) once the caller is known and before
+//! anything is charged or forwarded.
 
 use tonic::{Request, Response, Status};
 use ts_proto::public::audit_service_server::AuditService;
@@ -16,6 +18,7 @@ use ts_proto::public::*;
 
 use crate::Gateway;
 use crate::downstream::forward;
+use crate::validate::Check;
 
 /// Implements a public service trait by forwarding every RPC to the same RPC on `client`.
 macro_rules! translate {
@@ -24,7 +27,7 @@ macro_rules! translate {
         impl $service for Gateway {
             $(
                 async fn $method(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
-                    let user = self.authn.$who(&request).await?;
+                    let user = self.authn.$who(&request, || request.get_ref().check()).await?;
                     let mut client = self.$client.clone();
                     forward(request, user, self.downstream_timeout, |r| async move { client.$method(r).await }).await
                 }

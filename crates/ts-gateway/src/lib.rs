@@ -8,6 +8,7 @@ pub mod downstream;
 mod forward;
 pub mod ratelimit;
 mod status;
+pub mod validate;
 
 use std::future::Future;
 use std::sync::Arc;

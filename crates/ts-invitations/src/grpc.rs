@@ -10,7 +10,8 @@ use ts_common::mail::Message;
 use ts_common::paging::{open_plain, plain_token, token};
 use ts_common::user::UserContext;
 use ts_proto::internal::{
-    AddMemberRequest, CheckSharingAllowedRequest, GetMembershipRequest, GetUserByEmailRequest, RecordAuditEventRequest,
+    AddMemberRefusal, AddMemberRequest, CheckSharingAllowedRequest, GetMembershipRequest, GetMembershipResponse,
+    GetUserByEmailRequest, RecordAuditEventRequest,
 };
 use ts_proto::public::invitation_service_server::InvitationService;
 use ts_proto::public::*;
@@ -24,7 +25,7 @@ fn store_error(e: mongodb::error::Error) -> Status {
 }
 
 fn invitation_id(raw: &str) -> Result<&str, Status> {
-    if raw.is_empty() { Err(Status::invalid_argument("invitation_id is required")) } else { Ok(raw) }
+    ts_common::ids::require_uuid("invitation_id", raw)
 }
 
 impl InvitationsApi {
@@ -38,6 +39,13 @@ impl InvitationsApi {
 
     /// The caller's access to a folder, through folders.
     async fn access(&self, folder_id: &str, user_id: &str) -> Result<(AccessLevel, String), Status> {
+        self.membership_of(folder_id, user_id).await.map(|r| {
+            (AccessLevel::try_from(r.access).unwrap_or(AccessLevel::Unspecified), r.folder_name)
+        })
+    }
+
+    /// Folders' whole answer about a user in a folder.
+    async fn membership_of(&self, folder_id: &str, user_id: &str) -> Result<GetMembershipResponse, Status> {
         let reply = self
             .membership
             .clone()
@@ -51,14 +59,12 @@ impl InvitationsApi {
                 }
             })?
             .into_inner();
-        Ok((AccessLevel::try_from(reply.access).unwrap_or(AccessLevel::Unspecified), reply.folder_name))
+        Ok(reply)
     }
 
     /// Requires MANAGE on the folder; non-members get NOT_FOUND.
     async fn require_manage(&self, folder_id: &str, user: &UserContext) -> Result<String, Status> {
-        if folder_id.is_empty() {
-            return Err(Status::invalid_argument("folder_id is required"));
-        }
+        ts_common::ids::require_uuid("folder_id", folder_id)?;
         match self.access(folder_id, &user.user_id).await? {
             (AccessLevel::Unspecified, _) => Err(Status::not_found("folder not found")),
             (AccessLevel::Manage, name) => Ok(name),
@@ -67,7 +73,23 @@ impl InvitationsApi {
     }
 
     async fn message(&self, d: &Document) -> Invitation {
-        let state = match d.get_str("state").unwrap_or_default() {
+        let folder_id = d.get_str("folder_id").unwrap_or_default();
+        // The folder's name is sealed in folders; ask through the inviter, while still a member.
+        let inviter = self.membership_of(folder_id, d.get_str("inviter_user_id").unwrap_or_default()).await.ok();
+        let mut stored_state = d.get_str("state").unwrap_or_default();
+        // A pending invitation whose folder was deleted is revoked (deleting a folder revokes
+        // its pending invitations); so is one whose inviter no longer manages the folder.
+        if stored_state == PENDING
+            && let Some(m) = &inviter
+            && (!m.folder_exists || m.access != AccessLevel::Manage as i32)
+        {
+            let id = d.get_str("_id").unwrap_or_default();
+            if let Err(e) = self.store.finish(id, REVOKED, self.now()).await {
+                tracing::warn!(error = %e, "cannot record a revoked invitation");
+            }
+            stored_state = REVOKED;
+        }
+        let state = match stored_state {
             PENDING if d.get_datetime("expires_at").map(|t| t.to_system_time() <= self.now()).unwrap_or(true) => {
                 InvitationState::Expired
             }
@@ -77,13 +99,7 @@ impl InvitationsApi {
             REVOKED => InvitationState::Revoked,
             _ => InvitationState::Unspecified,
         };
-        let folder_id = d.get_str("folder_id").unwrap_or_default();
-        // The folder's name is sealed in folders; ask through the inviter, while still a member.
-        let folder_name = self
-            .access(folder_id, d.get_str("inviter_user_id").unwrap_or_default())
-            .await
-            .map(|(_, n)| n)
-            .unwrap_or_default();
+        let folder_name = inviter.map(|m| m.folder_name).unwrap_or_default();
         Invitation {
             id: d.get_str("_id").unwrap_or_default().to_owned(),
             folder_id: folder_id.to_owned(),
@@ -290,37 +306,74 @@ impl InvitationsApi {
         Ok(d)
     }
 
+    /// Accepts an invitation. The accept is recorded first, then folders adds the member and
+    /// spends the invitation in one transaction: a crash in between is repaired by a retry,
+    /// concurrent accepts make one membership, and a replay after the membership changed
+    /// (removed, lowered) changes nothing and answers FAILED_PRECONDITION.
     async fn accept(&self, user: &UserContext, id: &str) -> Result<AcceptInvitationResponse, Status> {
-        let d = self.mine(user, id).await?;
+        let mut d = self.mine(user, id).await?;
+        let id = d.get_str("_id").unwrap_or_default().to_owned();
         let folder_id = d.get_str("folder_id").unwrap_or_default().to_owned();
-        let access = d.get_i32("access").unwrap_or_default();
+        if d.get_str("state").unwrap_or_default() == PENDING {
+            if d.get_datetime("expires_at").map(|t| t.to_system_time() <= self.now()).unwrap_or(true) {
+                return Err(Status::failed_precondition("this invitation expired; ask for a new one"));
+            }
+            if !self.store.finish(&id, ACCEPTED, self.now()).await.map_err(store_error)? {
+                // Answered concurrently: go by what it is now.
+                d = self.load(&id).await?;
+            }
+        }
         match d.get_str("state").unwrap_or_default() {
-            // Accepted before (a retry): make sure the membership exists, and say yes again.
-            ACCEPTED | PENDING => {}
+            PENDING | ACCEPTED => {}
             DECLINED => return Err(Status::failed_precondition("this invitation was declined")),
             REVOKED => return Err(Status::failed_precondition("this invitation was revoked")),
             _ => return Err(Status::failed_precondition("this invitation cannot be accepted")),
         }
-        let pending = d.get_str("state").unwrap_or_default() == PENDING;
-        if pending && d.get_datetime("expires_at").map(|t| t.to_system_time() <= self.now()).unwrap_or(true) {
-            return Err(Status::failed_precondition("this invitation expired; ask for a new one"));
-        }
-        // Membership first, then the state: a crash in between is repaired by a retry, and
-        // AddMember is idempotent, so concurrent accepts make exactly one membership.
+        let access = d.get_i32("access").unwrap_or_default();
         let add = AddMemberRequest {
             folder_id: folder_id.clone(),
             user_id: user.user_id.clone(),
             email: user.email.clone(),
             access,
+            invitation_id: id.clone(),
+            inviter_user_id: d.get_str("inviter_user_id").unwrap_or_default().to_owned(),
         };
-        self.membership.clone().add_member(add).await.map_err(|s| match s.code() {
-            Code::NotFound => Status::failed_precondition("the folder no longer exists"),
-            _ => Status::unavailable("folders is unavailable; retry later"),
-        })?;
-        if pending {
-            self.store.finish(id, ACCEPTED, self.now()).await.map_err(store_error)?;
+        let added = match self.membership.clone().add_member(add).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == Code::NotFound => {
+                self.revoke_spent(&id).await;
+                return Err(Status::failed_precondition("the folder of this invitation no longer exists"));
+            }
+            Err(s) if s.code() == Code::InvalidArgument => return Err(s),
+            Err(_) => return Err(Status::unavailable("folders is unavailable; retry later")),
+        };
+        match AddMemberRefusal::try_from(added.refusal).unwrap_or(AddMemberRefusal::Unspecified) {
+            AddMemberRefusal::Unspecified => Ok(AcceptInvitationResponse { folder_id, access: added.access }),
+            AddMemberRefusal::AlreadySpent => Err(Status::failed_precondition(
+                "this invitation was already accepted and the membership has changed since; ask for a new invitation",
+            )),
+            AddMemberRefusal::InviterNotManager => {
+                self.revoke_spent(&id).await;
+                Err(Status::failed_precondition(
+                    "the person who sent this invitation no longer manages the folder; ask for a new invitation",
+                ))
+            }
         }
-        Ok(AcceptInvitationResponse { folder_id, access })
+    }
+
+    /// Marks an invitation that can never make a membership as revoked.
+    async fn revoke_spent(&self, id: &str) {
+        let r = self
+            .store
+            .invitations()
+            .update_one(
+                doc! { "_id": id, "state": { "$in": [PENDING, ACCEPTED] } },
+                doc! { "$set": { "state": REVOKED, "answered_at": bson_date(self.now()) } },
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot record a revoked invitation");
+        }
     }
 
     async fn answer_as_manager(&self, user: &UserContext, id: &str) -> Result<Document, Status> {
@@ -393,11 +446,17 @@ impl InvitationService for InvitationsApi {
         request: Request<DeclineInvitationRequest>,
     ) -> Result<Response<DeclineInvitationResponse>, Status> {
         let user = caller(&request)?;
-        let d = self.mine(&user, &request.get_ref().invitation_id).await?;
-        let id = d.get_str("_id").unwrap_or_default();
-        if !self.store.finish(id, DECLINED, self.now()).await.map_err(store_error)? {
-            return Err(Status::failed_precondition("this invitation is no longer pending"));
+        let mut folder_id = String::new();
+        let result = async {
+            let d = self.mine(&user, &request.get_ref().invitation_id).await?;
+            folder_id = d.get_str("folder_id").unwrap_or_default().to_owned();
+            if !self.store.finish(d.get_str("_id").unwrap_or_default(), DECLINED, self.now()).await.map_err(store_error)? {
+                return Err(Status::failed_precondition("this invitation is no longer pending"));
+            }
+            Ok(())
         }
+        .await;
+        self.audited(&user, &folder_id, "invitation.decline", true, result).await?;
         Ok(Response::new(DeclineInvitationResponse {}))
     }
 

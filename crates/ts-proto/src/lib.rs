@@ -25,6 +25,12 @@ pub use teamshare::v1 as public;
 /// Encoded `FileDescriptorSet` of every teamshare proto and its imports, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/teamshare_descriptor.bin"));
 
+/// Encoded `FileDescriptorSet` of the public API only (`teamshare.v1` and its imports): the
+/// gateway's reflection serves this one, so the internal API is never described to the
+/// internet.
+pub const PUBLIC_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/teamshare_public_descriptor.bin"));
+
 /// Fully-qualified names of the public gRPC services, as served by the gateway.
 pub const PUBLIC_SERVICES: &[&str] = &[
     "teamshare.v1.AuthService",

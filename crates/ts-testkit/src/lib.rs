@@ -9,9 +9,11 @@
 pub mod cluster;
 pub mod fixtures;
 pub mod procs;
+pub mod replica;
 pub mod users;
 
 pub use cluster::{TestCluster, create_kms_key, foreign_identity, fresh_database, kms_client};
 pub use fixtures::{dump_database, query_content};
 pub use procs::{ServerProcess, SharedServers, redis_dump, shared};
+pub use replica::{FoldersReplica, as_gateway};
 pub use users::{Session, bearer};

@@ -93,6 +93,9 @@ impl TestCluster {
                 user_id: user.user_id.clone(),
                 email: user.email.clone(),
                 access: access as i32,
+                // A direct add, as if by an invitation nobody else knows about.
+                invitation_id: uuid::Uuid::new_v4().to_string(),
+                inviter_user_id: String::new(),
             })
             .await?;
         Ok(())

@@ -1,0 +1,209 @@
+//! The public edge as an attacker meets it (issue 9, items 5, 6 and 10): oversized and
+//! malformed ids are refused before any store, cache or audit write; the gateway's
+//! reflection describes only the public API; and a malformed invitation never spends the
+//! sender's rate-limit budget, while the default limits let a manager invite a team of 20.
+
+use teamshare::Service;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient as ClientV1;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest as RequestV1;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse as ResponseV1;
+use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as ClientV1Alpha;
+use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as RequestV1Alpha;
+use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as ResponseV1Alpha;
+use ts_common::identity::Peer;
+use ts_proto::public::folder_service_client::FolderServiceClient;
+use ts_proto::public::invitation_service_client::InvitationServiceClient;
+use ts_proto::public::item_service_client::ItemServiceClient;
+use ts_proto::public::member_service_client::MemberServiceClient;
+use ts_proto::public::*;
+use ts_testkit::{Session, TestCluster, as_gateway, redis_dump};
+
+/// Whether reflection on `ch` (v1 and v1alpha) can describe `symbol`; both must agree.
+async fn describes(ch: &Channel, symbol: &str) -> anyhow::Result<bool> {
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(RequestV1::FileContainingSymbol(symbol.into())),
+    };
+    let mut v1 = ClientV1::new(ch.clone()).server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
+    let v1 = match v1.next().await.transpose()?.and_then(|r| r.message_response) {
+        Some(ResponseV1::FileDescriptorResponse(f)) => !f.file_descriptor_proto.is_empty(),
+        Some(ResponseV1::ErrorResponse(_)) => false,
+        other => anyhow::bail!("unexpected v1 reflection answer {other:?}"),
+    };
+    let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(RequestV1Alpha::FileContainingSymbol(symbol.into())),
+    };
+    let mut alpha =
+        ClientV1Alpha::new(ch.clone()).server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
+    let alpha = match alpha.next().await.transpose()?.and_then(|r| r.message_response) {
+        Some(ResponseV1Alpha::FileDescriptorResponse(f)) => !f.file_descriptor_proto.is_empty(),
+        Some(ResponseV1Alpha::ErrorResponse(_)) => false,
+        other => anyhow::bail!("unexpected v1alpha reflection answer {other:?}"),
+    };
+    assert_eq!(v1, alpha, "v1 and v1alpha disagree on {symbol}");
+    Ok(v1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_never_describes_the_internal_api() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let gateway = cluster.gateway().await?;
+    assert!(describes(&gateway, "teamshare.v1.ItemService").await?, "the public API is described");
+    assert!(describes(&gateway, "teamshare.v1.Connection").await?);
+    for internal in [
+        "teamshare.internal.v1.KeyVaultService",
+        "teamshare.internal.v1.FolderMembershipService",
+        "teamshare.internal.v1.AddMemberRequest",
+        "teamshare.internal.v1.GetDataKeyResponse",
+        "teamshare.internal.v1.LicenseOperatorService",
+    ] {
+        assert!(!describes(&gateway, internal).await?, "the gateway describes {internal}");
+    }
+    // Behind mTLS, the internal ports still describe their own API for operators.
+    let folders = cluster.internal(Service::Folders, Peer::Gateway).await?;
+    assert!(describes(&folders, "teamshare.internal.v1.FolderMembershipService").await?);
+    cluster.stop().await
+}
+
+async fn new_folder(ch: &Channel, s: &Session) -> anyhow::Result<String> {
+    Ok(FolderServiceClient::new(ch.clone())
+        .create_folder(s.request(CreateFolderRequest { name: "Edge".into() }))
+        .await?
+        .into_inner()
+        .folder
+        .expect("folder")
+        .id)
+}
+
+fn refused(r: Result<impl std::fmt::Debug, tonic::Status>, field: &str) {
+    let e = r.expect_err("a malformed id was accepted");
+    assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
+    assert!(e.message().starts_with(&format!("{field} ")), "the message names {field}: {}", e.message());
+    assert!(e.message().len() < 200, "the value is not echoed back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_ids_never_reach_a_store_a_cache_or_the_audit_trail() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let ch = cluster.gateway().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let folder_id = new_folder(&ch, &alice).await?;
+    let marker = "zq".repeat(16);
+    let huge = format!("{marker}{}", "x".repeat(1 << 20));
+    let odd = [huge.as_str(), "../../etc", "0B8C5F7E-1A2B-4C3D-9E8F-001122334455", "0b8c5f7e-1a2b-4c3d-9e8f-00112233445\u{e9}"];
+    for bad in odd {
+        let bad = bad.to_owned();
+        let mut folders = FolderServiceClient::new(ch.clone());
+        refused(folders.get_folder(alice.request(GetFolderRequest { folder_id: bad.clone() })).await, "folder_id");
+        refused(
+            folders.rename_folder(alice.request(RenameFolderRequest { folder_id: bad.clone(), name: "n".into() })).await,
+            "folder_id",
+        );
+        let mut items = ItemServiceClient::new(ch.clone());
+        refused(
+            items.get_item(alice.request(GetItemRequest { folder_id: folder_id.clone(), item_id: bad.clone() })).await,
+            "item_id",
+        );
+        refused(
+            items
+                .move_item(alice.request(MoveItemRequest {
+                    folder_id: folder_id.clone(),
+                    item_id: folder_id.clone(),
+                    expected_version: 1,
+                    target_folder_id: bad.clone(),
+                }))
+                .await,
+            "target_folder_id",
+        );
+        let mut members = MemberServiceClient::new(ch.clone());
+        refused(
+            members
+                .update_member_access(alice.request(UpdateMemberAccessRequest {
+                    folder_id: folder_id.clone(),
+                    user_id: bad.clone(),
+                    access: AccessLevel::View as i32,
+                }))
+                .await,
+            "user_id",
+        );
+        let mut inv = InvitationServiceClient::new(ch.clone());
+        refused(inv.accept_invitation(alice.request(AcceptInvitationRequest { invitation_id: bad.clone() })).await, "invitation_id");
+        refused(
+            inv.create_invitation(alice.request(CreateInvitationRequest {
+                folder_id: bad.clone(),
+                invitee_email: "bob@example.com".into(),
+                access: AccessLevel::View as i32,
+            }))
+            .await,
+            "folder_id",
+        );
+        // Straight at folders, as a compromised or buggy gateway would send it.
+        let direct = FolderServiceClient::new(cluster.internal(Service::Folders, Peer::Gateway).await?)
+            .get_folder(as_gateway(&alice, GetFolderRequest { folder_id: bad.clone() }))
+            .await;
+        refused(direct, "folder_id");
+    }
+    let db = cluster.database().await?;
+    let events = db.collection::<bson::Document>("audit_events");
+    let mut cursor = events.find(bson::doc! {}).await?;
+    while let Some(event) = futures::TryStreamExt::try_next(&mut cursor).await? {
+        let bytes = bson::to_vec(&event)?;
+        assert!(bytes.len() < 4096, "an audit event of {} bytes", bytes.len());
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(&marker) && !text.contains("../../etc"), "a malformed id reached the audit trail");
+    }
+    let servers = ts_testkit::shared()?;
+    let redis = redis_dump(servers.redis.port)?;
+    assert!(!redis.contains(&marker) && !redis.contains("../../etc"), "a malformed id reached Redis");
+    cluster.stop().await
+}
+
+async fn invite(ch: &Channel, s: &Session, folder_id: &str, email: &str, access: i32) -> Result<(), tonic::Status> {
+    let req = CreateInvitationRequest { folder_id: folder_id.into(), invitee_email: email.into(), access };
+    InvitationServiceClient::new(ch.clone()).create_invitation(s.request(req)).await.map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_invitations_spend_no_budget_and_a_team_of_20_fits_the_defaults() -> anyhow::Result<()> {
+    // The shipped defaults, not a test's generous ones.
+    let cluster = TestCluster::start().await?;
+    let ch = cluster.gateway().await?;
+    let manager = cluster.sign_in("manager@example.com").await?;
+    let folder_id = new_folder(&ch, &manager).await?;
+    for _ in 0..50 {
+        let e = invite(&ch, &manager, &folder_id, "not an email", AccessLevel::View as i32).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().starts_with("invitee_email "), "{}", e.message());
+        let e = invite(&ch, &manager, &folder_id, "someone@example.com", 0).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().starts_with("access "), "{}", e.message());
+    }
+    // None of that was charged: a team of 20, in one sitting, on a frozen clock.
+    for i in 0..20 {
+        invite(&ch, &manager, &folder_id, &format!("teammate{i}@example.com"), AccessLevel::Edit as i32)
+            .await
+            .map_err(|e| anyhow::anyhow!("teammate {i} refused: {e:?}"))?;
+    }
+    // A spammer is still stopped soon after.
+    let spammer = cluster.sign_in("spammer@example.com").await?;
+    let spam_folder = new_folder(&ch, &spammer).await?;
+    let mut sent = 0;
+    let mut stopped = None;
+    for i in 0..100 {
+        match invite(&ch, &spammer, &spam_folder, &format!("victim{i}@example.org"), AccessLevel::View as i32).await {
+            Ok(()) => sent += 1,
+            Err(e) => {
+                stopped = Some(e);
+                break;
+            }
+        }
+    }
+    let e = stopped.expect("the spammer was never stopped");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(sent <= 30, "{sent} invitations went out before the limit");
+    cluster.stop().await
+}

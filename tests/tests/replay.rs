@@ -1,0 +1,160 @@
+//! An accepted invitation is spent (issue 9, item 1): replaying it after the membership
+//! changed never restores or raises access; a crash between recording the accept and making
+//! the member is repaired by a retry; an invitation whose inviter lost MANAGE, or whose folder
+//! was deleted, cannot be accepted.
+
+use tonic::Code;
+use tonic::transport::Channel;
+use ts_proto::public::folder_service_client::FolderServiceClient;
+use ts_proto::public::invitation_service_client::InvitationServiceClient;
+use ts_proto::public::member_service_client::MemberServiceClient;
+use ts_proto::public::*;
+use ts_testkit::{Session, TestCluster};
+
+async fn new_folder(ch: &Channel, s: &Session, name: &str) -> anyhow::Result<String> {
+    Ok(FolderServiceClient::new(ch.clone())
+        .create_folder(s.request(CreateFolderRequest { name: name.into() }))
+        .await?
+        .into_inner()
+        .folder
+        .expect("folder")
+        .id)
+}
+
+async fn invite(ch: &Channel, s: &Session, folder_id: &str, email: &str, access: AccessLevel) -> anyhow::Result<String> {
+    let req =
+        CreateInvitationRequest { folder_id: folder_id.into(), invitee_email: email.into(), access: access as i32 };
+    Ok(InvitationServiceClient::new(ch.clone()).create_invitation(s.request(req)).await?.into_inner().invitation.expect("i").id)
+}
+
+async fn accept(ch: &Channel, s: &Session, id: &str) -> Result<AcceptInvitationResponse, tonic::Status> {
+    InvitationServiceClient::new(ch.clone())
+        .accept_invitation(s.request(AcceptInvitationRequest { invitation_id: id.into() }))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The user's access in the folder as MongoDB has it (None: not a member).
+async fn stored_access(cluster: &TestCluster, folder_id: &str, user: &Session) -> anyhow::Result<Option<i32>> {
+    let db = cluster.database().await?;
+    let m = db
+        .collection::<bson::Document>("members")
+        .find_one(bson::doc! { "folder_id": folder_id, "user_id": &user.user_id })
+        .await?;
+    Ok(m.map(|m| m.get_i32("access").unwrap_or_default()))
+}
+
+async fn state_of(cluster: &TestCluster, id: &str) -> anyhow::Result<String> {
+    let db = cluster.database().await?;
+    let d = db.collection::<bson::Document>("invitations").find_one(bson::doc! { "_id": id }).await?.expect("stored");
+    Ok(d.get_str("state")?.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_or_lowered_member_cannot_replay_their_old_invitation() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let ch = cluster.gateway().await?;
+    let a = cluster.sign_in("alice@example.com").await?;
+    let b = cluster.sign_in("bob@example.com").await?;
+    let folder_id = new_folder(&ch, &a, "Team").await?;
+    let id = invite(&ch, &a, &folder_id, "bob@example.com", AccessLevel::Manage).await?;
+    accept(&ch, &b, &id).await?;
+    // A plain retry while nothing has changed is harmless and changes nothing.
+    assert_eq!(accept(&ch, &b, &id).await?.access, AccessLevel::Manage as i32);
+
+    let mut members = MemberServiceClient::new(ch.clone());
+    let lower = UpdateMemberAccessRequest {
+        folder_id: folder_id.clone(),
+        user_id: b.user_id.clone(),
+        access: AccessLevel::View as i32,
+    };
+    members.update_member_access(a.request(lower)).await?;
+    let e = accept(&ch, &b, &id).await.expect_err("a lowered member replays their MANAGE invitation");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(stored_access(&cluster, &folder_id, &b).await?, Some(AccessLevel::View as i32), "still VIEW");
+
+    members
+        .remove_member(a.request(RemoveMemberRequest { folder_id: folder_id.clone(), user_id: b.user_id.clone() }))
+        .await?;
+    let e = accept(&ch, &b, &id).await.expect_err("a removed member replays their invitation");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(stored_access(&cluster, &folder_id, &b).await?, None, "still removed");
+    let e = FolderServiceClient::new(ch.clone())
+        .get_folder(b.request(GetFolderRequest { folder_id: folder_id.clone() }))
+        .await
+        .expect_err("bob is out");
+    assert_eq!(e.code(), Code::NotFound);
+    cluster.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accept_recorded_before_a_crash_is_repaired_by_a_retry_once() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let ch = cluster.gateway().await?;
+    let a = cluster.sign_in("alice@example.com").await?;
+    let b = cluster.sign_in("bob@example.com").await?;
+    let folder_id = new_folder(&ch, &a, "Crashy").await?;
+    let id = invite(&ch, &a, &folder_id, "bob@example.com", AccessLevel::Edit).await?;
+    // What a crash between the two steps leaves: the accept recorded, no member.
+    let db = cluster.database().await?;
+    db.collection::<bson::Document>("invitations")
+        .update_one(bson::doc! { "_id": &id }, bson::doc! { "$set": { "state": "accepted" } })
+        .await?;
+    assert_eq!(stored_access(&cluster, &folder_id, &b).await?, None);
+    accept(&ch, &b, &id).await?;
+    assert_eq!(stored_access(&cluster, &folder_id, &b).await?, Some(AccessLevel::Edit as i32), "repaired");
+    assert_eq!(state_of(&cluster, &id).await?, "accepted");
+    // Once made and then removed, the same invitation repairs nothing more.
+    MemberServiceClient::new(ch.clone())
+        .remove_member(a.request(RemoveMemberRequest { folder_id: folder_id.clone(), user_id: b.user_id.clone() }))
+        .await?;
+    assert_eq!(accept(&ch, &b, &id).await.expect_err("spent").code(), Code::FailedPrecondition);
+    assert_eq!(stored_access(&cluster, &folder_id, &b).await?, None);
+    cluster.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_dies_with_its_inviters_manage_right_and_with_its_folder() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let ch = cluster.gateway().await?;
+    let a = cluster.sign_in("alice@example.com").await?;
+    let m = cluster.sign_in("mallory@example.com").await?;
+    let b = cluster.sign_in("bob@example.com").await?;
+    let c = cluster.sign_in("carol@example.com").await?;
+    let folder_id = new_folder(&ch, &a, "Team").await?;
+    let for_m = invite(&ch, &a, &folder_id, "mallory@example.com", AccessLevel::Manage).await?;
+    accept(&ch, &m, &for_m).await?;
+    // Mallory invites Bob, then loses MANAGE before Bob accepts.
+    let from_m = invite(&ch, &m, &folder_id, "bob@example.com", AccessLevel::Manage).await?;
+    MemberServiceClient::new(ch.clone())
+        .update_member_access(a.request(UpdateMemberAccessRequest {
+            folder_id: folder_id.clone(),
+            user_id: m.user_id.clone(),
+            access: AccessLevel::View as i32,
+        }))
+        .await?;
+    let e = accept(&ch, &b, &from_m).await.expect_err("the inviter lost MANAGE");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(stored_access(&cluster, &folder_id, &b).await?, None);
+    assert_eq!(state_of(&cluster, &from_m).await?, "revoked");
+
+    // Deleting the folder revokes its pending invitations.
+    let for_c = invite(&ch, &a, &folder_id, "carol@example.com", AccessLevel::View).await?;
+    FolderServiceClient::new(ch.clone())
+        .delete_folder(a.request(DeleteFolderRequest { folder_id: folder_id.clone() }))
+        .await?;
+    let mine = InvitationServiceClient::new(ch.clone())
+        .list_my_invitations(c.request(ListMyInvitationsRequest { page: None }))
+        .await?
+        .into_inner()
+        .invitations;
+    assert!(
+        mine.iter().all(|i| i.state != InvitationState::Pending as i32),
+        "an invitation to a deleted folder is still shown pending: {mine:?}"
+    );
+    let e = accept(&ch, &c, &for_c).await.expect_err("the folder is gone");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(state_of(&cluster, &for_c).await?, "revoked");
+    assert_eq!(stored_access(&cluster, &folder_id, &c).await?, None);
+    cluster.stop().await
+}
