@@ -28,7 +28,13 @@ async fn describes(ch: &Channel, symbol: &str) -> anyhow::Result<bool> {
         message_request: Some(RequestV1::FileContainingSymbol(symbol.into())),
     };
     let mut v1 = ClientV1::new(ch.clone()).server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
-    let v1 = match v1.next().await.transpose()?.and_then(|r| r.message_response) {
+    // An unknown symbol comes back as a NOT_FOUND status (tonic) or an error response.
+    let v1 = match v1.next().await.transpose() {
+        Err(s) if s.code() == Code::NotFound => None,
+        other => other?.and_then(|r| r.message_response),
+    };
+    let v1 = match v1 {
+        None => false,
         Some(ResponseV1::FileDescriptorResponse(f)) => !f.file_descriptor_proto.is_empty(),
         Some(ResponseV1::ErrorResponse(_)) => false,
         other => anyhow::bail!("unexpected v1 reflection answer {other:?}"),
@@ -39,7 +45,13 @@ async fn describes(ch: &Channel, symbol: &str) -> anyhow::Result<bool> {
     };
     let mut alpha =
         ClientV1Alpha::new(ch.clone()).server_reflection_info(tokio_stream::iter([request])).await?.into_inner();
-    let alpha = match alpha.next().await.transpose()?.and_then(|r| r.message_response) {
+    // An unknown symbol comes back as a NOT_FOUND status (tonic) or an error response.
+    let alpha = match alpha.next().await.transpose() {
+        Err(s) if s.code() == Code::NotFound => None,
+        other => other?.and_then(|r| r.message_response),
+    };
+    let alpha = match alpha {
+        None => false,
         Some(ResponseV1Alpha::FileDescriptorResponse(f)) => !f.file_descriptor_proto.is_empty(),
         Some(ResponseV1Alpha::ErrorResponse(_)) => false,
         other => anyhow::bail!("unexpected v1alpha reflection answer {other:?}"),
