@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod fixtures;
+pub mod planted;
 pub mod procs;
 pub mod replica;
 pub mod users;
