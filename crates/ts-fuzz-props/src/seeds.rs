@@ -82,8 +82,11 @@ fn query_item_request() -> public::CreateItemRequest {
     }
 }
 
-/// Every target's seeds, as (file name, bytes).
-pub fn corpora() -> Vec<(&'static str, Vec<(&'static str, Vec<u8>)>)> {
+/// One target's seeds, as (file name, bytes).
+pub type Corpus = Vec<(&'static str, Vec<u8>)>;
+
+/// Every target's seeds, by target.
+pub fn corpora() -> Vec<(&'static str, Corpus)> {
     let text = |s: &str| s.as_bytes().to_vec();
     let connection_item = vec![
         (
