@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: dev test prereqs build fmt lint proto k8s unit smoke bench certs clean-dev
+.PHONY: dev test prereqs build fmt lint proto k8s unit smoke bench fuzz certs clean-dev
 
 ## Run the whole stack on this machine (installs what is missing). Ctrl-C stops it.
 dev: prereqs
@@ -46,6 +46,24 @@ smoke:
 ## Benchmarks (criterion); copy the figures into BENCHMARKS.md with the machine they ran on.
 bench:
 	$(CARGO) bench -p ts-crypto --bench seal_open
+
+## Fuzz the public-facing parsers, FUZZ_SECONDS each, from the seeds in fuzz/corpus (new
+## inputs go to fuzz/.corpus). Needs nightly and cargo-fuzz; without them it says so and
+## succeeds. Not part of `make test`, which runs the same properties as bounded proptests.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := access_token connection_item envelope page_token public_requests
+fuzz:
+	@if ! $(CARGO) +nightly fuzz --version >/dev/null 2>&1; then \
+		echo "make fuzz: skipped: it needs a nightly toolchain and cargo-fuzz:"; \
+		echo "  rustup toolchain install nightly"; \
+		echo "  cargo install cargo-fuzz"; \
+		exit 0; \
+	fi; \
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/.corpus/$$t; \
+		echo "make fuzz: $$t for $(FUZZ_SECONDS) s"; \
+		$(CARGO) +nightly fuzz run $$t fuzz/.corpus/$$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 ## Development certificates into .dev/certs (make dev does this when they are missing).
 certs:

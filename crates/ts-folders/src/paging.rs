@@ -5,7 +5,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tonic::Status;
-use ts_crypto::{Envelope, FieldRef};
+use ts_crypto::{DataKey, Envelope, FieldRef};
 
 use crate::keys::FolderKeys;
 
@@ -17,11 +17,7 @@ fn bad() -> Status {
 
 /// A token sealed for `scope` (the RPC) in `folder_id`.
 pub async fn seal_token(keys: &FolderKeys, folder_id: &str, scope: &str, parts: &[String]) -> Result<String, Status> {
-    let key = keys.newest(folder_id).await?;
-    let env =
-        Envelope::seal(&key, FieldRef { folder_id, item_id: "_page", field: scope }, parts.join("\u{1f}").as_bytes())
-            .map_err(|e| Status::internal(format!("cannot seal page token: {e}")))?;
-    Ok(URL_SAFE_NO_PAD.encode(env.to_bytes()))
+    seal_with(&keys.newest(folder_id).await?, folder_id, scope, parts)
 }
 
 /// Opens a sealed token into exactly `n` parts; any mismatch is INVALID_ARGUMENT.
@@ -32,11 +28,35 @@ pub async fn open_token(
     token: &str,
     n: usize,
 ) -> Result<Vec<String>, Status> {
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-    let env = Envelope::from_bytes(&bytes).map_err(|_| bad())?;
+    let env = token_envelope(token)?;
     let key = keys.version(folder_id, env.key_version).await.map_err(|_| bad())?;
-    let plain = env.open(&key, FieldRef { folder_id, item_id: "_page", field: scope }).map_err(|_| bad())?;
+    open_with(&env, &key, folder_id, scope, n)
+}
+
+/// Seals `parts` under `key`: `seal_token` once the key is known (public for the property
+/// tests and fuzz targets, which have no keyvault).
+pub fn seal_with(key: &DataKey, folder_id: &str, scope: &str, parts: &[String]) -> Result<String, Status> {
+    let env = Envelope::seal(key, page_field(folder_id, scope), parts.join("\u{1f}").as_bytes())
+        .map_err(|e| Status::internal(format!("cannot seal page token: {e}")))?;
+    Ok(URL_SAFE_NO_PAD.encode(env.to_bytes()))
+}
+
+/// The envelope a token carries, read before its key version is looked up.
+pub fn token_envelope(token: &str) -> Result<Envelope, Status> {
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    Envelope::from_bytes(&bytes).map_err(|_| bad())
+}
+
+/// Opens a token's envelope with the key it names into exactly `n` parts: `open_token` once
+/// the key is known.
+pub fn open_with(env: &Envelope, key: &DataKey, folder_id: &str, scope: &str, n: usize) -> Result<Vec<String>, Status> {
+    let plain = env.open(key, page_field(folder_id, scope)).map_err(|_| bad())?;
     let text = String::from_utf8(plain.to_vec()).map_err(|_| bad())?;
     let parts: Vec<String> = text.split('\u{1f}').map(str::to_owned).collect();
     if parts.len() != n { Err(bad()) } else { Ok(parts) }
+}
+
+/// Where a page token is bound: the folder, the pseudo item `_page`, and the RPC.
+fn page_field<'a>(folder_id: &'a str, scope: &'a str) -> FieldRef<'a> {
+    FieldRef { folder_id, item_id: "_page", field: scope }
 }
