@@ -387,18 +387,20 @@ async fn the_per_license_send_limit_counts_every_inviter_of_the_license() -> any
 }
 
 #[tokio::test]
-async fn an_accept_interrupted_between_its_two_steps_is_repaired_by_a_retry() -> anyhow::Result<()> {
+async fn accepting_as_an_existing_member_keeps_their_level_and_spends_the_invitation() -> anyhow::Result<()> {
     let cluster = TestCluster::start_with(|c| limits(c, |_| {})).await?;
     let ch = cluster.gateway().await?;
     let a = cluster.sign_in("alice@example.com").await?;
     let b = cluster.sign_in("bob@example.com").await?;
     let folder_id = new_folder(&ch, &a, "Crashy").await?;
     let invitation = invite(&ch, &a, &folder_id, "bob@example.com", AccessLevel::Edit).await?;
-    // The state a crash after AddMember leaves: a membership, and a still-pending invitation.
+    // Bob became a member some other way while the invitation was pending.
     cluster.add_member(&folder_id, &b, AccessLevel::Edit).await?;
     let mut inv = InvitationServiceClient::new(ch.clone());
     inv.accept_invitation(b.request(AcceptInvitationRequest { invitation_id: invitation.id.clone() })).await?;
-    inv.accept_invitation(b.request(AcceptInvitationRequest { invitation_id: invitation.id.clone() })).await?;
+    // The membership was not made by this invitation: accepting again is a replay.
+    let again = inv.accept_invitation(b.request(AcceptInvitationRequest { invitation_id: invitation.id.clone() })).await;
+    assert_eq!(again.unwrap_err().code(), Code::FailedPrecondition);
     let db = cluster.database().await?;
     let stored = db
         .collection::<bson::Document>("invitations")
