@@ -402,7 +402,8 @@ async fn move_item_needs_edit_on_the_target_folder_too() -> anyhow::Result<()> {
     assert_eq!(err.code(), Code::NotFound, "not a member of the target: {err:?}");
 
     // The item did not move: still in the source at version 1, absent from both targets.
-    let get = |s: &Session, folder_id: &str| s.request(GetItemRequest { folder_id: folder_id.into(), item_id: id.clone() });
+    let get =
+        |s: &Session, folder_id: &str| s.request(GetItemRequest { folder_id: folder_id.into(), item_id: id.clone() });
     let still = items.get_item(get(&alice, &source)).await?.into_inner().item.and_then(|i| i.summary).expect("summary");
     assert_eq!(still.version, 1);
     assert_eq!(items.get_item(get(&alice, &view_only)).await.unwrap_err().code(), Code::NotFound);

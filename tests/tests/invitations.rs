@@ -186,7 +186,8 @@ async fn one_fetch_never_returns_more_than_the_maximum_and_paging_reaches_the_re
     let invitee = cluster.sign_in("many@example.com").await?;
     let mut inv = InvitationServiceClient::new(ch.clone());
     let fetch = |size: u32, token: &str| {
-        invitee.request(ListMyInvitationsRequest { page: Some(PageRequest { page_size: size, page_token: token.into() }) })
+        invitee
+            .request(ListMyInvitationsRequest { page: Some(PageRequest { page_size: size, page_token: token.into() }) })
     };
     for size in [0, 3, 500, u32::MAX] {
         let page = inv.list_my_invitations(fetch(size, "")).await?.into_inner();
@@ -484,15 +485,15 @@ async fn view_and_edit_members_cannot_invite_list_revoke_or_resend() -> anyhow::
     let for_carol = invite(&ch, &a, &folder_id, "carol@example.com", AccessLevel::View).await?;
     let mut inv = InvitationServiceClient::new(ch.clone());
 
-    for (who, want) in [(&viewer, Code::PermissionDenied), (&editor, Code::PermissionDenied), (&outsider, Code::NotFound)]
+    for (who, want) in
+        [(&viewer, Code::PermissionDenied), (&editor, Code::PermissionDenied), (&outsider, Code::NotFound)]
     {
         let code = |r: Result<(), tonic::Status>| r.err().map_or(Code::Ok, |e| e.code());
         let created = code(invite(&ch, who, &folder_id, "x@example.com", AccessLevel::View).await.map(drop));
         let listed = code(
-            inv.list_folder_invitations(who.request(ListFolderInvitationsRequest {
-                folder_id: folder_id.clone(),
-                page: None,
-            }))
+            inv.list_folder_invitations(
+                who.request(ListFolderInvitationsRequest { folder_id: folder_id.clone(), page: None }),
+            )
             .await
             .map(drop),
         );
@@ -573,14 +574,16 @@ async fn blocked_and_unverified_users_get_failed_precondition_from_every_invitat
         let guest_mails = mails_to(&cluster, &from_them.invitee_email);
         let got = [
             ("create", code(invite(&ch, s, own_folder, "new@example.com", AccessLevel::View).await.map(drop))),
-            ("list mine", code(inv.list_my_invitations(s.request(ListMyInvitationsRequest::default())).await.map(drop))),
+            (
+                "list mine",
+                code(inv.list_my_invitations(s.request(ListMyInvitationsRequest::default())).await.map(drop)),
+            ),
             (
                 "list folder",
                 code(
-                    inv.list_folder_invitations(s.request(ListFolderInvitationsRequest {
-                        folder_id: own_folder.clone(),
-                        page: None,
-                    }))
+                    inv.list_folder_invitations(
+                        s.request(ListFolderInvitationsRequest { folder_id: own_folder.clone(), page: None }),
+                    )
                     .await
                     .map(drop),
                 ),

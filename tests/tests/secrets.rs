@@ -59,7 +59,8 @@ async fn codes_tokens_and_refresh_secrets_are_never_stored_or_logged() -> anyhow
         .tokens
         .expect("tokens");
     // Reuse of a spent refresh token: refused, and logged as a reuse.
-    let err = auth.refresh_session(RefreshSessionRequest { refresh_token: first.refresh_token.clone() }).await.unwrap_err();
+    let err =
+        auth.refresh_session(RefreshSessionRequest { refresh_token: first.refresh_token.clone() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
     let third = cluster.sign_in(email).await?;
     auth.sign_out(third.request(SignOutRequest {})).await?;
@@ -83,7 +84,10 @@ async fn codes_tokens_and_refresh_secrets_are_never_stored_or_logged() -> anyhow
     // Every key and value in Redis, of every type, as raw bytes.
     let servers = ts_testkit::shared()?;
     let redis = ts_testkit::redis_bytes(servers.redis.port)?;
-    assert!(ts_testkit::contains_bytes(&redis, b"ts:revoked-session:"), "the scan sees Redis (the sign-out revocation)");
+    assert!(
+        ts_testkit::contains_bytes(&redis, b"ts:revoked-session:"),
+        "the scan sees Redis (the sign-out revocation)"
+    );
 
     cluster.stop().await?;
     let logged = logs.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
