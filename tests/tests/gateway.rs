@@ -116,7 +116,7 @@ async fn forged_identity_headers_beside_a_valid_token_are_ignored() -> anyhow::R
     // The downstream sees the token's identity: Mallory's folders, never the victim's.
     let listed = folders.list_folders(smuggling(&mallory, &victim, ListFoldersRequest::default())?).await?;
     let ids: Vec<String> = listed.into_inner().folders.into_iter().map(|f| f.id).collect();
-    assert_eq!(ids, [own.clone()], "the forged headers chose whose folders were listed");
+    assert_eq!(ids, [own.as_str()], "the forged headers chose whose folders were listed");
     let err = folders
         .get_folder(smuggling(&mallory, &victim, GetFolderRequest { folder_id: victims.clone() })?)
         .await
