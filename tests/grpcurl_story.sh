@@ -28,36 +28,49 @@ call() { # token rpc json
 
 contains() { grep -q -- "$2" <<<"$1"; }
 lacks() { ! grep -q -- "$2" <<<"$1"; }
-try() { call "$@" 2>&1 || true; }
+ok() { # token rpc json: the reply of a call that must succeed; on an error, a line that no check accepts
+  local out
+  if out=$(call "$@" 2>&1); then printf '%s\n' "$out"; else printf 'CALL FAILED: %s\n' "$out" | tr '\n' ' '; fi
+}
+fails_with() { # code token rpc json: succeeds only when the call fails with exactly that gRPC code
+  local want=$1 out got
+  shift
+  if out=$(call "$@" 2>&1); then echo "expected $want, but the call succeeded: $out"; return 1; fi
+  got=$(sed -n 's/^ *Code: //p' <<<"$out" | head -n 1)
+  [ "$got" = "$want" ] || { echo "expected $want, got ${got:-no gRPC code}: $out"; return 1; }
+}
 
 A=$(sign_in alice@story.example)
 check "A verifies by email and gets an access token" test -n "$A"
 folder=$(call "$A" FolderService/CreateFolder '{"name": "Story folder"}' | field '["folder"]["id"]')
 check "A creates a folder" test -n "$folder"
-out=$(try "$A" ItemService/CreateItem "{\"folderId\": \"$folder\", \"name\": \"Prod\", \"content\": {\"connection\": {\"connectionString\": \"mongodb://app:s3cret@db.story:27017/\"}}}")
+out=$(ok "$A" ItemService/CreateItem "{\"folderId\": \"$folder\", \"name\": \"Prod\", \"content\": {\"connection\": {\"connectionString\": \"mongodb://app:s3cret@db.story:27017/\"}}}")
 check "A shares a connection; its password is removed and reported" contains "$out" "connection_string.password"
 check "the reply carries no password" lacks "$out" "s3cret"
 query=$(call "$A" ItemService/CreateItem "{\"folderId\": \"$folder\", \"name\": \"Open orders\", \"content\": {\"query\": {\"database\": \"sales\", \"collection\": \"orders\", \"filter\": \"{}\"}}}" | field '["item"]["summary"]["id"]')
 check "A shares a query" test -n "$query"
-out=$(try "$A" InvitationService/CreateInvitation "{\"folderId\": \"$folder\", \"inviteeEmail\": \"bob@story.example\", \"access\": \"ACCESS_LEVEL_EDIT\"}")
+out=$(ok "$A" InvitationService/CreateInvitation "{\"folderId\": \"$folder\", \"inviteeEmail\": \"bob@story.example\", \"access\": \"ACCESS_LEVEL_EDIT\"}")
 check "A invites B" contains "$out" "INVITATION_STATE_PENDING"
 B=$(sign_in bob@story.example)
 invitation=$(call "$B" InvitationService/ListMyInvitations '{}' | field '["invitations"][0]["id"]')
 check "B verifies and lists the invitation" test -n "$invitation"
-out=$(try "$B" InvitationService/AcceptInvitation "{\"invitationId\": \"$invitation\"}")
+out=$(ok "$B" InvitationService/AcceptInvitation "{\"invitationId\": \"$invitation\"}")
 check "B accepts" contains "$out" "ACCESS_LEVEL_EDIT"
-out=$(try "$B" ItemService/ListItems "{\"folderId\": \"$folder\"}")
+out=$(ok "$B" ItemService/ListItems "{\"folderId\": \"$folder\"}")
 check "B lists both items" bash -c '[ "$(grep -c "\"sharedByEmail\": \"alice@story.example\"" <<<"$1")" = 2 ]' _ "$out"
-out=$(try "$B" ItemService/GetItem "{\"folderId\": \"$folder\", \"itemId\": \"$query\"}")
+out=$(ok "$B" ItemService/GetItem "{\"folderId\": \"$folder\", \"itemId\": \"$query\"}")
 check "B reads the query's content" contains "$out" '"collection": "orders"'
 bid=$(call "$B" AuthService/GetMe '{}' | field '["user"]["id"]')
-out=$(try "$A" MemberService/UpdateMemberAccess "{\"folderId\": \"$folder\", \"userId\": \"$bid\", \"access\": \"ACCESS_LEVEL_VIEW\"}")
+out=$(ok "$A" MemberService/UpdateMemberAccess "{\"folderId\": \"$folder\", \"userId\": \"$bid\", \"access\": \"ACCESS_LEVEL_VIEW\"}")
 check "A lowers B to VIEW" contains "$out" "ACCESS_LEVEL_VIEW"
-out=$(try "$B" ItemService/UpdateItem "{\"folderId\": \"$folder\", \"itemId\": \"$query\", \"expectedVersion\": 1, \"name\": \"x\", \"content\": {\"query\": {}}}")
-check "B cannot edit" contains "$out" "PermissionDenied"
-out=$(try "$A" MemberService/RemoveMember "{\"folderId\": \"$folder\", \"userId\": \"$bid\"}")
-check "A removes B" lacks "$out" "Code:"
-out=$(try "$B" FolderService/ListFolders '{}')
+check "B cannot edit" fails_with PermissionDenied "$B" ItemService/UpdateItem "{\"folderId\": \"$folder\", \"itemId\": \"$query\", \"expectedVersion\": 1, \"name\": \"x\", \"content\": {\"query\": {}}}"
+check "A's RemoveMember call succeeds" call "$A" MemberService/RemoveMember "{\"folderId\": \"$folder\", \"userId\": \"$bid\"}"
+out=$(ok "$A" MemberService/ListMembers "{\"folderId\": \"$folder\"}")
+check "the member list still reads (A is listed)" contains "$out" "alice@story.example"
+check "A removes B: B is no longer a member" lacks "$out" "$bid"
+check "A removes B: B's email is not listed" lacks "$out" "bob@story.example"
+out=$(ok "$B" FolderService/ListFolders '{}')
+check "B's folder list reads" lacks "$out" "CALL FAILED"
 check "B sees no folder" lacks "$out" '"id"'
-out=$(try "$B" ItemService/ListItems "{\"folderId\": \"$folder\"}")
-check "B's item reads are refused" contains "$out" "NotFound"
+check "B's item reads are refused with NotFound" fails_with NotFound "$B" ItemService/ListItems "{\"folderId\": \"$folder\"}"
+check "B's item get is refused with NotFound" fails_with NotFound "$B" ItemService/GetItem "{\"folderId\": \"$folder\", \"itemId\": \"$query\"}"

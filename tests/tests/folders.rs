@@ -154,7 +154,7 @@ async fn share_read_lower_remove_with_connections_that_never_carry_secrets() -> 
     cluster.stop().await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_updates_with_one_expected_version_have_one_winner() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
@@ -165,9 +165,11 @@ async fn concurrent_updates_with_one_expected_version_have_one_winner() -> anyho
         .and_then(|i| i.summary)
         .expect("summary")
         .id;
-    let channel = cluster.gateway().await?;
-    let attempts = (0..20).map(|n| {
-        let mut items = ItemServiceClient::new(channel.clone());
+    // Each update is its own task, over its own connection, on a multi-threaded runtime that
+    // also runs the services: the requests really are handled in parallel.
+    let mut attempts = Vec::new();
+    for n in 0..20 {
+        let mut items = ItemServiceClient::new(cluster.gateway().await?);
         let req = alice.request(UpdateItemRequest {
             folder_id: folder_id.clone(),
             item_id: id.clone(),
@@ -176,9 +178,9 @@ async fn concurrent_updates_with_one_expected_version_have_one_winner() -> anyho
             description: String::new(),
             content: Some(query_content("{}")),
         });
-        async move { items.update_item(req).await.map(|_| ()).map_err(|s| s.code()) }
-    });
-    let results = futures::future::join_all(attempts).await;
+        attempts.push(tokio::spawn(async move { items.update_item(req).await.map(|_| ()).map_err(|s| s.code()) }));
+    }
+    let results: Vec<_> = futures::future::try_join_all(attempts).await?;
     let wins = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(wins, 1, "{results:?}");
     assert!(results.iter().all(|r| matches!(r, Ok(()) | Err(Code::Aborted))));
@@ -324,9 +326,28 @@ async fn nothing_a_user_typed_is_stored_in_plaintext() -> anyhow::Result<()> {
         )
         .await?;
 
+    // Read everything back, so that every cache (Redis included) holds what it would.
+    let mut items = ItemServiceClient::new(cluster.gateway().await?);
+    let listed = items
+        .list_items(alice.request(ListItemsRequest { folder_id: folder_id.clone(), page: None }))
+        .await?
+        .into_inner()
+        .items;
+    for i in &listed {
+        items.get_item(alice.request(GetItemRequest { folder_id: folder_id.clone(), item_id: i.id.clone() })).await?;
+    }
+
+    // The raw BSON of every document: binary fields as stored, not base64 as in JSON.
     let db = cluster.database().await?;
-    let stored = ts_testkit::dump_database(&db).await?;
-    assert!(stored.contains("alice@example.com"), "the scan sees stored documents");
+    let stored = ts_testkit::raw_documents(&db).await?;
+    assert!(
+        !ts_testkit::collections_containing(&stored, b"alice@example.com").is_empty(),
+        "the scan sees stored documents"
+    );
+    // Every key and value in Redis, of every type.
+    let redis = ts_testkit::redis_bytes(ts_testkit::shared()?.redis.port)?;
+    let cached = format!("ts:item:{folder_id}:{}", listed[0].id);
+    assert!(ts_testkit::contains_bytes(&redis, cached.as_bytes()), "the scan sees the item cache");
     for typed in [
         "Zanzibar",
         "Kilimanjaro",
@@ -342,7 +363,113 @@ async fn nothing_a_user_typed_is_stored_in_plaintext() -> anyhow::Result<()> {
         "sales",
         PASSWORD,
     ] {
-        assert!(!stored.contains(typed), "{typed:?} is stored in plaintext");
+        let found = ts_testkit::collections_containing(&stored, typed.as_bytes());
+        assert!(found.is_empty(), "{typed:?} is stored in plaintext in {found:?}");
+        assert!(!ts_testkit::contains_bytes(&redis, typed.as_bytes()), "{typed:?} is in Redis in plaintext");
+    }
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn move_item_needs_edit_on_the_target_folder_too() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let bob = cluster.sign_in("bob@example.com").await?;
+    let carol = cluster.sign_in("carol@example.com").await?;
+    let source = folder(&cluster, &alice, "Source").await?;
+    let view_only = folder(&cluster, &alice, "Bob may only look").await?;
+    let carols = folder(&cluster, &carol, "Carol's, not Bob's").await?;
+    cluster.add_member(&source, &bob, AccessLevel::Edit).await?;
+    cluster.add_member(&view_only, &bob, AccessLevel::View).await?;
+    let id = item(&cluster, &alice, &source, "Movable", query_content("{}"))
+        .await?
+        .item
+        .and_then(|i| i.summary)
+        .expect("summary")
+        .id;
+    let mut items = ItemServiceClient::new(cluster.gateway().await?);
+    let move_to = |target: &str, version: u64| {
+        bob.request(MoveItemRequest {
+            folder_id: source.clone(),
+            item_id: id.clone(),
+            expected_version: version,
+            target_folder_id: target.into(),
+        })
+    };
+    let err = items.move_item(move_to(&view_only, 1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "VIEW on the target: {err:?}");
+    let err = items.move_item(move_to(&carols, 1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "not a member of the target: {err:?}");
+
+    // The item did not move: still in the source at version 1, absent from both targets.
+    let get =
+        |s: &Session, folder_id: &str| s.request(GetItemRequest { folder_id: folder_id.into(), item_id: id.clone() });
+    let still = items.get_item(get(&alice, &source)).await?.into_inner().item.and_then(|i| i.summary).expect("summary");
+    assert_eq!(still.version, 1);
+    assert_eq!(items.get_item(get(&alice, &view_only)).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(items.get_item(get(&carol, &carols)).await.unwrap_err().code(), Code::NotFound);
+
+    // With EDIT on the target, the same move works.
+    let mut members = MemberServiceClient::new(cluster.gateway().await?);
+    members
+        .update_member_access(alice.request(UpdateMemberAccessRequest {
+            folder_id: view_only.clone(),
+            user_id: bob.user_id.clone(),
+            access: AccessLevel::Edit as i32,
+        }))
+        .await?;
+    items.move_item(move_to(&view_only, 1)).await?;
+    assert_eq!(items.get_item(get(&alice, &source)).await.unwrap_err().code(), Code::NotFound);
+    items.get_item(get(&alice, &view_only)).await?;
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn an_item_id_from_another_folder_is_not_found_through_this_one() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let bob = cluster.sign_in("bob@example.com").await?;
+    let secret = folder(&cluster, &alice, "Alice only").await?;
+    let both = folder(&cluster, &alice, "Both").await?;
+    let bobs = folder(&cluster, &bob, "Bob's own").await?;
+    cluster.add_member(&both, &bob, AccessLevel::Manage).await?;
+    let created = item(&cluster, &alice, &secret, "Alice's secret item", query_content(r#"{"x": 1}"#)).await?;
+    let secret_item = created.item.and_then(|i| i.summary).expect("summary").id;
+    let in_both = item(&cluster, &alice, &both, "Shared item", query_content("{}")).await?;
+    let shared_item = in_both.item.and_then(|i| i.summary).expect("summary").id;
+    let mut items = ItemServiceClient::new(cluster.gateway().await?);
+    // Warm the caches of both items under their real folders first.
+    for (f, i) in [(&secret, &secret_item), (&both, &shared_item)] {
+        items.get_item(alice.request(GetItemRequest { folder_id: f.clone(), item_id: i.clone() })).await?;
+    }
+
+    // Bob names a folder he may use and an item from another folder: alice's private one,
+    // and one from a folder he is also in. Every item RPC answers NOT_FOUND.
+    for (folder_id, item_id) in [(&bobs, &secret_item), (&both, &secret_item), (&bobs, &shared_item)] {
+        let (f, i) = (folder_id.clone(), item_id.clone());
+        let what = format!("folder {f}, item {i}");
+        let err = items.get_item(bob.request(GetItemRequest { folder_id: f.clone(), item_id: i.clone() })).await;
+        assert_eq!(err.unwrap_err().code(), Code::NotFound, "get: {what}");
+        let update = UpdateItemRequest {
+            folder_id: f.clone(),
+            item_id: i.clone(),
+            expected_version: 1,
+            name: "Hijacked".into(),
+            description: String::new(),
+            content: Some(query_content("{}")),
+        };
+        assert_eq!(items.update_item(bob.request(update)).await.unwrap_err().code(), Code::NotFound, "update: {what}");
+        let delete = DeleteItemRequest { folder_id: f.clone(), item_id: i.clone(), expected_version: 1 };
+        assert_eq!(items.delete_item(bob.request(delete)).await.unwrap_err().code(), Code::NotFound, "delete: {what}");
+        let target = if f == bobs { both.clone() } else { bobs.clone() };
+        let mv = MoveItemRequest { folder_id: f, item_id: i, expected_version: 1, target_folder_id: target };
+        assert_eq!(items.move_item(bob.request(mv)).await.unwrap_err().code(), Code::NotFound, "move: {what}");
+    }
+    // Both items are untouched where they belong.
+    for (f, i, name) in [(&secret, &secret_item, "Alice's secret item"), (&both, &shared_item, "Shared item")] {
+        let got = items.get_item(alice.request(GetItemRequest { folder_id: f.clone(), item_id: i.clone() })).await?;
+        let summary = got.into_inner().item.and_then(|i| i.summary).expect("summary");
+        assert_eq!((summary.name.as_str(), summary.version), (name, 1));
     }
     cluster.stop().await
 }

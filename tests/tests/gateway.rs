@@ -17,8 +17,11 @@ use ts_common::identity::Peer;
 use ts_proto::public::auth_service_client::AuthServiceClient;
 use ts_proto::public::folder_service_client::FolderServiceClient;
 use ts_proto::public::system_service_client::SystemServiceClient;
-use ts_proto::public::{GetStatusRequest, ListFoldersRequest, StartEmailVerificationRequest};
-use ts_testkit::TestCluster;
+use ts_proto::public::{
+    CreateFolderRequest, GetFolderRequest, GetMeRequest, GetStatusRequest, ListFoldersRequest,
+    StartEmailVerificationRequest,
+};
+use ts_testkit::{Session, TestCluster};
 
 #[tokio::test]
 async fn reflection_lists_the_public_services_for_grpcurl() -> anyhow::Result<()> {
@@ -66,11 +69,79 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_tokens_are_not_echo
 
     let mut request = tonic::Request::new(ListFoldersRequest::default());
     request.metadata_mut().insert("authorization", "Bearer not-a-real-token-7f3a".parse()?);
-    // A client cannot smuggle an identity past the gateway either.
-    request.metadata_mut().insert("x-teamshare-user-id", "someone-else".parse()?);
     let err = folders.list_folders(request).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert!(!err.message().contains("7f3a"));
+    cluster.stop().await
+}
+
+/// `message` with `s`'s valid token plus every internal identity header claiming `victim`,
+/// in both spellings a client might try.
+fn smuggling<T>(s: &Session, victim: &Session, message: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = s.request(message);
+    let md = request.metadata_mut();
+    for (name, value) in [
+        ("x-teamshare-user-id", victim.user_id.as_str()),
+        ("x-teamshare-user-email", victim.email.as_str()),
+        ("x-teamshare-license-id", "victims-license"),
+        ("x-teamshare-session-id", "forged-session"),
+    ] {
+        md.insert(name, value.parse()?);
+        md.append(tonic::metadata::MetadataKey::from_bytes(name.to_uppercase().as_bytes())?, value.parse()?);
+    }
+    Ok(request)
+}
+
+#[tokio::test]
+async fn forged_identity_headers_beside_a_valid_token_are_ignored() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let mallory = cluster.sign_in("mallory@example.com").await?;
+    let victim = cluster.sign_in("victim@example.com").await?;
+    let mut folders = FolderServiceClient::new(cluster.gateway().await?);
+    let victims = folders
+        .create_folder(victim.request(CreateFolderRequest { name: "Victim's private folder".into() }))
+        .await?
+        .into_inner()
+        .folder
+        .expect("folder")
+        .id;
+    let own = folders
+        .create_folder(mallory.request(CreateFolderRequest { name: "Mallory's folder".into() }))
+        .await?
+        .into_inner()
+        .folder
+        .expect("folder")
+        .id;
+
+    // The downstream sees the token's identity: Mallory's folders, never the victim's.
+    let listed = folders.list_folders(smuggling(&mallory, &victim, ListFoldersRequest::default())?).await?;
+    let ids: Vec<String> = listed.into_inner().folders.into_iter().map(|f| f.id).collect();
+    assert_eq!(ids, [own.as_str()], "the forged headers chose whose folders were listed");
+    let err = folders
+        .get_folder(smuggling(&mallory, &victim, GetFolderRequest { folder_id: victims.clone() })?)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // Auth, behind the gateway, sees the token's user as well.
+    let me = AuthServiceClient::new(cluster.gateway().await?)
+        .get_me(smuggling(&mallory, &victim, GetMeRequest {})?)
+        .await?
+        .into_inner()
+        .user
+        .expect("user");
+    assert_eq!((me.id.as_str(), me.email.as_str()), (mallory.user_id.as_str(), "mallory@example.com"));
+    // A folder created with forged headers belongs to the token's user.
+    let made = folders
+        .create_folder(smuggling(&mallory, &victim, CreateFolderRequest { name: "Planted".into() })?)
+        .await?
+        .into_inner()
+        .folder
+        .expect("folder")
+        .id;
+    let victims_view = folders.list_folders(victim.request(ListFoldersRequest::default())).await?.into_inner();
+    assert_eq!(victims_view.folders.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), [victims.as_str()]);
+    let mallorys = folders.list_folders(mallory.request(ListFoldersRequest::default())).await?.into_inner();
+    assert!(mallorys.folders.iter().any(|f| f.id == made));
     cluster.stop().await
 }
 

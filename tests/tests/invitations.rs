@@ -135,12 +135,11 @@ async fn the_whole_sharing_story() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn pending_caps_and_the_fetch_maximum_hold_at_their_bounds() -> anyhow::Result<()> {
+async fn pending_caps_hold_at_their_bounds() -> anyhow::Result<()> {
     let cluster = TestCluster::start_with(|c| {
         limits(c, |l| {
             l.max_pending_per_folder = 3;
             l.max_pending_per_invitee = 2;
-            l.max_per_fetch = 2;
         })
     })
     .await?;
@@ -163,11 +162,55 @@ async fn pending_caps_and_the_fetch_maximum_hold_at_their_bounds() -> anyhow::Re
     let again = invite(&ch, &a, &f1, "p1@example.com", AccessLevel::Edit).await?;
     assert_eq!(again.access, AccessLevel::Edit as i32);
 
-    let p0 = cluster.sign_in("p0@example.com").await?;
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn one_fetch_never_returns_more_than_the_maximum_and_paging_reaches_the_rest() -> anyhow::Result<()> {
+    // The invitee may hold 10 pending invitations and holds 5, so only the fetch maximum (2)
+    // can keep a page at 2.
+    let cluster = TestCluster::start_with(|c| {
+        limits(c, |l| {
+            l.max_pending_per_invitee = 10;
+            l.max_per_fetch = 2;
+        })
+    })
+    .await?;
+    let ch = cluster.gateway().await?;
+    let a = cluster.sign_in("alice@example.com").await?;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let f = new_folder(&ch, &a, &format!("Folder {i}")).await?;
+        sent.push(invite(&ch, &a, &f, "many@example.com", AccessLevel::View).await?.id);
+    }
+    let invitee = cluster.sign_in("many@example.com").await?;
     let mut inv = InvitationServiceClient::new(ch.clone());
-    let asked = ListMyInvitationsRequest { page: Some(PageRequest { page_size: 500, page_token: String::new() }) };
-    let page = inv.list_my_invitations(p0.request(asked)).await?.into_inner();
-    assert_eq!(page.invitations.len(), 2, "at most 2 per fetch");
+    let fetch = |size: u32, token: &str| {
+        invitee
+            .request(ListMyInvitationsRequest { page: Some(PageRequest { page_size: size, page_token: token.into() }) })
+    };
+    for size in [0, 3, 500, u32::MAX] {
+        let page = inv.list_my_invitations(fetch(size, "")).await?.into_inner();
+        assert_eq!(page.invitations.len(), 2, "page_size {size}: at most 2 per fetch");
+    }
+    let page = inv.list_my_invitations(invitee.request(ListMyInvitationsRequest { page: None })).await?.into_inner();
+    assert_eq!(page.invitations.len(), 2, "no page request: at most 2 per fetch");
+
+    // Every invitation is still reachable, two at a time.
+    let (mut seen, mut token, mut fetches) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = inv.list_my_invitations(fetch(500, &token)).await?.into_inner();
+        assert!(page.invitations.len() <= 2);
+        seen.extend(page.invitations.into_iter().map(|i| i.id));
+        fetches += 1;
+        token = page.page.map(|p| p.next_page_token).unwrap_or_default();
+        if token.is_empty() || fetches > 5 {
+            break;
+        }
+    }
+    seen.sort();
+    sent.sort();
+    assert_eq!((seen, fetches), (sent, 3));
     cluster.stop().await
 }
 
@@ -196,15 +239,11 @@ async fn the_send_rate_limit_holds_across_two_gateways_and_without_redis() -> an
     // The refusals are in the inviter's own error trail.
     let db = cluster.database().await?;
     let filter = bson::doc! { "actor_email": "alice@example.com", "status_code": "RESOURCE_EXHAUSTED" };
-    let mut audited = 0;
-    for _ in 0..100 {
-        audited = db.collection::<bson::Document>("audit_events").count_documents(filter.clone()).await?;
-        if audited >= 3 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(audited >= 3, "{audited}");
+    let events = db.collection::<bson::Document>("audit_events");
+    ts_testkit::eventually("three RESOURCE_EXHAUSTED refusals audited for alice", || async {
+        Ok((events.count_documents(filter.clone()).await? >= 3).then_some(()))
+    })
+    .await?;
     cluster.stop().await?;
 
     // Redis unreachable: each gateway still limits on its own.
@@ -223,7 +262,7 @@ async fn the_send_rate_limit_holds_across_two_gateways_and_without_redis() -> an
     cluster.stop().await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_accepts_make_one_membership_and_concurrent_invites_stop_at_the_cap() -> anyhow::Result<()> {
     let cluster = TestCluster::start_with(|c| limits(c, |l| l.max_pending_per_folder = 5)).await?;
     let ch = cluster.gateway().await?;
@@ -231,12 +270,15 @@ async fn concurrent_accepts_make_one_membership_and_concurrent_invites_stop_at_t
     let b = cluster.sign_in("bob@example.com").await?;
     let folder_id = new_folder(&ch, &a, "Busy").await?;
     let invitation = invite(&ch, &a, &folder_id, "bob@example.com", AccessLevel::Edit).await?;
-    let accepts = (0..20).map(|_| {
-        let mut inv = InvitationServiceClient::new(ch.clone());
+    // Each request is its own task on a multi-threaded runtime, over its own connection, so
+    // that the services (spawned on the same runtime) really handle them in parallel.
+    let mut accepts = Vec::new();
+    for _ in 0..20 {
+        let mut inv = InvitationServiceClient::new(cluster.gateway().await?);
         let req = b.request(AcceptInvitationRequest { invitation_id: invitation.id.clone() });
-        async move { inv.accept_invitation(req).await.map(|_| ()).map_err(|s| s.code()) }
-    });
-    let results = futures::future::join_all(accepts).await;
+        accepts.push(tokio::spawn(async move { inv.accept_invitation(req).await.map(|_| ()).map_err(|s| s.code()) }));
+    }
+    let results: Vec<_> = futures::future::try_join_all(accepts).await?;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let db = cluster.database().await?;
     let memberships = db
@@ -248,17 +290,18 @@ async fn concurrent_accepts_make_one_membership_and_concurrent_invites_stop_at_t
     for i in 0..4 {
         invite(&ch, &a, &folder_id, &format!("c{i}@example.com"), AccessLevel::View).await?;
     }
-    let invites = (0..20).map(|i| {
-        let ch = ch.clone();
+    let mut invites = Vec::new();
+    for i in 0..20 {
+        let ch = cluster.gateway().await?;
         let (a, folder_id) = (a.clone(), folder_id.clone());
-        async move {
+        invites.push(tokio::spawn(async move {
             invite(&ch, &a, &folder_id, &format!("race{i}@example.com"), AccessLevel::View)
                 .await
                 .map(drop)
                 .map_err(|s| s.code())
-        }
-    });
-    let results = futures::future::join_all(invites).await;
+        }));
+    }
+    let results: Vec<_> = futures::future::try_join_all(invites).await?;
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
     assert!(results.iter().all(|r| matches!(r, Ok(()) | Err(Code::ResourceExhausted))));
     let pending = db
@@ -413,5 +456,258 @@ async fn accepting_as_an_existing_member_keeps_their_level_and_spends_the_invita
         .count_documents(bson::doc! { "folder_id": &folder_id, "user_id": &b.user_id })
         .await?;
     assert_eq!(memberships, 1);
+    cluster.stop().await
+}
+
+fn mails_to(cluster: &TestCluster, email: &str) -> usize {
+    ts_common::mail::FileMailer::read(&cluster.mail_dir, email).len()
+}
+
+async fn state_of(cluster: &TestCluster, invitation_id: &str) -> anyhow::Result<String> {
+    let db = cluster.database().await?;
+    let stored = db
+        .collection::<bson::Document>("invitations")
+        .find_one(bson::doc! { "_id": invitation_id })
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("invitation {invitation_id} is gone"))?;
+    Ok(stored.get_str("state")?.to_owned())
+}
+
+#[tokio::test]
+async fn view_and_edit_members_cannot_invite_list_revoke_or_resend() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(|c| limits(c, |_| {})).await?;
+    let ch = cluster.gateway().await?;
+    let a = cluster.sign_in("alice@example.com").await?;
+    let viewer = cluster.sign_in("viewer@example.com").await?;
+    let editor = cluster.sign_in("editor@example.com").await?;
+    let outsider = cluster.sign_in("outsider@example.com").await?;
+    let folder_id = new_folder(&ch, &a, "Read-only for some").await?;
+    cluster.add_member(&folder_id, &viewer, AccessLevel::View).await?;
+    cluster.add_member(&folder_id, &editor, AccessLevel::Edit).await?;
+    let for_carol = invite(&ch, &a, &folder_id, "carol@example.com", AccessLevel::View).await?;
+    let mut inv = InvitationServiceClient::new(ch.clone());
+
+    for (who, want) in
+        [(&viewer, Code::PermissionDenied), (&editor, Code::PermissionDenied), (&outsider, Code::NotFound)]
+    {
+        let code = |r: Result<(), tonic::Status>| r.err().map_or(Code::Ok, |e| e.code());
+        let created = code(invite(&ch, who, &folder_id, "x@example.com", AccessLevel::View).await.map(drop));
+        let listed = code(
+            inv.list_folder_invitations(
+                who.request(ListFolderInvitationsRequest { folder_id: folder_id.clone(), page: None }),
+            )
+            .await
+            .map(drop),
+        );
+        let revoked = code(
+            inv.revoke_invitation(who.request(RevokeInvitationRequest { invitation_id: for_carol.id.clone() }))
+                .await
+                .map(drop),
+        );
+        let resent = code(
+            inv.resend_invitation(who.request(ResendInvitationRequest { invitation_id: for_carol.id.clone() }))
+                .await
+                .map(drop),
+        );
+        assert_eq!([created, listed, revoked, resent], [want; 4], "{}: create, list, revoke, resend", who.email);
+    }
+    // Nothing happened: carol's invitation is pending, mailed once; no one else was invited.
+    assert_eq!(state_of(&cluster, &for_carol.id).await?, "pending");
+    assert_eq!(mails_to(&cluster, "carol@example.com"), 1);
+    assert_eq!(mails_to(&cluster, "x@example.com"), 0);
+    let pending = inv
+        .list_folder_invitations(a.request(ListFolderInvitationsRequest { folder_id: folder_id.clone(), page: None }))
+        .await?
+        .into_inner()
+        .invitations;
+    assert_eq!(pending.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), [for_carol.id.as_str()]);
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn blocked_and_unverified_users_get_failed_precondition_from_every_invitation_rpc() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(|c| limits(c, |_| {})).await?;
+    let ch = cluster.gateway().await?;
+    cluster
+        .license_operator()
+        .await?
+        .upsert_license(ts_proto::internal::UpsertLicenseRequest {
+            license_id: "lic".into(),
+            admin_emails: vec!["admin@lic.test".into()],
+            emails: vec![],
+            domains: vec!["lic.test".into()],
+        })
+        .await?;
+    let owner = cluster.sign_in("owner@example.com").await?;
+    let owners_folder = new_folder(&ch, &owner, "Owner's").await?;
+    let mut people = Vec::new();
+    for email in ["blocked@lic.test", "unverified@example.com"] {
+        let s = cluster.sign_in(email).await?;
+        // Each is invited somewhere, and manages a folder with a pending invitation of their own.
+        let to_them = invite(&ch, &owner, &owners_folder, email, AccessLevel::Edit).await?;
+        let own_folder = new_folder(&ch, &s, "Theirs").await?;
+        let guest = format!("guest.{}@example.com", email.split('@').next().unwrap_or_default());
+        let from_them = invite(&ch, &s, &own_folder, &guest, AccessLevel::View).await?;
+        people.push((email, own_folder, to_them, from_them));
+    }
+
+    // Now the license admin blocks the license, and the other user loses verification.
+    let admin = cluster.sign_in("admin@lic.test").await?;
+    ts_proto::public::license_admin_service_client::LicenseAdminServiceClient::new(ch.clone())
+        .set_license_sharing_blocked(
+            admin.request(SetLicenseSharingBlockedRequest { license_id: "lic".into(), blocked: true }),
+        )
+        .await?;
+    let blocked = cluster.sign_in("blocked@lic.test").await?; // the block ended the old session
+    let unverified = cluster.sign_in("unverified@example.com").await?;
+    cluster
+        .database()
+        .await?
+        .collection::<bson::Document>("users")
+        .update_one(
+            bson::doc! { "email": "unverified@example.com" },
+            bson::doc! { "$set": { "email_verified": false } },
+        )
+        .await?;
+
+    let mut inv = InvitationServiceClient::new(ch.clone());
+    for (s, (email, own_folder, to_them, from_them)) in [&blocked, &unverified].into_iter().zip(&people) {
+        let code = |r: Result<(), tonic::Status>| r.err().map_or(Code::Ok, |e| e.code());
+        let guest_mails = mails_to(&cluster, &from_them.invitee_email);
+        let got = [
+            ("create", code(invite(&ch, s, own_folder, "new@example.com", AccessLevel::View).await.map(drop))),
+            (
+                "list mine",
+                code(inv.list_my_invitations(s.request(ListMyInvitationsRequest::default())).await.map(drop)),
+            ),
+            (
+                "list folder",
+                code(
+                    inv.list_folder_invitations(
+                        s.request(ListFolderInvitationsRequest { folder_id: own_folder.clone(), page: None }),
+                    )
+                    .await
+                    .map(drop),
+                ),
+            ),
+            (
+                "accept",
+                code(
+                    inv.accept_invitation(s.request(AcceptInvitationRequest { invitation_id: to_them.id.clone() }))
+                        .await
+                        .map(drop),
+                ),
+            ),
+            (
+                "decline",
+                code(
+                    inv.decline_invitation(s.request(DeclineInvitationRequest { invitation_id: to_them.id.clone() }))
+                        .await
+                        .map(drop),
+                ),
+            ),
+            (
+                "revoke",
+                code(
+                    inv.revoke_invitation(s.request(RevokeInvitationRequest { invitation_id: from_them.id.clone() }))
+                        .await
+                        .map(drop),
+                ),
+            ),
+            (
+                "resend",
+                code(
+                    inv.resend_invitation(s.request(ResendInvitationRequest { invitation_id: from_them.id.clone() }))
+                        .await
+                        .map(drop),
+                ),
+            ),
+        ];
+        let wrong: Vec<_> = got.iter().filter(|(_, c)| *c != Code::FailedPrecondition).collect();
+        assert!(wrong.is_empty(), "{email}: {wrong:?}");
+        // And none of it took effect.
+        assert_eq!(state_of(&cluster, &to_them.id).await?, "pending", "{email}");
+        assert_eq!(state_of(&cluster, &from_them.id).await?, "pending", "{email}");
+        assert_eq!(mails_to(&cluster, &from_them.invitee_email), guest_mails, "{email}: nothing resent");
+    }
+    assert_eq!(mails_to(&cluster, "new@example.com"), 0);
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn a_declined_invitation_is_spent_and_frees_its_slot() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(|c| limits(c, |l| l.max_pending_per_folder = 1)).await?;
+    let ch = cluster.gateway().await?;
+    let a = cluster.sign_in("alice@example.com").await?;
+    let b = cluster.sign_in("bob@example.com").await?;
+    let carol = cluster.sign_in("carol@example.com").await?;
+    let folder_id = new_folder(&ch, &a, "Declinable").await?;
+    let for_bob = invite(&ch, &a, &folder_id, "bob@example.com", AccessLevel::Edit).await?;
+    retry_hint(&invite(&ch, &a, &folder_id, "dan@example.com", AccessLevel::View).await.unwrap_err());
+    let mut inv = InvitationServiceClient::new(ch.clone());
+    let decline = |s: &Session| s.request(DeclineInvitationRequest { invitation_id: for_bob.id.clone() });
+
+    // Only the invitee can decline; anyone else is told it does not exist.
+    assert_eq!(inv.decline_invitation(decline(&carol)).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(inv.decline_invitation(decline(&a)).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(state_of(&cluster, &for_bob.id).await?, "pending");
+
+    inv.decline_invitation(decline(&b)).await?;
+    assert_eq!(state_of(&cluster, &for_bob.id).await?, "declined");
+    let mine = inv.list_my_invitations(b.request(ListMyInvitationsRequest::default())).await?.into_inner();
+    assert!(mine.invitations.is_empty(), "{:?}", mine.invitations);
+    let err = inv
+        .accept_invitation(b.request(AcceptInvitationRequest { invitation_id: for_bob.id.clone() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let members = cluster
+        .database()
+        .await?
+        .collection::<bson::Document>("members")
+        .count_documents(bson::doc! { "folder_id": &folder_id, "user_id": &b.user_id })
+        .await?;
+    assert_eq!(members, 0, "a declined invitation makes no membership");
+    let err = inv
+        .resend_invitation(a.request(ResendInvitationRequest { invitation_id: for_bob.id.clone() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "a declined invitation cannot be re-sent: {err:?}");
+    assert_eq!(mails_to(&cluster, "bob@example.com"), 2, "one invitation and one sign-in code, nothing more");
+    // The folder's only pending slot is free again.
+    invite(&ch, &a, &folder_id, "dan@example.com", AccessLevel::View).await?;
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn resend_mails_again_and_really_extends_the_expiry() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(|c| limits(c, |_| {})).await?;
+    let ch = cluster.gateway().await?;
+    let a = cluster.sign_in("alice@example.com").await?;
+    let folder_id = new_folder(&ch, &a, "Resent").await?;
+    let first = invite(&ch, &a, &folder_id, "dave@example.com", AccessLevel::View).await?;
+    assert_eq!(mails_to(&cluster, "dave@example.com"), 1);
+    let first_expiry = first.expire_time.expect("expiry").seconds;
+
+    cluster.clock.advance(Duration::from_secs(3 * 86_400));
+    let a = cluster.sign_in("alice@example.com").await?;
+    let resent = InvitationServiceClient::new(ch.clone())
+        .resend_invitation(a.request(ResendInvitationRequest { invitation_id: first.id.clone() }))
+        .await?
+        .into_inner()
+        .invitation
+        .expect("invitation");
+    assert_eq!((resent.id.as_str(), resent.state), (first.id.as_str(), InvitationState::Pending as i32));
+    let new_expiry = resent.expire_time.expect("expiry").seconds;
+    assert!(new_expiry >= first_expiry + 3 * 86_400 - 5, "expiry moved from {first_expiry} to {new_expiry}");
+    assert_eq!(mails_to(&cluster, "dave@example.com"), 2, "the invitation was mailed again");
+
+    // Past the original expiry, the re-sent invitation still works.
+    cluster.clock.advance(Duration::from_secs(4 * 86_400 + 60));
+    let dave = cluster.sign_in("dave@example.com").await?;
+    InvitationServiceClient::new(ch.clone())
+        .accept_invitation(dave.request(AcceptInvitationRequest { invitation_id: first.id.clone() }))
+        .await?;
+    assert_eq!(state_of(&cluster, &first.id).await?, "accepted");
     cluster.stop().await
 }

@@ -157,3 +157,56 @@ async fn the_operator_switch_disables_sharing_for_everyone_and_loses_nothing() -
     }
     cluster.stop().await
 }
+
+#[tokio::test]
+async fn license_reads_and_writes_are_for_that_licenses_admins_only() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let mut operator = cluster.license_operator().await?;
+    operator.upsert_license(acme()).await?;
+    operator
+        .upsert_license(UpsertLicenseRequest {
+            license_id: "globex".into(),
+            admin_emails: vec!["admin@globex.test".into()],
+            emails: vec![],
+            domains: vec!["globex.test".into()],
+        })
+        .await?;
+    let acme_admin = cluster.sign_in("admin@acme.test").await?;
+    let member = cluster.sign_in("alice@acme.test").await?; // in acme, not its admin
+    let other_admin = cluster.sign_in("admin@globex.test").await?;
+    let outsider = cluster.sign_in("olivia@other.test").await?;
+    let mut api = LicenseAdminServiceClient::new(cluster.gateway().await?);
+
+    let list = |s: &Session, id: &str| s.request(ListLicenseEmailsRequest { license_id: id.into() });
+    let state = |s: &Session, id: &str| s.request(GetLicenseSharingStateRequest { license_id: id.into() });
+    let block =
+        |s: &Session, id: &str| s.request(SetLicenseSharingBlockedRequest { license_id: id.into(), blocked: true });
+    // The control: acme's own admin reads and (below) writes acme.
+    api.list_license_emails(list(&acme_admin, "acme")).await?;
+    api.get_license_sharing_state(state(&acme_admin, "acme")).await?;
+
+    for (who, license) in [
+        (&member, "acme"),
+        (&outsider, "acme"),
+        (&other_admin, "acme"),
+        (&acme_admin, "globex"),
+        (&acme_admin, "no-such-license"),
+    ] {
+        let what = format!("{} on {license}", who.email);
+        let err = api.list_license_emails(list(who, license)).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "list emails, {what}: {err:?}");
+        assert!(!err.message().contains("contractor@gmail.test"), "{what}: {}", err.message());
+        let err = api.get_license_sharing_state(state(who, license)).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "sharing state, {what}: {err:?}");
+        let err = api.set_license_sharing_blocked(block(who, license)).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "block, {what}: {err:?}");
+    }
+    // None of those blocks took effect: both licenses still share.
+    assert_eq!(sharing_call(&cluster, &member).await, Code::Ok);
+    assert_eq!(sharing_call(&cluster, &other_admin).await, Code::Ok);
+    let acme_state = api.get_license_sharing_state(state(&acme_admin, "acme")).await?.into_inner();
+    assert!(!acme_state.blocked);
+    let globex_state = api.get_license_sharing_state(state(&other_admin, "globex")).await?.into_inner();
+    assert!(!globex_state.blocked);
+    cluster.stop().await
+}

@@ -37,21 +37,51 @@ async fn every_service_reports_serving() -> anyhow::Result<()> {
     cluster.stop().await
 }
 
+/// The whole error chain, for telling a refused handshake from an answer of the service.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    parts.join(": ").to_lowercase()
+}
+
+/// How a health check over a fresh channel ended: `Ok`, or the connection-level failure
+/// text. A status that did not come from the transport (an answer of the service, whatever
+/// its code) fails the test: the request got through.
+async fn transport_outcome(channel: Result<tonic::transport::Channel, anyhow::Error>) -> Result<(), String> {
+    let channel = match channel {
+        Ok(c) => c,
+        Err(e) => return Err(chain(e.as_ref())),
+    };
+    match HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await {
+        Ok(_) => Ok(()),
+        Err(s) => {
+            let from_transport = std::error::Error::source(&s).is_some_and(|e| e.is::<tonic::transport::Error>());
+            assert!(from_transport, "the service answered instead of the connection failing: {s:?}");
+            Err(chain(&s))
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_certificate_from_another_ca_never_completes_the_handshake() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     for service in INTERNAL {
+        // The control: the cluster's own certificate for the same identity gets through.
+        let own = transport_outcome(cluster.internal(service, Peer::Gateway).await).await;
+        assert_eq!(own, Ok(()), "{service:?} with the cluster's own certificate");
         // The foreign certificate even claims an identity that the service would allow.
-        let result = cluster.internal_with(service, foreign_identity(Peer::Gateway)?).await;
-        let outcome = match result {
-            Err(e) => Err(e),
-            Ok(channel) => HealthClient::new(channel)
-                .check(HealthCheckRequest { service: String::new() })
-                .await
-                .map(|_| ())
-                .map_err(anyhow::Error::from),
-        };
-        assert!(outcome.is_err(), "{service:?} accepted a certificate from another CA");
+        let foreign = transport_outcome(cluster.internal_with(service, foreign_identity(Peer::Gateway)?).await).await;
+        let err = foreign.expect_err(&format!("{service:?} accepted a certificate from another CA"));
+        assert!(
+            ["certificate", "tls", "handshake", "alert", "connection", "broken pipe", "reset"]
+                .iter()
+                .any(|w| err.contains(w)),
+            "{service:?}: not a refused handshake: {err}"
+        );
     }
     cluster.stop().await
 }
@@ -61,13 +91,9 @@ async fn a_plaintext_client_is_refused() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     for service in Service::ALL {
         let endpoint = Endpoint::from_shared(format!("http://{}", cluster.addr(service)))?;
-        let outcome = match endpoint.connect().await {
-            Err(_) => true,
-            Ok(channel) => {
-                HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.is_err()
-            }
-        };
-        assert!(outcome, "{service:?} answered a plaintext client");
+        let channel = endpoint.connect().await.map_err(anyhow::Error::from);
+        let err = transport_outcome(channel).await.expect_err(&format!("{service:?} answered a plaintext client"));
+        assert!(!err.is_empty(), "{service:?}");
     }
     cluster.stop().await
 }
@@ -81,10 +107,12 @@ fn assert_denied<T: std::fmt::Debug>(what: &str, result: Result<T, tonic::Status
     }
 }
 
-fn assert_admitted<T: std::fmt::Debug>(what: &str, result: Result<T, tonic::Status>) {
-    if let Err(s) = &result {
-        assert_ne!(s.code(), Code::PermissionDenied, "{what}: {s:?}");
-    }
+/// Asserts that an allowed caller got past the allowlist to the handler, which then answered
+/// `want` (the empty requests these tests send are refused by the handler itself, with its own
+/// code, which the allowlist never uses).
+fn assert_admitted<T: std::fmt::Debug>(what: &str, result: Result<T, tonic::Status>, want: Code) {
+    let got = result.as_ref().err().map_or(Code::Ok, tonic::Status::code);
+    assert_eq!(got, want, "{what}: {result:?}");
 }
 
 #[tokio::test]
@@ -97,13 +125,13 @@ async fn callers_outside_the_allowlist_get_permission_denied() -> anyhow::Result
         assert_denied(&format!("keyvault as {peer}"), kv.get_data_key(GetDataKeyRequest::default()).await);
     }
     let mut kv = KeyVaultServiceClient::new(cluster.internal(Service::Keyvault, Peer::Folders).await?);
-    assert_admitted("keyvault as folders", kv.get_data_key(GetDataKeyRequest::default()).await);
+    assert_admitted("keyvault as folders", kv.get_data_key(GetDataKeyRequest::default()).await, Code::InvalidArgument);
 
     // keyvault operator RPCs: operator only, not even folders.
     let mut op = KeyVaultOperatorServiceClient::new(cluster.internal(Service::Keyvault, Peer::Folders).await?);
     assert_denied("rewrap as folders", op.rewrap_all(RewrapAllRequest::default()).await);
     let mut op = KeyVaultOperatorServiceClient::new(cluster.internal(Service::Keyvault, Peer::Operator).await?);
-    assert_admitted("rewrap as operator", op.rewrap_all(RewrapAllRequest::default()).await);
+    assert_admitted("rewrap as operator", op.rewrap_all(RewrapAllRequest::default()).await, Code::InvalidArgument);
 
     // auth identity look-ups: gateway, folders, invitations; never keyvault or the operator.
     for peer in [Peer::Keyvault, Peer::Operator] {
@@ -112,7 +140,11 @@ async fn callers_outside_the_allowlist_get_permission_denied() -> anyhow::Result
     }
     for peer in [Peer::Gateway, Peer::Folders, Peer::Invitations] {
         let mut id = IdentityServiceClient::new(cluster.internal(Service::Auth, peer).await?);
-        assert_admitted(&format!("identity as {peer}"), id.get_user(GetUserRequest::default()).await);
+        assert_admitted(
+            &format!("identity as {peer}"),
+            id.get_user(GetUserRequest::default()).await,
+            Code::InvalidArgument,
+        );
     }
 
     // auth operator RPCs: operator only; the gateway's certificate is not enough.
@@ -125,7 +157,11 @@ async fn callers_outside_the_allowlist_get_permission_denied() -> anyhow::Result
         assert_denied(&format!("folders as {peer}"), f.list_folders(ListFoldersRequest::default()).await);
     }
     let mut m = FolderMembershipServiceClient::new(cluster.internal(Service::Folders, Peer::Invitations).await?);
-    assert_admitted("membership as invitations", m.get_membership(GetMembershipRequest::default()).await);
+    assert_admitted(
+        "membership as invitations",
+        m.get_membership(GetMembershipRequest::default()).await,
+        Code::InvalidArgument,
+    );
     let mut m = FolderMembershipServiceClient::new(cluster.internal(Service::Folders, Peer::Keyvault).await?);
     assert_denied("membership as keyvault", m.get_membership(GetMembershipRequest::default()).await);
 

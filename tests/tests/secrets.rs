@@ -42,9 +42,11 @@ async fn codes_tokens_and_refresh_secrets_are_never_stored_or_logged() -> anyhow
     let code = cluster.latest_code(email).expect("code");
     // A wrong try first, so that failure paths are logged too.
     let wrong = format!("{}{}", (code.as_bytes()[0] - b'0' + 1) % 10, &code[1..]);
-    let _ = auth
+    let err = auth
         .complete_email_verification(CompleteEmailVerificationRequest { email: email.into(), code: wrong.clone() })
-        .await;
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "the wrong code was refused: {err:?}");
     let first = auth
         .complete_email_verification(CompleteEmailVerificationRequest { email: email.into(), code: code.clone() })
         .await?
@@ -56,7 +58,10 @@ async fn codes_tokens_and_refresh_secrets_are_never_stored_or_logged() -> anyhow
         .into_inner()
         .tokens
         .expect("tokens");
-    let _ = auth.refresh_session(RefreshSessionRequest { refresh_token: first.refresh_token.clone() }).await; // reuse
+    // Reuse of a spent refresh token: refused, and logged as a reuse.
+    let err =
+        auth.refresh_session(RefreshSessionRequest { refresh_token: first.refresh_token.clone() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
     let third = cluster.sign_in(email).await?;
     auth.sign_out(third.request(SignOutRequest {})).await?;
 
@@ -70,33 +75,38 @@ async fn codes_tokens_and_refresh_secrets_are_never_stored_or_logged() -> anyhow
         secrets.push(r.split_once('.').map(|(_, s)| s.to_owned()).unwrap_or_default()); // the secret part
     }
 
-    // Every document in every collection of the cluster's database.
+    // Every document in every collection of the cluster's database, as raw BSON bytes.
     let db = cluster.database().await?;
-    let stored = ts_testkit::dump_database(&db).await?;
-    assert!(stored.contains(email), "the scan sees the stored documents");
+    let stored = ts_testkit::raw_documents(&db).await?;
+    assert!(!ts_testkit::collections_containing(&stored, email.as_bytes()).is_empty(), "the scan sees the documents");
+    let stored: Vec<u8> = stored.into_iter().flat_map(|d| d.bytes).collect();
 
-    // Every key and string value in Redis.
+    // Every key and value in Redis, of every type, as raw bytes.
     let servers = ts_testkit::shared()?;
-    let redis = ts_testkit::redis_dump(servers.redis.port)?;
+    let redis = ts_testkit::redis_bytes(servers.redis.port)?;
+    assert!(
+        ts_testkit::contains_bytes(&redis, b"ts:revoked-session:"),
+        "the scan sees Redis (the sign-out revocation)"
+    );
 
     cluster.stop().await?;
-    let logged = String::from_utf8_lossy(&logs.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
-    assert!(logged.contains("verification code sent"), "the scan sees the logs");
+    let logged = logs.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert!(ts_testkit::contains_bytes(&logged, b"verification code sent"), "the scan sees the logs");
     for secret in secrets.iter().filter(|s| s.len() >= 6) {
-        for (place, text) in [("MongoDB", &stored), ("the logs", &logged), ("Redis", &redis)] {
-            assert!(!contains_token(text, secret), "a secret is in {place}");
+        for (place, bytes) in [("MongoDB", &stored), ("the logs", &logged), ("Redis", &redis)] {
+            assert!(!contains_token(bytes, secret.as_bytes()), "a secret is in {place}");
         }
     }
     Ok(())
 }
 
-/// Whether `secret` occurs in `text` as a whole token: a 6-digit code must not count as
+/// Whether `secret` occurs in `bytes` as a whole token: a 6-digit code must not count as
 /// found inside a longer number that happens to contain it.
-fn contains_token(text: &str, secret: &str) -> bool {
-    let is_word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    text.match_indices(secret).any(|(i, _)| {
-        let before = text[..i].chars().next_back();
-        let after = text[i + secret.len()..].chars().next();
+fn contains_token(bytes: &[u8], secret: &[u8]) -> bool {
+    let is_word = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    (0..bytes.len().saturating_sub(secret.len() - 1)).filter(|&i| bytes[i..].starts_with(secret)).any(|i| {
+        let before = i.checked_sub(1).and_then(|j| bytes.get(j));
+        let after = bytes.get(i + secret.len());
         !is_word(before) && !is_word(after) || secret.len() > 12
     })
 }

@@ -21,6 +21,26 @@ fn assert_refused(result: Result<String, tonic::Status>, what: &str) {
     }
 }
 
+/// A token for `claims` signed with auth's own signing key (the file the cluster configured),
+/// so that a refusal can only come from the claims.
+fn signed_by_auth(cluster: &TestCluster, claims: &Claims) -> String {
+    signed_with(&cluster.certs.token_signing_key(), claims)
+}
+
+/// A token for `claims` signed with the key in `key_file`, under that key's own key id.
+fn signed_with(key_file: &std::path::Path, claims: &Claims) -> String {
+    let signer = ts_auth::signing::Signer::load(&[key_file.to_owned()]).expect("signing key");
+    signer.sign(claims).expect("sign")
+}
+
+/// The claims of a real token (unverified decoding; the test minted nothing yet).
+fn claims_of(token: &str) -> Claims {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("payload");
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64");
+    serde_json::from_slice(&json).expect("claims")
+}
+
 /// A token with the right shape and claims, signed by a key auth does not have.
 fn forged(claims: &Claims, same_kid_as: Option<&str>) -> String {
     let pem = ts_common::tls::generate_signing_key().expect("key");
@@ -55,8 +75,6 @@ async fn expired_tampered_and_foreign_tokens_are_refused() -> anyhow::Result<()>
     let auth_kid = jsonwebtoken::decode_header(&session.access)?.kid.expect("kid");
     assert_refused(me(&cluster, &forged(&claims, None)).await, "unknown key");
     assert_refused(me(&cluster, &forged(&claims, Some(&auth_kid))).await, "wrong key under auth's key id");
-    let wrong_audience = Claims { aud: "someone-else".into(), iss: ISSUER.into(), ..claims.clone() };
-    assert_refused(me(&cluster, &forged(&wrong_audience, Some(&auth_kid))).await, "wrong audience");
     assert_eq!(claims.aud, AUDIENCE);
 
     // Expired: 15 minutes by default.
@@ -65,6 +83,80 @@ async fn expired_tampered_and_foreign_tokens_are_refused() -> anyhow::Result<()>
     assert_eq!(err.code(), Code::Unauthenticated);
     assert!(err.message().contains("expired"), "{}", err.message());
     assert!(!err.message().contains(&session.access[..20]));
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn tokens_signed_by_auths_real_key_are_refused_for_wrong_audience_issuer_or_expiry() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let session = cluster.sign_in("ivan@example.com").await?;
+    let real = claims_of(&session.access);
+    assert_eq!((real.iss.as_str(), real.aud.as_str()), (ISSUER, AUDIENCE));
+
+    // The control: the test's own minting with auth's key and the real claims is accepted, so
+    // each refusal below is caused by the one claim that changed and nothing else.
+    let control = signed_by_auth(&cluster, &real);
+    assert_eq!(
+        jsonwebtoken::decode_header(&control)?.kid,
+        jsonwebtoken::decode_header(&session.access)?.kid,
+        "minted under auth's key id"
+    );
+    assert_eq!(me(&cluster, &control).await?, "ivan@example.com");
+
+    let wrong_audience = Claims { aud: "another-service".into(), ..real.clone() };
+    assert_refused(me(&cluster, &signed_by_auth(&cluster, &wrong_audience)).await, "wrong audience");
+    let wrong_issuer = Claims { iss: "someone-else-auth".into(), ..real.clone() };
+    assert_refused(me(&cluster, &signed_by_auth(&cluster, &wrong_issuer)).await, "wrong issuer");
+
+    // Expired against the injected clock: exp one second in the past of the cluster's clock.
+    let now = ts_common::clock::unix_secs(ts_common::clock::Clock::now(&cluster.clock));
+    let expired = Claims { iat: now - 120, exp: now - 1, ..real.clone() };
+    let err = me(&cluster, &signed_by_auth(&cluster, &expired)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("expired"), "{}", err.message());
+    // A token that expires in a minute works now and is refused once the clock passes it.
+    let short = signed_by_auth(&cluster, &Claims { exp: now + 60, ..real.clone() });
+    assert_eq!(me(&cluster, &short).await?, "ivan@example.com");
+    cluster.clock.advance(Duration::from_secs(61));
+    assert_refused(me(&cluster, &short).await, "expired after the clock moved");
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn every_configured_signing_key_verifies_and_only_the_first_signs() -> anyhow::Result<()> {
+    // A rotation: a new key signs, the previous key is still published for tokens it signed.
+    let keys = tempfile::tempdir()?;
+    let write_key = |name: &str| -> anyhow::Result<std::path::PathBuf> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = keys.path().join(name);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        std::io::Write::write_all(&mut f, ts_common::tls::generate_signing_key()?.as_bytes())?;
+        Ok(path)
+    };
+    let (new_key, old_key, retired_key) = (write_key("new.pem")?, write_key("old.pem")?, write_key("retired.pem")?);
+    let configured = vec![new_key.clone(), old_key.clone()];
+    let cluster = TestCluster::start_with(move |c| c.accounts.token_signing_keys = configured).await?;
+    let session = cluster.sign_in("judy@example.com").await?;
+    let claims = claims_of(&session.access);
+    let kid = |t: &str| jsonwebtoken::decode_header(t).map(|h| h.kid).ok().flatten();
+
+    // Auth signs with the first key only.
+    let by_new = signed_with(&new_key, &claims);
+    assert_eq!(kid(&session.access), kid(&by_new), "the first configured key signs");
+    assert_eq!(me(&cluster, &session.access).await?, "judy@example.com");
+    // A token signed before the rotation, by the previous key, still verifies.
+    let by_old = signed_with(&old_key, &claims);
+    assert_ne!(kid(&by_old), kid(&by_new));
+    assert_eq!(me(&cluster, &by_old).await?, "judy@example.com", "the previous key still verifies");
+    // A key that is no longer configured verifies nothing, though it once was auth's.
+    assert_refused(me(&cluster, &signed_with(&retired_key, &claims)).await, "retired key");
+    // The old key's id with the new key's signature is refused too: keys are not interchangeable.
+    let old_kid = kid(&by_old).expect("kid");
+    let parts_old: Vec<&str> = by_old.split('.').collect();
+    let parts_new: Vec<&str> = by_new.split('.').collect();
+    let spliced = format!("{}.{}.{}", parts_old[0], parts_old[1], parts_new[2]);
+    assert_eq!(kid(&spliced).as_deref(), Some(old_kid.as_str()));
+    assert_refused(me(&cluster, &spliced).await, "new key's signature under the old key id");
     cluster.stop().await
 }
 

@@ -109,7 +109,10 @@ async fn stored_keys_hold_no_plaintext_and_unwrap_only_with_their_context() -> a
     };
     let right = decrypt("folder-a").await?;
     assert_eq!(right.plaintext().map(|b| b.as_ref()), Some(&key.expose_bytes()[..]));
-    assert!(decrypt("folder-b").await.is_err(), "KMS Decrypt with another folder's context must fail");
+    // KMS itself refuses the wrong context as an invalid ciphertext, not as some other failure.
+    let err = decrypt("folder-b").await.expect_err("KMS Decrypt with another folder's context must fail");
+    let service = err.as_service_error().expect("a KMS service error, not a transport failure");
+    assert!(service.is_invalid_ciphertext_exception(), "{service:?}");
 
     // The vault itself refuses a wrong context too, and says so instead of making a new key.
     let moved = WrappedKey { blob, master_key_id: docs[0].get_str("master_key_id")?.to_owned() };
@@ -208,7 +211,8 @@ async fn rewrap_moves_every_key_to_the_new_master_key_and_resumes_after_an_inter
             _ => anyhow::bail!("no blob"),
         };
         let old = WrappedKey { blob, master_key_id: old_arn.clone() };
-        assert!(s.kms.unwrap(&old, KeyContext { folder_id: folder, version: *version }).await.is_err());
+        let refused = s.kms.unwrap(&old, KeyContext { folder_id: folder, version: *version }).await;
+        assert!(matches!(refused, Err(KmsError::Rejected(_))), "{folder} v{version}: {refused:?}");
     }
     // New keys are made under the new master key from now on, even by a vault configured
     // with the old one.
@@ -276,9 +280,13 @@ async fn the_local_provider_binds_keys_to_their_context() -> anyhow::Result<()> 
     let cold = KeyVault::new(kms.clone(), KeyStore::new(&db), "local".into(), CacheLimits::default());
     assert_eq!(cold.get("f", Some(1)).await?.version(), 1);
     let stored = KeyStore::new(&db).find("f", Some(1)).await?.expect("stored");
-    assert!(kms.unwrap(&stored.wrapped, KeyContext { folder_id: "g", version: 1 }).await.is_err());
-    assert!(kms.unwrap(&stored.wrapped, KeyContext { folder_id: "f", version: 2 }).await.is_err());
+    let rejected = |r: Result<DataKey, KmsError>| matches!(r, Err(KmsError::Rejected(_)));
+    assert!(rejected(kms.unwrap(&stored.wrapped, KeyContext { folder_id: "g", version: 1 }).await), "other folder");
+    assert!(rejected(kms.unwrap(&stored.wrapped, KeyContext { folder_id: "f", version: 2 }).await), "other version");
     let other_master = LocalKms::new([8; 32]);
-    assert!(other_master.unwrap(&stored.wrapped, KeyContext { folder_id: "f", version: 1 }).await.is_err());
+    let r = other_master.unwrap(&stored.wrapped, KeyContext { folder_id: "f", version: 1 }).await;
+    assert!(rejected(r), "other master key");
+    // The control: the right context opens it.
+    assert_eq!(kms.unwrap(&stored.wrapped, KeyContext { folder_id: "f", version: 1 }).await?.version(), 1);
     Ok(())
 }

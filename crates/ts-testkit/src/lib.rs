@@ -14,7 +14,9 @@ pub mod replica;
 pub mod users;
 
 pub use cluster::{TestCluster, create_kms_key, foreign_identity, fresh_database, kms_client};
-pub use fixtures::{dump_database, query_content};
-pub use procs::{ServerProcess, SharedServers, redis_dump, shared};
+pub use fixtures::{
+    RawDocument, collections_containing, contains_bytes, dump_database, eventually, query_content, raw_documents,
+};
+pub use procs::{ServerProcess, SharedServers, redis_bytes, redis_dump, shared};
 pub use replica::{FoldersReplica, as_gateway};
 pub use users::{Session, bearer};

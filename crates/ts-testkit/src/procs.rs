@@ -238,15 +238,40 @@ pub fn shared() -> anyhow::Result<&'static SharedServers> {
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Every key and string value in the Redis on `port`, one per line, for tests that check
-/// what is (not) stored there.
-pub fn redis_dump(port: u16) -> anyhow::Result<String> {
-    let out = Command::new(which("redis-cli")?).args(["-p", &port.to_string(), "--scan"]).output()?;
-    let keys = String::from_utf8_lossy(&out.stdout).into_owned();
+/// Every key and every value in the Redis on `port`, whatever its type (strings, hashes,
+/// lists, sets, sorted sets, streams), as the raw bytes Redis holds, one key's dump after
+/// another. Tests scan it for what must never be cached.
+pub fn redis_bytes(port: u16) -> anyhow::Result<Vec<u8>> {
+    let cli = which("redis-cli")?;
+    let port = port.to_string();
+    let run = |args: &[&str]| -> anyhow::Result<Vec<u8>> {
+        let out = Command::new(&cli).args(["-p", &port, "--raw"]).args(args).output()?;
+        if !out.status.success() {
+            bail!("redis-cli {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(out.stdout)
+    };
+    let keys = run(&["--scan"])?;
     let mut dump = keys.clone();
-    for key in keys.lines().filter(|k| !k.is_empty()) {
-        let v = Command::new(which("redis-cli")?).args(["-p", &port.to_string(), "--raw", "GET", key]).output()?;
-        dump.push_str(&String::from_utf8_lossy(&v.stdout));
+    for key in String::from_utf8_lossy(&keys).lines().filter(|k| !k.is_empty()) {
+        let kind = String::from_utf8_lossy(&run(&["TYPE", key])?).trim().to_owned();
+        let values = match kind.as_str() {
+            "string" => run(&["GET", key])?,
+            "hash" => run(&["HGETALL", key])?,
+            "list" => run(&["LRANGE", key, "0", "-1"])?,
+            "set" => run(&["SMEMBERS", key])?,
+            "zset" => run(&["ZRANGE", key, "0", "-1", "WITHSCORES"])?,
+            "stream" => run(&["XRANGE", key, "-", "+"])?,
+            "none" => Vec::new(), // expired between the scan and now
+            other => bail!("redis key {key} has a type this dump cannot read: {other}"),
+        };
+        dump.extend_from_slice(&values);
+        dump.push(b'\n');
     }
     Ok(dump)
+}
+
+/// `redis_bytes` as text (invalid UTF-8 replaced), for tests that look for key names.
+pub fn redis_dump(port: u16) -> anyhow::Result<String> {
+    Ok(String::from_utf8_lossy(&redis_bytes(port)?).into_owned())
 }
