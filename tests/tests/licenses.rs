@@ -157,3 +157,32 @@ async fn the_operator_switch_disables_sharing_for_everyone_and_loses_nothing() -
     }
     cluster.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_keeps_admin_rights_through_their_own_block() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    cluster.license_operator().await?.upsert_license(acme()).await?;
+    // The admin's own address is in the license (by domain), like every colleague's.
+    let admin = cluster.sign_in("admin@acme.test").await?;
+    let alice = cluster.sign_in("alice@acme.test").await?;
+    assert_eq!(sharing_call(&cluster, &admin).await, Code::Ok);
+
+    let mut admin_api = LicenseAdminServiceClient::new(cluster.gateway().await?);
+    let block = |blocked| admin.request(SetLicenseSharingBlockedRequest { license_id: "acme".into(), blocked });
+    admin_api.set_license_sharing_blocked(block(true)).await?;
+    // Members are signed out; the admin is not, but their sharing is blocked like everyone's.
+    assert_eq!(sharing_call(&cluster, &alice).await, Code::Unauthenticated);
+    assert_eq!(sharing_call(&cluster, &admin).await, Code::FailedPrecondition, "the admin's sharing is blocked");
+    let state = admin_api
+        .get_license_sharing_state(admin.request(GetLicenseSharingStateRequest { license_id: "acme".into() }))
+        .await?
+        .into_inner();
+    assert!(state.blocked);
+    // The same session unblocks, with no new sign-in.
+    admin_api.set_license_sharing_blocked(block(false)).await?;
+    assert_eq!(sharing_call(&cluster, &admin).await, Code::Ok, "the admin shares again after unblocking");
+    // A member signed out by the block verifies again, as before.
+    let alice = cluster.sign_in("alice@acme.test").await?;
+    assert_eq!(sharing_call(&cluster, &alice).await, Code::Ok);
+    cluster.stop().await
+}
