@@ -69,7 +69,7 @@ async fn a_sign_out_takes_effect_within_two_seconds_while_redis_rejects_writes()
     redis_cli(port, &["CONFIG", "SET", "maxmemory", "0"]);
     let start = Instant::now();
     let published = loop {
-        let keys = redis_cli(port, &["--scan", "--pattern", "*revoked*session*"]);
+        let keys = redis_cli(port, &["--scan", "--pattern", "*:session:*"]);
         if !keys.is_empty() {
             break true;
         }

@@ -3,6 +3,7 @@
 //! it travels between services.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cache;
 pub mod client;
 pub mod clock;
@@ -11,6 +12,7 @@ pub mod email;
 pub mod identity;
 pub mod mail;
 pub mod paging;
+pub mod revocation;
 pub mod server;
 pub mod stores;
 pub mod telemetry;

@@ -11,6 +11,8 @@ use ts_common::user::UserContext;
 use ts_proto::internal::CheckSharingAllowedRequest;
 use ts_proto::public::AccessLevel;
 
+use ts_common::audit::bounded;
+
 use crate::FoldersApi;
 
 /// Membership answers stay in Redis this long at most.
@@ -113,6 +115,7 @@ impl FoldersApi {
             &call.user.email,
             &call.user.user_id,
             folder_id,
+            "",
             action,
             ts_common::code_name(code),
             &call.request_id,
@@ -120,12 +123,14 @@ impl FoldersApi {
         .await;
     }
 
-    /// Appends an audit event from its parts.
+    /// Appends an audit event from its parts, each bounded.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn record_audit(
         &self,
         email: &str,
         user_id: &str,
         folder_id: &str,
+        license_id: &str,
         action: &str,
         code: &str,
         request_id: &str,
@@ -135,12 +140,13 @@ impl FoldersApi {
         let event = doc! {
             "_id": uuid::Uuid::new_v4().to_string(),
             "time": bson::DateTime::from_system_time(now),
-            "actor_email": email,
-            "actor_user_id": user_id,
-            "folder_id": folder_id,
-            "action": action,
-            "status_code": code,
-            "request_id": request_id,
+            "actor_email": bounded(email),
+            "actor_user_id": bounded(user_id),
+            "folder_id": bounded(folder_id),
+            "license_id": bounded(license_id),
+            "action": bounded(action),
+            "status_code": bounded(code),
+            "request_id": bounded(request_id),
             "expires_at": bson::DateTime::from_system_time(expires),
         };
         if let Err(e) = self.db.collection::<bson::Document>("audit_events").insert_one(event).await {

@@ -129,6 +129,7 @@ impl InvitationsApi {
             action: action.to_owned(),
             status_code: ts_common::code_name(code).to_owned(),
             request_id: ts_common::server::current_request_id().map(|r| r.0).unwrap_or_default(),
+            license_id: String::new(),
         };
         if let Err(s) = self.audit.clone().record_audit_event(event).await {
             tracing::warn!(code = ?s.code(), action, "cannot record audit event");
