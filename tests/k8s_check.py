@@ -9,7 +9,7 @@ import yaml
 CALLERS = {  # callee -> who may call it (DESIGN.md §1)
     "auth": {"gateway", "folders", "invitations"},
     "keyvault": {"folders"},
-    "folders": {"gateway", "invitations"},
+    "folders": {"gateway", "invitations", "auth", "keyvault"},  # auth, keyvault: audit events
     "invitations": {"gateway"},
 }
 SERVICES = ["auth", "keyvault", "folders", "invitations", "gateway"]

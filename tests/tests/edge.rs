@@ -106,13 +106,20 @@ async fn oversized_and_malformed_ids_never_reach_a_store_a_cache_or_the_audit_tr
     let folder_id = new_folder(&ch, &alice).await?;
     let marker = "zq".repeat(16);
     let huge = format!("{marker}{}", "x".repeat(1 << 20));
-    let odd = [huge.as_str(), "../../etc", "0B8C5F7E-1A2B-4C3D-9E8F-001122334455", "0b8c5f7e-1a2b-4c3d-9e8f-00112233445\u{e9}"];
+    let odd = [
+        huge.as_str(),
+        "../../etc",
+        "0B8C5F7E-1A2B-4C3D-9E8F-001122334455",
+        "0b8c5f7e-1a2b-4c3d-9e8f-00112233445\u{e9}",
+    ];
     for bad in odd {
         let bad = bad.to_owned();
         let mut folders = FolderServiceClient::new(ch.clone());
         refused(folders.get_folder(alice.request(GetFolderRequest { folder_id: bad.clone() })).await, "folder_id");
         refused(
-            folders.rename_folder(alice.request(RenameFolderRequest { folder_id: bad.clone(), name: "n".into() })).await,
+            folders
+                .rename_folder(alice.request(RenameFolderRequest { folder_id: bad.clone(), name: "n".into() }))
+                .await,
             "folder_id",
         );
         let mut items = ItemServiceClient::new(ch.clone());
@@ -143,7 +150,10 @@ async fn oversized_and_malformed_ids_never_reach_a_store_a_cache_or_the_audit_tr
             "user_id",
         );
         let mut inv = InvitationServiceClient::new(ch.clone());
-        refused(inv.accept_invitation(alice.request(AcceptInvitationRequest { invitation_id: bad.clone() })).await, "invitation_id");
+        refused(
+            inv.accept_invitation(alice.request(AcceptInvitationRequest { invitation_id: bad.clone() })).await,
+            "invitation_id",
+        );
         refused(
             inv.create_invitation(alice.request(CreateInvitationRequest {
                 folder_id: bad.clone(),

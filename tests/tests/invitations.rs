@@ -442,7 +442,8 @@ async fn accepting_as_an_existing_member_keeps_their_level_and_spends_the_invita
     let mut inv = InvitationServiceClient::new(ch.clone());
     inv.accept_invitation(b.request(AcceptInvitationRequest { invitation_id: invitation.id.clone() })).await?;
     // The membership was not made by this invitation: accepting again is a replay.
-    let again = inv.accept_invitation(b.request(AcceptInvitationRequest { invitation_id: invitation.id.clone() })).await;
+    let again =
+        inv.accept_invitation(b.request(AcceptInvitationRequest { invitation_id: invitation.id.clone() })).await;
     assert_eq!(again.unwrap_err().code(), Code::FailedPrecondition);
     let db = cluster.database().await?;
     let stored = db

@@ -42,7 +42,7 @@ async fn a_license_admin_blocks_and_unblocks_sharing() -> anyhow::Result<()> {
 
     let mut admin_api = LicenseAdminServiceClient::new(cluster.gateway().await?);
     let emails = admin_api
-        .list_license_emails(admin.request(ListLicenseEmailsRequest { license_id: "acme".into() }))
+        .list_license_emails(admin.request(ListLicenseEmailsRequest { license_id: "acme".into(), page: None }))
         .await?
         .into_inner();
     assert_eq!(
@@ -208,5 +208,71 @@ async fn license_reads_and_writes_are_for_that_licenses_admins_only() -> anyhow:
     assert!(!acme_state.blocked);
     let globex_state = api.get_license_sharing_state(state(&other_admin, "globex")).await?.into_inner();
     assert!(!globex_state.blocked);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_keeps_admin_rights_through_their_own_block() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    cluster.license_operator().await?.upsert_license(acme()).await?;
+    // The admin's own address is in the license (by domain), like every colleague's.
+    let admin = cluster.sign_in("admin@acme.test").await?;
+    let alice = cluster.sign_in("alice@acme.test").await?;
+    assert_eq!(sharing_call(&cluster, &admin).await, Code::Ok);
+
+    let mut admin_api = LicenseAdminServiceClient::new(cluster.gateway().await?);
+    let block = |blocked| admin.request(SetLicenseSharingBlockedRequest { license_id: "acme".into(), blocked });
+    admin_api.set_license_sharing_blocked(block(true)).await?;
+    // Members are signed out; the admin is not, but their sharing is blocked like everyone's.
+    assert_eq!(sharing_call(&cluster, &alice).await, Code::Unauthenticated);
+    assert_eq!(sharing_call(&cluster, &admin).await, Code::FailedPrecondition, "the admin's sharing is blocked");
+    let state = admin_api
+        .get_license_sharing_state(admin.request(GetLicenseSharingStateRequest { license_id: "acme".into() }))
+        .await?
+        .into_inner();
+    assert!(state.blocked);
+    // The same session unblocks, with no new sign-in.
+    admin_api.set_license_sharing_blocked(block(false)).await?;
+    assert_eq!(sharing_call(&cluster, &admin).await, Code::Ok, "the admin shares again after unblocking");
+    // A member signed out by the block verifies again, as before.
+    let alice = cluster.sign_in("alice@acme.test").await?;
+    assert_eq!(sharing_call(&cluster, &alice).await, Code::Ok);
+    cluster.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn license_emails_list_domain_accounts_paged() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    cluster.license_operator().await?.upsert_license(acme()).await?;
+    let admin = cluster.sign_in("admin@acme.test").await?;
+    for email in ["bob@acme.test", "carol@acme.test", "contractor@gmail.test", "olivia@other.test"] {
+        cluster.sign_in(email).await?;
+    }
+    let mut api = LicenseAdminServiceClient::new(cluster.gateway().await?);
+    let mut accounts = Vec::new();
+    let mut token = String::new();
+    for _ in 0..10 {
+        let reply = api
+            .list_license_emails(admin.request(ListLicenseEmailsRequest {
+                license_id: "acme".into(),
+                page: Some(PageRequest { page_size: 2, page_token: token.clone() }),
+            }))
+            .await?
+            .into_inner();
+        assert!(reply.accounts.len() <= 2);
+        accounts.extend(reply.accounts);
+        token = reply.page.map(|p| p.next_page_token).unwrap_or_default();
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(accounts, ["admin@acme.test", "bob@acme.test", "carol@acme.test", "contractor@gmail.test"]);
+    let err = api
+        .list_license_emails(admin.request(ListLicenseEmailsRequest {
+            license_id: "acme".into(),
+            page: Some(PageRequest { page_size: 2, page_token: "forged".into() }),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("page_token"), "{}", err.message());
     cluster.stop().await
 }

@@ -43,10 +43,9 @@ async fn run(ch: Channel, folder_id: String, actor: Session, target: Session, op
             .remove_member(actor.request(RemoveMemberRequest { folder_id, user_id: target.user_id }))
             .await
             .map(drop),
-        Op::Leave => FolderServiceClient::new(ch)
-            .leave_folder(actor.request(LeaveFolderRequest { folder_id }))
-            .await
-            .map(drop),
+        Op::Leave => {
+            FolderServiceClient::new(ch).leave_folder(actor.request(LeaveFolderRequest { folder_id })).await.map(drop)
+        }
     };
     r.map_err(|s| s.code())
 }
@@ -56,9 +55,8 @@ async fn census(cluster: &TestCluster, folder_id: &str) -> anyhow::Result<(u64, 
     let db = cluster.database().await?;
     let members = db.collection::<bson::Document>("members");
     let all = members.count_documents(bson::doc! { "folder_id": folder_id }).await?;
-    let managers = members
-        .count_documents(bson::doc! { "folder_id": folder_id, "access": AccessLevel::Manage as i32 })
-        .await?;
+    let managers =
+        members.count_documents(bson::doc! { "folder_id": folder_id, "access": AccessLevel::Manage as i32 }).await?;
     let folder = db.collection::<bson::Document>("folders").find_one(bson::doc! { "_id": folder_id }).await?;
     let counter = folder.and_then(|f| f.get_i64("managers").ok()).unwrap_or(-1);
     Ok((all, managers, counter))
@@ -81,9 +79,8 @@ async fn concurrent_promotions_then_two_leaving_managers_keep_one_manager() -> a
     cluster.add_member(&folder_id, &b, AccessLevel::Manage).await?;
     cluster.add_member(&folder_id, &c, AccessLevel::Edit).await?;
     // The same promotion, many times at once: it must count once.
-    let promote = (0..8).map(|_| {
-        tokio::spawn(run(ch.clone(), folder_id.clone(), a.clone(), c.clone(), Op::Set(AccessLevel::Manage)))
-    });
+    let promote = (0..8)
+        .map(|_| tokio::spawn(run(ch.clone(), folder_id.clone(), a.clone(), c.clone(), Op::Set(AccessLevel::Manage))));
     for r in futures::future::join_all(promote).await {
         r?.map_err(|c| anyhow::anyhow!("promotion failed: {c:?}"))?;
     }
@@ -92,8 +89,8 @@ async fn concurrent_promotions_then_two_leaving_managers_keep_one_manager() -> a
         .await
         .map_err(|c| anyhow::anyhow!("{c:?}"))?;
     // Both remaining managers leave at once: one of them must be refused.
-    let leaves = [a.clone(), b.clone()]
-        .map(|who| tokio::spawn(run(ch.clone(), folder_id.clone(), who.clone(), who, Op::Leave)));
+    let leaves =
+        [a.clone(), b.clone()].map(|who| tokio::spawn(run(ch.clone(), folder_id.clone(), who.clone(), who, Op::Leave)));
     let results: Vec<_> = futures::future::join_all(leaves).await.into_iter().collect::<Result<_, _>>()?;
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
     assert!(results.contains(&Err(tonic::Code::FailedPrecondition)), "{results:?}");
@@ -159,9 +156,7 @@ async fn many_concurrent_mixed_membership_calls_never_leave_a_folder_without_a_m
                 matches!(
                     outcome,
                     Ok(())
-                        | Err(tonic::Code::FailedPrecondition
-                            | tonic::Code::NotFound
-                            | tonic::Code::PermissionDenied)
+                        | Err(tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::PermissionDenied)
                 ),
                 "round {round}: unexpected {outcome:?}"
             );

@@ -21,10 +21,22 @@ async fn new_folder(ch: &Channel, s: &Session, name: &str) -> anyhow::Result<Str
         .id)
 }
 
-async fn invite(ch: &Channel, s: &Session, folder_id: &str, email: &str, access: AccessLevel) -> anyhow::Result<String> {
+async fn invite(
+    ch: &Channel,
+    s: &Session,
+    folder_id: &str,
+    email: &str,
+    access: AccessLevel,
+) -> anyhow::Result<String> {
     let req =
         CreateInvitationRequest { folder_id: folder_id.into(), invitee_email: email.into(), access: access as i32 };
-    Ok(InvitationServiceClient::new(ch.clone()).create_invitation(s.request(req)).await?.into_inner().invitation.expect("i").id)
+    Ok(InvitationServiceClient::new(ch.clone())
+        .create_invitation(s.request(req))
+        .await?
+        .into_inner()
+        .invitation
+        .expect("i")
+        .id)
 }
 
 async fn accept(ch: &Channel, s: &Session, id: &str) -> Result<AcceptInvitationResponse, tonic::Status> {

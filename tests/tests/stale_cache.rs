@@ -64,7 +64,8 @@ async fn a_removed_member_is_never_served_from_a_cache_filled_during_the_removal
         let tasks = readers(&stop, move || {
             let (rch, b, f) = (rch.clone(), b.clone(), f.clone());
             async move {
-                let _ignored = FolderServiceClient::new(rch).get_folder(as_gateway(&b, GetFolderRequest { folder_id: f })).await;
+                let _ignored =
+                    FolderServiceClient::new(rch).get_folder(as_gateway(&b, GetFolderRequest { folder_id: f })).await;
             }
         });
         tokio::task::yield_now().await;

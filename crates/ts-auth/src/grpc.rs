@@ -57,7 +57,63 @@ fn caller<T>(request: &Request<T>) -> Result<UserContext, Status> {
     UserContext::from_metadata(request.metadata())
 }
 
+/// The license id of a request, when it is a valid one (refused ids are not recorded).
+fn license_of_request(id: &str) -> String {
+    crate::licenses::check_license_id(id).map(str::to_owned).unwrap_or_default()
+}
+
+/// The email an ID token claims, unverified: only to tell its owner that a sign-in as them
+/// was refused. Never trusted for anything else.
+fn claimed_email(token: &str) -> Option<crate::email::Email> {
+    use base64::Engine;
+    let token = token.trim();
+    if token.len() > 16 * 1024 {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    crate::email::Email::parse(claims.get("email")?.as_str()?).ok()
+}
+
 impl AuthApi {
+    /// Records a failed action of someone who is not signed in, as the account of `email`
+    /// (the address that was tried) when it exists, else under that address alone.
+    async fn audit_attempt(&self, email: Option<crate::email::Email>, action: &str, status: &Status) {
+        let Some(email) = email else { return };
+        let user_id = self.auth.user_id_by_email(&email).await.ok().flatten().unwrap_or_default();
+        self.auth.audit.record(ts_common::audit::Event {
+            actor_email: email.as_str().to_owned(),
+            actor_user_id: user_id,
+            action: action.to_owned(),
+            code: status.code(),
+            ..Default::default()
+        });
+    }
+
+    /// Records an action of the signed-in `user` concerning `license_id`.
+    fn audit_user(&self, user: &UserContext, license_id: &str, action: &str, code: tonic::Code) {
+        self.auth.audit.record(ts_common::audit::Event {
+            actor_email: user.email.clone(),
+            actor_user_id: user.user_id.clone(),
+            license_id: license_of_request(license_id),
+            action: action.to_owned(),
+            code,
+            ..Default::default()
+        });
+    }
+
+    /// Records an operator action concerning `license_id` (empty: the deployment).
+    fn audit_operator(&self, license_id: &str, action: &str, code: tonic::Code) {
+        self.auth.audit.record(ts_common::audit::Event {
+            actor_email: ts_common::audit::OPERATOR.to_owned(),
+            license_id: license_of_request(license_id),
+            action: action.to_owned(),
+            code,
+            ..Default::default()
+        });
+    }
+
     async fn sign_in(&self, email: crate::email::Email, via: &str) -> Result<(SessionTokens, User), Status> {
         let user_id = self.auth.verified_user(&email, via).await?;
         let issued = self.auth.open_session(&user_id, email.as_str()).await?;
@@ -74,8 +130,16 @@ impl AuthService for AuthApi {
         request: Request<StartEmailVerificationRequest>,
     ) -> Result<Response<StartEmailVerificationResponse>, Status> {
         let client = request.metadata().get(CLIENT_ADDR).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-        let expires = self.auth.start_verification(&request.get_ref().email, &client).await?;
-        Ok(Response::new(StartEmailVerificationResponse { expires_at: Some(timestamp(expires)) }))
+        let raw = &request.get_ref().email;
+        match self.auth.start_verification(raw, &client).await {
+            Ok(expires) => Ok(Response::new(StartEmailVerificationResponse { expires_at: Some(timestamp(expires)) })),
+            Err(e) => {
+                let status = Status::from(e);
+                let email = crate::email::Email::parse(raw).ok();
+                self.audit_attempt(email, "auth.start_email_verification", &status).await;
+                Err(status)
+            }
+        }
     }
 
     async fn complete_email_verification(
@@ -83,33 +147,75 @@ impl AuthService for AuthApi {
         request: Request<CompleteEmailVerificationRequest>,
     ) -> Result<Response<CompleteEmailVerificationResponse>, Status> {
         let req = request.into_inner();
-        let email = self.auth.complete_verification(&req.email, &req.code).await?;
-        let (tokens, user) = self.sign_in(email, "email").await?;
-        Ok(Response::new(CompleteEmailVerificationResponse { tokens: Some(tokens), user: Some(user) }))
+        let result = match self.auth.complete_verification(&req.email, &req.code).await {
+            Ok(email) => self.sign_in(email, "email").await,
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok((tokens, user)) => {
+                Ok(Response::new(CompleteEmailVerificationResponse { tokens: Some(tokens), user: Some(user) }))
+            }
+            Err(status) => {
+                let email = crate::email::Email::parse(&req.email).ok();
+                self.audit_attempt(email, "auth.complete_email_verification", &status).await;
+                Err(status)
+            }
+        }
     }
 
     async fn sign_in_with_sso(
         &self,
         request: Request<SignInWithSsoRequest>,
     ) -> Result<Response<SignInWithSsoResponse>, Status> {
-        let email = self.auth.verify_id_token(&request.get_ref().id_token).await?;
-        let (tokens, user) = self.sign_in(email, "sso").await?;
-        Ok(Response::new(SignInWithSsoResponse { tokens: Some(tokens), user: Some(user) }))
+        let token = &request.get_ref().id_token;
+        let result = match self.auth.verify_id_token(token).await {
+            Ok(email) => self.sign_in(email, "sso").await,
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok((tokens, user)) => Ok(Response::new(SignInWithSsoResponse { tokens: Some(tokens), user: Some(user) })),
+            Err(status) => {
+                self.audit_attempt(claimed_email(token), "auth.sign_in_with_sso", &status).await;
+                Err(status)
+            }
+        }
     }
 
     async fn refresh_session(
         &self,
         request: Request<RefreshSessionRequest>,
     ) -> Result<Response<RefreshSessionResponse>, Status> {
-        let issued = self.auth.refresh(&request.get_ref().refresh_token).await?;
-        Ok(Response::new(RefreshSessionResponse { tokens: Some(tokens(&issued)) }))
+        let token = &request.get_ref().refresh_token;
+        match self.auth.refresh(token).await {
+            Ok(issued) => Ok(Response::new(RefreshSessionResponse { tokens: Some(tokens(&issued)) })),
+            Err(e) => {
+                let status = Status::from(e);
+                // Only a token naming a real session has someone to tell.
+                if let Some((user_id, email)) = self.auth.session_owner(token).await {
+                    self.auth.audit.record(ts_common::audit::Event {
+                        actor_email: email,
+                        actor_user_id: user_id,
+                        action: "auth.refresh_session".into(),
+                        code: status.code(),
+                        ..Default::default()
+                    });
+                }
+                Err(status)
+            }
+        }
     }
 
     async fn sign_out(&self, request: Request<SignOutRequest>) -> Result<Response<SignOutResponse>, Status> {
         let user = caller(&request)?;
-        self.auth
+        if let Err(e) = self
+            .auth
             .revoke_sessions(bson::doc! { "_id": &user.session_id, "user_id": &user.user_id }, "signed out")
-            .await?;
+            .await
+        {
+            let status = Status::from(e);
+            self.audit_user(&user, "", "auth.sign_out", status.code());
+            return Err(status);
+        }
         Ok(Response::new(SignOutResponse {}))
     }
 
@@ -127,12 +233,20 @@ impl LicenseAdminService for AuthApi {
         request: Request<ListLicenseEmailsRequest>,
     ) -> Result<Response<ListLicenseEmailsResponse>, Status> {
         let user = caller(&request)?;
-        let l = self.auth.license_as_admin(&user.user_id, &request.get_ref().license_id).await?;
-        Ok(Response::new(ListLicenseEmailsResponse {
-            emails: l.emails,
-            domains: l.domains,
-            admin_emails: l.admin_emails,
-        }))
+        let req = request.get_ref();
+        let result = async {
+            let l = self.auth.license_as_admin(&user.user_id, &req.license_id).await?;
+            let accounts = self.auth.license_accounts(&l, &req.page).await?;
+            Ok::<_, AuthError>(ListLicenseEmailsResponse {
+                emails: l.emails,
+                domains: l.domains,
+                admin_emails: l.admin_emails,
+                accounts: accounts.emails,
+                page: Some(PageResponse { next_page_token: accounts.next }),
+            })
+        }
+        .await;
+        self.license_outcome(&user, &req.license_id, "license.list_emails", false, result)
     }
 
     async fn set_license_sharing_blocked(
@@ -141,8 +255,13 @@ impl LicenseAdminService for AuthApi {
     ) -> Result<Response<SetLicenseSharingBlockedResponse>, Status> {
         let user = caller(&request)?;
         let req = request.get_ref();
-        let blocked = self.auth.set_license_blocked(&user.user_id, &req.license_id, req.blocked).await?;
-        Ok(Response::new(SetLicenseSharingBlockedResponse { blocked }))
+        let result = self
+            .auth
+            .set_license_blocked(&user.user_id, &req.license_id, req.blocked)
+            .await
+            .map(|blocked| SetLicenseSharingBlockedResponse { blocked });
+        let action = if req.blocked { "license.block" } else { "license.unblock" };
+        self.license_outcome(&user, &req.license_id, action, true, result)
     }
 
     async fn get_license_sharing_state(
@@ -150,12 +269,76 @@ impl LicenseAdminService for AuthApi {
         request: Request<GetLicenseSharingStateRequest>,
     ) -> Result<Response<GetLicenseSharingStateResponse>, Status> {
         let user = caller(&request)?;
-        let l = self.auth.license_as_admin(&user.user_id, &request.get_ref().license_id).await?;
-        let deployment = self.auth.sharing_enabled("").await?;
-        Ok(Response::new(GetLicenseSharingStateResponse {
-            blocked: l.blocked,
-            disabled_by_operator: !(deployment && l.sharing_enabled),
-        }))
+        let req = request.get_ref();
+        let result = async {
+            let l = self.auth.license_as_admin(&user.user_id, &req.license_id).await?;
+            let deployment = self.auth.sharing_enabled("").await?;
+            Ok(GetLicenseSharingStateResponse {
+                blocked: l.blocked,
+                disabled_by_operator: !(deployment && l.sharing_enabled),
+            })
+        }
+        .await;
+        self.license_outcome(&user, &req.license_id, "license.get_sharing_state", false, result)
+    }
+
+    async fn list_license_audit(
+        &self,
+        request: Request<ListLicenseAuditRequest>,
+    ) -> Result<Response<ListLicenseAuditResponse>, Status> {
+        let user = caller(&request)?;
+        let req = request.get_ref();
+        let action = "license.list_audit";
+        if let Err(e) = self.auth.license_as_admin(&user.user_id, &req.license_id).await {
+            return self.license_outcome(&user, &req.license_id, action, false, Err(e));
+        }
+        let Some(client) = self.auth.license_audit.clone() else {
+            return Err(Status::unavailable("the audit trail is not configured"));
+        };
+        let reply = client
+            .clone()
+            .list_license_audit_events(ListLicenseAuditEventsRequest {
+                license_id: req.license_id.clone(),
+                page: req.page.clone(),
+            })
+            .await;
+        match reply {
+            Ok(r) => {
+                let r = r.into_inner();
+                Ok(Response::new(ListLicenseAuditResponse { events: r.events, page: r.page }))
+            }
+            Err(status) => {
+                self.audit_user(&user, &req.license_id, action, status.code());
+                Err(status)
+            }
+        }
+    }
+}
+
+impl AuthApi {
+    /// Audits a license-admin call (failures always, successes when `mutating`) and turns
+    /// its result into the reply.
+    fn license_outcome<R>(
+        &self,
+        user: &UserContext,
+        license_id: &str,
+        action: &str,
+        mutating: bool,
+        result: Result<R, AuthError>,
+    ) -> Result<Response<R>, Status> {
+        match result {
+            Ok(r) => {
+                if mutating {
+                    self.audit_user(user, license_id, action, tonic::Code::Ok);
+                }
+                Ok(Response::new(r))
+            }
+            Err(e) => {
+                let status = Status::from(e);
+                self.audit_user(user, license_id, action, status.code());
+                Err(status)
+            }
+        }
     }
 }
 
@@ -245,8 +428,8 @@ impl LicenseOperatorService for AuthApi {
         request: Request<UpsertLicenseRequest>,
     ) -> Result<Response<UpsertLicenseResponse>, Status> {
         let r = request.into_inner();
-        self.auth.upsert_license(&r.license_id, &r.admin_emails, &r.emails, &r.domains).await?;
-        Ok(Response::new(UpsertLicenseResponse {}))
+        let result = self.auth.upsert_license(&r.license_id, &r.admin_emails, &r.emails, &r.domains).await;
+        self.operator_outcome(&r.license_id, "operator.upsert_license", true, result.map(|()| UpsertLicenseResponse {}))
     }
 
     async fn set_sharing_enabled(
@@ -254,16 +437,42 @@ impl LicenseOperatorService for AuthApi {
         request: Request<SetSharingEnabledRequest>,
     ) -> Result<Response<SetSharingEnabledResponse>, Status> {
         let r = request.into_inner();
-        self.auth.set_sharing_enabled(&r.license_id, r.enabled).await?;
-        Ok(Response::new(SetSharingEnabledResponse {}))
+        let result = self.auth.set_sharing_enabled(&r.license_id, r.enabled).await;
+        let action = if r.enabled { "operator.enable_sharing" } else { "operator.disable_sharing" };
+        self.operator_outcome(&r.license_id, action, true, result.map(|()| SetSharingEnabledResponse {}))
     }
 
     async fn get_sharing_enabled(
         &self,
         request: Request<GetSharingEnabledRequest>,
     ) -> Result<Response<GetSharingEnabledResponse>, Status> {
-        Ok(Response::new(GetSharingEnabledResponse {
-            enabled: self.auth.sharing_enabled(&request.get_ref().license_id).await?,
-        }))
+        let id = &request.get_ref().license_id;
+        let result = self.auth.sharing_enabled(id).await.map(|enabled| GetSharingEnabledResponse { enabled });
+        self.operator_outcome(id, "operator.get_sharing_enabled", false, result)
+    }
+}
+
+impl AuthApi {
+    /// Audits an operator call (failures always, successes when `mutating`).
+    fn operator_outcome<R>(
+        &self,
+        license_id: &str,
+        action: &str,
+        mutating: bool,
+        result: Result<R, AuthError>,
+    ) -> Result<Response<R>, Status> {
+        match result {
+            Ok(r) => {
+                if mutating {
+                    self.audit_operator(license_id, action, tonic::Code::Ok);
+                }
+                Ok(Response::new(r))
+            }
+            Err(e) => {
+                let status = Status::from(e);
+                self.audit_operator(license_id, action, status.code());
+                Err(status)
+            }
+        }
     }
 }

@@ -26,6 +26,7 @@ use ts_common::identity::{Allowlist, Peer};
 use ts_common::server::{Access, ServiceServer};
 use ts_common::{RunError, drain_delay, service_mtls, stores};
 use ts_proto::internal::identity_service_server::IdentityServiceServer;
+use ts_proto::internal::license_audit_service_client::LicenseAuditServiceClient;
 use ts_proto::internal::license_operator_service_server::LicenseOperatorServiceServer;
 use ts_proto::public::auth_service_server::AuthServiceServer;
 use ts_proto::public::license_admin_service_server::LicenseAdminServiceServer;
@@ -54,7 +55,8 @@ pub async fn serve(
     serve_with_clock(config, Arc::new(SystemClock), listener, shutdown).await
 }
 
-/// Builds the auth state from `[auth]`, `[accounts]`, `[mail]`, `[mongodb]` and `[redis]`.
+/// Builds the auth state from `[auth]`, `[accounts]`, `[mail]`, `[mongodb]`, `[redis]` and
+/// `[upstreams]` folders (the audit trail).
 pub async fn build(config: &Config, clock: SharedClock) -> Result<Auth, RunError> {
     let policy = config.accounts.clone();
     let signer = signing::Signer::load(&policy.token_signing_keys)?;
@@ -77,7 +79,23 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<Auth, RunError
         None => None,
     };
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-auth").await?;
-    let auth = Auth { db, clock, mailer, signer, secret: zeroize::Zeroizing::new(secret), policy, sso, redis };
+    // Folders owns the audit trail: failed sign-ins and license actions are recorded there.
+    let folders =
+        ts_common::upstream(config, "folders", &service_mtls(config, "auth", require(&config.auth, "auth")?)?)?;
+    let audit = ts_common::audit::Sink::new(folders.clone());
+    let license_audit = Some(LicenseAuditServiceClient::new(folders));
+    let auth = Auth {
+        db,
+        clock,
+        mailer,
+        signer,
+        secret: zeroize::Zeroizing::new(secret),
+        policy,
+        sso,
+        redis,
+        audit,
+        license_audit,
+    };
     auth.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create auth indexes: {e}")))?;
     Ok(auth)
 }
@@ -91,8 +109,11 @@ pub async fn serve_with_clock(
 ) -> Result<(), RunError> {
     let section = require(&config.auth, "auth")?;
     let mtls = service_mtls(config, "auth", section)?;
-    let api = AuthApi::new(Arc::new(build(config, clock).await?));
-    ServiceServer::new("auth", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
+    let auth = Arc::new(build(config, clock).await?);
+    let (stop_outbox, outbox_stopped) = tokio::sync::watch::channel(false);
+    let outbox = tokio::spawn(auth.clone().run_revocation_outbox(outbox_stopped));
+    let api = AuthApi::new(auth);
+    let served = ServiceServer::new("auth", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(AuthServiceServer::new(api.clone()))
         .service(LicenseAdminServiceServer::new(api.clone()))
         .service(IdentityServiceServer::new(api.clone()))
@@ -100,6 +121,9 @@ pub async fn serve_with_clock(
         .health_listen(section.health_listen)
         .drain_delay(drain_delay(config))
         .serve(listener, shutdown)
-        .await?;
+        .await;
+    let _ = stop_outbox.send(true);
+    let _ = outbox.await;
+    served?;
     Ok(())
 }

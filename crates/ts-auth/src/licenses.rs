@@ -163,8 +163,13 @@ impl Auth {
             )
             .await?;
         if blocked {
+            // License admins keep their sessions and verification: their sharing is blocked
+            // like everyone's (the denial is the license's), but they must still be able to
+            // manage the license, unblock included, without their own block locking them out.
             let users = self.user_ids(associated(&license.emails, &license.domains)).await?;
-            self.revoke_privileges(&users, "license blocked team sharing").await?;
+            let admins = self.user_ids(doc! { "email": { "$in": &license.admin_emails } }).await?;
+            let members: BTreeSet<String> = users.difference(&admins).cloned().collect();
+            self.revoke_privileges(&members, "license blocked team sharing").await?;
         }
         tracing::info!(license_id = %license.id, blocked, "license sharing block changed");
         Ok(blocked)
@@ -202,5 +207,76 @@ impl Auth {
         let l = self.licenses().find_one(doc! { "_id": check_license_id(license_id)? }).await?;
         l.map(|l| License::from(&l).sharing_enabled)
             .ok_or_else(|| AuthError::NotFound(format!("no license {license_id:?}")))
+    }
+}
+
+/// Default and maximum page sizes of `ListLicenseEmails`' accounts.
+const ACCOUNTS_PAGE: (u32, u32) = (100, 500);
+
+/// A page of the accounts that belong to a license.
+#[derive(Debug, Clone, Default)]
+pub struct AccountsPage {
+    /// Emails, ascending.
+    pub emails: Vec<String>,
+    /// Token of the next page, empty at the end.
+    pub next: String,
+}
+
+impl Auth {
+    /// The accounts that belong to `license` (as `license_of` decides: an explicit listing
+    /// wins over a domain, and of two licenses the first by id wins), in email order from
+    /// after the page token.
+    pub async fn license_accounts(
+        &self,
+        license: &License,
+        page: &Option<ts_proto::public::PageRequest>,
+    ) -> AuthResult<AccountsPage> {
+        use ts_common::paging::{open_plain, page_size, plain_token, token};
+        let size = page_size(page, ACCOUNTS_PAGE.0, ACCOUNTS_PAGE.1);
+        let after = match token(page) {
+            Some(t) => open_plain(t, 2)
+                .ok()
+                .filter(|p| p[0] == license.id)
+                .map(|mut p| p.remove(1))
+                .ok_or_else(|| AuthError::InvalidArgument("page.page_token is not valid here".into()))?,
+            None => String::new(),
+        };
+        // Domains that a license with a smaller id also claims are that license's.
+        let earlier: Vec<Document> = self
+            .licenses()
+            .find(doc! { "_id": { "$lt": &license.id }, "domains": { "$in": &license.domains } })
+            .projection(doc! { "domains": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        let taken: BTreeSet<String> = earlier.iter().flat_map(|d| strings(d, "domains")).collect();
+        let domains: Vec<String> = license.domains.iter().filter(|d| !taken.contains(*d)).cloned().collect();
+        let filter = doc! { "$and": [associated(&license.emails, &domains), { "email": { "$gt": &after } }] };
+        let (docs, more) = ts_common::paging::find_page(&self.users(), filter, doc! { "email": 1 }, size).await?;
+        let candidates: Vec<String> = docs.iter().filter_map(|d| d.get_str("email").ok().map(str::to_owned)).collect();
+        // An address listed by another license belongs there when it matched here only by
+        // domain, or when that license comes first.
+        let elsewhere: Vec<Document> = self
+            .licenses()
+            .find(doc! { "_id": { "$ne": &license.id }, "emails": { "$in": &candidates } })
+            .projection(doc! { "emails": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        let emails = candidates
+            .iter()
+            .filter(|e| {
+                !elsewhere.iter().any(|l| {
+                    strings(l, "emails").contains(e)
+                        && (!license.emails.contains(e) || l.get_str("_id").unwrap_or_default() < license.id.as_str())
+                })
+            })
+            .cloned()
+            .collect();
+        let next = match (more, candidates.last()) {
+            (true, Some(last)) => plain_token(&[license.id.clone(), last.clone()]),
+            _ => String::new(),
+        };
+        Ok(AccountsPage { emails, next })
     }
 }

@@ -10,6 +10,7 @@ use bson::{Binary, Bson, Document, doc};
 use futures::TryStreamExt;
 use mongodb::options::ReturnDocument;
 use ts_common::clock::{bson_date, unix_secs};
+use ts_common::revocation;
 use ts_common::tokens::{AUDIENCE, Claims, ISSUER};
 use ts_proto::internal::SharingDenial;
 
@@ -17,8 +18,8 @@ use crate::email::Email;
 use crate::state::{Auth, AuthError, AuthResult};
 use crate::verification::{ct_eq, getrandom};
 
-/// Redis key prefix of revoked session ids (not secrets: a session id alone grants nothing).
-pub const REVOKED_PREFIX: &str = "ts:revoked-session:";
+/// How many outbox entries one publishing round takes.
+const OUTBOX_BATCH: i64 = 500;
 
 /// Tokens of a newly opened or refreshed session.
 #[derive(Clone)]
@@ -200,49 +201,143 @@ impl Auth {
         Ok(Issued { access_token, access_expires, refresh_token, user_id: user_id.to_owned() })
     }
 
-    /// Revokes every live session matching `filter`, here and in Redis (so the gateway
-    /// refuses their access tokens within seconds). Returns how many were revoked.
+    /// Revokes every live session matching `filter`. The revocation is durable in MongoDB
+    /// before this returns, and the session document itself is the outbox entry
+    /// (`revocation_pending`), set in the same write: auth publishes it to Redis now, and the
+    /// outbox task retries until Redis has it. Until then auth stops vouching for the Redis
+    /// view, so gateways ask auth (see `ts_common::revocation`). Returns how many were revoked.
     pub(crate) async fn revoke_sessions(&self, filter: Document, reason: &str) -> AuthResult<u64> {
         let mut live = filter.clone();
         live.insert("revoked", false);
-        let ids: Vec<String> = self
+        let ids = self.session_ids(live).await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut set = doc! { "revoked": true, "revoked_at": bson_date(self.now()) };
+        if self.redis.is_some() {
+            set.insert("revocation_pending", true);
+        }
+        self.sessions().update_many(doc! { "_id": { "$in": &ids } }, doc! { "$set": set }).await?;
+        if let Err(e) = self.publish_revocations(&ids).await {
+            tracing::warn!(error = %e, count = ids.len(), "revocations not in redis yet; the outbox retries");
+        }
+        tracing::info!(count = ids.len(), reason, "sessions revoked");
+        Ok(ids.len() as u64)
+    }
+
+    async fn session_ids(&self, filter: Document) -> AuthResult<Vec<String>> {
+        Ok(self
             .sessions()
-            .find(live.clone())
+            .find(filter)
             .projection(doc! { "_id": 1 })
             .await?
             .try_collect::<Vec<Document>>()
             .await?
             .iter()
             .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
-            .collect();
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        self.sessions()
-            .update_many(
-                doc! { "_id": { "$in": &ids } },
-                doc! { "$set": { "revoked": true, "revoked_at": bson_date(self.now()) } },
-            )
-            .await?;
-        self.publish_revocations(&ids).await;
-        tracing::info!(count = ids.len(), reason, "sessions revoked");
-        Ok(ids.len() as u64)
+            .collect())
     }
 
-    async fn publish_revocations(&self, ids: &[String]) {
+    /// Writes revocation keys for `ids` to Redis, then clears their outbox flag.
+    async fn publish_revocations(&self, ids: &[String]) -> Result<(), String> {
         use fred::prelude::*;
-        let Some(redis) = &self.redis else { return };
+        let Some(redis) = &self.redis else { return Ok(()) };
         // Long enough to outlive every access token of these sessions.
         let ttl = i64::try_from(self.policy.access_token_ttl_secs + 60).unwrap_or(i64::MAX);
         let pipeline = redis.pipeline();
         for id in ids {
             let _: Result<(), _> =
-                pipeline.set(format!("{REVOKED_PREFIX}{id}"), 1, Some(Expiration::EX(ttl)), None, false).await;
+                pipeline.set(revocation::revoked_key(id), 1, Some(Expiration::EX(ttl)), None, false).await;
         }
-        if let Err(e) = pipeline.all::<Vec<Value>>().await {
-            // The gateway falls back to asking auth only when Redis is unreachable for it too.
-            tracing::warn!(error = %e, count = ids.len(), "could not publish session revocations to redis");
+        match tokio::time::timeout(revocation::REDIS_WAIT, pipeline.all::<Vec<Value>>()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("redis timed out".into()),
         }
+        self.sessions()
+            .update_many(doc! { "_id": { "$in": ids } }, doc! { "$unset": { "revocation_pending": "" } })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// One outbox round: publishes every pending revocation, and only when none is left
+    /// that was acknowledged before the round began, vouches for the Redis view.
+    async fn outbox_round(&self) -> Result<(), String> {
+        use fred::prelude::*;
+        let Some(redis) = &self.redis else { return Ok(()) };
+        let began = std::time::Instant::now();
+        let pending = self
+            .sessions()
+            .find(doc! { "revocation_pending": true })
+            .projection(doc! { "_id": 1 })
+            .limit(OUTBOX_BATCH)
+            .await
+            .map_err(|e| e.to_string())?
+            .try_collect::<Vec<Document>>()
+            .await
+            .map_err(|e| e.to_string())?;
+        let ids: Vec<String> = pending.iter().filter_map(|d| d.get_str("_id").ok().map(str::to_owned)).collect();
+        if !ids.is_empty() {
+            self.publish_revocations(&ids).await?;
+            tracing::info!(count = ids.len(), "outbox published session revocations");
+            if ids.len() as i64 == OUTBOX_BATCH {
+                return Ok(()); // more are waiting: vouch only once they are all out
+            }
+        }
+        if began.elapsed() > revocation::VOUCH_BUDGET {
+            return Err("outbox round too slow to vouch for the redis view".into());
+        }
+        let px = i64::try_from(revocation::FRESH_FOR.as_millis()).unwrap_or(1000);
+        let vouch = redis.set::<(), _, _>(revocation::FRESH_KEY, 1, Some(Expiration::PX(px)), None, false);
+        match tokio::time::timeout(revocation::REDIS_WAIT, vouch).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("redis timed out".into()),
+        }
+    }
+
+    /// Drains the revocation outbox and vouches for the Redis view every
+    /// `revocation::VOUCH_EVERY`, until `stop` turns true. Every auth replica runs it:
+    /// publishing twice is harmless.
+    pub async fn run_revocation_outbox(self: std::sync::Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        if self.redis.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(revocation::VOUCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            match self.outbox_round().await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("revocation outbox healthy again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "revocation outbox cannot publish; gateways ask auth meanwhile");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The user id and email of the session a refresh token names, if it names one; for
+    /// telling that user about a refused refresh. Nothing of the token's secret is used.
+    pub(crate) async fn session_owner(&self, token: &str) -> Option<(String, String)> {
+        let (sid, _) = token.trim().split_once('.')?;
+        if sid.is_empty() || sid.len() > 64 {
+            return None;
+        }
+        let session = self.sessions().find_one(doc! { "_id": sid }).await.ok()??;
+        let user_id = session.get_str("user_id").ok()?;
+        let user = self.users().find_one(doc! { "_id": user_id }).await.ok()??;
+        Some((user_id.to_owned(), user.get_str("email").ok()?.to_owned()))
     }
 
     /// Whether a session is live (not revoked, not expired).

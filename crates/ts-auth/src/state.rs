@@ -25,6 +25,12 @@ pub struct Auth {
     pub(crate) policy: AccountsConfig,
     pub(crate) sso: Vec<SsoIssuer>,
     pub(crate) redis: Option<fred::clients::Client>,
+    /// Folders' audit trail, where failed sign-ins and license actions are recorded.
+    pub(crate) audit: ts_common::audit::Sink,
+    /// Folders' reader of a license's events, for license admins.
+    pub(crate) license_audit: Option<
+        ts_proto::internal::license_audit_service_client::LicenseAuditServiceClient<ts_common::client::InternalChannel>,
+    >,
 }
 
 impl std::fmt::Debug for Auth {
@@ -140,6 +146,8 @@ impl Auth {
         self.users().create_index(unique(doc! { "email": 1 }, "email_unique")).await?;
         self.sessions().create_index(IndexModel::builder().keys(doc! { "user_id": 1 }).build()).await?;
         self.sessions().create_index(ttl("expires_at")).await?;
+        // The revocation outbox: sessions revoked but not yet published to Redis.
+        self.sessions().create_index(IndexModel::builder().keys(doc! { "revocation_pending": 1 }).build()).await?;
         self.codes().create_index(ttl("purge_at")).await?;
         self.counters().create_index(ttl("expires_at")).await?;
         Ok(())

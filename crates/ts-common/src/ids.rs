@@ -12,8 +12,6 @@ pub const UUID_LEN: usize = 36;
 pub const MAX_LICENSE_ID: usize = 128;
 /// Longest page token a client may send back.
 pub const MAX_PAGE_TOKEN: usize = 1024;
-/// Longest string kept in one audit field.
-pub const MAX_AUDIT_FIELD: usize = 256;
 
 fn invalid(field: &str, what: &str) -> Status {
     Status::invalid_argument(format!("{field} {what}"))
@@ -62,18 +60,6 @@ pub fn check_page_token(field: &str, raw: &str) -> Result<(), Status> {
     Ok(())
 }
 
-/// `raw` cut to at most `MAX_AUDIT_FIELD` bytes on a character boundary, for the audit trail.
-pub fn bounded(raw: &str) -> &str {
-    if raw.len() <= MAX_AUDIT_FIELD {
-        return raw;
-    }
-    let mut end = MAX_AUDIT_FIELD;
-    while !raw.is_char_boundary(end) {
-        end -= 1;
-    }
-    &raw[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,14 +100,5 @@ mod tests {
         assert!(!is_license_id("acme\u{0}"));
         assert!(check_page_token("page.page_token", &"x".repeat(MAX_PAGE_TOKEN)).is_ok());
         assert!(check_page_token("page.page_token", &"x".repeat(MAX_PAGE_TOKEN + 1)).is_err());
-    }
-
-    #[test]
-    fn audit_fields_are_cut_on_character_boundaries() {
-        assert_eq!(bounded("short"), "short");
-        let long = "é".repeat(MAX_AUDIT_FIELD);
-        let cut = bounded(&long);
-        assert!(cut.len() <= MAX_AUDIT_FIELD && cut.len() >= MAX_AUDIT_FIELD - 1);
-        assert!(cut.chars().all(|c| c == 'é'));
     }
 }

@@ -3,6 +3,7 @@
 //! it travels between services.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cache;
 pub mod client;
 pub mod clock;
@@ -12,6 +13,7 @@ pub mod identity;
 pub mod ids;
 pub mod mail;
 pub mod paging;
+pub mod revocation;
 pub mod server;
 pub mod stores;
 pub mod telemetry;

@@ -148,7 +148,9 @@ impl ServiceServer {
             .routes
             .add_service(health.clone())
             .add_service(
-                reflection_builder(descriptors, &self.service_names).build_v1().expect("embedded descriptors are valid"),
+                reflection_builder(descriptors, &self.service_names)
+                    .build_v1()
+                    .expect("embedded descriptors are valid"),
             )
             .add_service(
                 reflection_builder(descriptors, &self.service_names)

@@ -1,10 +1,14 @@
-//! `AuditService` (a folder's trail for MANAGE members, each user's own errors) and the
-//! internal `AuditIngestService` through which the gateway and invitations record events.
+//! `AuditService` (a folder's trail for MANAGE members, each user's own errors), the
+//! internal `AuditIngestService` through which the gateway, invitations, auth and keyvault
+//! record events, and `LicenseAuditService`, auth's reader of a license's events.
 
 use bson::{Document, doc};
 use tonic::{Request, Response, Status};
 use ts_proto::internal::audit_ingest_service_server::AuditIngestService;
-use ts_proto::internal::{RecordAuditEventRequest, RecordAuditEventResponse};
+use ts_proto::internal::license_audit_service_server::LicenseAuditService;
+use ts_proto::internal::{
+    ListLicenseAuditEventsRequest, ListLicenseAuditEventsResponse, RecordAuditEventRequest, RecordAuditEventResponse,
+};
 use ts_proto::public::audit_service_server::AuditService;
 use ts_proto::public::*;
 
@@ -20,6 +24,7 @@ fn event(d: &Document) -> AuditEvent {
         action: d.get_str("action").unwrap_or_default().to_owned(),
         status_code: d.get_str("status_code").unwrap_or_default().to_owned(),
         request_id: d.get_str("request_id").unwrap_or_default().to_owned(),
+        license_id: d.get_str("license_id").unwrap_or_default().to_owned(),
     }
 }
 
@@ -79,7 +84,12 @@ impl AuditService for FoldersApi {
         let page = request.get_ref().page.clone();
         let (events, next) = self
             .handle(&request, "audit.list_my_errors", "", false, |call| async move {
-                self.events(doc! { "actor_user_id": &call.user.user_id, "status_code": { "$ne": "OK" } }, &page).await
+                // Failed sign-ins before the account existed name only the address tried.
+                let mine = doc! { "$or": [
+                    { "actor_user_id": &call.user.user_id },
+                    { "actor_user_id": "", "actor_email": &call.user.email },
+                ] };
+                self.events(doc! { "$and": [mine, { "status_code": { "$ne": "OK" } }] }, &page).await
             })
             .await?;
         Ok(Response::new(ListMyErrorsResponse { events, page: Some(PageResponse { next_page_token: next }) }))
@@ -96,8 +106,32 @@ impl AuditIngestService for FoldersApi {
         if r.action.is_empty() || r.status_code.is_empty() {
             return Err(Status::invalid_argument("action and status_code are required"));
         }
-        self.record_audit(&r.actor_email, &r.actor_user_id, &r.folder_id, &r.action, &r.status_code, &r.request_id)
-            .await;
+        self.record_audit(
+            &r.actor_email,
+            &r.actor_user_id,
+            &r.folder_id,
+            &r.license_id,
+            &r.action,
+            &r.status_code,
+            &r.request_id,
+        )
+        .await;
         Ok(Response::new(RecordAuditEventResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl LicenseAuditService for FoldersApi {
+    async fn list_license_audit_events(
+        &self,
+        request: Request<ListLicenseAuditEventsRequest>,
+    ) -> Result<Response<ListLicenseAuditEventsResponse>, Status> {
+        // Only auth calls this, after checking that its caller is an admin of the license.
+        let r = request.into_inner();
+        if r.license_id.is_empty() {
+            return Err(Status::invalid_argument("license_id is required"));
+        }
+        let (events, next) = self.events(doc! { "license_id": &r.license_id }, &r.page).await?;
+        Ok(Response::new(ListLicenseAuditEventsResponse { events, page: Some(PageResponse { next_page_token: next }) }))
     }
 }

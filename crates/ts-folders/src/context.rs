@@ -11,6 +11,8 @@ use ts_common::user::UserContext;
 use ts_proto::internal::CheckSharingAllowedRequest;
 use ts_proto::public::AccessLevel;
 
+use ts_common::audit::bounded;
+
 use crate::FoldersApi;
 
 /// Membership answers stay in Redis this long at most.
@@ -124,6 +126,7 @@ impl FoldersApi {
             &call.user.email,
             &call.user.user_id,
             folder_id,
+            "",
             action,
             ts_common::code_name(code),
             &call.request_id,
@@ -131,25 +134,27 @@ impl FoldersApi {
         .await;
     }
 
-    /// Appends an audit event from its parts.
+    /// Appends an audit event from its parts, each bounded.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn record_audit(
         &self,
         email: &str,
         user_id: &str,
         folder_id: &str,
+        license_id: &str,
         action: &str,
         code: &str,
         request_id: &str,
     ) {
         let now = SystemTime::now();
         let expires = now + Duration::from_secs(u64::from(self.audit_retention_days) * 86_400);
-        use ts_common::ids::bounded;
         let event = doc! {
             "_id": uuid::Uuid::new_v4().to_string(),
             "time": bson::DateTime::from_system_time(now),
             "actor_email": bounded(email),
             "actor_user_id": bounded(user_id),
             "folder_id": bounded(folder_id),
+            "license_id": bounded(license_id),
             "action": bounded(action),
             "status_code": bounded(code),
             "request_id": bounded(request_id),

@@ -123,7 +123,11 @@ impl FoldersApi {
             members.iter().filter_map(|m| m.get_str("user_id").ok().map(str::to_owned)).collect();
         self.items().delete_many(doc! { "folder_id": folder_id }).await.map_err(store_error)?;
         self.members().delete_many(doc! { "folder_id": folder_id }).await.map_err(store_error)?;
-        self.db.collection::<Document>("spent_invitations").delete_many(doc! { "folder_id": folder_id }).await.map_err(store_error)?;
+        self.db
+            .collection::<Document>("spent_invitations")
+            .delete_many(doc! { "folder_id": folder_id })
+            .await
+            .map_err(store_error)?;
         self.forget_members(folder_id, &user_ids).await;
         Ok(())
     }

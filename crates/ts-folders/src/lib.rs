@@ -4,7 +4,8 @@
 //! memberships and item ciphertexts in Redis.
 //!
 //! Callers (mTLS identity): the gateway for user-facing RPCs; invitations (and the gateway)
-//! for membership look-ups and audit events; the operator for key rotation.
+//! for membership look-ups and audit events; auth and keyvault for audit events (auth also
+//! reads a license's events for its admins); the operator for key rotation.
 #![forbid(unsafe_code)]
 
 mod audit_rpc;
@@ -39,6 +40,7 @@ use ts_proto::internal::folder_key_operator_service_server::FolderKeyOperatorSer
 use ts_proto::internal::folder_membership_service_server::FolderMembershipServiceServer;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::internal::key_vault_service_client::KeyVaultServiceClient;
+use ts_proto::internal::license_audit_service_server::LicenseAuditServiceServer;
 use ts_proto::public::audit_service_server::AuditServiceServer;
 use ts_proto::public::folder_service_server::FolderServiceServer;
 use ts_proto::public::item_service_server::ItemServiceServer;
@@ -74,7 +76,11 @@ pub fn allowlist() -> Allowlist {
         .allow(<ItemServiceServer<FoldersApi> as NamedService>::NAME, gateway)
         .allow(<AuditServiceServer<FoldersApi> as NamedService>::NAME, gateway)
         .allow(<FolderMembershipServiceServer<FoldersApi> as NamedService>::NAME, &[Peer::Invitations, Peer::Gateway])
-        .allow(<AuditIngestServiceServer<FoldersApi> as NamedService>::NAME, &[Peer::Invitations, Peer::Gateway])
+        .allow(
+            <AuditIngestServiceServer<FoldersApi> as NamedService>::NAME,
+            &[Peer::Invitations, Peer::Gateway, Peer::Auth, Peer::Keyvault],
+        )
+        .allow(<LicenseAuditServiceServer<FoldersApi> as NamedService>::NAME, &[Peer::Auth])
         .allow(<FolderKeyOperatorServiceServer<FoldersApi> as NamedService>::NAME, &[Peer::Operator])
 }
 
@@ -124,6 +130,8 @@ impl FoldersApi {
         let events = self.db.collection::<Document>("audit_events");
         events.create_index(IndexModel::builder().keys(doc! { "folder_id": 1, "time": -1 }).build()).await?;
         events.create_index(IndexModel::builder().keys(doc! { "actor_user_id": 1, "time": -1 }).build()).await?;
+        events.create_index(IndexModel::builder().keys(doc! { "license_id": 1, "time": -1 }).build()).await?;
+        events.create_index(IndexModel::builder().keys(doc! { "actor_email": 1, "time": -1 }).build()).await?;
         let ttl = IndexOptions::builder().expire_after(Duration::ZERO).name("retention_ttl".to_owned()).build();
         events.create_index(IndexModel::builder().keys(doc! { "expires_at": 1 }).options(ttl).build()).await?;
         Ok(())
@@ -155,6 +163,7 @@ pub async fn serve(
         .service(AuditServiceServer::new(api.clone()))
         .service(FolderMembershipServiceServer::new(api.clone()))
         .service(AuditIngestServiceServer::new(api.clone()))
+        .service(LicenseAuditServiceServer::new(api.clone()))
         .service(FolderKeyOperatorServiceServer::new(api))
         .health_listen(section.health_listen)
         .drain_delay(drain_delay(config))

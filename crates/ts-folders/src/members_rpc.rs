@@ -3,9 +3,9 @@
 
 use bson::{Document, doc};
 use tonic::{Request, Response, Status};
-use ts_proto::internal::folder_membership_service_server::FolderMembershipService;
 use ts_common::email::Email;
 use ts_common::ids;
+use ts_proto::internal::folder_membership_service_server::FolderMembershipService;
 use ts_proto::internal::{
     AddMemberRefusal, AddMemberRequest, AddMemberResponse, GetMembershipRequest, GetMembershipResponse,
 };
@@ -120,9 +120,10 @@ impl FolderMembershipService for FoldersApi {
         ids::require_uuid("user_id", &req.user_id)?;
         let access = self.access(&req.folder_id, &req.user_id).await?;
         let (folder_name, folder_exists) = match access {
-            AccessLevel::Unspecified => {
-                (String::new(), self.folders().find_one(doc! { "_id": &req.folder_id }).await.map_err(store_error)?.is_some())
-            }
+            AccessLevel::Unspecified => (
+                String::new(),
+                self.folders().find_one(doc! { "_id": &req.folder_id }).await.map_err(store_error)?.is_some(),
+            ),
             _ => (self.folder_message(&self.load_folder(&req.folder_id).await?, access).await?.name, true),
         };
         Ok(Response::new(GetMembershipResponse { access: access as i32, folder_name, folder_exists }))

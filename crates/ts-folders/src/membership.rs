@@ -55,7 +55,11 @@ async fn touch(folders: &Collection<Document>, folder_id: &str, s: &mut ClientSe
     Ok(r.matched_count == 1)
 }
 
-async fn managers(members: &Collection<Document>, folder_id: &str, s: &mut ClientSession) -> mongodb::error::Result<i64> {
+async fn managers(
+    members: &Collection<Document>,
+    folder_id: &str,
+    s: &mut ClientSession,
+) -> mongodb::error::Result<i64> {
     let n = members
         .count_documents(doc! { "folder_id": folder_id, "access": AccessLevel::Manage as i32 })
         .session(&mut *s)
@@ -98,8 +102,10 @@ impl FoldersApi {
                     if !touch(folders, folder_id, s).await? {
                         return Ok(Outcome::NoFolder);
                     }
-                    let Some(mut m) =
-                        members.find_one(doc! { "folder_id": *folder_id, "user_id": *user_id }).session(&mut *s).await?
+                    let Some(mut m) = members
+                        .find_one(doc! { "folder_id": *folder_id, "user_id": *user_id })
+                        .session(&mut *s)
+                        .await?
                     else {
                         return Ok(Outcome::NoMember);
                     };
@@ -209,7 +215,10 @@ impl FoldersApi {
                         }));
                     }
                     if !inviter.is_empty() {
-                        let by = members.find_one(doc! { "folder_id": *folder_id, "user_id": *inviter }).session(&mut *s).await?;
+                        let by = members
+                            .find_one(doc! { "folder_id": *folder_id, "user_id": *inviter })
+                            .session(&mut *s)
+                            .await?;
                         if by.as_ref().map(level_of) != Some(AccessLevel::Manage) {
                             return Ok(Some(Added::Refused(AddMemberRefusal::InviterNotManager)));
                         }

@@ -95,6 +95,16 @@ fn folder_id(raw: &str) -> Result<&str, Status> {
     if raw.is_empty() { Err(Status::invalid_argument("folder_id is required")) } else { Ok(raw) }
 }
 
+impl FoldersApi {
+    /// Records an operator's key action on a folder, whatever its outcome.
+    async fn audit_operator<R>(&self, folder_id: &str, action: &str, result: &Result<R, Status>) {
+        let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        let request_id = ts_common::server::current_request_id().map(|r| r.0).unwrap_or_default();
+        let operator = ts_common::audit::OPERATOR;
+        self.record_audit(operator, "", folder_id, "", action, ts_common::code_name(code), &request_id).await;
+    }
+}
+
 #[tonic::async_trait]
 impl FolderKeyOperatorService for FoldersApi {
     async fn rotate_folder_key(
@@ -102,9 +112,14 @@ impl FolderKeyOperatorService for FoldersApi {
         request: Request<RotateFolderKeyRequest>,
     ) -> Result<Response<RotateFolderKeyResponse>, Status> {
         let req = request.into_inner();
-        let folder_id = folder_id(&req.folder_id)?;
-        self.keys.rotate(folder_id).await?;
-        let r = reencrypt_folder(&self.folders(), &self.items(), &self.keys, folder_id).await?;
+        let result = async {
+            let folder_id = folder_id(&req.folder_id)?;
+            self.keys.rotate(folder_id).await?;
+            reencrypt_folder(&self.folders(), &self.items(), &self.keys, folder_id).await
+        }
+        .await;
+        self.audit_operator(&req.folder_id, "operator.rotate_folder_key", &result).await;
+        let r = result?;
         Ok(Response::new(RotateFolderKeyResponse {
             key_version: r.key_version,
             reencrypted_items: r.reencrypted,
@@ -117,7 +132,11 @@ impl FolderKeyOperatorService for FoldersApi {
         request: Request<ReencryptFolderRequest>,
     ) -> Result<Response<ReencryptFolderResponse>, Status> {
         let req = request.into_inner();
-        let r = reencrypt_folder(&self.folders(), &self.items(), &self.keys, folder_id(&req.folder_id)?).await?;
+        let result =
+            async { reencrypt_folder(&self.folders(), &self.items(), &self.keys, folder_id(&req.folder_id)?).await }
+                .await;
+        self.audit_operator(&req.folder_id, "operator.reencrypt_folder", &result).await;
+        let r = result?;
         Ok(Response::new(ReencryptFolderResponse {
             key_version: r.key_version,
             reencrypted_items: r.reencrypted,

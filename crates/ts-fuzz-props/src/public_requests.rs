@@ -49,6 +49,7 @@ requests!(
     ListFolderInvitationsRequest,
     ListFoldersRequest,
     ListItemsRequest,
+    ListLicenseAuditRequest,
     ListLicenseEmailsRequest,
     ListMembersRequest,
     ListMyErrorsRequest,

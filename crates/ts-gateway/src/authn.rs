@@ -1,8 +1,10 @@
 //! Authenticating public callers: access tokens verified with auth's public keys (fetched
 //! over mTLS, cached, refreshed when an unknown key id appears), revocation checked in Redis
-//! (falling back to auth when Redis is down), and the "may share right now" check for
+//! only while auth vouches that the Redis view is fresh (otherwise asking auth, whose "live"
+//! answers are cached for at most a second), and the "may share right now" check for
 //! sharing RPCs.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ use ts_common::client::InternalChannel;
 
 use crate::ratelimit::InviteLimiter;
 use ts_common::clock::SharedClock;
+use ts_common::revocation;
 use ts_common::server::{RequestId, RpcName};
 use ts_common::tokens::{PublicKey, TokenError, Verifier};
 use ts_common::user::UserContext;
@@ -20,8 +23,11 @@ use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::internal::{CheckSessionRequest, CheckSharingAllowedRequest, GetTokenKeysRequest};
 
-/// Redis key prefix auth writes revoked session ids under.
-pub const REVOKED_PREFIX: &str = "ts:revoked-session:";
+/// How long a "live" answer from auth may be reused. With auth's vouching window this keeps
+/// every acknowledged revocation effective everywhere within 2 s.
+const LIVE_ANSWER_FOR: Duration = Duration::from_millis(900);
+/// Most sessions whose "live" answer is remembered.
+const LIVE_ANSWERS_MAX: usize = 10_000;
 /// Least time between two key refreshes triggered by unknown key ids.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
 
@@ -33,6 +39,8 @@ pub struct Authenticator {
     redis: Option<fred::clients::Client>,
     clock: SharedClock,
     keys: RwLock<(Verifier, Option<Instant>)>,
+    /// Sessions auth said were live, with when we asked.
+    live: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -59,6 +67,7 @@ impl Authenticator {
             redis,
             clock,
             keys: RwLock::new((Verifier::default(), None)),
+            live: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -102,6 +111,7 @@ impl Authenticator {
             action,
             status_code: ts_common::code_name(status.code()).to_owned(),
             request_id: request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
+            license_id: String::new(),
         };
         tokio::spawn(async move {
             if let Err(e) = audit.clone().record_audit_event(event).await {
@@ -134,14 +144,28 @@ impl Authenticator {
         self.keys.read().await.0.verify(token, now).map_err(unauthenticated)
     }
 
+    /// Whether a session was revoked. The warm path is one Redis `MGET` of the session's
+    /// revocation key and auth's freshness key: a revocation key answers "revoked"; its
+    /// absence answers "live" only while auth vouches for the view. Otherwise (Redis down,
+    /// auth unable to publish) auth answers.
     async fn session_revoked(&self, sid: &str) -> Result<bool, Status> {
         use fred::prelude::*;
         if let Some(redis) = &self.redis {
-            match redis.exists::<u32, _>(format!("{REVOKED_PREFIX}{sid}")).await {
-                Ok(n) => return Ok(n > 0),
-                Err(e) => tracing::warn!(error = %e, "redis unavailable for the revocation check; asking auth"),
+            let keys = vec![revocation::revoked_key(sid), revocation::FRESH_KEY.to_owned()];
+            match tokio::time::timeout(revocation::REDIS_WAIT, redis.mget::<Vec<Option<String>>, _>(keys)).await {
+                Ok(Ok(found)) => match found.as_slice() {
+                    [Some(_), _] => return Ok(true),
+                    [None, Some(_)] => return Ok(false),
+                    _ => tracing::debug!("the redis revocation view is not vouched for; asking auth"),
+                },
+                Ok(Err(e)) => tracing::warn!(error = %e, "redis unavailable for the revocation check; asking auth"),
+                Err(_) => tracing::warn!("redis timed out on the revocation check; asking auth"),
             }
         }
+        if self.recently_live(sid) {
+            return Ok(false);
+        }
+        let asked = Instant::now();
         let live =
             self.identity.clone().check_session(CheckSessionRequest { session_id: sid.to_owned() }).await.map_err(
                 |s| {
@@ -149,7 +173,29 @@ impl Authenticator {
                     Status::unavailable("cannot verify the session right now; retry later")
                 },
             )?;
-        Ok(!live.into_inner().live)
+        let live = live.into_inner().live;
+        if live {
+            self.remember_live(sid, asked);
+        }
+        Ok(!live)
+    }
+
+    fn recently_live(&self, sid: &str) -> bool {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.get(sid).is_some_and(|asked| asked.elapsed() < LIVE_ANSWER_FOR)
+    }
+
+    /// Remembers a "live" answer by when it was asked for, not received: the answer is no
+    /// older than that.
+    fn remember_live(&self, sid: &str, asked: Instant) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.len() >= LIVE_ANSWERS_MAX {
+            live.retain(|_, at| at.elapsed() < LIVE_ANSWER_FOR);
+            if live.len() >= LIVE_ANSWERS_MAX {
+                live.clear();
+            }
+        }
+        live.insert(sid.to_owned(), asked);
     }
 
     /// For RPCs that need a signed-in user: the verified identity, or UNAUTHENTICATED.

@@ -49,6 +49,7 @@ translate!(LicenseAdminService via license {
     required list_license_emails(ListLicenseEmailsRequest) -> ListLicenseEmailsResponse;
     required set_license_sharing_blocked(SetLicenseSharingBlockedRequest) -> SetLicenseSharingBlockedResponse;
     required get_license_sharing_state(GetLicenseSharingStateRequest) -> GetLicenseSharingStateResponse;
+    required list_license_audit(ListLicenseAuditRequest) -> ListLicenseAuditResponse;
 });
 
 translate!(FolderService via folders {

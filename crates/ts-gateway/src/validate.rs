@@ -60,7 +60,8 @@ checks! {
     SignOutRequest {}
     GetMeRequest {}
 
-    ListLicenseEmailsRequest { license license_id }
+    ListLicenseEmailsRequest { license license_id, page page }
+    ListLicenseAuditRequest { license license_id, page page }
     SetLicenseSharingBlockedRequest { license license_id }
     GetLicenseSharingStateRequest { license license_id }
 

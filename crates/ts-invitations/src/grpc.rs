@@ -39,9 +39,9 @@ impl InvitationsApi {
 
     /// The caller's access to a folder, through folders.
     async fn access(&self, folder_id: &str, user_id: &str) -> Result<(AccessLevel, String), Status> {
-        self.membership_of(folder_id, user_id).await.map(|r| {
-            (AccessLevel::try_from(r.access).unwrap_or(AccessLevel::Unspecified), r.folder_name)
-        })
+        self.membership_of(folder_id, user_id)
+            .await
+            .map(|r| (AccessLevel::try_from(r.access).unwrap_or(AccessLevel::Unspecified), r.folder_name))
     }
 
     /// Folders' whole answer about a user in a folder.
@@ -145,6 +145,7 @@ impl InvitationsApi {
             action: action.to_owned(),
             status_code: ts_common::code_name(code).to_owned(),
             request_id: ts_common::server::current_request_id().map(|r| r.0).unwrap_or_default(),
+            license_id: String::new(),
         };
         if let Err(s) = self.audit.clone().record_audit_event(event).await {
             tracing::warn!(code = ?s.code(), action, "cannot record audit event");
@@ -450,7 +451,12 @@ impl InvitationService for InvitationsApi {
         let result = async {
             let d = self.mine(&user, &request.get_ref().invitation_id).await?;
             folder_id = d.get_str("folder_id").unwrap_or_default().to_owned();
-            if !self.store.finish(d.get_str("_id").unwrap_or_default(), DECLINED, self.now()).await.map_err(store_error)? {
+            if !self
+                .store
+                .finish(d.get_str("_id").unwrap_or_default(), DECLINED, self.now())
+                .await
+                .map_err(store_error)?
+            {
                 return Err(Status::failed_precondition("this invitation is no longer pending"));
             }
             Ok(())

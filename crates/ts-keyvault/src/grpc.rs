@@ -13,12 +13,13 @@ use crate::vault::{KeyVault, VaultError};
 #[derive(Clone, Debug)]
 pub struct KeyVaultApi {
     vault: Arc<KeyVault>,
+    audit: ts_common::audit::Sink,
 }
 
 impl KeyVaultApi {
-    /// Serves `vault`.
-    pub fn new(vault: Arc<KeyVault>) -> Self {
-        KeyVaultApi { vault }
+    /// Serves `vault`, recording operator actions through `audit`.
+    pub fn new(vault: Arc<KeyVault>, audit: ts_common::audit::Sink) -> Self {
+        KeyVaultApi { vault, audit }
     }
 }
 
@@ -103,10 +104,19 @@ impl KeyVaultService for KeyVaultApi {
 impl KeyVaultOperatorService for KeyVaultApi {
     async fn rewrap_all(&self, request: Request<RewrapAllRequest>) -> Result<Response<RewrapAllResponse>, Status> {
         let req = request.into_inner();
-        if req.new_kms_key_id.trim().is_empty() {
-            return Err(Status::invalid_argument("new_kms_key_id is required"));
-        }
-        let report = self.vault.rewrap_all(req.new_kms_key_id.trim()).await.map_err(status)?;
+        let result = if req.new_kms_key_id.trim().is_empty() {
+            Err(Status::invalid_argument("new_kms_key_id is required"))
+        } else {
+            self.vault.rewrap_all(req.new_kms_key_id.trim()).await.map_err(status)
+        };
+        // The key id is not a secret, but it is not the audit trail's business either.
+        self.audit.record(ts_common::audit::Event {
+            actor_email: ts_common::audit::OPERATOR.into(),
+            action: "operator.rewrap_all".into(),
+            code: result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok),
+            ..Default::default()
+        });
+        let report = result?;
         Ok(Response::new(RewrapAllResponse { rewrapped: report.rewrapped, already_done: report.already_done }))
     }
 }

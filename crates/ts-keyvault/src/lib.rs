@@ -32,7 +32,8 @@ pub fn allowlist() -> Allowlist {
 }
 
 /// Serves keyvault on `listener` until `shutdown` completes. Reads `[keyvault]`,
-/// `[internal_tls]`, `[mongodb]`, `[kms]` and `[data_key_cache]`.
+/// `[internal_tls]`, `[mongodb]`, `[kms]`, `[data_key_cache]` and `[upstreams]` folders (the
+/// audit trail).
 pub async fn serve(
     config: &Config,
     listener: TcpListener,
@@ -48,7 +49,9 @@ pub async fn serve(
         .ensure_indexes()
         .await
         .map_err(|e| RunError::Startup(format!("cannot create keyvault indexes: {e}")))?;
-    let api = KeyVaultApi::new(Arc::new(vault));
+    // Folders owns the audit trail; operator actions here are recorded there.
+    let audit = ts_common::audit::Sink::new(ts_common::upstream(config, "folders", &mtls)?);
+    let api = KeyVaultApi::new(Arc::new(vault), audit);
     ServiceServer::new("keyvault", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(KeyVaultServiceServer::new(api.clone()))
         .service(KeyVaultOperatorServiceServer::new(api))

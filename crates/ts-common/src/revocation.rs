@@ -1,0 +1,39 @@
+//! Where session revocations live in Redis, shared by auth (which writes them) and the
+//! gateway (which reads them).
+//!
+//! Every key carries the hash tag `{revocations}`, so a revocation key and the freshness key
+//! sit in one slot and the gateway reads both with one `MGET`, also on a Redis Cluster.
+//! Auth refreshes the freshness key (with a short Redis-side expiry) only after it has
+//! published every revocation it acknowledged before that moment; while the key exists, "no
+//! revocation key" is a trustworthy answer. When it has expired (auth cannot write, or Redis
+//! lost it) the gateway asks auth instead. Expiry is measured by Redis's own clock, so no two
+//! hosts' clocks are compared.
+
+use std::time::Duration;
+
+/// The key marking a view as fresh; it expires `FRESH_FOR` after auth last vouched for it.
+pub const FRESH_KEY: &str = "ts:{revocations}:fresh";
+/// How long one vouching lasts. With the time auth may spend before vouching, it bounds how
+/// late a revocation can take effect through Redis.
+pub const FRESH_FOR: Duration = Duration::from_millis(1000);
+/// How often auth vouches (and drains its outbox).
+pub const VOUCH_EVERY: Duration = Duration::from_millis(250);
+/// A vouching that would come later than this after auth looked at its outbox is skipped,
+/// so that the view it vouches for is never older than `VOUCH_BUDGET + FRESH_FOR`.
+pub const VOUCH_BUDGET: Duration = Duration::from_millis(500);
+/// The longest any revocation call to Redis may take before it counts as failed.
+pub const REDIS_WAIT: Duration = Duration::from_millis(500);
+
+/// The Redis key marking session `sid` revoked (a session id alone grants nothing).
+pub fn revoked_key(sid: &str) -> String {
+    format!("ts:{{revocations}}:session:{sid}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn revocation_keys_share_the_freshness_keys_slot() {
+        let tag = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_owned();
+        assert_eq!(tag(&super::revoked_key("abc")), tag(super::FRESH_KEY));
+    }
+}
