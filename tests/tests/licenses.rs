@@ -208,6 +208,8 @@ async fn license_reads_and_writes_are_for_that_licenses_admins_only() -> anyhow:
     assert!(!acme_state.blocked);
     let globex_state = api.get_license_sharing_state(state(&other_admin, "globex")).await?.into_inner();
     assert!(!globex_state.blocked);
+    cluster.stop().await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_keeps_admin_rights_through_their_own_block() -> anyhow::Result<()> {
