@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: dev test prereqs build fmt lint proto k8s unit smoke bench fuzz certs clean-dev
+.PHONY: dev test prereqs build fmt lint proto k8s unit smoke bench fuzz mutants certs clean-dev
 
 ## Run the whole stack on this machine (installs what is missing). Ctrl-C stops it.
 dev: prereqs
@@ -46,6 +46,15 @@ smoke:
 ## Benchmarks (criterion); copy the figures into BENCHMARKS.md with the machine they ran on.
 bench:
 	$(CARGO) bench -p ts-crypto --bench seal_open
+
+## Mutation testing of the security-critical code (slow: hours on two cores; not in make test).
+MUTANT_FILES := crates/ts-folders/src/validate/*.rs crates/ts-common/src/ids.rs \
+	crates/ts-common/src/tokens.rs crates/ts-common/src/cache.rs crates/ts-gateway/src/authn.rs \
+	crates/ts-gateway/src/validate.rs crates/ts-folders/src/membership.rs \
+	crates/ts-invitations/src/grpc.rs crates/ts-invitations/src/store.rs
+mutants: prereqs
+	@command -v cargo-mutants >/dev/null 2>&1 || $(CARGO) install --locked cargo-mutants
+	$(CARGO) mutants --no-shuffle $(addprefix -f ,$(MUTANT_FILES)) -- --workspace
 
 ## Fuzz the public-facing parsers, FUZZ_SECONDS each, from the seeds in fuzz/corpus (new
 ## inputs go to fuzz/.corpus). Needs nightly and cargo-fuzz; without them it says so and

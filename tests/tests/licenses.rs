@@ -177,7 +177,7 @@ async fn license_reads_and_writes_are_for_that_licenses_admins_only() -> anyhow:
     let outsider = cluster.sign_in("olivia@other.test").await?;
     let mut api = LicenseAdminServiceClient::new(cluster.gateway().await?);
 
-    let list = |s: &Session, id: &str| s.request(ListLicenseEmailsRequest { license_id: id.into() });
+    let list = |s: &Session, id: &str| s.request(ListLicenseEmailsRequest { license_id: id.into(), page: None });
     let state = |s: &Session, id: &str| s.request(GetLicenseSharingStateRequest { license_id: id.into() });
     let block =
         |s: &Session, id: &str| s.request(SetLicenseSharingBlockedRequest { license_id: id.into(), blocked: true });
