@@ -107,3 +107,34 @@ async fn a_sign_out_takes_effect_while_redis_is_down() -> anyhow::Result<()> {
     assert!(took.is_some_and(|t| t <= PROMISE), "a signed-out token was accepted for {took:?}");
     cluster.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_survives_redis_losing_its_data() -> anyhow::Result<()> {
+    let redis = tokio::task::spawn_blocking(ServerProcess::redis).await??;
+    let port = redis.port;
+    let cluster = TestCluster::start_with(|c| {
+        c.redis = Some(RedisConfig { url: format!("redis://127.0.0.1:{port}").into() });
+    })
+    .await?;
+    let gateway = cluster.addr(teamshare::Service::Gateway);
+    let session = cluster.sign_in("una@example.com").await?;
+    let mut auth = AuthServiceClient::new(cluster.gateway().await?);
+    auth.sign_out(session.request(SignOutRequest {})).await?;
+    let took = time_until_refused(&cluster, gateway, &session.access).await;
+    assert!(took.is_some_and(|t| t <= PROMISE), "a signed-out token was accepted for {took:?}");
+    // Redis loses everything (a restart without persistence, a failover to an empty replica).
+    assert_eq!(redis_cli(port, &["FLUSHALL"]), "OK");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let r = me(&cluster, gateway, &session.access).await;
+        assert_eq!(
+            r.map_err(|s| s.code()),
+            Err(Code::Unauthenticated),
+            "a revoked session came back after Redis lost its data ({:?} later)",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!redis_cli(port, &["--scan", "--pattern", "*:session:*"]).is_empty(), "auth published it again");
+    cluster.stop().await
+}

@@ -85,7 +85,7 @@ async fn codes_tokens_and_refresh_secrets_are_never_stored_or_logged() -> anyhow
     let servers = ts_testkit::shared()?;
     let redis = ts_testkit::redis_bytes(servers.redis.port)?;
     assert!(
-        ts_testkit::contains_bytes(&redis, b"ts:revoked-session:"),
+        ts_testkit::contains_bytes(&redis, b"ts:{revocations}:session:"),
         "the scan sees Redis (the sign-out revocation)"
     );
 

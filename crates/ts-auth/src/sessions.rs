@@ -289,9 +289,38 @@ impl Auth {
             return Err("outbox round too slow to vouch for the redis view".into());
         }
         let px = i64::try_from(revocation::FRESH_FOR.as_millis()).unwrap_or(1000);
-        let vouch = redis.set::<(), _, _>(revocation::FRESH_KEY, 1, Some(Expiration::PX(px)), None, false);
+        let keys = vec![revocation::FRESH_KEY.to_owned(), revocation::EPOCH_KEY.to_owned()];
+        let vouch = redis.eval::<i64, _, _, _>(revocation::VOUCH_SCRIPT, keys, vec![px]);
         match tokio::time::timeout(revocation::REDIS_WAIT, vouch).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(1)) => Ok(()),
+            // Redis lost its data: nothing is vouched for until every revocation that may
+            // still matter is back, then the epoch is written and the next round vouches.
+            Ok(Ok(_)) => self.restore_revocations().await,
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("redis timed out".into()),
+        }
+    }
+
+    /// Publishes again every revocation recent enough to outlive an access token, then
+    /// writes the epoch key: after Redis lost its data, its view is whole again.
+    async fn restore_revocations(&self) -> Result<(), String> {
+        use fred::prelude::*;
+        let Some(redis) = &self.redis else { return Ok(()) };
+        let window = Duration::from_secs(self.policy.access_token_ttl_secs + 60);
+        let since = self.now().checked_sub(window).unwrap_or(std::time::UNIX_EPOCH);
+        let ids = self
+            .session_ids(doc! { "revoked": true, "revoked_at": { "$gt": bson_date(since) } })
+            .await
+            .map_err(|e| e.to_string())?;
+        for chunk in ids.chunks(OUTBOX_BATCH as usize) {
+            self.publish_revocations(chunk).await?;
+        }
+        let epoch = redis.set::<(), _, _>(revocation::EPOCH_KEY, 1, None, None, false);
+        match tokio::time::timeout(revocation::REDIS_WAIT, epoch).await {
+            Ok(Ok(())) => {
+                tracing::warn!(count = ids.len(), "redis had lost the revocations; published them again");
+                Ok(())
+            }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("redis timed out".into()),
         }

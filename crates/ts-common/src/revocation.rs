@@ -11,6 +11,20 @@
 
 use std::time::Duration;
 
+/// A key with no expiry that auth writes once every revocation that may still matter is in
+/// Redis. Redis that lost its data (a restart without persistence, `FLUSHALL`, a failover to
+/// an empty replica) loses it too; auth then publishes every recent revocation again before
+/// it vouches for the view once more.
+pub const EPOCH_KEY: &str = "ts:{revocations}:epoch";
+
+/// Sets KEYS[1] (the freshness key) for ARGV[1] ms only while KEYS[2] (the epoch) exists.
+/// Returns 1 when it vouched, 0 when the epoch is gone.
+pub const VOUCH_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[1]))
+return 1
+"#;
+
 /// The key marking a view as fresh; it expires `FRESH_FOR` after auth last vouched for it.
 pub const FRESH_KEY: &str = "ts:{revocations}:fresh";
 /// How long one vouching lasts. With the time auth may spend before vouching, it bounds how
@@ -35,5 +49,6 @@ mod tests {
     fn revocation_keys_share_the_freshness_keys_slot() {
         let tag = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_owned();
         assert_eq!(tag(&super::revoked_key("abc")), tag(super::FRESH_KEY));
+        assert_eq!(tag(super::EPOCH_KEY), tag(super::FRESH_KEY));
     }
 }

@@ -177,8 +177,13 @@ impl FoldersApi {
                 self.forget_members(folder_id, &[user_id.to_owned()]).await;
                 Ok(())
             }
+            Outcome::NoMember => {
+                // A retry of a removal whose first attempt was cut after its commit: the
+                // cache must be cleared now, or the removed member keeps their cached access.
+                self.forget_members(folder_id, &[user_id.to_owned()]).await;
+                Err(Status::not_found("member not found"))
+            }
             Outcome::NoFolder => Err(Status::not_found("folder not found")),
-            Outcome::NoMember => Err(Status::not_found("member not found")),
             Outcome::LastManager => Err(last_manager()),
         }
     }

@@ -136,7 +136,9 @@ impl InviteLimiter {
             return None;
         }
         let now = self.clock.now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-        let keys: Vec<String> = scopes.iter().map(|(s, k)| format!("ts:rl:invite:{}:{k}", s.name)).collect();
+        // One hash tag for every limiter key: the script touches two keys, and on a Redis
+        // Cluster a cross-slot call would fail and silently fall back to per-gateway limits.
+        let keys: Vec<String> = scopes.iter().map(|(s, k)| format!("ts:{{rl:invite}}:{}:{k}", s.name)).collect();
         let mut args: Vec<i64> = vec![now];
         for (s, _) in scopes {
             args.push(s.interval.as_millis() as i64);

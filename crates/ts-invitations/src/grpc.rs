@@ -315,10 +315,12 @@ impl InvitationsApi {
         let mut d = self.mine(user, id).await?;
         let id = d.get_str("_id").unwrap_or_default().to_owned();
         let folder_id = d.get_str("folder_id").unwrap_or_default().to_owned();
+        // Expiry bounds an accepted one too: an accept cut short before its member was made
+        // can be repaired only while the invitation itself would still be valid.
+        if d.get_datetime("expires_at").map(|t| t.to_system_time() <= self.now()).unwrap_or(true) {
+            return Err(Status::failed_precondition("this invitation expired; ask for a new one"));
+        }
         if d.get_str("state").unwrap_or_default() == PENDING {
-            if d.get_datetime("expires_at").map(|t| t.to_system_time() <= self.now()).unwrap_or(true) {
-                return Err(Status::failed_precondition("this invitation expired; ask for a new one"));
-            }
             if !self.store.finish(&id, ACCEPTED, self.now()).await.map_err(store_error)? {
                 // Answered concurrently: go by what it is now.
                 d = self.load(&id).await?;
@@ -437,7 +439,12 @@ impl InvitationService for InvitationsApi {
         request: Request<AcceptInvitationRequest>,
     ) -> Result<Response<AcceptInvitationResponse>, Status> {
         let user = caller(&request)?;
-        let result = self.accept(&user, &request.get_ref().invitation_id).await;
+        // Detached: a client that hangs up (or a deadline) after the accept is recorded must
+        // not stop the membership from being made.
+        let (api, who, id) = (self.clone(), user.clone(), request.get_ref().invitation_id.clone());
+        let result = tokio::spawn(async move { api.accept(&who, &id).await })
+            .await
+            .unwrap_or_else(|_| Err(Status::internal("the accept did not finish")));
         let folder_id = result.as_ref().map(|r| r.folder_id.clone()).unwrap_or_default();
         Ok(Response::new(self.audited(&user, &folder_id, "invitation.accept", true, result).await?))
     }
