@@ -154,7 +154,11 @@ impl Authenticator {
             let keys = vec![revocation::revoked_key(sid), revocation::FRESH_KEY.to_owned()];
             match tokio::time::timeout(revocation::REDIS_WAIT, redis.mget::<Vec<Option<String>>, _>(keys)).await {
                 Ok(Ok(found)) => match found.as_slice() {
-                    [Some(_), _] => return Ok(true),
+                    [Some(_), _] => {
+                        // Seen revoked: an older "live" answer from auth no longer counts.
+                        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(sid);
+                        return Ok(true);
+                    }
                     [None, Some(_)] => return Ok(false),
                     _ => tracing::debug!("the redis revocation view is not vouched for; asking auth"),
                 },
