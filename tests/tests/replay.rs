@@ -170,3 +170,63 @@ async fn an_invitation_dies_with_its_inviters_manage_right_and_with_its_folder()
     assert_eq!(stored_access(&cluster, &folder_id, &c).await?, None);
     cluster.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_stays_dead_when_its_inviter_gets_manage_back() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let ch = cluster.gateway().await?;
+    let a = cluster.sign_in("alice@example.com").await?;
+    let m = cluster.sign_in("mallory@example.com").await?;
+    let c = cluster.sign_in("carol@example.com").await?;
+    let folder_id = new_folder(&ch, &a, "Team").await?;
+    let for_m = invite(&ch, &a, &folder_id, "mallory@example.com", AccessLevel::Manage).await?;
+    accept(&ch, &m, &for_m).await?;
+    let from_m = invite(&ch, &m, &folder_id, "carol@example.com", AccessLevel::Manage).await?;
+    // Demoted and promoted back with nobody listing invitations in between.
+    let mut members = MemberServiceClient::new(ch.clone());
+    for level in [AccessLevel::View, AccessLevel::Manage] {
+        members
+            .update_member_access(a.request(UpdateMemberAccessRequest {
+                folder_id: folder_id.clone(),
+                user_id: m.user_id.clone(),
+                access: level as i32,
+            }))
+            .await?;
+    }
+    let e = accept(&ch, &c, &from_m).await.expect_err("an invitation from before the break");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(stored_access(&cluster, &folder_id, &c).await?, None);
+    // A fresh one from the restored manager works.
+    let again = invite(&ch, &m, &folder_id, "carol@example.com", AccessLevel::Edit).await?;
+    accept(&ch, &c, &again).await?;
+    assert_eq!(stored_access(&cluster, &folder_id, &c).await?, Some(AccessLevel::Edit as i32));
+    cluster.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_invites_of_one_email_make_one_invitation_so_none_is_left_to_replay() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let ch = cluster.gateway().await?;
+    let a = cluster.sign_in("alice@example.com").await?;
+    let folder_id = new_folder(&ch, &a, "Twins").await?;
+    let invites = (0..12).map(|_| {
+        let (ch, a, f) = (ch.clone(), a.clone(), folder_id.clone());
+        tokio::spawn(async move { invite(&ch, &a, &f, "carol@example.com", AccessLevel::Edit).await })
+    });
+    let mut ids = Vec::new();
+    for r in futures::future::join_all(invites).await {
+        ids.push(r??);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "concurrent invites of one email made {} invitations", ids.len());
+    let db = cluster.database().await?;
+    let pending = db
+        .collection::<bson::Document>("invitations")
+        .count_documents(
+            bson::doc! { "folder_id": &folder_id, "invitee_email": "carol@example.com", "state": "pending" },
+        )
+        .await?;
+    assert_eq!(pending, 1);
+    cluster.stop().await
+}

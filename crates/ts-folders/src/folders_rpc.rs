@@ -53,6 +53,7 @@ impl FoldersApi {
         let member = doc! {
             "_id": format!("{id}:{}", call.user.user_id), "folder_id": &id, "user_id": &call.user.user_id,
             "email": &call.user.email, "access": AccessLevel::Manage as i32, "joined_at": now,
+            "manage_epoch": uuid::Uuid::new_v4().simple().to_string(),
         };
         if let Err(e) = self.members().insert_one(member).await {
             // Nothing half-made: without its first member the folder goes too.

@@ -119,6 +119,17 @@ impl FolderMembershipService for FoldersApi {
         ids::require_uuid("folder_id", &req.folder_id)?;
         ids::require_uuid("user_id", &req.user_id)?;
         let access = self.access(&req.folder_id, &req.user_id).await?;
+        // Only a manager's epoch is asked for (to stamp an invitation): read it fresh.
+        let manage_epoch = match access {
+            AccessLevel::Manage => self
+                .members()
+                .find_one(doc! { "folder_id": &req.folder_id, "user_id": &req.user_id })
+                .await
+                .map_err(store_error)?
+                .and_then(|m| m.get_str("manage_epoch").ok().map(str::to_owned))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
         let (folder_name, folder_exists) = match access {
             AccessLevel::Unspecified => (
                 String::new(),
@@ -126,7 +137,7 @@ impl FolderMembershipService for FoldersApi {
             ),
             _ => (self.folder_message(&self.load_folder(&req.folder_id).await?, access).await?.name, true),
         };
-        Ok(Response::new(GetMembershipResponse { access: access as i32, folder_name, folder_exists }))
+        Ok(Response::new(GetMembershipResponse { access: access as i32, folder_name, folder_exists, manage_epoch }))
     }
 
     async fn add_member(&self, request: Request<AddMemberRequest>) -> Result<Response<AddMemberResponse>, Status> {
@@ -139,12 +150,17 @@ impl FolderMembershipService for FoldersApi {
             ids::require_uuid("inviter_user_id", &req.inviter_user_id)?;
         }
         let email = Email::parse(&req.email).map_err(|why| Status::invalid_argument(format!("email {why}")))?;
-        let member = doc! {
+        let mut member = doc! {
             "_id": format!("{}:{}", req.folder_id, req.user_id), "folder_id": &req.folder_id,
             "user_id": &req.user_id, "email": email.as_str(), "access": level as i32,
             "joined_at": bson::DateTime::now(), "invitation_id": &req.invitation_id,
         };
-        let added = self.add_invited(&req.folder_id, member, &req.invitation_id, &req.inviter_user_id).await?;
+        if level == AccessLevel::Manage {
+            member.insert("manage_epoch", uuid::Uuid::new_v4().simple().to_string());
+        }
+        let added = self
+            .add_invited(&req.folder_id, member, &req.invitation_id, &req.inviter_user_id, &req.inviter_manage_epoch)
+            .await?;
         self.forget_members(&req.folder_id, std::slice::from_ref(&req.user_id)).await;
         let (created, refusal, access) = match added {
             Added::Created(l) => (true, AddMemberRefusal::Unspecified, l),

@@ -119,10 +119,16 @@ impl FoldersApi {
                         return Ok(Outcome::LastManager);
                     }
                     // A changed membership is no longer the one its invitation made.
+                    let mut set = doc! { "access": new as i32 };
+                    if new == AccessLevel::Manage {
+                        // A new MANAGE epoch: invitations this member sent before a break in
+                        // their MANAGE right cannot be accepted (see `add_invited`).
+                        set.insert("manage_epoch", uuid::Uuid::new_v4().simple().to_string());
+                    }
                     members
                         .update_one(
                             doc! { "_id": m.get_str("_id").unwrap_or_default() },
-                            doc! { "$set": { "access": new as i32 }, "$unset": { "invitation_id": "" } },
+                            doc! { "$set": set, "$unset": { "invitation_id": "" } },
                         )
                         .session(&mut *s)
                         .await?;
@@ -195,13 +201,14 @@ impl FoldersApi {
         member: Document,
         invitation_id: &str,
         inviter_user_id: &str,
+        inviter_epoch: &str,
     ) -> Result<Added, Status> {
         let (folders, members, spent) = (self.folders(), self.members(), self.spent());
         let mut session = self.session().await?;
-        let ctx = (&folders, &members, &spent, folder_id, &member, invitation_id, inviter_user_id);
+        let ctx = (&folders, &members, &spent, folder_id, &member, invitation_id, inviter_user_id, inviter_epoch);
         let outcome = session
             .start_transaction()
-            .and_run(ctx, |s, (folders, members, spent, folder_id, member, invitation_id, inviter)| {
+            .and_run(ctx, |s, (folders, members, spent, folder_id, member, invitation_id, inviter, epoch)| {
                 async move {
                     if !touch(folders, folder_id, s).await? {
                         return Ok(None);
@@ -224,7 +231,14 @@ impl FoldersApi {
                             .find_one(doc! { "folder_id": *folder_id, "user_id": *inviter })
                             .session(&mut *s)
                             .await?;
-                        if by.as_ref().map(level_of) != Some(AccessLevel::Manage) {
+                        // MANAGE now, and in the same MANAGE epoch as when they invited: a
+                        // demoted (or removed) and later restored manager's old invitations
+                        // stay dead.
+                        let same_epoch = by.as_ref().is_some_and(|m| {
+                            level_of(m) == AccessLevel::Manage
+                                && (epoch.is_empty() || m.get_str("manage_epoch").ok() == Some(*epoch))
+                        });
+                        if !same_epoch {
                             return Ok(Some(Added::Refused(AddMemberRefusal::InviterNotManager)));
                         }
                     }

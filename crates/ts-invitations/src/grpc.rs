@@ -64,10 +64,16 @@ impl InvitationsApi {
 
     /// Requires MANAGE on the folder; non-members get NOT_FOUND.
     async fn require_manage(&self, folder_id: &str, user: &UserContext) -> Result<String, Status> {
+        self.manager(folder_id, user).await.map(|m| m.folder_name)
+    }
+
+    /// Folders' answer for a caller who must have MANAGE (with their MANAGE epoch).
+    async fn manager(&self, folder_id: &str, user: &UserContext) -> Result<GetMembershipResponse, Status> {
         ts_common::ids::require_uuid("folder_id", folder_id)?;
-        match self.access(folder_id, &user.user_id).await? {
-            (AccessLevel::Unspecified, _) => Err(Status::not_found("folder not found")),
-            (AccessLevel::Manage, name) => Ok(name),
+        let m = self.membership_of(folder_id, &user.user_id).await?;
+        match AccessLevel::try_from(m.access).unwrap_or(AccessLevel::Unspecified) {
+            AccessLevel::Unspecified => Err(Status::not_found("folder not found")),
+            AccessLevel::Manage => Ok(m),
             _ => Err(Status::permission_denied("only MANAGE members can manage a folder's invitations")),
         }
     }
@@ -141,7 +147,8 @@ impl InvitationsApi {
         let event = RecordAuditEventRequest {
             actor_email: user.email.clone(),
             actor_user_id: user.user_id.clone(),
-            folder_id: folder_id.to_owned(),
+            // Only a well-formed id reaches the audit trail (a malformed one was refused).
+            folder_id: if ts_common::ids::is_uuid(folder_id) { folder_id.to_owned() } else { String::new() },
             action: action.to_owned(),
             status_code: ts_common::code_name(code).to_owned(),
             request_id: ts_common::server::current_request_id().map(|r| r.0).unwrap_or_default(),
@@ -180,7 +187,8 @@ impl InvitationsApi {
     }
 
     async fn invite(&self, user: &UserContext, req: CreateInvitationRequest) -> Result<Invitation, Status> {
-        let folder_name = self.require_manage(&req.folder_id, user).await?;
+        let manager = self.manager(&req.folder_id, user).await?;
+        let folder_name = manager.folder_name.clone();
         let invitee =
             Email::parse(&req.invitee_email).map_err(|m| Status::invalid_argument(format!("invitee_email {m}")))?;
         let access = ts_common::access_level("access", req.access)?;
@@ -206,23 +214,11 @@ impl InvitationsApi {
         }
         let now = self.now();
         let expires = now + self.ttl();
-        let mut same = Store::live(now);
-        same.extend(doc! { "folder_id": &req.folder_id, "invitee_email": invitee.as_str() });
-        // A pending invitation to the same email is refreshed (new expiry and level) and re-sent.
-        if let Some(existing) = self.store.invitations().find_one(same).await.map_err(store_error)? {
-            let id = existing.get_str("_id").unwrap_or_default().to_owned();
-            self.store
-                .invitations()
-                .update_one(doc! { "_id": &id, "state": PENDING }, doc! { "$set": { "expires_at": bson_date(expires), "purge_at": bson_date(expires + self.ttl()), "access": access as i32 } })
-                .await
-                .map_err(store_error)?;
-            self.send(invitee.as_str(), &user.email, &folder_name, expires).await?;
-            return Ok(self.message(&self.load(&id).await?).await);
-        }
         let id = uuid::Uuid::new_v4().to_string();
         let invitation = doc! {
             "_id": &id, "folder_id": &req.folder_id, "invitee_email": invitee.as_str(),
             "inviter_email": &user.email, "inviter_user_id": &user.user_id, "access": access as i32,
+            "inviter_manage_epoch": &manager.manage_epoch,
             "state": PENDING, "created_at": bson_date(now), "expires_at": bson_date(expires), "purge_at": bson_date(expires + self.ttl()),
         };
         let capped = self
@@ -236,6 +232,23 @@ impl InvitationsApi {
             .await
             .map_err(store_error)?;
         match capped {
+            // A pending invitation to the same email (found inside the same transaction, so
+            // two concurrent invites cannot both insert) is refreshed and re-sent instead.
+            Some(Cap::Existing(id)) => {
+                let refresh = doc! { "$set": {
+                    "expires_at": bson_date(expires), "purge_at": bson_date(expires + self.ttl()), "access": access as i32,
+                    // It now stands on this manager's right.
+                    "inviter_email": &user.email, "inviter_user_id": &user.user_id,
+                    "inviter_manage_epoch": &manager.manage_epoch,
+                } };
+                self.store
+                    .invitations()
+                    .update_one(doc! { "_id": &id, "state": PENDING }, refresh)
+                    .await
+                    .map_err(store_error)?;
+                self.send(invitee.as_str(), &user.email, &folder_name, expires).await?;
+                return Ok(self.message(&self.load(&id).await?).await);
+            }
             Some(Cap::Folder) => {
                 let wait = self.next_expiry(doc! { "folder_id": &req.folder_id }).await;
                 return Err(ts_common::resource_exhausted(
@@ -320,11 +333,11 @@ impl InvitationsApi {
         if d.get_datetime("expires_at").map(|t| t.to_system_time() <= self.now()).unwrap_or(true) {
             return Err(Status::failed_precondition("this invitation expired; ask for a new one"));
         }
-        if d.get_str("state").unwrap_or_default() == PENDING {
-            if !self.store.finish(&id, ACCEPTED, self.now()).await.map_err(store_error)? {
-                // Answered concurrently: go by what it is now.
-                d = self.load(&id).await?;
-            }
+        if d.get_str("state").unwrap_or_default() == PENDING
+            && !self.store.finish(&id, ACCEPTED, self.now()).await.map_err(store_error)?
+        {
+            // Answered concurrently: go by what it is now.
+            d = self.load(&id).await?;
         }
         match d.get_str("state").unwrap_or_default() {
             PENDING | ACCEPTED => {}
@@ -340,6 +353,7 @@ impl InvitationsApi {
             access,
             invitation_id: id.clone(),
             inviter_user_id: d.get_str("inviter_user_id").unwrap_or_default().to_owned(),
+            inviter_manage_epoch: d.get_str("inviter_manage_epoch").unwrap_or_default().to_owned(),
         };
         let added = match self.membership.clone().add_member(add).await {
             Ok(r) => r.into_inner(),

@@ -21,9 +21,11 @@ pub const DECLINED: &str = "declined";
 /// Revoked.
 pub const REVOKED: &str = "revoked";
 
-/// Which cap an invite would pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why an invite was not inserted: a cap it would pass, or a pending twin.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cap {
+    /// A live invitation of the same folder to the same email already exists (its id).
+    Existing(String),
     /// Pending invitations of the folder.
     Folder,
     /// Pending invitations of the invitee.
@@ -94,6 +96,13 @@ impl Store {
                                 .upsert(true)
                                 .session(&mut *session)
                                 .await?;
+                        }
+                        // After the counter touches: a concurrent invite of the same email
+                        // conflicts here, so it sees this one's insert on its retry.
+                        let mut twin = Store::live(now);
+                        twin.extend(doc! { "folder_id": folder_id.as_str(), "invitee_email": invitee.as_str() });
+                        if let Some(existing) = invitations.find_one(twin).session(&mut *session).await? {
+                            return Ok(Some(Cap::Existing(existing.get_str("_id").unwrap_or_default().to_owned())));
                         }
                         let mut by_folder = Store::live(now);
                         by_folder.insert("folder_id", folder_id.as_str());

@@ -96,6 +96,7 @@ impl TestCluster {
                 // A direct add, as if by an invitation nobody else knows about.
                 invitation_id: uuid::Uuid::new_v4().to_string(),
                 inviter_user_id: String::new(),
+                inviter_manage_epoch: String::new(),
             })
             .await?;
         Ok(())
