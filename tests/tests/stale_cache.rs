@@ -137,9 +137,8 @@ async fn an_updated_or_deleted_item_is_never_served_old_from_the_cache() -> anyh
     for round in 0..ROUNDS as u64 {
         // A cold entry (as after its TTL), so that readers miss and read MongoDB while the
         // update lands: the race a fill must not win.
-        let del = std::process::Command::new("redis-cli")
-            .args(["-p", &redis_port.to_string(), "DEL", &item_key])
-            .output()?;
+        let del =
+            std::process::Command::new("redis-cli").args(["-p", &redis_port.to_string(), "DEL", &item_key]).output()?;
         assert!(del.status.success(), "redis-cli DEL failed");
         let stop = Arc::new(AtomicBool::new(false));
         let (rch, g) = (replica.channel.clone(), get.clone());

@@ -91,6 +91,17 @@ mod tests {
     }
 
     #[test]
+    fn required_ids_come_back_unchanged_or_refused_naming_the_field() {
+        assert_eq!(require_license_id("license_id", "acme-1").unwrap(), "acme-1");
+        let e = require_license_id("license_id", "acme corp").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().starts_with("license_id "), "{}", e.message());
+        assert!(require_license_id("license_id", "").is_err());
+        let id = "0b8c5f7e-1a2b-4c3d-9e8f-001122334455";
+        assert_eq!(require_uuid("folder_id", id).unwrap(), id);
+    }
+
+    #[test]
     fn license_ids_and_tokens_are_bounded() {
         assert!(is_license_id("acme-2026_eu.1"));
         assert!(!is_license_id(""));
