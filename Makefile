@@ -54,7 +54,7 @@ MUTANT_FILES := crates/ts-folders/src/validate/*.rs crates/ts-common/src/ids.rs 
 	crates/ts-invitations/src/grpc.rs crates/ts-invitations/src/store.rs
 mutants: prereqs
 	@command -v cargo-mutants >/dev/null 2>&1 || $(CARGO) install --locked cargo-mutants
-	$(CARGO) mutants --no-shuffle $(addprefix -f ,$(MUTANT_FILES)) -- --workspace
+	$(CARGO) mutants --in-place --no-shuffle $(addprefix -f ,$(MUTANT_FILES))
 
 ## Fuzz the public-facing parsers, FUZZ_SECONDS each, from the seeds in fuzz/corpus (new
 ## inputs go to fuzz/.corpus). Needs nightly and cargo-fuzz; without them it says so and

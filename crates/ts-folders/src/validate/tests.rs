@@ -278,3 +278,21 @@ proptest::proptest! {
         let _ = check_name("name", &s);
     }
 }
+
+#[test]
+fn sizes_are_bounded_exactly_where_documented() {
+    use super::{MAX_BODY_BYTES, MAX_TEXT_BYTES};
+    use ts_proto::public::Query;
+    assert_eq!(MAX_TEXT_BYTES, 64 * 1024);
+    assert_eq!(MAX_BODY_BYTES, 1024 * 1024);
+    let query = |filter: String| ItemContent { content: Some(Content::Query(Query { filter, ..Default::default() })) };
+    let text = "d".repeat(MAX_TEXT_BYTES);
+    assert!(check_item("q", &text, Some(query("{}".into()))).is_ok(), "a description at the limit is kept");
+    let e = check_item("q", &format!("{text}d"), Some(query("{}".into()))).unwrap_err();
+    assert!(e.message().starts_with("description "), "{}", e.message());
+    let body = format!("{{\"a\": \"{}\"}}", "b".repeat(MAX_BODY_BYTES - 10));
+    assert!(body.len() <= MAX_BODY_BYTES);
+    assert!(check_item("q", "", Some(query(body))).is_ok(), "a filter within the body limit is kept");
+    let e = check_item("q", "", Some(query("b".repeat(MAX_BODY_BYTES + 1)))).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+}
