@@ -213,16 +213,38 @@ mod tests {
         out
     }
 
+    /// A TLV whose length takes the long form with two length bytes.
+    fn tlv_long(tag: u8, content: &[u8]) -> Vec<u8> {
+        let n = content.len();
+        let mut out = vec![tag, 0x82, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(content);
+        out
+    }
+
     /// A key-shaped structure of `total` bytes: SEQUENCE { INTEGER 0, OCTET STRING … }.
     fn der(total: usize) -> Vec<u8> {
-        for fill in total.saturating_sub(12)..total {
-            let body: Vec<u8> = (0..fill).map(|i| (i * 7 + 3) as u8).collect();
-            let d = tlv(0x30, &[tlv(0x02, &[0]), tlv(0x04, &body)].concat());
-            if d.len() == total {
-                return d;
+        // Some totals (130, 259) no minimal encoding reaches: the outer length then takes the
+        // two-byte long form (valid BER, as keys pasted from other tools may be).
+        for long_outer in [false, true] {
+            for int_len in 1..=3 {
+                for fill in total.saturating_sub(12)..total {
+                    let body: Vec<u8> = (0..fill).map(|i| (i * 7 + 3) as u8).collect();
+                    let content = [tlv(0x02, &vec![1; int_len]), tlv(0x04, &body)].concat();
+                    let d = if long_outer { tlv_long(0x30, &content) } else { tlv(0x30, &content) };
+                    if d.len() == total {
+                        return d;
+                    }
+                }
             }
         }
         panic!("no structure of {total} bytes")
+    }
+
+    #[test]
+    fn the_generator_reaches_every_size() {
+        for total in 40..=3000 {
+            assert_eq!(der(total).len(), total);
+        }
     }
 
     fn hex(bytes: &[u8]) -> String {
