@@ -1,52 +1,19 @@
 //! The Redis cache in front of MongoDB: revocation holds across folders replicas sharing one
 //! Redis, and with Redis killed everything keeps working from MongoDB.
 
-use tokio::net::TcpListener;
 use tonic::Code;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-use ts_common::identity::Peer;
-use ts_common::user::UserContext;
 use ts_proto::public::folder_service_client::FolderServiceClient;
 use ts_proto::public::item_service_client::ItemServiceClient;
 use ts_proto::public::member_service_client::MemberServiceClient;
 use ts_proto::public::*;
-use ts_testkit::{ServerProcess, Session, TestCluster, query_content, redis_dump};
-
-/// A request to a folders replica directly, as the gateway makes it for `user`.
-fn as_gateway<T>(user: &Session, message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    UserContext {
-        user_id: user.user_id.clone(),
-        email: user.email.clone(),
-        license_id: String::new(),
-        session_id: String::new(),
-    }
-    .attach(r.metadata_mut());
-    r
-}
+use ts_testkit::{ServerProcess, TestCluster, as_gateway, query_content, redis_dump};
 
 #[tokio::test]
 async fn a_removed_member_is_refused_at_once_by_another_replica() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     // A second folders replica on the same MongoDB and Redis.
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let config = cluster.config.clone();
-    let (stop, mut rx) = tokio::sync::watch::channel(false);
-    let replica = tokio::spawn(async move {
-        ts_folders::serve(&config, listener, async move {
-            let _ = rx.wait_for(|s| *s).await;
-        })
-        .await
-    });
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(cluster.certs.ca_cert())?))
-        .identity(Identity::from_pem(
-            std::fs::read(cluster.certs.cert(Peer::Gateway))?,
-            std::fs::read(cluster.certs.key(Peer::Gateway))?,
-        ))
-        .domain_name("folders");
-    let replica_channel = Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?.connect().await?;
+    let replica = cluster.folders_replica().await?;
+    let replica_channel = replica.channel.clone();
 
     let alice = cluster.sign_in("alice@example.com").await?;
     let bob = cluster.sign_in("bob@example.com").await?;
@@ -96,8 +63,7 @@ async fn a_removed_member_is_refused_at_once_by_another_replica() -> anyhow::Res
         .await?;
     assert_eq!(on_replica.list_items(list()).await.unwrap_err().code(), Code::NotFound);
 
-    let _ = stop.send(true);
-    replica.await??;
+    drop(replica);
     cluster.stop().await
 }
 
