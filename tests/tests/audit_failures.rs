@@ -132,3 +132,64 @@ async fn a_refused_license_action_reaches_the_actors_errors() -> anyhow::Result<
     assert_eq!(err.code(), Code::Unauthenticated, "mallory was signed out by the block");
     cluster.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declines_and_operator_rewraps_are_recorded() -> anyhow::Result<()> {
+    use teamshare::Service;
+    use ts_common::identity::Peer;
+    use ts_proto::internal::RewrapAllRequest;
+    use ts_proto::internal::key_vault_operator_service_client::KeyVaultOperatorServiceClient;
+    use ts_proto::public::folder_service_client::FolderServiceClient;
+    use ts_proto::public::invitation_service_client::InvitationServiceClient;
+
+    let cluster = TestCluster::start().await?;
+    let ch = cluster.gateway().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let bob = cluster.sign_in("bob@example.com").await?;
+    let folder = FolderServiceClient::new(ch.clone())
+        .create_folder(alice.request(CreateFolderRequest { name: "Declined".into() }))
+        .await?
+        .into_inner()
+        .folder
+        .expect("folder");
+    let mut invitations = InvitationServiceClient::new(ch.clone());
+    let invite = CreateInvitationRequest {
+        folder_id: folder.id.clone(),
+        invitee_email: "bob@example.com".into(),
+        access: AccessLevel::View as i32,
+    };
+    let invitation = invitations.create_invitation(alice.request(invite)).await?.into_inner().invitation.expect("inv");
+    let decline = || bob.request(DeclineInvitationRequest { invitation_id: invitation.id.clone() });
+    invitations.decline_invitation(decline()).await?;
+    let err = invitations.decline_invitation(decline()).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // Bob sees his refused second decline; Alice sees the decline in her folder's trail.
+    let events = my_errors_until(&cluster, &bob, |e| has(e, "invitation.decline", "FAILED_PRECONDITION")).await?;
+    assert!(has(&events, "invitation.decline", "FAILED_PRECONDITION"), "{events:?}");
+    let mut audit = AuditServiceClient::new(ch.clone());
+    let request = || alice.request(ListFolderAuditRequest { folder_id: folder.id.clone(), page: None });
+    let start = Instant::now();
+    loop {
+        let events = audit.list_folder_audit(request()).await?.into_inner().events;
+        if events.iter().any(|e| e.action == "invitation.decline" && e.actor_email == "bob@example.com") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the decline is not in the folder's trail: {events:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // An operator's master-key rewrap, refused or not, is in the deployment's trail.
+    let mut op = KeyVaultOperatorServiceClient::new(cluster.internal(Service::Keyvault, Peer::Operator).await?);
+    let err = op.rewrap_all(RewrapAllRequest { new_kms_key_id: "  ".into() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let db = cluster.database().await?;
+    let start = Instant::now();
+    let filter =
+        bson::doc! { "action": "operator.rewrap_all", "status_code": "INVALID_ARGUMENT", "actor_email": "operator" };
+    while db.collection::<bson::Document>("audit_events").count_documents(filter.clone()).await? == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "the refused rewrap was not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.stop().await
+}

@@ -123,3 +123,65 @@ async fn with_redis_killed_reads_and_writes_keep_working() -> anyhow::Result<()>
     folders.create_folder(bob.request(CreateFolderRequest { name: "Bob's".into() })).await?;
     cluster.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_leaves_no_item_cached_under_a_retired_key() -> anyhow::Result<()> {
+    use teamshare::Service;
+    use ts_common::identity::Peer;
+    use ts_proto::internal::RotateFolderKeyRequest;
+    use ts_proto::internal::folder_key_operator_service_client::FolderKeyOperatorServiceClient;
+    use ts_proto::public::audit_service_client::AuditServiceClient;
+
+    let cluster = TestCluster::start().await?;
+    // A second replica that has never held this folder's keys, sharing MongoDB and Redis.
+    let replica = cluster.folders_replica().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let mut folders = FolderServiceClient::new(cluster.gateway().await?);
+    let mut items = ItemServiceClient::new(cluster.gateway().await?);
+    let folder_id =
+        folders.create_folder(alice.request(CreateFolderRequest { name: "Rotated".into() })).await?.into_inner().folder;
+    let folder_id = folder_id.expect("folder").id;
+    let create = CreateItemRequest {
+        folder_id: folder_id.clone(),
+        name: "orders".into(),
+        description: String::new(),
+        content: Some(query_content(r#"{"status": "open"}"#)),
+    };
+    let item_id =
+        items.create_item(alice.request(create)).await?.into_inner().item.and_then(|i| i.summary).expect("s").id;
+    let get = || GetItemRequest { folder_id: folder_id.clone(), item_id: item_id.clone() };
+    // Read through the gateway's replica: the item is now cached, sealed under version 1.
+    items.get_item(alice.request(get())).await?;
+    let servers = ts_testkit::shared()?;
+    assert!(redis_dump(servers.redis.port)?.contains(&format!(":item:{item_id}")), "the item was cached");
+
+    let mut operator = FolderKeyOperatorServiceClient::new(cluster.internal(Service::Folders, Peer::Operator).await?);
+    let report =
+        operator.rotate_folder_key(RotateFolderKeyRequest { folder_id: folder_id.clone() }).await?.into_inner();
+    assert_eq!((report.reencrypted_items, report.retired_versions), (1, 1), "{report:?}");
+
+    // The other replica must not be handed the copy sealed under the retired version.
+    let mut on_replica = ItemServiceClient::new(replica.channel.clone());
+    let item = on_replica.get_item(as_gateway(&alice, get())).await?.into_inner().item.expect("item");
+    assert_eq!(item.summary.expect("summary").name, "orders");
+    // Nor is a malformed folder id looked up.
+    let err = operator.rotate_folder_key(RotateFolderKeyRequest { folder_id: "x".repeat(4096) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("folder_id"), "{}", err.message());
+
+    // The folder's manager sees the operator's action in the folder's trail.
+    let audit = AuditServiceClient::new(cluster.gateway().await?);
+    ts_testkit::eventually("the rotation in the folder's audit trail", || {
+        let mut audit = audit.clone();
+        let request = alice.request(ListFolderAuditRequest { folder_id: folder_id.clone(), page: None });
+        async move {
+            let events = audit.list_folder_audit(request).await?.into_inner().events;
+            Ok(events.into_iter().find(|e| {
+                e.action == "operator.rotate_folder_key" && e.status_code == "OK" && e.actor_email == "operator"
+            }))
+        }
+    })
+    .await?;
+    drop(replica);
+    cluster.stop().await
+}

@@ -229,3 +229,59 @@ async fn malformed_invitations_spend_no_budget_and_a_team_of_20_fits_the_default
     assert!(sent <= 30, "{sent} invitations went out before the limit");
     cluster.stop().await
 }
+
+/// The folder's `items` counter and the items it holds.
+async fn counted_and_held(cluster: &TestCluster, folder_id: &str) -> anyhow::Result<(i64, u64)> {
+    let db = cluster.database().await?;
+    let folder = db.collection::<bson::Document>("folders").find_one(bson::doc! { "_id": folder_id }).await?;
+    let counted = folder.and_then(|f| f.get_i64("items").ok()).unwrap_or_default();
+    let held = db.collection::<bson::Document>("items").count_documents(bson::doc! { "folder_id": folder_id }).await?;
+    Ok((counted, held))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_cut_off_by_their_deadline_leak_no_item_slots() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let gateway = cluster.gateway().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let (from, to) = (new_folder(&gateway, &alice).await?, new_folder(&gateway, &alice).await?);
+    // Straight at folders, as the gateway would call it, with deadlines from 1 to 30 ms: many
+    // creates, moves and deletes are dropped half-way by the server when theirs passes.
+    let direct = ItemServiceClient::new(cluster.internal(Service::Folders, Peer::Gateway).await?);
+    let mut tasks = Vec::new();
+    for round in 0..60u64 {
+        let (mut items, alice, from, to) = (direct.clone(), alice.clone(), from.clone(), to.clone());
+        tasks.push(tokio::spawn(async move {
+            let deadline = std::time::Duration::from_millis(1 + round % 30);
+            let create = CreateItemRequest {
+                folder_id: from.clone(),
+                name: format!("item {round}"),
+                description: String::new(),
+                content: Some(ts_testkit::query_content("{}")),
+            };
+            let mut request = as_gateway(&alice, create);
+            request.set_timeout(deadline * 4);
+            let Ok(created) = items.create_item(request).await else { return };
+            let Some(id) = created.into_inner().item.and_then(|i| i.summary).map(|s| s.id) else { return };
+            let mut request = if round % 2 == 0 {
+                let moved = MoveItemRequest { folder_id: from, item_id: id, target_folder_id: to, expected_version: 1 };
+                let mut r = as_gateway(&alice, moved);
+                r.set_timeout(deadline);
+                return drop(items.move_item(r).await);
+            } else {
+                as_gateway(&alice, DeleteItemRequest { folder_id: from, item_id: id, expected_version: 1 })
+            };
+            request.set_timeout(deadline);
+            drop(items.delete_item(request).await);
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    // Whatever was cut off where, each folder counts exactly the items it holds.
+    for folder in [&from, &to] {
+        let (counted, held) = counted_and_held(&cluster, folder).await?;
+        assert_eq!(counted, i64::try_from(held)?, "folder {folder}: counter {counted}, items {held}");
+    }
+    cluster.stop().await
+}

@@ -712,3 +712,52 @@ async fn resend_mails_again_and_really_extends_the_expiry() -> anyhow::Result<()
     assert_eq!(state_of(&cluster, &first.id).await?, "accepted");
     cluster.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_invitations_spend_nobody_s_send_budget() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(|c| {
+        limits(c, |l| {
+            l.inviter_burst = 2;
+            l.per_inviter_per_minute = 1;
+            l.license_burst = 2;
+            l.per_license_per_minute = 1;
+        })
+    })
+    .await?;
+    let mut op = cluster.license_operator().await?;
+    op.upsert_license(ts_proto::internal::UpsertLicenseRequest {
+        license_id: "acme".into(),
+        admin_emails: vec![],
+        emails: vec![],
+        domains: vec!["acme.example".into()],
+    })
+    .await?;
+    let ch = cluster.gateway().await?;
+    let alice = cluster.sign_in("alice@acme.example").await?;
+    let mallory = cluster.sign_in("mallory@acme.example").await?;
+    let folder_id = new_folder(&ch, &alice, "Team").await?;
+    cluster.add_member(&folder_id, &mallory, AccessLevel::View).await?;
+
+    // Mallory, who may not invite to the folder, asks again and again: each answer says why,
+    // none is the rate limit, and nothing is charged to her or to the license.
+    for i in 0..6 {
+        let err = invite(&ch, &mallory, &folder_id, &format!("spam{i}@example.com"), AccessLevel::Manage).await;
+        assert_eq!(err.unwrap_err().code(), Code::PermissionDenied, "attempt {i}");
+        let nowhere = uuid::Uuid::new_v4().to_string();
+        let err = invite(&ch, &mallory, &nowhere, "spam@example.com", AccessLevel::View).await;
+        assert_eq!(err.unwrap_err().code(), Code::NotFound, "attempt {i}");
+    }
+    // Re-inviting a member is refused as such and costs nothing either.
+    let err = invite(&ch, &alice, &folder_id, "mallory@acme.example", AccessLevel::View).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+
+    // The license's burst of two is whole: one from Mallory's own folder, one from Alice.
+    let own = new_folder(&ch, &mallory, "Mine").await?;
+    invite(&ch, &mallory, &own, "friend@example.com", AccessLevel::View).await?;
+    invite(&ch, &alice, &folder_id, "new@example.com", AccessLevel::View).await?;
+    // And then it is spent: the limit itself still holds.
+    let err = invite(&ch, &alice, &folder_id, "third@example.com", AccessLevel::View).await.unwrap_err();
+    assert_eq!(retry_hint(&err), 60, "one a minute");
+    assert!(err.message().contains("per license"), "{}", err.message());
+    cluster.stop().await
+}

@@ -152,3 +152,63 @@ async fn a_plain_http_jwks_url_off_loopback_is_refused_at_start() -> anyhow::Res
     assert!(err.contains("accounts.sso[0].jwks_url") && err.contains("https"), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tokens_name_nobody_and_failed_attempts_are_bounded_per_address() -> anyhow::Result<()> {
+    use ts_proto::public::audit_service_client::AuditServiceClient;
+    use ts_proto::public::{AuditEvent, ListMyErrorsRequest};
+
+    let issuer = TestIssuer::new()?;
+    let sso = issuer.config.clone();
+    let cluster = TestCluster::start_with(move |c| {
+        c.accounts.sso = vec![sso];
+        c.accounts.failed_sign_ins_per_client_per_hour = 4;
+    })
+    .await?;
+    let mut auth = AuthServiceClient::new(cluster.gateway().await?);
+    let sign_in = |token: String| SignInWithSsoRequest { id_token: token };
+    let ivan = auth.sign_in_with_sso(sign_in(issuer.token(claims()))).await?.into_inner();
+    let access = ivan.tokens.expect("tokens").access_token;
+
+    // Two forged tokens in Ivan's name (another key; a tampered signature), then a real
+    // token of his that has expired: only the last is his to see.
+    let forged = issuer.token_with(&rcgen::KeyPair::generate()?, claims());
+    let mut tampered = issuer.token(claims()).into_bytes();
+    let i = tampered.len() - 3;
+    tampered[i] = if tampered[i] == b'x' { b'y' } else { b'x' };
+    let mut expired = claims();
+    expired["exp"] = (now() - 3600).into();
+    for token in [forged.clone(), String::from_utf8(tampered)?, issuer.token(expired)] {
+        assert_eq!(auth.sign_in_with_sso(sign_in(token)).await.unwrap_err().code(), Code::Unauthenticated);
+    }
+    let mut audit = AuditServiceClient::new(cluster.gateway().await?);
+    let sso_errors =
+        |events: Vec<AuditEvent>| events.into_iter().filter(|e| e.action == "auth.sign_in_with_sso").count();
+    let seen = ts_testkit::eventually("the expired sign-in in Ivan's errors", || {
+        let mut audit = audit.clone();
+        let request = ts_testkit::bearer(&access, ListMyErrorsRequest::default());
+        async move {
+            let n = sso_errors(audit.list_my_errors(request).await?.into_inner().events);
+            Ok((n > 0).then_some(n))
+        }
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = audit.list_my_errors(ts_testkit::bearer(&access, ListMyErrorsRequest::default())).await?;
+    assert_eq!((seen, sso_errors(events.into_inner().events)), (1, 1), "forged tokens were attributed to Ivan");
+
+    // A fourth failure from this address, then every attempt from it is refused, even a
+    // good token, until the hour is over; nothing more reaches Ivan's trail.
+    assert_eq!(auth.sign_in_with_sso(sign_in(forged.clone())).await.unwrap_err().code(), Code::Unauthenticated);
+    let err = auth.sign_in_with_sso(sign_in(issuer.token(claims()))).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.metadata().get("retry-after-seconds").is_some(), "{err:?}");
+    let refresh = ts_proto::public::RefreshSessionRequest { refresh_token: "not-a-refresh-token".into() };
+    assert_eq!(auth.refresh_session(refresh).await.unwrap_err().code(), Code::ResourceExhausted);
+    cluster.clock.advance(Duration::from_secs(3600));
+    // Another hour: the good token (re-issued against the moved clock) works again.
+    let mut fresh = claims();
+    fresh["exp"] = (now() + 7200).into();
+    auth.sign_in_with_sso(sign_in(issuer.token(fresh))).await?;
+    cluster.stop().await
+}

@@ -62,6 +62,20 @@ fn unknown_key_is_named() {
 }
 
 #[test]
+fn invitation_limits_that_would_disable_the_limiter_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = certs(dir.path());
+    let config = auth_config(dir.path(), "127.0.0.1:0", &c.cert(Peer::Auth), "");
+    let err = fails(&config, &[("TS_INVITATION_LIMITS__INVITER_BURST", "0")]);
+    assert!(err.contains("invitation_limits.inviter_burst") && err.contains("at least 1"), "{err}");
+    // More than one per millisecond would round the interval to nothing: no limit at all.
+    let err = fails(&config, &[("TS_INVITATION_LIMITS__PER_LICENSE_PER_MINUTE", "60001")]);
+    assert!(err.contains("invitation_limits.per_license_per_minute"), "{err}");
+    let err = fails(&config, &[("TS_INVITATION_LIMITS__PER_INVITER_PER_MINUTE", "0")]);
+    assert!(err.contains("invitation_limits.per_inviter_per_minute"), "{err}");
+}
+
+#[test]
 fn bad_port_is_named_from_file_and_from_environment() {
     let dir = tempfile::tempdir().unwrap();
     let c = certs(dir.path());

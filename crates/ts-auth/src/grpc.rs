@@ -62,21 +62,27 @@ fn license_of_request(id: &str) -> String {
     crate::licenses::check_license_id(id).map(str::to_owned).unwrap_or_default()
 }
 
-/// The email an ID token claims, unverified: only to tell its owner that a sign-in as them
-/// was refused. Never trusted for anything else.
-fn claimed_email(token: &str) -> Option<crate::email::Email> {
-    use base64::Engine;
-    let token = token.trim();
-    if token.len() > 16 * 1024 {
-        return None;
-    }
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    crate::email::Email::parse(claims.get("email")?.as_str()?).ok()
+/// The client address the gateway saw, for per-address limits (empty when not called
+/// through the gateway).
+fn client_of<T>(request: &Request<T>) -> String {
+    request.metadata().get(CLIENT_ADDR).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+/// Refusals of a sign-in attempt that the caller caused (a wrong code, a forged or stolen
+/// token), counted against their address; our own failures are not.
+fn caller_failed(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(code, Unauthenticated | InvalidArgument | NotFound | PermissionDenied)
 }
 
 impl AuthApi {
+    /// Counts a refused sign-in attempt against the client's address.
+    async fn failed_attempt(&self, client: &str, status: &Status) {
+        if caller_failed(status.code()) {
+            self.auth.note_sign_in_failure(client).await;
+        }
+    }
+
     /// Records a failed action of someone who is not signed in, as the account of `email`
     /// (the address that was tried) when it exists, else under that address alone.
     async fn audit_attempt(&self, email: Option<crate::email::Email>, action: &str, status: &Status) {
@@ -129,7 +135,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<StartEmailVerificationRequest>,
     ) -> Result<Response<StartEmailVerificationResponse>, Status> {
-        let client = request.metadata().get(CLIENT_ADDR).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let client = client_of(&request);
         let raw = &request.get_ref().email;
         match self.auth.start_verification(raw, &client).await {
             Ok(expires) => Ok(Response::new(StartEmailVerificationResponse { expires_at: Some(timestamp(expires)) })),
@@ -146,6 +152,8 @@ impl AuthService for AuthApi {
         &self,
         request: Request<CompleteEmailVerificationRequest>,
     ) -> Result<Response<CompleteEmailVerificationResponse>, Status> {
+        let client = client_of(&request);
+        self.auth.check_sign_in_failures(&client).await?;
         let req = request.into_inner();
         let result = match self.auth.complete_verification(&req.email, &req.code).await {
             Ok(email) => self.sign_in(email, "email").await,
@@ -156,6 +164,7 @@ impl AuthService for AuthApi {
                 Ok(Response::new(CompleteEmailVerificationResponse { tokens: Some(tokens), user: Some(user) }))
             }
             Err(status) => {
+                self.failed_attempt(&client, &status).await;
                 let email = crate::email::Email::parse(&req.email).ok();
                 self.audit_attempt(email, "auth.complete_email_verification", &status).await;
                 Err(status)
@@ -167,6 +176,8 @@ impl AuthService for AuthApi {
         &self,
         request: Request<SignInWithSsoRequest>,
     ) -> Result<Response<SignInWithSsoResponse>, Status> {
+        let client = client_of(&request);
+        self.auth.check_sign_in_failures(&client).await?;
         let token = &request.get_ref().id_token;
         let result = match self.auth.verify_id_token(token).await {
             Ok(email) => self.sign_in(email, "sso").await,
@@ -175,7 +186,9 @@ impl AuthService for AuthApi {
         match result {
             Ok((tokens, user)) => Ok(Response::new(SignInWithSsoResponse { tokens: Some(tokens), user: Some(user) })),
             Err(status) => {
-                self.audit_attempt(claimed_email(token), "auth.sign_in_with_sso", &status).await;
+                self.failed_attempt(&client, &status).await;
+                let signed = self.auth.signed_email(token).await;
+                self.audit_attempt(signed, "auth.sign_in_with_sso", &status).await;
                 Err(status)
             }
         }
@@ -185,11 +198,14 @@ impl AuthService for AuthApi {
         &self,
         request: Request<RefreshSessionRequest>,
     ) -> Result<Response<RefreshSessionResponse>, Status> {
+        let client = client_of(&request);
+        self.auth.check_sign_in_failures(&client).await?;
         let token = &request.get_ref().refresh_token;
         match self.auth.refresh(token).await {
             Ok(issued) => Ok(Response::new(RefreshSessionResponse { tokens: Some(tokens(&issued)) })),
             Err(e) => {
                 let status = Status::from(e);
+                self.failed_attempt(&client, &status).await;
                 // Only a token naming a real session has someone to tell.
                 if let Some((user_id, email)) = self.auth.session_owner(token).await {
                     self.auth.audit.record(ts_common::audit::Event {

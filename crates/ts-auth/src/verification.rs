@@ -14,6 +14,8 @@ use crate::state::{Auth, AuthError, AuthResult};
 
 const CODE_DIGITS: u32 = 6;
 const HOUR: Duration = Duration::from_secs(3600);
+/// The counter of failed sign-in attempts per client address.
+const FAILED_SIGN_INS: &str = "failed-sign-ins";
 
 /// A uniformly random numeric code.
 fn new_code() -> AuthResult<String> {
@@ -35,14 +37,21 @@ pub(crate) fn getrandom(buf: &mut [u8]) -> AuthResult<()> {
 }
 
 impl Auth {
+    /// The fixed-window counter of `kind` for `key` at this moment: its id (a keyed hash, so
+    /// no address or email is stored), the window's end, and now.
+    fn window(&self, kind: &str, key: &str, window: Duration) -> (String, u64, u64) {
+        let now = unix_secs(self.now());
+        let start = now - now % window.as_secs();
+        let id = format!("{kind}:{}:{start}", hex(&self.mac(&[kind.as_bytes(), key.as_bytes()])[..16]));
+        (id, start + window.as_secs(), now)
+    }
+
     /// Takes one unit from a fixed-window counter; RESOURCE_EXHAUSTED with the time until
     /// the window ends when it is spent. The conditional upsert makes concurrent takes at the
     /// cap conflict instead of both passing.
     pub(crate) async fn take_rate(&self, kind: &str, key: &str, cap: u32, window: Duration) -> AuthResult<()> {
-        let now = unix_secs(self.now());
-        let start = now - now % window.as_secs();
-        let id = format!("{kind}:{}:{start}", hex(&self.mac(&[kind.as_bytes(), key.as_bytes()])[..16]));
-        let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(start) + window;
+        let (id, end, now) = self.window(kind, key, window);
+        let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(end);
         let result = self
             .counters()
             .find_one_and_update(
@@ -54,10 +63,50 @@ impl Auth {
         match result {
             Ok(_) => Ok(()),
             Err(e) if ts_common::stores::is_duplicate_key(&e) => {
-                let retry_after = Duration::from_secs(start + window.as_secs() - now);
+                let retry_after = Duration::from_secs(end - now);
                 Err(AuthError::Exhausted { message: format!("too many verification emails ({kind})"), retry_after })
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Refuses sign-in attempts (codes, single sign-on tokens, refresh tokens) from a client
+    /// address that has already failed `failed_sign_ins_per_client_per_hour` times this hour:
+    /// guessing and forging are bounded, and so are the audit events they leave. Successful
+    /// sign-ins are not counted. No address (a call not through the gateway): no limit.
+    pub async fn check_sign_in_failures(&self, client: &str) -> AuthResult<()> {
+        if client.is_empty() {
+            return Ok(());
+        }
+        let (id, end, now) = self.window(FAILED_SIGN_INS, client, HOUR);
+        let found = self.counters().find_one(doc! { "_id": &id }).await?;
+        let failed = found.and_then(|d| d.get_i64("n").ok()).unwrap_or(0);
+        if failed >= i64::from(self.policy.failed_sign_ins_per_client_per_hour) {
+            let retry_after = Duration::from_secs(end - now);
+            let message = "too many failed sign-in attempts from this address".to_owned();
+            return Err(AuthError::Exhausted { message, retry_after });
+        }
+        Ok(())
+    }
+
+    /// Counts a failed sign-in attempt against its client address (best effort: a store
+    /// failure here is logged, the caller already has their answer).
+    pub async fn note_sign_in_failure(&self, client: &str) {
+        if client.is_empty() {
+            return;
+        }
+        let (id, end, _) = self.window(FAILED_SIGN_INS, client, HOUR);
+        let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(end);
+        let counted = self
+            .counters()
+            .update_one(
+                doc! { "_id": &id },
+                doc! { "$inc": { "n": 1_i64 }, "$setOnInsert": { "expires_at": bson_date(expires) } },
+            )
+            .upsert(true)
+            .await;
+        if let Err(e) = counted {
+            tracing::warn!(error = %e, "cannot count a failed sign-in attempt");
         }
     }
 

@@ -194,3 +194,131 @@ async fn new_generation(redis: &fred::clients::Client, keys: &[String]) -> Resul
     let token = uuid::Uuid::new_v4().simple().to_string();
     redis.eval::<i64, _, _, _>(NEW_GENERATION, keys.to_vec(), vec![token]).await.map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a real `redis-server` (deploy/install-prereqs.sh installs it) on a free port.
+    use super::*;
+    use crate::config::RedisConfig;
+
+    struct Redis {
+        child: Option<std::process::Child>,
+        port: u16,
+    }
+
+    impl Redis {
+        fn free_port() -> u16 {
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+        }
+
+        fn start_on(port: u16) -> Redis {
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (deploy/install-prereqs.sh)");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Redis { child: Some(child), port }
+        }
+
+        async fn client(&self) -> fred::clients::Client {
+            let url = format!("redis://127.0.0.1:{}", self.port);
+            let client = crate::stores::redis(&RedisConfig { url: url.into() }).expect("client");
+            client.wait_for_connect().await.expect("connected");
+            client
+        }
+    }
+
+    impl Drop for Redis {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                drop(c.kill());
+                drop(c.wait());
+            }
+        }
+    }
+
+    async fn ttl(client: &fred::clients::Client, key: &str) -> i64 {
+        client.ttl::<i64, _>(key).await.expect("ttl")
+    }
+
+    #[tokio::test]
+    async fn a_fill_read_before_an_invalidation_is_dropped_and_a_current_one_lands() {
+        let redis = Redis::start_on(Redis::free_port());
+        let raw = redis.client().await;
+        let cache = Cache::new(Some(raw.clone()));
+        let (gen_key, key) = ("ts:{f:1}:gen", "ts:{f:1}:item:a");
+
+        // A reader read the generation (and then the store) before a change landed.
+        let before = cache.generation(gen_key).await;
+        cache.invalidate(gen_key, &[key.to_owned()]).await;
+        cache.set_if_generation(&before, key, b"old".to_vec(), Duration::from_secs(60)).await;
+        assert_eq!(cache.get(key).await, None, "a fill that raced a change outlived it");
+
+        // A reader that started after the change fills, for its TTL.
+        let after = cache.generation(gen_key).await;
+        cache.set_if_generation(&after, key, b"new".to_vec(), Duration::from_secs(7)).await;
+        assert_eq!(cache.get(key).await.as_deref(), Some(&b"new"[..]));
+        assert!((1..=7).contains(&ttl(&raw, key).await), "the entry expires with its TTL");
+
+        // Every change starts a new generation and forgets the entries named.
+        cache.invalidate(gen_key, &[key.to_owned()]).await;
+        assert_eq!(cache.get(key).await, None);
+        let third = cache.generation(gen_key).await;
+        assert!(third.token.is_some() && third.token != after.token && after.token != before.token);
+        assert!(raw.get::<Option<String>, _>(gen_key).await.expect("get").is_some_and(|t| t.len() == 32));
+    }
+
+    #[tokio::test]
+    async fn plain_entries_expire_and_are_deleted() {
+        let redis = Redis::start_on(Redis::free_port());
+        let raw = redis.client().await;
+        let cache = Cache::new(Some(raw.clone()));
+        cache.set("k1", b"v".to_vec(), Duration::from_secs(30)).await;
+        cache.set("k2", b"v".to_vec(), Duration::from_millis(10)).await;
+        assert!((1..=30).contains(&ttl(&raw, "k1").await));
+        assert_eq!(ttl(&raw, "k2").await, 1, "a sub-second TTL is rounded up, never 0 (no expiry)");
+        cache.delete(&[]).await;
+        cache.delete(&["k1".to_owned(), "k2".to_owned()]).await;
+        assert_eq!((cache.get("k1").await, cache.get("k2").await), (None, None));
+    }
+
+    #[tokio::test]
+    async fn without_redis_nothing_is_cached_and_nothing_waits() {
+        let cache = Cache::new(None);
+        assert!(!cache.usable_now());
+        cache.set("k", b"v".to_vec(), Duration::from_secs(1)).await;
+        assert_eq!(cache.get("k").await, None);
+        let g = cache.generation("g").await;
+        assert!(g.token.is_none(), "no generation: no fill will be written");
+    }
+
+    #[tokio::test]
+    async fn a_failure_skips_redis_for_a_while_but_invalidations_are_retried_until_they_land() {
+        let port = Redis::free_port();
+        // A client for a Redis that is not there yet (as when a service starts before it):
+        // it must connect once Redis is up.
+        let url = format!("redis://127.0.0.1:{port}");
+        let client = crate::stores::redis(&RedisConfig { url: url.into() }).expect("client");
+        let cache = Cache::new(Some(client.clone()));
+        assert!(cache.usable_now());
+        assert_eq!(cache.get("k").await, None, "a failed read is a miss");
+        assert!(!cache.usable_now(), "after a failure Redis is skipped");
+        let g = cache.generation("ts:{f:2}:gen").await;
+        assert!(g.token.is_none(), "while skipped no generation is read, so nothing is filled");
+
+        // An invalidation is attempted even while reads skip Redis, and retried.
+        cache.invalidate("ts:{f:2}:gen", &["ts:{f:2}:item:x".to_owned()]).await;
+        let redis = Redis::start_on(port);
+        let raw = redis.client().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while raw.get::<Option<String>, _>("ts:{f:2}:gen").await.expect("get").is_none() {
+            assert!(Instant::now() < deadline, "the failed invalidation was never retried");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

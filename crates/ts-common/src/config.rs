@@ -236,6 +236,10 @@ pub struct AccountsConfig {
     /// Codes sent for one client address per hour.
     #[serde(default = "default_sends_per_client")]
     pub sends_per_client_per_hour: u32,
+    /// Failed sign-in attempts (codes, single sign-on and refresh tokens) one client address
+    /// may make per hour before its attempts are refused until the hour is over.
+    #[serde(default = "default_failed_sign_ins_per_client")]
+    pub failed_sign_ins_per_client_per_hour: u32,
     /// Whether Team Sharing is on for the deployment until an operator says otherwise.
     #[serde(default = "default_true")]
     pub sharing_enabled: bool,
@@ -255,6 +259,7 @@ impl Default for AccountsConfig {
             code_max_tries: default_code_tries(),
             sends_per_email_per_hour: default_sends_per_email(),
             sends_per_client_per_hour: default_sends_per_client(),
+            failed_sign_ins_per_client_per_hour: default_failed_sign_ins_per_client(),
             sharing_enabled: true,
             sso: Vec::new(),
         }
@@ -278,6 +283,9 @@ fn default_sends_per_email() -> u32 {
 }
 fn default_sends_per_client() -> u32 {
     30
+}
+fn default_failed_sign_ins_per_client() -> u32 {
+    50
 }
 fn default_true() -> bool {
     true
@@ -318,6 +326,34 @@ pub struct InvitationLimits {
     pub per_license_per_minute: u32,
     /// Invitations one license may send at once.
     pub license_burst: u32,
+}
+
+impl InvitationLimits {
+    /// Every limit is at least 1 (a zero would refuse everything, or divide a minute by
+    /// nothing), and a per-minute rate is at most 60 000 (one per millisecond: the limiter's
+    /// resolution; more would mean no limit at all).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let fields = [
+            ("ttl_days", self.ttl_days, u32::MAX),
+            ("max_per_fetch", self.max_per_fetch, u32::MAX),
+            ("max_pending_per_invitee", self.max_pending_per_invitee, u32::MAX),
+            ("max_pending_per_folder", self.max_pending_per_folder, u32::MAX),
+            ("per_inviter_per_minute", self.per_inviter_per_minute, 60_000),
+            ("inviter_burst", self.inviter_burst, u32::MAX),
+            ("per_license_per_minute", self.per_license_per_minute, 60_000),
+            ("license_burst", self.license_burst, u32::MAX),
+        ];
+        for (name, value, most) in fields {
+            if value == 0 || value > most {
+                let range = if most == u32::MAX { "at least 1".to_owned() } else { format!("from 1 to {most}") };
+                return Err(ConfigError::key(
+                    format!("invitation_limits.{name}"),
+                    format!("must be {range}, not {value}"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for InvitationLimits {
@@ -530,6 +566,7 @@ impl Config {
             let message = message.strip_suffix(&format!(" in `{key}`")).map(str::to_owned).unwrap_or(message);
             ConfigError::Key { key, origin, message }
         })?;
+        config.invitation_limits.check()?;
         if let Some(dir) = path.and_then(Path::parent) {
             config.resolve_paths(dir);
         }

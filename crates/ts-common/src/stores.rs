@@ -57,8 +57,11 @@ fn redact_mongo_error(e: &mongodb::error::Error) -> String {
 /// shared counters, never the system of record; every command fails within 500 ms.
 pub fn redis(config: &RedisConfig) -> Result<fred::clients::Client, ConfigError> {
     use fred::prelude::*;
-    let cfg = fred::types::config::Config::from_url(config.url.expose_secret())
+    let mut cfg = fred::types::config::Config::from_url(config.url.expose_secret())
         .map_err(|_| ConfigError::key("redis.url", "invalid redis URL"))?;
+    // Redis down when a service starts must not mean "never connect": the reconnect policy
+    // applies to the first connection too (fred's default gives up after one try).
+    cfg.fail_fast = false;
     let client = Builder::from_config(cfg)
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(2);

@@ -13,6 +13,7 @@ use ts_proto::public::*;
 use crate::context::{Call, folder_generation_key, item_key};
 use crate::paging::{open_token, page_size, seal_token, token};
 use crate::sealed::{key_version, open_field, seal_fields};
+use crate::slots::{self, ItemWrite, Slots};
 use crate::validate::{CheckedItem, check_item};
 use crate::{FoldersApi, find_page, store_error, timestamp};
 
@@ -90,53 +91,23 @@ impl FoldersApi {
         )
     }
 
-    /// Takes one item slot in a folder; RESOURCE_EXHAUSTED at the cap.
-    async fn take_slot(&self, folder_id: &str) -> Result<(), Status> {
-        let r = self
-            .folders()
-            .update_one(
-                doc! { "_id": folder_id, "items": { "$lt": MAX_ITEMS_PER_FOLDER } },
-                doc! { "$inc": { "items": 1_i64 } },
-            )
-            .await
-            .map_err(store_error)?;
-        if r.modified_count == 0 {
-            return Err(Status::resource_exhausted(format!("a folder holds at most {MAX_ITEMS_PER_FOLDER} items")));
-        }
-        Ok(())
-    }
-
-    async fn free_slot(&self, folder_id: &str) {
-        let _ = self
-            .folders()
-            .update_one(doc! { "_id": folder_id, "items": { "$gt": 0_i64 } }, doc! { "$inc": { "items": -1_i64 } })
-            .await;
-    }
-
     async fn create_item_in(&self, call: &Call, req: CreateItemRequest) -> Result<CreateItemResponse, Status> {
         self.require(call, &req.folder_id, AccessLevel::Edit).await?;
         let item = check_item(&req.name, &req.description, req.content)?;
-        self.take_slot(&req.folder_id).await?;
         let id = uuid::Uuid::new_v4().to_string();
-        let result = async {
-            let key = self.keys.newest(&req.folder_id).await?;
-            let now = bson::DateTime::now();
-            let d = doc! {
-                "_id": &id, "folder_id": &req.folder_id, "kind": item.kind as i32, "version": 1_i64,
-                "key_version": i64::from(key.version()), "enc": self.sealed(&key, &req.folder_id, &id, &item)?,
-                "shared_by_email": &call.user.email, "updated_by_email": &call.user.email, "created_at": now, "updated_at": now,
-            };
-            self.items().insert_one(d.clone()).await.map_err(store_error)?;
-            self.open_item(&d, true).await
+        let key = self.keys.newest(&req.folder_id).await?;
+        let now = bson::DateTime::now();
+        let d = doc! {
+            "_id": &id, "folder_id": &req.folder_id, "kind": item.kind as i32, "version": 1_i64,
+            "key_version": i64::from(key.version()), "enc": self.sealed(&key, &req.folder_id, &id, &item)?,
+            "shared_by_email": &call.user.email, "updated_by_email": &call.user.email, "created_at": now, "updated_at": now,
+        };
+        match self.write_with_slots(Some(&req.folder_id), None, ItemWrite::Insert(d.clone())).await? {
+            Slots::Written => {}
+            Slots::Full | Slots::NoMatch => return Err(slots::full()),
         }
-        .await;
-        match result {
-            Ok(stored) => Ok(CreateItemResponse { item: Some(stored), removed_fields: item.removed }),
-            Err(e) => {
-                self.free_slot(&req.folder_id).await;
-                Err(e)
-            }
-        }
+        let stored = self.open_item(&d, true).await?;
+        Ok(CreateItemResponse { item: Some(stored), removed_fields: item.removed })
     }
 
     async fn list_items_page(&self, call: &Call, req: ListItemsRequest) -> Result<ListItemsResponse, Status> {
@@ -207,16 +178,12 @@ impl FoldersApi {
         let current = self.load_item(&req.folder_id, id).await?;
         let expected = i64::try_from(req.expected_version)
             .map_err(|_| Status::invalid_argument("expected_version is out of range"))?;
-        let r = self
-            .items()
-            .delete_one(doc! { "_id": id, "folder_id": &req.folder_id, "version": expected })
-            .await
-            .map_err(store_error)?;
+        let filter = doc! { "_id": id, "folder_id": &req.folder_id, "version": expected };
+        let outcome = self.write_with_slots(None, Some(&req.folder_id), ItemWrite::Delete(filter)).await?;
         self.forget_items(&req.folder_id, &[id]).await;
-        if r.deleted_count == 0 {
+        if outcome != Slots::Written {
             return Err(stale(&current, req.expected_version));
         }
-        self.free_slot(&req.folder_id).await;
         Ok(())
     }
 
@@ -242,25 +209,22 @@ impl FoldersApi {
             .collect::<Result<_, Status>>()?;
         let fields: Vec<(&str, &[u8])> = plain.iter().map(|(f, v)| (f.as_str(), v.as_slice())).collect();
         let moved = seal_fields(&new_key, &req.target_folder_id, id, &fields)?;
-        self.take_slot(&req.target_folder_id).await?;
         let expected = i64::try_from(req.expected_version)
             .map_err(|_| Status::invalid_argument("expected_version is out of range"))?;
         let update = doc! { "$set": {
             "folder_id": &req.target_folder_id, "enc": moved, "key_version": i64::from(new_key.version()),
             "updated_by_email": &call.user.email, "updated_at": bson::DateTime::now(),
         }, "$inc": { "version": 1_i64 } };
-        let r = self
-            .items()
-            .update_one(doc! { "_id": id, "folder_id": &req.folder_id, "version": expected }, update)
-            .await
-            .map_err(store_error)?;
+        let filter = doc! { "_id": id, "folder_id": &req.folder_id, "version": expected };
+        let write = ItemWrite::Update { filter, update };
+        let outcome = self.write_with_slots(Some(&req.target_folder_id), Some(&req.folder_id), write).await?;
         self.forget_items(&req.folder_id, &[id]).await;
         self.forget_items(&req.target_folder_id, &[id]).await;
-        if r.modified_count == 0 {
-            self.free_slot(&req.target_folder_id).await;
-            return Err(stale(&current, req.expected_version));
+        match outcome {
+            Slots::Written => {}
+            Slots::Full => return Err(slots::full()),
+            Slots::NoMatch => return Err(stale(&current, req.expected_version)),
         }
-        self.free_slot(&req.folder_id).await;
         self.open_item(&self.load_item(&req.target_folder_id, id).await?, true).await
     }
 }

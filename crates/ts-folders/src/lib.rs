@@ -18,6 +18,7 @@ mod membership;
 pub mod paging;
 pub mod rotation;
 pub mod sealed;
+mod slots;
 pub mod validate;
 
 use std::future::Future;

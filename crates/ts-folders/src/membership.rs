@@ -82,7 +82,7 @@ impl FoldersApi {
         self.db.collection("spent_invitations")
     }
 
-    async fn session(&self) -> Result<ClientSession, Status> {
+    pub(crate) async fn session(&self) -> Result<ClientSession, Status> {
         self.db.client().start_session().await.map_err(store_error)
     }
 

@@ -31,13 +31,20 @@ pub struct ReencryptReport {
 
 /// Rewrites every item of `folder_id` to the newest key version, then retires older
 /// versions. Each item is rewritten only if unchanged since it was read (same item version
-/// and key version), so a concurrent edit is never lost; safe to repeat.
-pub async fn reencrypt_folder(
+/// and key version), so a concurrent edit is never lost; safe to repeat. `forget` is told
+/// which items were rewritten before anything is retired, so that no cache keeps serving a
+/// copy sealed under a retired version.
+pub async fn reencrypt_folder<F, Fut>(
     folders: &Collection<Document>,
     items: &Collection<Document>,
     keys: &FolderKeys,
     folder_id: &str,
-) -> Result<ReencryptReport, Status> {
+    forget: F,
+) -> Result<ReencryptReport, Status>
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let newest = keys.newest(folder_id).await?;
     // The folder's own sealed fields (its name) first.
     if let Some(folder) = folders.find_one(doc! { "_id": folder_id }).await.map_err(store_error)?
@@ -56,10 +63,12 @@ pub async fn reencrypt_folder(
     }
     let stale = doc! { "folder_id": folder_id, "key_version": { "$lt": i64::from(newest.version()) } };
     let mut report = ReencryptReport { key_version: newest.version(), ..Default::default() };
+    let mut rewritten: Vec<String> = Vec::new();
     for _ in 0..MAX_ROUNDS {
         let docs: Vec<Document> =
             items.find(stale.clone()).await.map_err(store_error)?.try_collect().await.map_err(store_error)?;
         if docs.is_empty() {
+            forget(std::mem::take(&mut rewritten)).await;
             let retired = keys.retire(folder_id, newest.version()).await?;
             report.retired = retired;
             tracing::info!(
@@ -85,6 +94,7 @@ pub async fn reencrypt_folder(
             let update = doc! { "$set": { "enc": resealed, "key_version": i64::from(newest.version()) } };
             if items.update_one(unchanged, update).await.map_err(store_error)?.modified_count == 1 {
                 report.reencrypted += 1;
+                rewritten.push(item_id.to_owned());
             }
         }
     }
@@ -92,10 +102,20 @@ pub async fn reencrypt_folder(
 }
 
 fn folder_id(raw: &str) -> Result<&str, Status> {
-    if raw.is_empty() { Err(Status::invalid_argument("folder_id is required")) } else { Ok(raw) }
+    ts_common::ids::require_uuid("folder_id", raw)
 }
 
 impl FoldersApi {
+    /// [`reencrypt_folder`] on this service's stores, forgetting rewritten items (and the
+    /// folder's cached entries: a new generation) before older versions are retired.
+    async fn reencrypt(&self, folder_id: &str) -> Result<ReencryptReport, Status> {
+        let forget = |ids: Vec<String>| async move {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            self.forget_items(folder_id, &ids).await;
+        };
+        reencrypt_folder(&self.folders(), &self.items(), &self.keys, folder_id, forget).await
+    }
+
     /// Records an operator's key action on a folder, whatever its outcome.
     async fn audit_operator<R>(&self, folder_id: &str, action: &str, result: &Result<R, Status>) {
         let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
@@ -115,7 +135,7 @@ impl FolderKeyOperatorService for FoldersApi {
         let result = async {
             let folder_id = folder_id(&req.folder_id)?;
             self.keys.rotate(folder_id).await?;
-            reencrypt_folder(&self.folders(), &self.items(), &self.keys, folder_id).await
+            self.reencrypt(folder_id).await
         }
         .await;
         self.audit_operator(&req.folder_id, "operator.rotate_folder_key", &result).await;
@@ -132,9 +152,7 @@ impl FolderKeyOperatorService for FoldersApi {
         request: Request<ReencryptFolderRequest>,
     ) -> Result<Response<ReencryptFolderResponse>, Status> {
         let req = request.into_inner();
-        let result =
-            async { reencrypt_folder(&self.folders(), &self.items(), &self.keys, folder_id(&req.folder_id)?).await }
-                .await;
+        let result = async { self.reencrypt(folder_id(&req.folder_id)?).await }.await;
         self.audit_operator(&req.folder_id, "operator.reencrypt_folder", &result).await;
         let r = result?;
         Ok(Response::new(ReencryptFolderResponse {

@@ -12,7 +12,7 @@ use tokio::sync::RwLock;
 use tonic::{Request, Status};
 use ts_common::client::InternalChannel;
 
-use crate::ratelimit::InviteLimiter;
+use crate::ratelimit::{Charge, InviteLimiter};
 use ts_common::clock::SharedClock;
 use ts_common::revocation;
 use ts_common::server::{RequestId, RpcName};
@@ -47,6 +47,34 @@ impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator").field("redis", &self.redis.is_some()).finish_non_exhaustive()
     }
+}
+
+/// A public caller as the gateway established them: the identity to forward, and the
+/// invitation charged to them, if the RPC sends one.
+#[derive(Debug, Default)]
+pub struct Caller {
+    /// The verified user, for RPCs that need one.
+    pub user: Option<UserContext>,
+    /// The send-limit charge, to be given back if the invitation is refused downstream.
+    pub charge: Option<Charge>,
+}
+
+impl From<Option<UserContext>> for Caller {
+    fn from(user: Option<UserContext>) -> Self {
+        Caller { user, charge: None }
+    }
+}
+
+/// Downstream refusals that mean no invitation went out, so its charge is given back: a
+/// sender who is not a manager, a folder that is not there, an invitee already in it, a
+/// folder or invitee cap. Failures that might have happened after the mail was sent
+/// (UNAVAILABLE, INTERNAL, a deadline) keep the charge.
+fn nothing_sent(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        InvalidArgument | NotFound | AlreadyExists | PermissionDenied | FailedPrecondition | ResourceExhausted
+    )
 }
 
 fn unauthenticated(e: TokenError) -> Status {
@@ -85,19 +113,33 @@ impl Authenticator {
 
     /// For RPCs that send invitations: a user who may share, a well-formed request (checked
     /// before the limiter, so a malformed one spends nothing), within the send rate limits.
+    /// Pass the charge to [`Authenticator::settle`] with the downstream answer.
     pub async fn inviting<T>(
         &self,
         request: &Request<T>,
         check: impl FnOnce() -> Result<(), Status>,
-    ) -> Result<Option<UserContext>, Status> {
+    ) -> Result<Caller, Status> {
         let user = self.sharing(request, check).await?;
-        if let (Some(limiter), Some(u)) = (&self.limiter, &user)
-            && let Err(status) = limiter.check(u).await
-        {
-            self.audit_refusal(request, u, &status);
-            return Err(status);
+        let (Some(limiter), Some(u)) = (&self.limiter, &user) else { return Ok(user.into()) };
+        match limiter.check(u).await {
+            Ok(charge) => Ok(Caller { user, charge: Some(charge) }),
+            Err(status) => {
+                self.audit_refusal(request, u, &status);
+                Err(status)
+            }
         }
-        Ok(user)
+    }
+
+    /// Settles an invitation charge once the downstream service has answered: a refusal
+    /// that sent nothing gives it back, so only invitations that went out count against
+    /// the sender and their license (a member without MANAGE cannot drain the license's
+    /// budget by asking for what they may not do).
+    pub async fn settle<R>(&self, charge: Charge, answer: &Result<R, Status>) {
+        if let (Some(limiter), Err(status)) = (&self.limiter, answer)
+            && nothing_sent(status.code())
+        {
+            limiter.refund(charge).await;
+        }
     }
 
     /// Audits a refused sharing call in the background; the caller's answer never waits on it.

@@ -1,6 +1,7 @@
 //! The public services, each RPC translated to the internal service that owns it. An RPC
 //! marked `required` needs a valid access token; `sharing` also needs a user who may share
-//! right now; `inviting` also charges the invitation send limits; `anonymous` ones are
+//! right now; `inviting` also charges the invitation send limits (given back when the
+//! invitation is refused downstream); `anonymous` ones are
 //! sign-in calls. Folders checks "may share" itself (and audits refusals with the folder),
 //! so its services are only `required` here: asking auth twice per call would be waste.
 //! Every request's shape is checked (`validate::Check`) once the caller is known and before
@@ -17,6 +18,7 @@ use ts_proto::public::member_service_server::MemberService;
 use ts_proto::public::*;
 
 use crate::Gateway;
+use crate::authn::Caller;
 use crate::downstream::forward;
 use crate::validate::Check;
 
@@ -27,9 +29,14 @@ macro_rules! translate {
         impl $service for Gateway {
             $(
                 async fn $method(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
-                    let user = self.authn.$who(&request, || request.get_ref().check()).await?;
+                    let caller: Caller = self.authn.$who(&request, || request.get_ref().check()).await?.into();
                     let mut client = self.$client.clone();
-                    forward(request, user, self.downstream_timeout, |r| async move { client.$method(r).await }).await
+                    let call = |r| async move { client.$method(r).await };
+                    let answer = forward(request, caller.user, self.downstream_timeout, call).await;
+                    if let Some(charge) = caller.charge {
+                        self.authn.settle(charge, &answer).await;
+                    }
+                    answer
                 }
             )*
         }

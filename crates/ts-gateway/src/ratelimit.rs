@@ -51,6 +51,32 @@ end
 return {1, 0, 0}
 "#;
 
+/// Gives back one emission interval on every key (an invitation that was charged but never
+/// sent), dropping a key that falls back to the present. KEYS: the charged keys. ARGV: now_ms,
+/// then each key's emission interval ms.
+const REFUND: &str = r#"
+local now = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local back = tat - interval
+  if back <= now then
+    redis.call('DEL', KEYS[i])
+  else
+    redis.call('SET', KEYS[i], string.format('%d', back), 'PX', math.ceil(back - now + interval))
+  end
+end
+return 1
+"#;
+
+/// One invitation charged to its sender's limits, to be refunded if nothing was sent.
+#[derive(Debug)]
+pub struct Charge {
+    /// The shared keys charged, with their emission intervals; empty when the charge was
+    /// made by the in-process fallback, which cannot give back (it only over-counts).
+    keys: Vec<(String, i64)>,
+}
+
 struct Scope {
     name: &'static str,
     interval: Duration,
@@ -74,6 +100,13 @@ impl Scope {
     fn tolerance(&self) -> Duration {
         self.interval * (self.burst - 1)
     }
+}
+
+/// A limiter key in Redis. One hash tag for every limiter key: the scripts touch two keys,
+/// and on a Redis Cluster a cross-slot call would fail and silently fall back to
+/// per-gateway limits.
+fn shared_key(scope: &Scope, key: &str) -> String {
+    format!("ts:{{rl:invite}}:{}:{key}", scope.name)
 }
 
 /// Invitation send limits.
@@ -114,19 +147,39 @@ impl InviteLimiter {
     }
 
     /// Charges one invitation to the caller and their license, or says how long to wait.
-    pub async fn check(&self, user: &UserContext) -> Result<(), Status> {
+    pub async fn check(&self, user: &UserContext) -> Result<Charge, Status> {
         let mut scopes: Vec<(&Scope, String)> = vec![(&self.inviter, user.user_id.clone())];
         if !user.license_id.is_empty() {
             scopes.push((&self.license, user.license_id.clone()));
         }
         let outcome = match self.shared(&scopes).await {
-            Some(outcome) => outcome,
-            None => self.local(&scopes),
+            Some(outcome) => outcome.map(|()| Charge {
+                keys: scopes.iter().map(|(s, k)| (shared_key(s, k), s.interval.as_millis() as i64)).collect(),
+            }),
+            None => self.local(&scopes).map(|()| Charge { keys: Vec::new() }),
         };
         if let Err((scope, _)) = &outcome {
             self.rejected.add(1, &[KeyValue::new("scope", *scope)]);
         }
         outcome.map_err(|(scope, wait)| exhausted(scope, wait))
+    }
+
+    /// Gives a charge back: the invitation was refused downstream (not a manager, a bad
+    /// folder, a cap), so no mail went out and the sender's budget, and their license's, is
+    /// as it was. Best effort: if Redis fails the charge simply stands.
+    pub async fn refund(&self, charge: Charge) {
+        use fred::prelude::*;
+        let (Some(client), false) = (self.client.as_ref(), charge.keys.is_empty()) else { return };
+        let now = self.now_ms();
+        let (keys, intervals): (Vec<String>, Vec<i64>) = charge.keys.into_iter().unzip();
+        let args: Vec<i64> = std::iter::once(now).chain(intervals).collect();
+        if let Err(e) = client.eval::<i64, _, _, _>(REFUND, keys, args).await {
+            self.redis.mark_failed("rate limit refund", &e);
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
     }
 
     async fn shared(&self, scopes: &[(&Scope, String)]) -> Option<Result<(), (&'static str, Duration)>> {
@@ -135,10 +188,8 @@ impl InviteLimiter {
         if !self.redis.usable_now() {
             return None;
         }
-        let now = self.clock.now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-        // One hash tag for every limiter key: the script touches two keys, and on a Redis
-        // Cluster a cross-slot call would fail and silently fall back to per-gateway limits.
-        let keys: Vec<String> = scopes.iter().map(|(s, k)| format!("ts:{{rl:invite}}:{}:{k}", s.name)).collect();
+        let now = self.now_ms();
+        let keys: Vec<String> = scopes.iter().map(|(s, k)| shared_key(s, k)).collect();
         let mut args: Vec<i64> = vec![now];
         for (s, _) in scopes {
             args.push(s.interval.as_millis() as i64);
