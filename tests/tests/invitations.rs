@@ -715,6 +715,7 @@ async fn resend_mails_again_and_really_extends_the_expiry() -> anyhow::Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_invitations_spend_nobody_s_send_budget() -> anyhow::Result<()> {
+    // Its own license id: the limiter's Redis keys are shared by every test of this binary.
     let cluster = TestCluster::start_with(|c| {
         limits(c, |l| {
             l.inviter_burst = 2;
@@ -726,15 +727,15 @@ async fn refused_invitations_spend_nobody_s_send_budget() -> anyhow::Result<()> 
     .await?;
     let mut op = cluster.license_operator().await?;
     op.upsert_license(ts_proto::internal::UpsertLicenseRequest {
-        license_id: "acme".into(),
+        license_id: "refunds".into(),
         admin_emails: vec![],
         emails: vec![],
-        domains: vec!["acme.example".into()],
+        domains: vec!["refunds.example".into()],
     })
     .await?;
     let ch = cluster.gateway().await?;
-    let alice = cluster.sign_in("alice@acme.example").await?;
-    let mallory = cluster.sign_in("mallory@acme.example").await?;
+    let alice = cluster.sign_in("alice@refunds.example").await?;
+    let mallory = cluster.sign_in("mallory@refunds.example").await?;
     let folder_id = new_folder(&ch, &alice, "Team").await?;
     cluster.add_member(&folder_id, &mallory, AccessLevel::View).await?;
 
@@ -748,7 +749,7 @@ async fn refused_invitations_spend_nobody_s_send_budget() -> anyhow::Result<()> 
         assert_eq!(err.unwrap_err().code(), Code::NotFound, "attempt {i}");
     }
     // Re-inviting a member is refused as such and costs nothing either.
-    let err = invite(&ch, &alice, &folder_id, "mallory@acme.example", AccessLevel::View).await.unwrap_err();
+    let err = invite(&ch, &alice, &folder_id, "mallory@refunds.example", AccessLevel::View).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
 
     // The license's burst of two is whole: one from Mallory's own folder, one from Alice.

@@ -129,3 +129,115 @@ pub fn header(kid: &str) -> Header {
     h.kid = Some(kid.to_owned());
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jsonwebtoken::EncodingKey;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    use super::*;
+
+    struct Key {
+        kid: String,
+        encoding: EncodingKey,
+        public: PublicKey,
+    }
+
+    fn key() -> Key {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("key");
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("pair");
+        let bytes = pair.public_key().as_ref().to_vec();
+        let kid = key_id(&bytes);
+        Key { kid: kid.clone(), encoding: EncodingKey::from_ed_der(pkcs8.as_ref()), public: PublicKey { kid, bytes } }
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            sub: "user-1".into(),
+            email: "ann@example.com".into(),
+            lic: String::new(),
+            sid: "session-1".into(),
+            iat: NOW,
+            exp: NOW + 900,
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+        }
+    }
+
+    fn sign(k: &Key, c: &Claims) -> String {
+        jsonwebtoken::encode(&header(&k.kid), c, &k.encoding).expect("sign")
+    }
+
+    #[test]
+    fn a_good_token_verifies_until_the_second_it_expires() {
+        let k = key();
+        let v = Verifier::new(std::slice::from_ref(&k.public));
+        let token = sign(&k, &claims());
+        assert_eq!(v.verify(&token, at(NOW)), Ok(claims()));
+        assert_eq!(v.verify(&token, at(NOW + 899)).map(|c| c.sid), Ok("session-1".into()));
+        assert_eq!(v.verify(&token, at(NOW + 900)), Err(TokenError::Expired));
+        assert_eq!(v.verify(&token, at(NOW + 10_000)), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn issuer_audience_signature_and_algorithm_are_checked() {
+        let k = key();
+        let v = Verifier::new(std::slice::from_ref(&k.public));
+        let mut c = claims();
+        c.iss = "someone-else".into();
+        assert_eq!(v.verify(&sign(&k, &c), at(NOW)), Err(TokenError::Invalid));
+        let mut c = claims();
+        c.aud = "another-service".into();
+        assert_eq!(v.verify(&sign(&k, &c), at(NOW)), Err(TokenError::Invalid));
+
+        // Another key under this key's id.
+        let other = key();
+        let forged = jsonwebtoken::encode(&header(&k.kid), &claims(), &other.encoding).expect("sign");
+        assert_eq!(v.verify(&forged, at(NOW)), Err(TokenError::Invalid));
+
+        // An HMAC token under a known key id is refused before any key is used.
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some(k.kid.clone());
+        let hmac = jsonwebtoken::encode(&h, &claims(), &EncodingKey::from_secret(&k.public.bytes)).expect("sign");
+        assert_eq!(v.verify(&hmac, at(NOW)), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn unknown_and_missing_key_ids_and_garbage() {
+        let (k, other) = (key(), key());
+        let v = Verifier::new(std::slice::from_ref(&k.public));
+        assert!(v.knows(&k.kid) && !v.knows(&other.kid));
+        assert_eq!(v.verify(&sign(&other, &claims()), at(NOW)), Err(TokenError::UnknownKey));
+        let no_kid = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims(), &k.encoding).expect("sign");
+        assert_eq!(v.verify(&no_kid, at(NOW)), Err(TokenError::Malformed));
+        assert_eq!(Verifier::kid_of(&no_kid), Err(TokenError::Malformed));
+        assert_eq!(Verifier::kid_of(&sign(&k, &claims())), Ok(k.kid.clone()));
+        for garbage in ["", "a.b.c", "not a token", "..."] {
+            assert_eq!(v.verify(garbage, at(NOW)), Err(TokenError::Malformed), "{garbage:?}");
+            assert_eq!(Verifier::kid_of(garbage), Err(TokenError::Malformed));
+        }
+        // A verifier trusts every key it was given, so keys can rotate.
+        let both = Verifier::new(&[k.public.clone(), other.public.clone()]);
+        assert!(both.verify(&sign(&other, &claims()), at(NOW)).is_ok());
+        assert!(both.verify(&sign(&k, &claims()), at(NOW)).is_ok());
+        assert!(!Verifier::default().knows(&k.kid));
+    }
+
+    #[test]
+    fn key_ids_are_short_stable_digests() {
+        let k = key();
+        assert_eq!(key_id(&k.public.bytes), k.kid);
+        assert_eq!(k.kid.len(), 16, "12 bytes, base64url");
+        assert_ne!(key_id(&k.public.bytes), key_id(&key().public.bytes));
+        let debug = format!("{:?}", Verifier::new(std::slice::from_ref(&k.public)));
+        assert!(debug.contains(&k.kid), "{debug}");
+    }
+}
