@@ -106,8 +106,11 @@ async fn only_the_operator_drives_rotation() -> anyhow::Result<()> {
         assert_eq!(err.code(), Code::PermissionDenied, "{peer}");
     }
     let mut operator = FolderKeyOperatorServiceClient::new(cluster.internal(Service::Folders, Peer::Operator).await?);
+    let unknown = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9".to_owned();
+    let err = operator.rotate_folder_key(RotateFolderKeyRequest { folder_id: unknown }).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
     let err =
         operator.rotate_folder_key(RotateFolderKeyRequest { folder_id: "no-such-folder".into() }).await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(err.code(), Code::InvalidArgument, "a malformed id is not looked up");
     cluster.stop().await
 }
