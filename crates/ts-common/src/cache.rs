@@ -169,7 +169,7 @@ impl Cache {
                         Ok(()) => return,
                         Err(e) => cache.mark_failed("invalidate retry", &e),
                     }
-                    wait = (wait * 2).min(Duration::from_secs(1));
+                    wait = next_wait(wait);
                 }
                 tracing::warn!("gave up an invalidation; its entries have expired by now");
             });
@@ -188,6 +188,11 @@ impl Cache {
             self.mark_failed("del", &e);
         }
     }
+}
+
+/// The pause before the next retry of a failed invalidation: doubling, at most a second.
+fn next_wait(wait: Duration) -> Duration {
+    (wait * 2).min(Duration::from_secs(1))
 }
 
 async fn new_generation(redis: &fred::clients::Client, keys: &[String]) -> Result<(), fred::error::Error> {
@@ -287,9 +292,19 @@ mod tests {
         assert_eq!((cache.get("k1").await, cache.get("k2").await), (None, None));
     }
 
+    #[test]
+    fn retries_back_off_to_a_second() {
+        let waits: Vec<u128> = std::iter::successors(Some(Duration::from_millis(100)), |w| Some(next_wait(*w)))
+            .take(6)
+            .map(|w| w.as_millis())
+            .collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+    }
+
     #[tokio::test]
     async fn without_redis_nothing_is_cached_and_nothing_waits() {
         let cache = Cache::new(None);
+        assert_eq!(format!("{cache:?}"), "Cache { redis: false }");
         assert!(!cache.usable_now());
         cache.set("k", b"v".to_vec(), Duration::from_secs(1)).await;
         assert_eq!(cache.get("k").await, None);

@@ -1,0 +1,23 @@
+//! The end-to-end suite: the whole teamshare stack against real servers, one module per
+//! area. One test binary, so that it is linked once and its tests share one set of servers
+//! (a fresh database per test); `tracing.rs` and `secrets.rs` stay binaries of their own
+//! because each installs a global log subscriber. Run one area with
+//! `cargo test -p ts-e2e --test e2e invitations::`.
+
+mod audit_failures;
+mod authorization;
+mod cache;
+mod edge;
+mod folders;
+mod gateway;
+mod invitations;
+mod licenses;
+mod managers;
+mod mtls;
+mod replay;
+mod revocation;
+mod scrubber;
+mod sso;
+mod stale_cache;
+mod tokens;
+mod verification;
