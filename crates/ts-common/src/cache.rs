@@ -206,45 +206,10 @@ mod tests {
     use super::*;
     use crate::config::RedisConfig;
 
-    struct Redis {
-        child: Option<std::process::Child>,
-        port: u16,
-    }
+    use crate::testing::LocalRedis as Redis;
 
-    impl Redis {
-        fn free_port() -> u16 {
-            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
-        }
-
-        fn start_on(port: u16) -> Redis {
-            let child = std::process::Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("redis-server is installed (deploy/install-prereqs.sh)");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Redis { child: Some(child), port }
-        }
-
-        async fn client(&self) -> fred::clients::Client {
-            let url = format!("redis://127.0.0.1:{}", self.port);
-            let client = crate::stores::redis(&RedisConfig { url: url.into() }).expect("client");
-            client.wait_for_connect().await.expect("connected");
-            client
-        }
-    }
-
-    impl Drop for Redis {
-        fn drop(&mut self) {
-            if let Some(mut c) = self.child.take() {
-                drop(c.kill());
-                drop(c.wait());
-            }
-        }
+    fn start(port: u16) -> Redis {
+        Redis::start_on(port).expect("redis-server is installed (deploy/install-prereqs.sh)")
     }
 
     async fn ttl(client: &fred::clients::Client, key: &str) -> i64 {
@@ -253,7 +218,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fill_read_before_an_invalidation_is_dropped_and_a_current_one_lands() {
-        let redis = Redis::start_on(Redis::free_port());
+        let redis = start(Redis::free_port());
         let raw = redis.client().await;
         let cache = Cache::new(Some(raw.clone()));
         let (gen_key, key) = ("ts:{f:1}:gen", "ts:{f:1}:item:a");
@@ -280,7 +245,7 @@ mod tests {
 
     #[tokio::test]
     async fn plain_entries_expire_and_are_deleted() {
-        let redis = Redis::start_on(Redis::free_port());
+        let redis = start(Redis::free_port());
         let raw = redis.client().await;
         let cache = Cache::new(Some(raw.clone()));
         cache.set("k1", b"v".to_vec(), Duration::from_secs(30)).await;
@@ -317,8 +282,8 @@ mod tests {
         let port = Redis::free_port();
         // A client for a Redis that is not there yet (as when a service starts before it):
         // it must connect once Redis is up.
-        let url = format!("redis://127.0.0.1:{port}");
-        let client = crate::stores::redis(&RedisConfig { url: url.into() }).expect("client");
+        let config = RedisConfig { url: format!("redis://127.0.0.1:{port}").into() };
+        let client = crate::stores::redis(&config).expect("client");
         let cache = Cache::new(Some(client.clone()));
         assert!(cache.usable_now());
         assert_eq!(cache.get("k").await, None, "a failed read is a miss");
@@ -328,7 +293,7 @@ mod tests {
 
         // An invalidation is attempted even while reads skip Redis, and retried.
         cache.invalidate("ts:{f:2}:gen", &["ts:{f:2}:item:x".to_owned()]).await;
-        let redis = Redis::start_on(port);
+        let redis = start(port);
         let raw = redis.client().await;
         let deadline = Instant::now() + Duration::from_secs(20);
         while raw.get::<Option<String>, _>("ts:{f:2}:gen").await.expect("get").is_none() {

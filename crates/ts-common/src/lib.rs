@@ -17,6 +17,7 @@ pub mod revocation;
 pub mod server;
 pub mod stores;
 pub mod telemetry;
+pub mod testing;
 pub mod tls;
 pub mod tokens;
 pub mod user;

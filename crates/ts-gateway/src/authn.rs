@@ -77,6 +77,12 @@ fn nothing_sent(code: tonic::Code) -> bool {
     )
 }
 
+/// Whether tokens naming an unknown key id may fetch auth's keys again: at most every
+/// `REFRESH_EVERY`, so a flood of tokens with made-up key ids costs auth one call per period.
+fn refresh_due(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|at| now.saturating_duration_since(at) >= REFRESH_EVERY)
+}
+
 fn unauthenticated(e: TokenError) -> Status {
     Status::unauthenticated(e.to_string())
 }
@@ -164,7 +170,7 @@ impl Authenticator {
 
     async fn refresh_keys(&self) -> Result<(), Status> {
         let mut keys = self.keys.write().await;
-        if keys.1.is_some_and(|at| at.elapsed() < REFRESH_EVERY) {
+        if !refresh_due(keys.1, Instant::now()) {
             return Ok(());
         }
         let reply = self.identity.clone().get_token_keys(GetTokenKeysRequest {}).await.map_err(|s| {
@@ -337,5 +343,100 @@ mod tests {
         assert!(!e.message().contains("c2VjcmV0"));
         assert_eq!(bearer_token(&Request::new(())).unwrap_err().code(), tonic::Code::Unauthenticated);
         assert!(bearer_token(&with_auth("Bearer  ")).is_err());
+    }
+
+    #[test]
+    fn only_refusals_that_sent_nothing_give_the_charge_back() {
+        use tonic::Code::*;
+        for code in [InvalidArgument, NotFound, AlreadyExists, PermissionDenied, FailedPrecondition, ResourceExhausted]
+        {
+            assert!(nothing_sent(code), "{code:?}");
+        }
+        // The mail may have gone out before these: the charge stands.
+        for code in [Ok, Unavailable, Internal, DeadlineExceeded, Cancelled, Unknown, Aborted, DataLoss] {
+            assert!(!nothing_sent(code), "{code:?}");
+        }
+    }
+
+    /// An identity client whose every call fails (nothing listens on port 9): whatever a
+    /// test gets right, it got without asking auth.
+    fn unreachable_auth() -> IdentityServiceClient<InternalChannel> {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        IdentityServiceClient::new(ts_common::client::Propagate::new(channel))
+    }
+
+    fn authenticator(redis: Option<fred::clients::Client>) -> Authenticator {
+        Authenticator::new(unreachable_auth(), redis, Arc::new(ts_common::clock::SystemClock))
+    }
+
+    #[tokio::test]
+    async fn the_warm_revocation_check_needs_only_redis_and_a_revocation_there_always_wins() {
+        use fred::prelude::*;
+        let redis = ts_common::testing::LocalRedis::start().expect("redis-server");
+        let client = redis.client().await;
+        let authn = authenticator(Some(client.clone()));
+        // A view auth does not vouch for: only auth may answer, and it cannot.
+        assert_eq!(authn.session_revoked("s1").await.unwrap_err().code(), tonic::Code::Unavailable);
+        // Vouched for: no revocation key means live, without a call to auth.
+        client.set::<(), _, _>(revocation::FRESH_KEY, "1", None, None, false).await.expect("set");
+        assert!(!authn.session_revoked("s1").await.expect("answered from redis"));
+        // A revocation key wins over an earlier "live" answer from auth, which is forgotten.
+        authn.remember_live("s2", Instant::now());
+        client.set::<(), _, _>(revocation::revoked_key("s2"), "1", None, None, false).await.expect("set");
+        assert!(authn.session_revoked("s2").await.expect("answered from redis"));
+        assert!(!authn.recently_live("s2"), "a revoked session's live answer was kept");
+    }
+
+    #[tokio::test]
+    async fn live_answers_are_reused_briefly_and_kept_bounded() {
+        let authn = authenticator(None);
+        authn.remember_live("a", Instant::now());
+        authn.remember_live("b", Instant::now());
+        assert!(authn.recently_live("a") && authn.recently_live("b"));
+        assert!(!authn.recently_live("c"));
+        let old = Instant::now().checked_sub(LIVE_ANSWER_FOR + Duration::from_millis(50));
+        if let Some(old) = old {
+            authn.remember_live("d", old);
+            assert!(!authn.recently_live("d"), "an answer older than {LIVE_ANSWER_FOR:?} was reused");
+        }
+        // Full: stale answers make room first; only a map full of fresh ones is cleared.
+        let authn = authenticator(None);
+        if let Some(old) = Instant::now().checked_sub(LIVE_ANSWER_FOR + Duration::from_millis(50)) {
+            authn.remember_live("old", old);
+            for i in 0..LIVE_ANSWERS_MAX - 1 {
+                authn.remember_live(&format!("s{i}"), Instant::now());
+            }
+            authn.remember_live("next", Instant::now());
+            let live = authn.live.lock().map(|l| (l.len(), l.contains_key("old"))).unwrap_or_default();
+            assert_eq!(live, (LIVE_ANSWERS_MAX, false), "only the stale answer made room");
+            assert!(authn.recently_live("s0") && authn.recently_live("next"));
+        }
+        for i in 0..10 {
+            authn.remember_live(&format!("x{i}"), Instant::now());
+        }
+        let kept = authn.live.lock().map(|l| l.len()).unwrap_or(usize::MAX);
+        assert!(kept <= LIVE_ANSWERS_MAX && kept > 0, "{kept} answers kept");
+    }
+
+    #[test]
+    fn unknown_key_ids_refresh_the_keys_at_most_every_few_seconds() {
+        let now = Instant::now();
+        assert!(refresh_due(None, now));
+        assert!(!refresh_due(Some(now), now));
+        if let Some(recent) = now.checked_sub(REFRESH_EVERY - Duration::from_millis(100)) {
+            assert!(!refresh_due(Some(recent), now));
+        }
+        if let Some(old) = now.checked_sub(REFRESH_EVERY + Duration::from_millis(100)) {
+            assert!(refresh_due(Some(old), now));
+        }
+    }
+
+    #[tokio::test]
+    async fn anonymous_calls_are_still_checked_and_debug_shows_no_secrets() {
+        let authn = authenticator(None);
+        let refused = authn.anonymous(&Request::new(()), || Err(Status::invalid_argument("email is required"))).await;
+        assert_eq!(refused.unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert!(authn.anonymous(&Request::new(()), || Ok(())).await.expect("anonymous").is_none());
+        assert_eq!(format!("{authn:?}"), "Authenticator { redis: false, .. }");
     }
 }
