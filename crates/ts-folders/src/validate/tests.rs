@@ -213,6 +213,13 @@ fn bad_connection_strings_and_hosts_are_refused_without_echo() {
         let err = conn(Connection { connection_string: s.into(), ..Default::default() }).unwrap_err();
         assert!(err.message().starts_with("content.connection.connection_string"), "{s}: {}", err.message());
         assert!(!err.message().contains(s), "{}", err.message());
+        // And it says what is wrong.
+        let why = if s.starts_with("mongodb") {
+            "is not a valid MongoDB connection string"
+        } else {
+            "must start with mongodb:// or mongodb+srv://"
+        };
+        assert!(err.message().ends_with(why), "{s}: {}", err.message());
     }
     for h in ["h/?password=x", "h 1", "", "h:port"] {
         refused(Connection { hosts: vec![h.into()], ..Default::default() }, "content.connection.hosts[0]");
