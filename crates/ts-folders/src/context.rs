@@ -44,6 +44,11 @@ pub fn item_key(folder_id: &str, item_id: &str) -> String {
     format!("ts:{{f:{folder_id}}}:item:{item_id}")
 }
 
+/// How long an audit event is kept.
+fn retention(days: u32) -> Duration {
+    Duration::from_secs(u64::from(days) * 86_400)
+}
+
 fn level_name(level: AccessLevel) -> &'static str {
     match level {
         AccessLevel::View => "VIEW",
@@ -147,7 +152,7 @@ impl FoldersApi {
         request_id: &str,
     ) {
         let now = SystemTime::now();
-        let expires = now + Duration::from_secs(u64::from(self.audit_retention_days) * 86_400);
+        let expires = now + retention(self.audit_retention_days);
         let event = doc! {
             "_id": uuid::Uuid::new_v4().to_string(),
             "time": bson::DateTime::from_system_time(now),
@@ -220,5 +225,33 @@ impl FoldersApi {
     pub(crate) async fn forget_items(&self, folder_id: &str, item_ids: &[&str]) {
         let keys: Vec<String> = item_ids.iter().map(|i| item_key(folder_id, i)).collect();
         self.cache.invalidate(&folder_generation_key(folder_id), &keys).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hash tag between the braces, which picks the Redis Cluster slot.
+    fn tag(key: &str) -> &str {
+        let open = key.find('{').map_or(0, |i| i + 1);
+        let close = key[open..].find('}').map_or(key.len(), |i| open + i);
+        &key[open..close]
+    }
+
+    #[test]
+    fn a_folders_cache_keys_share_one_slot_and_no_two_folders_share_a_generation() {
+        let (generation, member, item) = (folder_generation_key("f1"), member_key("f1", "u1"), item_key("f1", "i1"));
+        assert_eq!(generation, "ts:{f:f1}:gen");
+        assert_eq!((tag(&generation), tag(&member), tag(&item)), ("f:f1", "f:f1", "f:f1"), "one Lua call, one slot");
+        assert_ne!(folder_generation_key("f1"), folder_generation_key("f2"));
+        assert_ne!(member_key("f1", "u1"), member_key("f1", "u2"));
+        assert_ne!(item_key("f1", "i1"), item_key("f2", "i1"));
+    }
+
+    #[test]
+    fn audit_events_are_kept_for_their_retention_in_days() {
+        assert_eq!(retention(365), Duration::from_secs(365 * 24 * 3600));
+        assert_eq!(retention(1), Duration::from_secs(86_400));
     }
 }

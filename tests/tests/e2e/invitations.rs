@@ -511,6 +511,14 @@ async fn view_and_edit_members_cannot_invite_list_revoke_or_resend() -> anyhow::
                 .map(drop),
         );
         assert_eq!([created, listed, revoked, resent], [want; 4], "{}: create, list, revoke, resend", who.email);
+        if want == Code::NotFound {
+            // An outsider learns nothing about the folder behind an invitation id.
+            let err = inv
+                .revoke_invitation(who.request(RevokeInvitationRequest { invitation_id: for_carol.id.clone() }))
+                .await
+                .unwrap_err();
+            assert_eq!(err.message(), "invitation not found");
+        }
     }
     // Nothing happened: carol's invitation is pending, mailed once; no one else was invited.
     assert_eq!(state_of(&cluster, &for_carol.id).await?, "pending");
@@ -662,6 +670,7 @@ async fn a_declined_invitation_is_spent_and_frees_its_slot() -> anyhow::Result<(
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(err.message(), "this invitation was declined", "the answer says why");
     let members = cluster
         .database()
         .await?
