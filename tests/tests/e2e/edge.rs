@@ -3,6 +3,7 @@
 //! reflection describes only the public API; and a malformed invitation never spends the
 //! sender's rate-limit budget, while the default limits let a manager invite a team of 20.
 
+use crate::support::new_folder;
 use teamshare::Service;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -81,16 +82,6 @@ async fn the_gateway_never_describes_the_internal_api() -> anyhow::Result<()> {
     cluster.stop().await
 }
 
-async fn new_folder(ch: &Channel, s: &Session) -> anyhow::Result<String> {
-    Ok(FolderServiceClient::new(ch.clone())
-        .create_folder(s.request(CreateFolderRequest { name: "Edge".into() }))
-        .await?
-        .into_inner()
-        .folder
-        .expect("folder")
-        .id)
-}
-
 fn refused(r: Result<impl std::fmt::Debug, tonic::Status>, field: &str) {
     let e = r.expect_err("a malformed id was accepted");
     assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
@@ -103,7 +94,7 @@ async fn oversized_and_malformed_ids_never_reach_a_store_a_cache_or_the_audit_tr
     let cluster = TestCluster::start().await?;
     let ch = cluster.gateway().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
-    let folder_id = new_folder(&ch, &alice).await?;
+    let folder_id = new_folder(&ch, &alice, "Edge").await?;
     let marker = "zq".repeat(16);
     let huge = format!("{marker}{}", "x".repeat(1 << 20));
     let odd = [
@@ -195,7 +186,7 @@ async fn malformed_invitations_spend_no_budget_and_a_team_of_20_fits_the_default
     let cluster = TestCluster::start().await?;
     let ch = cluster.gateway().await?;
     let manager = cluster.sign_in("manager@example.com").await?;
-    let folder_id = new_folder(&ch, &manager).await?;
+    let folder_id = new_folder(&ch, &manager, "Edge").await?;
     for _ in 0..50 {
         let e = invite(&ch, &manager, &folder_id, "not an email", AccessLevel::View as i32).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
@@ -212,7 +203,7 @@ async fn malformed_invitations_spend_no_budget_and_a_team_of_20_fits_the_default
     }
     // A spammer is still stopped soon after.
     let spammer = cluster.sign_in("spammer@example.com").await?;
-    let spam_folder = new_folder(&ch, &spammer).await?;
+    let spam_folder = new_folder(&ch, &spammer, "Edge").await?;
     let mut sent = 0;
     let mut stopped = None;
     for i in 0..100 {
@@ -244,7 +235,7 @@ async fn requests_cut_off_by_their_deadline_leak_no_item_slots() -> anyhow::Resu
     let cluster = TestCluster::start().await?;
     let gateway = cluster.gateway().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
-    let (from, to) = (new_folder(&gateway, &alice).await?, new_folder(&gateway, &alice).await?);
+    let (from, to) = (new_folder(&gateway, &alice, "Edge").await?, new_folder(&gateway, &alice, "Edge").await?);
     // Straight at folders, as the gateway would call it, with deadlines from 1 to 30 ms: many
     // creates, moves and deletes are dropped half-way by the server when theirs passes.
     let direct = ItemServiceClient::new(cluster.internal(Service::Folders, Peer::Gateway).await?);

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::support::{new_folder, state_of};
 use tonic::Code;
 use tonic::transport::Channel;
 use ts_common::config::{Config, InvitationLimits};
@@ -22,16 +23,6 @@ fn limits(c: &mut Config, f: impl FnOnce(&mut InvitationLimits)) {
     c.invitation_limits.license_burst = 1000;
     c.invitation_limits.per_license_per_minute = 60_000;
     f(&mut c.invitation_limits);
-}
-
-async fn new_folder(ch: &Channel, s: &Session, name: &str) -> anyhow::Result<String> {
-    Ok(FolderServiceClient::new(ch.clone())
-        .create_folder(s.request(CreateFolderRequest { name: name.into() }))
-        .await?
-        .into_inner()
-        .folder
-        .expect("f")
-        .id)
 }
 
 async fn invite(
@@ -462,16 +453,6 @@ async fn accepting_as_an_existing_member_keeps_their_level_and_spends_the_invita
 
 fn mails_to(cluster: &TestCluster, email: &str) -> usize {
     ts_common::mail::FileMailer::read(&cluster.mail_dir, email).len()
-}
-
-async fn state_of(cluster: &TestCluster, invitation_id: &str) -> anyhow::Result<String> {
-    let db = cluster.database().await?;
-    let stored = db
-        .collection::<bson::Document>("invitations")
-        .find_one(bson::doc! { "_id": invitation_id })
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("invitation {invitation_id} is gone"))?;
-    Ok(stored.get_str("state")?.to_owned())
 }
 
 #[tokio::test]

@@ -19,5 +19,6 @@ mod revocation;
 mod scrubber;
 mod sso;
 mod stale_cache;
+mod support;
 mod tokens;
 mod verification;

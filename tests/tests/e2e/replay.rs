@@ -3,6 +3,7 @@
 //! the member is repaired by a retry; an invitation whose inviter lost MANAGE, or whose folder
 //! was deleted, cannot be accepted.
 
+use crate::support::{new_folder, state_of};
 use tonic::Code;
 use tonic::transport::Channel;
 use ts_proto::public::folder_service_client::FolderServiceClient;
@@ -10,16 +11,6 @@ use ts_proto::public::invitation_service_client::InvitationServiceClient;
 use ts_proto::public::member_service_client::MemberServiceClient;
 use ts_proto::public::*;
 use ts_testkit::{Session, TestCluster};
-
-async fn new_folder(ch: &Channel, s: &Session, name: &str) -> anyhow::Result<String> {
-    Ok(FolderServiceClient::new(ch.clone())
-        .create_folder(s.request(CreateFolderRequest { name: name.into() }))
-        .await?
-        .into_inner()
-        .folder
-        .expect("folder")
-        .id)
-}
 
 async fn invite(
     ch: &Channel,
@@ -54,12 +45,6 @@ async fn stored_access(cluster: &TestCluster, folder_id: &str, user: &Session) -
         .find_one(bson::doc! { "folder_id": folder_id, "user_id": &user.user_id })
         .await?;
     Ok(m.map(|m| m.get_i32("access").unwrap_or_default()))
-}
-
-async fn state_of(cluster: &TestCluster, id: &str) -> anyhow::Result<String> {
-    let db = cluster.database().await?;
-    let d = db.collection::<bson::Document>("invitations").find_one(bson::doc! { "_id": id }).await?.expect("stored");
-    Ok(d.get_str("state")?.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,26 +7,17 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::support::new_folder;
 use tonic::Code;
 use tonic::transport::Channel;
 use ts_proto::public::folder_service_client::FolderServiceClient;
 use ts_proto::public::item_service_client::ItemServiceClient;
 use ts_proto::public::member_service_client::MemberServiceClient;
 use ts_proto::public::*;
-use ts_testkit::{Session, TestCluster, as_gateway, query_content};
+use ts_testkit::{TestCluster, as_gateway, query_content};
 
 const ROUNDS: usize = 150;
 const READERS: usize = 3;
-
-async fn new_folder(ch: &Channel, s: &Session) -> anyhow::Result<String> {
-    Ok(FolderServiceClient::new(ch.clone())
-        .create_folder(s.request(CreateFolderRequest { name: "Raced".into() }))
-        .await?
-        .into_inner()
-        .folder
-        .expect("folder")
-        .id)
-}
 
 /// Readers that call `read` on `channel` until `stop` is set; they ignore the answers (the
 /// assertions come after the change has returned).
@@ -54,7 +45,7 @@ async fn a_removed_member_is_never_served_from_a_cache_filled_during_the_removal
     let ch = cluster.gateway().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
     let bob = cluster.sign_in("bob@example.com").await?;
-    let folder_id = new_folder(&ch, &alice).await?;
+    let folder_id = new_folder(&ch, &alice, "Raced").await?;
     let mut members = MemberServiceClient::new(ch.clone());
     let mut stale = 0;
     for _ in 0..ROUNDS {
@@ -106,7 +97,7 @@ async fn an_updated_or_deleted_item_is_never_served_old_from_the_cache() -> anyh
     let replica = cluster.folders_replica().await?;
     let ch = cluster.gateway().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
-    let folder_id = new_folder(&ch, &alice).await?;
+    let folder_id = new_folder(&ch, &alice, "Raced").await?;
     let mut items = ItemServiceClient::new(ch.clone());
     let item_id = items
         .create_item(alice.request(CreateItemRequest {
