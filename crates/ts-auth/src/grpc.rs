@@ -72,7 +72,7 @@ fn client_of<T>(request: &Request<T>) -> String {
 /// token), counted against their address; our own failures are not.
 fn caller_failed(code: tonic::Code) -> bool {
     use tonic::Code::*;
-    matches!(code, Unauthenticated | InvalidArgument | NotFound | PermissionDenied)
+    matches!(code, Unauthenticated | InvalidArgument | NotFound | PermissionDenied | FailedPrecondition)
 }
 
 impl AuthApi {

@@ -64,41 +64,49 @@ where
     let stale = doc! { "folder_id": folder_id, "key_version": { "$lt": i64::from(newest.version()) } };
     let mut report = ReencryptReport { key_version: newest.version(), ..Default::default() };
     let mut rewritten: Vec<String> = Vec::new();
-    for _ in 0..MAX_ROUNDS {
-        let docs: Vec<Document> =
-            items.find(stale.clone()).await.map_err(store_error)?.try_collect().await.map_err(store_error)?;
-        if docs.is_empty() {
-            forget(std::mem::take(&mut rewritten)).await;
-            let retired = keys.retire(folder_id, newest.version()).await?;
-            report.retired = retired;
-            tracing::info!(
-                folder_id,
-                key_version = newest.version(),
-                reencrypted = report.reencrypted,
-                retired,
-                "re-encryption pass finished"
-            );
-            return Ok(report);
-        }
-        for item in docs {
-            let item_id = item.get_str("_id").map_err(|_| Status::internal("stored item without an id"))?;
-            let old_version =
-                key_version(&item).ok_or_else(|| Status::internal("stored item without a key version"))?;
-            let old = keys.version(folder_id, old_version).await?;
-            let enc = item.get_document("enc").map_err(|_| Status::internal("stored item without sealed fields"))?;
-            let resealed = reseal(&old, &newest, folder_id, item_id, enc)?;
-            let mut unchanged = doc! { "_id": item_id, "key_version": i64::from(old_version) };
-            if let Some(v) = item.get("version") {
-                unchanged.insert("version", v.clone());
+    let pass = async {
+        for _ in 0..MAX_ROUNDS {
+            let docs: Vec<Document> =
+                items.find(stale.clone()).await.map_err(store_error)?.try_collect().await.map_err(store_error)?;
+            if docs.is_empty() {
+                return Ok(());
             }
-            let update = doc! { "$set": { "enc": resealed, "key_version": i64::from(newest.version()) } };
-            if items.update_one(unchanged, update).await.map_err(store_error)?.modified_count == 1 {
-                report.reencrypted += 1;
-                rewritten.push(item_id.to_owned());
+            for item in docs {
+                let item_id = item.get_str("_id").map_err(|_| Status::internal("stored item without an id"))?;
+                let old_version =
+                    key_version(&item).ok_or_else(|| Status::internal("stored item without a key version"))?;
+                let old = keys.version(folder_id, old_version).await?;
+                let enc =
+                    item.get_document("enc").map_err(|_| Status::internal("stored item without sealed fields"))?;
+                let resealed = reseal(&old, &newest, folder_id, item_id, enc)?;
+                let mut unchanged = doc! { "_id": item_id, "key_version": i64::from(old_version) };
+                if let Some(v) = item.get("version") {
+                    unchanged.insert("version", v.clone());
+                }
+                let update = doc! { "$set": { "enc": resealed, "key_version": i64::from(newest.version()) } };
+                if items.update_one(unchanged, update).await.map_err(store_error)?.modified_count == 1 {
+                    report.reencrypted += 1;
+                    rewritten.push(item_id.to_owned());
+                }
             }
         }
+        Err(Status::aborted("items kept changing during re-encryption; run the pass again"))
     }
-    Err(Status::aborted("items kept changing during re-encryption; run the pass again"))
+    .await;
+    // Whatever was rewritten is forgotten, also when the pass stops half-way: a later pass
+    // that finds nothing left to rewrite still retires the old version.
+    forget(rewritten).await;
+    pass?;
+    let retired = keys.retire(folder_id, newest.version()).await?;
+    report.retired = retired;
+    tracing::info!(
+        folder_id,
+        key_version = newest.version(),
+        reencrypted = report.reencrypted,
+        retired,
+        "re-encryption pass finished"
+    );
+    Ok(report)
 }
 
 fn folder_id(raw: &str) -> Result<&str, Status> {

@@ -158,3 +158,17 @@ async fn codes_go_out_over_smtp_through_lettre() -> anyhow::Result<()> {
     auth.complete_email_verification(complete("smtp-user@example.com", &code)).await?;
     cluster.stop().await
 }
+
+#[tokio::test]
+async fn code_attempts_for_an_address_without_a_code_count_against_the_client_too() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(|c| c.accounts.failed_sign_ins_per_client_per_hour = 2).await?;
+    let mut auth = AuthServiceClient::new(cluster.gateway().await?);
+    let attempt = || CompleteEmailVerificationRequest { email: "victim@example.com".into(), code: "123456".into() };
+    // No code was ever sent: each try is refused (and would be audited against the victim).
+    for _ in 0..2 {
+        assert_eq!(auth.complete_email_verification(attempt()).await.unwrap_err().code(), Code::FailedPrecondition);
+    }
+    let err = auth.complete_email_verification(attempt()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    cluster.stop().await
+}
