@@ -101,7 +101,7 @@ impl AuthApi {
     fn audit_user(&self, user: &UserContext, license_id: &str, action: &str, code: tonic::Code) {
         self.auth.audit.record(ts_common::audit::Event {
             actor_email: user.email.clone(),
-            actor_user_id: user.user_id.clone(),
+            actor_user_id: user.user_id.to_string(),
             license_id: license_of_request(license_id),
             action: action.to_owned(),
             code,

@@ -60,6 +60,201 @@ pub fn check_page_token(field: &str, raw: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// An id that is not in its exact format, naming the field (the value is never echoed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {problem}")]
+pub struct IdError {
+    /// The request field (or stored field) that held it.
+    pub field: String,
+    problem: &'static str,
+}
+
+impl From<IdError> for Status {
+    fn from(e: IdError) -> Status {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+fn uuid_error(field: &str, raw: &str) -> Option<IdError> {
+    let problem = if raw.is_empty() {
+        "is required"
+    } else if !is_uuid(raw) {
+        "is not a valid id (a lowercase hyphenated UUID)"
+    } else {
+        return None;
+    };
+    Some(IdError { field: field.to_owned(), problem })
+}
+
+macro_rules! uuid_ids {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        ///
+        /// A server-made UUID in canonical lowercase hyphenated form; parsed once where it
+        /// enters (a request field, a header, a stored document) and never malformed after.
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// A new random id.
+            #[allow(clippy::new_without_default)]
+            pub fn new() -> Self {
+                $name(uuid::Uuid::new_v4().to_string())
+            }
+
+            /// `raw` from the request field `field`: INVALID_ARGUMENT naming the field when it
+            /// is empty or not a canonical UUID.
+            pub fn parse(field: &str, raw: &str) -> Result<Self, IdError> {
+                match uuid_error(field, raw) {
+                    Some(e) => Err(e),
+                    None => Ok($name(raw.to_owned())),
+                }
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(raw: String) -> Result<Self, IdError> {
+                match uuid_error(stringify!($name), &raw) {
+                    Some(e) => Err(e),
+                    None => Ok($name(raw)),
+                }
+            }
+        }
+
+        impl From<$name> for bson::Bson {
+            fn from(id: $name) -> bson::Bson {
+                bson::Bson::String(id.0)
+            }
+        }
+    )*};
+}
+
+uuid_ids! {
+    /// A shared folder.
+    FolderId;
+    /// An item in a folder.
+    ItemId;
+    /// A user account.
+    UserId;
+    /// A signed-in session (one refresh-token family).
+    SessionId;
+    /// An invitation to a folder.
+    InvitationId;
+}
+
+/// A license, named by the operator: 1–128 characters of `[A-Za-z0-9._-]`. A user without a
+/// license has `Option<LicenseId>::None`, never an empty string.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct LicenseId(String);
+
+impl LicenseId {
+    /// A required license id from `field`.
+    pub fn parse(field: &str, raw: &str) -> Result<Self, IdError> {
+        if !is_license_id(raw) {
+            return Err(IdError { field: field.to_owned(), problem: "must be 1-128 characters of [A-Za-z0-9._-]" });
+        }
+        Ok(LicenseId(raw.to_owned()))
+    }
+
+    /// An optional license id from `field`: empty is `None`.
+    pub fn optional(field: &str, raw: &str) -> Result<Option<Self>, IdError> {
+        if raw.is_empty() { Ok(None) } else { Self::parse(field, raw).map(Some) }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An optional license id as the empty-or-id text of wire formats.
+pub fn license_text(license: &Option<LicenseId>) -> &str {
+    license.as_ref().map_or("", LicenseId::as_str)
+}
+
+impl std::fmt::Display for LicenseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for LicenseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LicenseId({})", self.0)
+    }
+}
+
+impl AsRef<str> for LicenseId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for LicenseId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<LicenseId> for String {
+    fn from(id: LicenseId) -> String {
+        id.0
+    }
+}
+
+impl TryFrom<String> for LicenseId {
+    type Error = IdError;
+    fn try_from(raw: String) -> Result<Self, IdError> {
+        LicenseId::parse("license_id", &raw)
+    }
+}
+
+impl From<LicenseId> for bson::Bson {
+    fn from(id: LicenseId) -> bson::Bson {
+        bson::Bson::String(id.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +306,26 @@ mod tests {
         assert!(!is_license_id("acme\u{0}"));
         assert!(check_page_token("page.page_token", &"x".repeat(MAX_PAGE_TOKEN)).is_ok());
         assert!(check_page_token("page.page_token", &"x".repeat(MAX_PAGE_TOKEN + 1)).is_err());
+    }
+
+    #[test]
+    fn typed_ids_parse_once_and_refuse_naming_the_field() {
+        let raw = "0b8c5f7e-1a2b-4c3d-9e8f-001122334455";
+        let id = FolderId::parse("folder_id", raw).unwrap();
+        assert_eq!(id.as_str(), raw);
+        assert_eq!(id.to_string(), raw);
+        let e = ItemId::parse("item.id", &"Z".repeat(1 << 20)).unwrap_err();
+        assert_eq!(e.to_string(), "item.id is not a valid id (a lowercase hyphenated UUID)");
+        assert_eq!(Status::from(e).code(), tonic::Code::InvalidArgument);
+        assert_eq!(UserId::parse("user_id", "").unwrap_err().to_string(), "user_id is required");
+        assert!(is_uuid(InvitationId::new().as_str()));
+        assert_ne!(SessionId::new(), SessionId::new());
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{raw}\""));
+        assert_eq!(serde_json::from_str::<FolderId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<FolderId>("\"../etc\"").is_err(), "stored ids are checked too");
+        assert_eq!(LicenseId::optional("license_id", "").unwrap(), None);
+        assert_eq!(license_text(&LicenseId::optional("license_id", "acme").unwrap()), "acme");
+        assert!(LicenseId::optional("license_id", "a b").unwrap_err().to_string().starts_with("license_id "));
     }
 }

@@ -69,7 +69,7 @@ impl FoldersApi {
             .identity
             .clone()
             .check_sharing_allowed(CheckSharingAllowedRequest {
-                user_id: call.user.user_id.clone(),
+                user_id: call.user.user_id.to_string(),
                 email: String::new(),
             })
             .await

@@ -61,7 +61,7 @@ impl FoldersApi {
             let _ = self.keys.destroy(&id).await;
             return Err(store_error(e));
         }
-        self.forget_members(&id, std::slice::from_ref(&call.user.user_id)).await;
+        self.forget_members(&id, &[call.user.user_id.to_string()]).await;
         self.folder_message(&folder, AccessLevel::Manage).await
     }
 

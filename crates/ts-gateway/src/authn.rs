@@ -14,6 +14,7 @@ use ts_common::client::InternalChannel;
 
 use crate::ratelimit::{Charge, InviteLimiter};
 use ts_common::clock::SharedClock;
+use ts_common::ids::{LicenseId, SessionId, UserId};
 use ts_common::revocation;
 use ts_common::server::{RequestId, RpcName};
 use ts_common::tokens::{PublicKey, TokenError, Verifier};
@@ -154,7 +155,7 @@ impl Authenticator {
         let action = request.extensions().get::<RpcName>().map(|r| r.0.clone()).unwrap_or_default();
         let event = RecordAuditEventRequest {
             actor_email: user.email.clone(),
-            actor_user_id: user.user_id.clone(),
+            actor_user_id: user.user_id.to_string(),
             folder_id: String::new(),
             action,
             status_code: ts_common::code_name(status.code()).to_owned(),
@@ -263,11 +264,13 @@ impl Authenticator {
             return Err(Status::unauthenticated("the session has ended; sign in again"));
         }
         check()?;
+        // Auth minted these; a token that names malformed ids is refused like a forged one.
+        let malformed = |_| unauthenticated(TokenError::Malformed);
         Ok(Some(UserContext {
-            user_id: claims.sub,
+            user_id: UserId::parse("sub", &claims.sub).map_err(malformed)?,
             email: claims.email,
-            license_id: claims.lic,
-            session_id: claims.sid,
+            license_id: LicenseId::optional("lic", &claims.lic).map_err(malformed)?,
+            session_id: SessionId::parse("sid", &claims.sid).map_err(malformed)?,
         }))
     }
 
@@ -283,7 +286,7 @@ impl Authenticator {
         let reply = self
             .identity
             .clone()
-            .check_sharing_allowed(CheckSharingAllowedRequest { user_id: u.user_id.clone(), email: String::new() })
+            .check_sharing_allowed(CheckSharingAllowedRequest { user_id: u.user_id.to_string(), email: String::new() })
             .await
             .map_err(crate::downstream::public_status)?
             .into_inner();

@@ -148,9 +148,9 @@ impl InviteLimiter {
 
     /// Charges one invitation to the caller and their license, or says how long to wait.
     pub async fn check(&self, user: &UserContext) -> Result<Charge, Status> {
-        let mut scopes: Vec<(&Scope, String)> = vec![(&self.inviter, user.user_id.clone())];
-        if !user.license_id.is_empty() {
-            scopes.push((&self.license, user.license_id.clone()));
+        let mut scopes: Vec<(&Scope, String)> = vec![(&self.inviter, user.user_id.to_string())];
+        if let Some(license) = &user.license_id {
+            scopes.push((&self.license, license.to_string()));
         }
         let outcome = match self.shared(&scopes).await {
             Some(outcome) => outcome.map(|()| Charge {

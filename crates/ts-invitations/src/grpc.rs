@@ -146,7 +146,7 @@ impl InvitationsApi {
     async fn audit(&self, user: &UserContext, folder_id: &str, action: &str, code: Code) {
         let event = RecordAuditEventRequest {
             actor_email: user.email.clone(),
-            actor_user_id: user.user_id.clone(),
+            actor_user_id: user.user_id.to_string(),
             // Only a well-formed id reaches the audit trail (a malformed one was refused).
             folder_id: if ts_common::ids::is_uuid(folder_id) { folder_id.to_owned() } else { String::new() },
             action: action.to_owned(),
@@ -348,7 +348,7 @@ impl InvitationsApi {
         let access = d.get_i32("access").unwrap_or_default();
         let add = AddMemberRequest {
             folder_id: folder_id.clone(),
-            user_id: user.user_id.clone(),
+            user_id: user.user_id.to_string(),
             email: user.email.clone(),
             access,
             invitation_id: id.clone(),

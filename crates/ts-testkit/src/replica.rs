@@ -71,10 +71,10 @@ impl TestCluster {
 pub fn as_gateway<T>(user: &Session, message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     UserContext {
-        user_id: user.user_id.clone(),
+        user_id: ts_common::ids::UserId::parse("user_id", &user.user_id).expect("a signed-in user's id"),
         email: user.email.clone(),
-        license_id: String::new(),
-        session_id: String::new(),
+        license_id: None,
+        session_id: ts_common::ids::SessionId::new(),
     }
     .attach(r.metadata_mut());
     r
