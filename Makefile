@@ -52,8 +52,8 @@ bench:
 ## reach runs against the modules of the e2e binary that exercise it (about a minute a mutant
 ## on two cores: MUTANTS_SHARD=k/n runs every n-th of them). authn.rs and context.rs are in
 ## both phases; a mutant counts as caught when either phase catches it.
-MUTANT_UNIT := crates/ts-folders/src/validate/*.rs crates/ts-common/src/ids.rs \
-	crates/ts-common/src/tokens.rs crates/ts-common/src/cache.rs crates/ts-gateway/src/validate.rs \
+MUTANT_UNIT := crates/ts-folders/src/validate/*.rs crates/ts-contract/src/ids.rs \
+	crates/ts-contract/src/tokens.rs crates/ts-stores/src/cache.rs crates/ts-gateway/src/validate.rs \
 	crates/ts-gateway/src/authn.rs crates/ts-folders/src/context.rs
 MUTANT_E2E := crates/ts-gateway/src/authn.rs crates/ts-gateway/src/ratelimit.rs \
 	crates/ts-folders/src/membership.rs crates/ts-folders/src/context.rs crates/ts-folders/src/slots.rs \

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use ts_common::RunError;
-use ts_common::clock::SharedClock;
-use ts_common::config::{Config, ConfigError, require};
+use ts_config::{Config, ConfigError, require};
+use ts_contract::clock::SharedClock;
+use ts_runtime::RunError;
 
 /// One of the five services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

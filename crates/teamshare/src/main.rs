@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use teamshare::{Service, run_stack};
-use ts_common::config::Config;
+use ts_config::Config;
 
 #[derive(Parser)]
 #[command(name = "teamshare", version, about = "teamshare: shared folders for a database GUI, as gRPC services")]
@@ -47,13 +47,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    ts_common::tls::install_crypto_provider();
+    ts_runtime::tls::install_crypto_provider();
     let result = match cli.command {
         Command::Certs { out, if_missing } if if_missing && out.join("ca.pem").exists() => {
             println!("{} already holds a CA; leaving it", out.display());
             Ok(())
         }
-        Command::Certs { out, .. } => ts_common::tls::write_dev_certs(&out)
+        Command::Certs { out, .. } => ts_devca::write_dev_certs(&out)
             .map(|p| println!("wrote development certificates to {}", p.dir.display()))
             .map_err(|e| format!("cannot write certificates to {}: {e}", out.display())),
         Command::Serve { service, config } => run(config, Some(service)),
@@ -73,7 +73,7 @@ fn run(path: Option<PathBuf>, only: Option<Service>) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async move {
         let name = only.map_or("teamshare-dev", |s| s.name());
-        let _telemetry = ts_common::telemetry::init(name, &config.telemetry).map_err(|e| e.to_string())?;
+        let _telemetry = ts_runtime::telemetry::init(name, &config.telemetry).map_err(|e| e.to_string())?;
         let services: Vec<Service> = only.map_or(Service::ALL.to_vec(), |s| vec![s]);
         let mut listeners = Vec::new();
         for service in services {
@@ -85,8 +85,8 @@ fn run(path: Option<PathBuf>, only: Option<Service>) -> Result<(), String> {
         run_stack(
             Arc::new(config),
             listeners,
-            Arc::new(ts_common::clock::SystemClock),
-            ts_common::server::shutdown_signal(),
+            Arc::new(ts_contract::clock::SystemClock),
+            ts_runtime::server::shutdown_signal(),
         )
         .await
         .map_err(|e| e.to_string())

@@ -4,12 +4,12 @@
 use std::path::Path;
 use std::process::Command;
 
-use ts_common::identity::Peer;
+use ts_contract::identity::Peer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_teamshare");
 
-fn certs(dir: &Path) -> ts_common::tls::DevCertPaths {
-    ts_common::tls::write_dev_certs(&dir.join("certs")).unwrap()
+fn certs(dir: &Path) -> ts_devca::DevCertPaths {
+    ts_devca::write_dev_certs(&dir.join("certs")).unwrap()
 }
 
 fn auth_config(dir: &Path, listen: &str, cert: &Path, extra: &str) -> std::path::PathBuf {
@@ -112,7 +112,7 @@ fn missing_section_is_named() {
 fn shipped_configurations_load() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
     for file in ["dev.toml", "compose.toml"] {
-        let config = ts_common::config::Config::load(Some(&root.join(file)), Vec::<(String, String)>::new())
+        let config = ts_config::Config::load(Some(&root.join(file)), Vec::<(String, String)>::new())
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(config.gateway.is_some() && config.auth.is_some() && config.upstreams.folders.is_some(), "{file}");
     }

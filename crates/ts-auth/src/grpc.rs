@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tonic::{Request, Response, Status};
-use ts_common::user::UserContext;
+use ts_contract::user::CLIENT_ADDR_HEADER;
+use ts_contract::user::UserContext;
 use ts_proto::internal::identity_service_server::IdentityService;
 use ts_proto::internal::license_operator_service_server::LicenseOperatorService;
 use ts_proto::internal::*;
@@ -14,9 +15,6 @@ use ts_proto::public::*;
 
 use crate::sessions::{Issued, UserView};
 use crate::state::{Auth, AuthError};
-
-/// Metadata key the gateway uses for the client's address (for send rate limits).
-pub const CLIENT_ADDR: &str = "x-teamshare-client-addr";
 
 /// Handlers for every auth service.
 #[derive(Debug, Clone)]
@@ -65,7 +63,7 @@ fn license_of_request(id: &str) -> String {
 /// The client address the gateway saw, for per-address limits (empty when not called
 /// through the gateway).
 fn client_of<T>(request: &Request<T>) -> String {
-    request.metadata().get(CLIENT_ADDR).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    request.metadata().get(CLIENT_ADDR_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
 }
 
 /// Refusals of a sign-in attempt that the caller caused (a wrong code, a forged or stolen
@@ -88,7 +86,7 @@ impl AuthApi {
     async fn audit_attempt(&self, email: Option<crate::email::Email>, action: &str, status: &Status) {
         let Some(email) = email else { return };
         let user_id = self.auth.user_id_by_email(&email).await.ok().flatten().unwrap_or_default();
-        self.auth.audit.record(ts_common::audit::Event {
+        self.auth.audit.record(ts_contract::audit::Event {
             actor_email: email.as_str().to_owned(),
             actor_user_id: user_id,
             action: action.to_owned(),
@@ -99,7 +97,7 @@ impl AuthApi {
 
     /// Records an action of the signed-in `user` concerning `license_id`.
     fn audit_user(&self, user: &UserContext, license_id: &str, action: &str, code: tonic::Code) {
-        self.auth.audit.record(ts_common::audit::Event {
+        self.auth.audit.record(ts_contract::audit::Event {
             actor_email: user.email.clone(),
             actor_user_id: user.user_id.to_string(),
             license_id: license_of_request(license_id),
@@ -111,8 +109,8 @@ impl AuthApi {
 
     /// Records an operator action concerning `license_id` (empty: the deployment).
     fn audit_operator(&self, license_id: &str, action: &str, code: tonic::Code) {
-        self.auth.audit.record(ts_common::audit::Event {
-            actor_email: ts_common::audit::OPERATOR.to_owned(),
+        self.auth.audit.record(ts_contract::audit::Event {
+            actor_email: ts_contract::audit::OPERATOR.to_owned(),
             license_id: license_of_request(license_id),
             action: action.to_owned(),
             code,
@@ -208,7 +206,7 @@ impl AuthService for AuthApi {
                 self.failed_attempt(&client, &status).await;
                 // Only a token naming a real session has someone to tell.
                 if let Some((user_id, email)) = self.auth.session_owner(token).await {
-                    self.auth.audit.record(ts_common::audit::Event {
+                    self.auth.audit.record(ts_contract::audit::Event {
                         actor_email: email,
                         actor_user_id: user_id,
                         action: "auth.refresh_session".into(),

@@ -6,7 +6,7 @@
 //! the gateway) for identity look-ups; the operator for licenses and the switch.
 #![forbid(unsafe_code)]
 
-pub use ts_common::email;
+pub use ts_contract::email;
 pub mod grpc;
 pub mod licenses;
 pub mod sessions;
@@ -20,16 +20,19 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use ts_common::clock::{SharedClock, SystemClock};
-use ts_common::config::{Config, ConfigError, require};
-use ts_common::identity::{Allowlist, Peer};
-use ts_common::server::{Access, ServiceServer};
-use ts_common::{RunError, drain_delay, service_mtls, stores};
+use ts_config::{Config, ConfigError, require};
+use ts_contract::clock::{SharedClock, SystemClock};
+use ts_contract::identity::{Allowlist, Peer};
 use ts_proto::internal::identity_service_server::IdentityServiceServer;
 use ts_proto::internal::license_audit_service_client::LicenseAuditServiceClient;
 use ts_proto::internal::license_operator_service_server::LicenseOperatorServiceServer;
 use ts_proto::public::auth_service_server::AuthServiceServer;
 use ts_proto::public::license_admin_service_server::LicenseAdminServiceServer;
+use ts_runtime::RunError;
+use ts_runtime::drain_delay;
+use ts_runtime::server::{Access, ServiceServer};
+use ts_runtime::service_mtls;
+use ts_stores as stores;
 
 pub use crate::grpc::AuthApi;
 pub use crate::state::Auth;
@@ -64,7 +67,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<Auth, RunError
         .secret_key_file
         .as_ref()
         .ok_or_else(|| ConfigError::key("accounts.secret_key_file", "required by auth"))?;
-    ts_common::config::check_file("accounts.secret_key_file", secret_path)?;
+    ts_config::check_file("accounts.secret_key_file", secret_path)?;
     let bytes = zeroize::Zeroizing::new(
         std::fs::read(secret_path).map_err(|e| ConfigError::key("accounts.secret_key_file", e.to_string()))?,
     );
@@ -72,7 +75,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<Auth, RunError
         .as_slice()
         .try_into()
         .map_err(|_| ConfigError::key("accounts.secret_key_file", "must hold exactly 32 bytes"))?;
-    let mailer = ts_common::mail::from_config(require(&config.mail, "mail")?, config.production)?;
+    let mailer = ts_mail::from_config(require(&config.mail, "mail")?, config.production)?;
     let sso = sso::SsoIssuer::load(&policy.sso).await?;
     let redis = match &config.redis {
         Some(r) => Some(stores::redis(r)?),
@@ -80,9 +83,12 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<Auth, RunError
     };
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-auth").await?;
     // Folders owns the audit trail: failed sign-ins and license actions are recorded there.
-    let folders =
-        ts_common::upstream(config, "folders", &service_mtls(config, "auth", require(&config.auth, "auth")?)?)?;
-    let audit = ts_common::audit::Sink::new(folders.clone());
+    let folders = ts_runtime::upstream(
+        config,
+        Peer::Folders,
+        &service_mtls(config, Peer::Auth, require(&config.auth, "auth")?)?,
+    )?;
+    let audit = ts_runtime::audit::Sink::new(folders.clone());
     let license_audit = Some(LicenseAuditServiceClient::new(folders));
     let auth = Auth {
         db,
@@ -108,12 +114,12 @@ pub async fn serve_with_clock(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let section = require(&config.auth, "auth")?;
-    let mtls = service_mtls(config, "auth", section)?;
+    let mtls = service_mtls(config, Peer::Auth, section)?;
     let auth = Arc::new(build(config, clock).await?);
     let (stop_outbox, outbox_stopped) = tokio::sync::watch::channel(false);
     let outbox = tokio::spawn(auth.clone().run_revocation_outbox(outbox_stopped));
     let api = AuthApi::new(auth);
-    let served = ServiceServer::new("auth", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
+    let served = ServiceServer::new(Peer::Auth, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(AuthServiceServer::new(api.clone()))
         .service(LicenseAdminServiceServer::new(api.clone()))
         .service(IdentityServiceServer::new(api.clone()))

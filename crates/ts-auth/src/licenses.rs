@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use bson::{Bson, Document, doc};
 use futures::TryStreamExt;
-use ts_common::clock::bson_date;
+use ts_contract::clock::bson_date;
 
 use crate::email::{Email, valid_domain};
 use crate::state::{Auth, AuthError, AuthResult};
@@ -231,7 +231,7 @@ impl Auth {
         license: &License,
         page: &Option<ts_proto::public::PageRequest>,
     ) -> AuthResult<AccountsPage> {
-        use ts_common::paging::{open_plain, page_size, plain_token, token};
+        use ts_contract::paging::{open_plain, page_size, plain_token, token};
         let size = page_size(page, ACCOUNTS_PAGE.0, ACCOUNTS_PAGE.1);
         let after = match token(page) {
             Some(t) => open_plain(t, 2)
@@ -252,7 +252,7 @@ impl Auth {
         let taken: BTreeSet<String> = earlier.iter().flat_map(|d| strings(d, "domains")).collect();
         let domains: Vec<String> = license.domains.iter().filter(|d| !taken.contains(*d)).cloned().collect();
         let filter = doc! { "$and": [associated(&license.emails, &domains), { "email": { "$gt": &after } }] };
-        let (docs, more) = ts_common::paging::find_page(&self.users(), filter, doc! { "email": 1 }, size).await?;
+        let (docs, more) = ts_stores::find_page(&self.users(), filter, doc! { "email": 1 }, size).await?;
         let candidates: Vec<String> = docs.iter().filter_map(|d| d.get_str("email").ok().map(str::to_owned)).collect();
         // An address listed by another license belongs there when it matched here only by
         // domain, or when that license comes first.

@@ -9,9 +9,9 @@ use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, Document, doc};
 use futures::TryStreamExt;
 use mongodb::options::ReturnDocument;
-use ts_common::clock::{bson_date, unix_secs};
-use ts_common::revocation;
-use ts_common::tokens::{AUDIENCE, Claims, ISSUER};
+use ts_contract::clock::{bson_date, unix_secs};
+use ts_contract::revocation;
+use ts_contract::tokens::{AUDIENCE, Claims, ISSUER};
 use ts_proto::internal::SharingDenial;
 
 use crate::email::Email;
@@ -87,7 +87,7 @@ impl Auth {
                         .to_owned());
                 }
                 Ok(None) => {}
-                Err(e) if ts_common::stores::is_duplicate_key(&e) => continue, // a concurrent first sign-in created it
+                Err(e) if ts_stores::is_duplicate_key(&e) => continue, // a concurrent first sign-in created it
                 Err(e) => return Err(e.into()),
             }
         }
@@ -205,7 +205,7 @@ impl Auth {
     /// before this returns, and the session document itself is the outbox entry
     /// (`revocation_pending`), set in the same write: auth publishes it to Redis now, and the
     /// outbox task retries until Redis has it. Until then auth stops vouching for the Redis
-    /// view, so gateways ask auth (see `ts_common::revocation`). Returns how many were revoked.
+    /// view, so gateways ask auth (see `ts_contract::revocation`). Returns how many were revoked.
     pub(crate) async fn revoke_sessions(&self, filter: Document, reason: &str) -> AuthResult<u64> {
         let mut live = filter.clone();
         live.insert("revoked", false);

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use jsonwebtoken::EncodingKey;
-use ts_common::config::ConfigError;
-use ts_common::tokens::{Claims, PublicKey, header, key_id};
+use ts_config::ConfigError;
+use ts_contract::tokens::{Claims, PublicKey, header, key_id};
 
 /// One signing key.
 struct SigningKey {
@@ -48,7 +48,7 @@ impl Signer {
 
 fn load_one(path: &Path) -> Result<SigningKey, ConfigError> {
     let bad = |m: String| ConfigError::key("accounts.token_signing_keys", format!("{}: {m}", path.display()));
-    ts_common::config::check_file("accounts.token_signing_keys", path)?;
+    ts_config::check_file("accounts.token_signing_keys", path)?;
     let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let (_, block) = x509_parser::pem::parse_x509_pem(&pem).map_err(|_| bad("not a PEM file".into()))?;
     let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&block.contents)

@@ -7,8 +7,8 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
 use tokio::sync::RwLock;
-use ts_common::clock::unix_secs;
-use ts_common::config::{ConfigError, SsoIssuerConfig};
+use ts_config::{ConfigError, SsoIssuerConfig};
+use ts_contract::clock::unix_secs;
 
 use crate::email::Email;
 use crate::state::{Auth, AuthError, AuthResult};
@@ -85,7 +85,7 @@ impl SsoIssuer {
             let (source, keys, fetched) = match (&c.jwks_file, &c.jwks_url) {
                 (Some(path), None) => {
                     let key = format!("accounts.sso[{i}].jwks_file");
-                    ts_common::config::check_file(&key, path)?;
+                    ts_config::check_file(&key, path)?;
                     let text = std::fs::read(path).map_err(|e| ConfigError::key(&key, e.to_string()))?;
                     (KeySource::File, parse_jwks(&text).map_err(|e| ConfigError::key(&key, e))?, None)
                 }

@@ -7,9 +7,9 @@ use bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use tonic::Status;
-use ts_common::clock::SharedClock;
-use ts_common::config::AccountsConfig;
-use ts_common::mail::{MailError, Mailer};
+use ts_config::AccountsConfig;
+use ts_contract::clock::SharedClock;
+use ts_mail::{MailError, Mailer};
 use zeroize::Zeroizing;
 
 use crate::signing::Signer;
@@ -26,10 +26,12 @@ pub struct Auth {
     pub(crate) sso: Vec<SsoIssuer>,
     pub(crate) redis: Option<fred::clients::Client>,
     /// Folders' audit trail, where failed sign-ins and license actions are recorded.
-    pub(crate) audit: ts_common::audit::Sink,
+    pub(crate) audit: ts_runtime::audit::Sink,
     /// Folders' reader of a license's events, for license admins.
     pub(crate) license_audit: Option<
-        ts_proto::internal::license_audit_service_client::LicenseAuditServiceClient<ts_common::client::InternalChannel>,
+        ts_proto::internal::license_audit_service_client::LicenseAuditServiceClient<
+            ts_runtime::client::InternalChannel,
+        >,
     >,
 }
 
@@ -82,7 +84,9 @@ impl From<AuthError> for Status {
             AuthError::InvalidArgument(m) => Status::invalid_argument(m),
             AuthError::Unauthenticated(m) => Status::unauthenticated(m),
             AuthError::Precondition(m) => Status::failed_precondition(m),
-            AuthError::Exhausted { message, retry_after } => ts_common::resource_exhausted(&message, retry_after),
+            AuthError::Exhausted { message, retry_after } => {
+                ts_contract::status::resource_exhausted(&message, retry_after)
+            }
             AuthError::PermissionDenied(m) => Status::permission_denied(m),
             AuthError::NotFound(m) => Status::not_found(m),
             AuthError::Store(e) => {

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, doc};
 use mongodb::options::ReturnDocument;
-use ts_common::clock::{bson_date, unix_secs};
-use ts_common::mail::Message;
+use ts_contract::clock::{bson_date, unix_secs};
+use ts_mail::Message;
 
 use crate::email::Email;
 use crate::state::{Auth, AuthError, AuthResult};
@@ -62,7 +62,7 @@ impl Auth {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if ts_common::stores::is_duplicate_key(&e) => {
+            Err(e) if ts_stores::is_duplicate_key(&e) => {
                 let retry_after = Duration::from_secs(end - now);
                 Err(AuthError::Exhausted { message: format!("too many verification emails ({kind})"), retry_after })
             }

@@ -6,12 +6,12 @@ use std::time::{Duration, SystemTime};
 
 use bson::doc;
 use tonic::{Request, Status};
-use ts_common::server::RequestId;
-use ts_common::user::UserContext;
+use ts_contract::user::UserContext;
 use ts_proto::internal::CheckSharingAllowedRequest;
 use ts_proto::public::AccessLevel;
+use ts_runtime::server::RequestId;
 
-use ts_common::audit::bounded;
+use ts_contract::audit::bounded;
 
 use crate::FoldersApi;
 
@@ -28,7 +28,7 @@ pub struct Call {
 }
 
 /// The cache key of a folder's generation: replaced by every change to its members or items,
-/// so that no answer read before a change is cached after it (see `ts_common::cache`). The
+/// so that no answer read before a change is cached after it (see `ts_stores::cache`). The
 /// `{f:<id>}` hash tag keeps a folder's keys in one Redis Cluster slot.
 pub fn folder_generation_key(folder_id: &str) -> String {
     format!("ts:{{f:{folder_id}}}:gen")
@@ -79,7 +79,7 @@ impl FoldersApi {
             })?
             .into_inner();
         if !reply.allowed {
-            let status = ts_common::sharing_refusal(reply.denial);
+            let status = ts_contract::status::sharing_refusal(reply.denial);
             self.audit(&call, action, folder_id, status.code()).await;
             return Err(status);
         }
@@ -101,7 +101,7 @@ impl FoldersApi {
     {
         // Nothing malformed reaches the stores, the cache keys or the audit trail.
         if !folder_id.is_empty() {
-            ts_common::ids::require_uuid("folder_id", folder_id)?;
+            ts_contract::ids::require_uuid("folder_id", folder_id)?;
         }
         let call = self.begin(request, action, folder_id).await?;
         let result = body(call.clone()).await;
@@ -133,7 +133,7 @@ impl FoldersApi {
             folder_id,
             "",
             action,
-            ts_common::code_name(code),
+            ts_contract::status::code_name(code),
             &call.request_id,
         )
         .await;

@@ -23,7 +23,7 @@ pub const MAX_ITEMS_PER_FOLDER: i64 = 10_000;
 const ITEM_TTL: Duration = Duration::from_secs(60);
 
 fn item_id(raw: &str) -> Result<&str, Status> {
-    ts_common::ids::require_uuid("item_id", raw)
+    ts_contract::ids::require_uuid("item_id", raw)
 }
 
 fn summary(d: &Document, name: String) -> ItemSummary {
@@ -189,7 +189,7 @@ impl FoldersApi {
 
     async fn move_to(&self, call: &Call, req: MoveItemRequest) -> Result<Item, Status> {
         self.require(call, &req.folder_id, AccessLevel::Edit).await?;
-        ts_common::ids::require_uuid("target_folder_id", &req.target_folder_id)?;
+        ts_contract::ids::require_uuid("target_folder_id", &req.target_folder_id)?;
         if req.target_folder_id == req.folder_id {
             return Err(Status::invalid_argument("target_folder_id must differ from folder_id"));
         }

@@ -2,12 +2,12 @@
 //! memory within the configured bounds. Plaintext keys never leave this process.
 
 use tonic::{Code, Status};
-use ts_common::client::InternalChannel;
 use ts_crypto::{CacheLimits, DataKey, KeyCache};
 use ts_proto::internal::key_vault_service_client::KeyVaultServiceClient;
 use ts_proto::internal::{
     CreateDataKeyRequest, DestroyDataKeysRequest, GetDataKeyRequest, RetireDataKeyVersionsRequest, RotateDataKeyRequest,
 };
+use ts_runtime::client::InternalChannel;
 
 /// Data keys for folders, through keyvault, with a bounded plaintext cache.
 pub struct FolderKeys {

@@ -30,12 +30,8 @@ use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use ts_common::cache::Cache;
-use ts_common::client::InternalChannel;
-use ts_common::config::{Config, require};
-use ts_common::identity::{Allowlist, Peer};
-use ts_common::server::{Access, ServiceServer};
-use ts_common::{RunError, drain_delay, service_mtls, stores, upstream};
+use ts_config::{Config, require};
+use ts_contract::identity::{Allowlist, Peer};
 use ts_proto::internal::audit_ingest_service_server::AuditIngestServiceServer;
 use ts_proto::internal::folder_key_operator_service_server::FolderKeyOperatorServiceServer;
 use ts_proto::internal::folder_membership_service_server::FolderMembershipServiceServer;
@@ -46,6 +42,14 @@ use ts_proto::public::audit_service_server::AuditServiceServer;
 use ts_proto::public::folder_service_server::FolderServiceServer;
 use ts_proto::public::item_service_server::ItemServiceServer;
 use ts_proto::public::member_service_server::MemberServiceServer;
+use ts_runtime::RunError;
+use ts_runtime::client::InternalChannel;
+use ts_runtime::drain_delay;
+use ts_runtime::server::{Access, ServiceServer};
+use ts_runtime::service_mtls;
+use ts_runtime::upstream;
+use ts_stores as stores;
+use ts_stores::cache::Cache;
 
 use crate::keys::FolderKeys;
 
@@ -91,7 +95,7 @@ pub(crate) fn store_error(e: mongodb::error::Error) -> tonic::Status {
     tonic::Status::unavailable("folder store is unavailable; retry later")
 }
 
-pub(crate) use ts_common::doc_timestamp as timestamp;
+pub(crate) use ts_stores::doc_timestamp as timestamp;
 
 /// One page of `coll` matching `filter` in `sort` order, and whether more follow.
 pub(crate) async fn find_page(
@@ -100,7 +104,7 @@ pub(crate) async fn find_page(
     sort: Document,
     size: usize,
 ) -> Result<(Vec<Document>, bool), tonic::Status> {
-    ts_common::paging::find_page(coll, filter, sort, size).await.map_err(store_error)
+    ts_stores::find_page(coll, filter, sort, size).await.map_err(store_error)
 }
 
 impl FoldersApi {
@@ -148,16 +152,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let section = require(&config.folders, "folders")?;
-    let mtls = service_mtls(config, "folders", section)?;
-    let keyvault = KeyVaultServiceClient::new(upstream(config, "keyvault", &mtls)?);
+    let mtls = service_mtls(config, Peer::Folders, section)?;
+    let keyvault = KeyVaultServiceClient::new(upstream(config, Peer::Keyvault, &mtls)?);
     let keys = Arc::new(FolderKeys::new(keyvault, config.data_key_cache.limits()));
-    let identity = IdentityServiceClient::new(upstream(config, "auth", &mtls)?);
+    let identity = IdentityServiceClient::new(upstream(config, Peer::Auth, &mtls)?);
     let redis = config.redis.as_ref().map(stores::redis).transpose()?;
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-folders").await?;
     let api =
         FoldersApi { db, keys, identity, cache: Cache::new(redis), audit_retention_days: config.audit.retention_days };
     api.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create folders indexes: {e}")))?;
-    ServiceServer::new("folders", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
+    ServiceServer::new(Peer::Folders, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(FolderServiceServer::new(api.clone()))
         .service(MemberServiceServer::new(api.clone()))
         .service(ItemServiceServer::new(api.clone()))

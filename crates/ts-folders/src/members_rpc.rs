@@ -3,8 +3,8 @@
 
 use bson::{Document, doc};
 use tonic::{Request, Response, Status};
-use ts_common::email::Email;
-use ts_common::ids;
+use ts_contract::email::Email;
+use ts_contract::ids;
 use ts_proto::internal::folder_membership_service_server::FolderMembershipService;
 use ts_proto::internal::{
     AddMemberRefusal, AddMemberRequest, AddMemberResponse, GetMembershipRequest, GetMembershipResponse,
@@ -49,7 +49,7 @@ impl FoldersApi {
 
     async fn update_access(&self, call: &Call, req: UpdateMemberAccessRequest) -> Result<Member, Status> {
         self.require(call, &req.folder_id, AccessLevel::Manage).await?;
-        let new = ts_common::access_level("access", req.access)?;
+        let new = ts_contract::status::access_level("access", req.access)?;
         let user_id = ids::require_uuid("user_id", &req.user_id)?;
         let result = self.set_access(&req.folder_id, user_id, new).await;
         // Forgotten whatever the outcome: a refused change leaves nothing stale either.
@@ -142,7 +142,7 @@ impl FolderMembershipService for FoldersApi {
 
     async fn add_member(&self, request: Request<AddMemberRequest>) -> Result<Response<AddMemberResponse>, Status> {
         let req = request.into_inner();
-        let level = ts_common::access_level("access", req.access)?;
+        let level = ts_contract::status::access_level("access", req.access)?;
         ids::require_uuid("folder_id", &req.folder_id)?;
         ids::require_uuid("user_id", &req.user_id)?;
         ids::require_uuid("invitation_id", &req.invitation_id)?;

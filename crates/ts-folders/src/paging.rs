@@ -9,7 +9,7 @@ use ts_crypto::{DataKey, Envelope, FieldRef};
 
 use crate::keys::FolderKeys;
 
-pub use ts_common::paging::{open_plain, page_size, plain_token, token};
+pub use ts_contract::paging::{open_plain, page_size, plain_token, token};
 
 fn bad() -> Status {
     Status::invalid_argument("page.page_token is not valid here; use the next_page_token of the previous page")

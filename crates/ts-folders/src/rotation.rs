@@ -110,7 +110,7 @@ where
 }
 
 fn folder_id(raw: &str) -> Result<&str, Status> {
-    ts_common::ids::require_uuid("folder_id", raw)
+    ts_contract::ids::require_uuid("folder_id", raw)
 }
 
 impl FoldersApi {
@@ -127,9 +127,9 @@ impl FoldersApi {
     /// Records an operator's key action on a folder, whatever its outcome.
     async fn audit_operator<R>(&self, folder_id: &str, action: &str, result: &Result<R, Status>) {
         let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
-        let request_id = ts_common::server::current_request_id().map(|r| r.0).unwrap_or_default();
-        let operator = ts_common::audit::OPERATOR;
-        self.record_audit(operator, "", folder_id, "", action, ts_common::code_name(code), &request_id).await;
+        let request_id = ts_runtime::server::current_request_id().map(|r| r.0).unwrap_or_default();
+        let operator = ts_contract::audit::OPERATOR;
+        self.record_audit(operator, "", folder_id, "", action, ts_contract::status::code_name(code), &request_id).await;
     }
 }
 

@@ -5,14 +5,14 @@ use bson::{Document, doc};
 use futures::TryStreamExt;
 use teamshare::Service;
 use tonic::Code;
-use ts_common::client::Propagate;
-use ts_common::identity::Peer;
+use ts_contract::identity::Peer;
 use ts_crypto::CacheLimits;
 use ts_folders::keys::FolderKeys;
 use ts_folders::sealed::{key_version, open_field, seal_fields};
 use ts_proto::internal::folder_key_operator_service_client::FolderKeyOperatorServiceClient;
 use ts_proto::internal::key_vault_service_client::KeyVaultServiceClient;
 use ts_proto::internal::{GetDataKeyRequest, ReencryptFolderRequest, RotateFolderKeyRequest};
+use ts_runtime::client::Propagate;
 use ts_testkit::TestCluster;
 
 const FOLDER: &str = "5d1f8f0e-2c4b-4d8e-a1b2-c3d4e5f60718";

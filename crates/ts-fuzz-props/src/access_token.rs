@@ -1,10 +1,10 @@
-//! Access tokens (`ts_common::tokens::Verifier`): compact JWS signed with Ed25519.
+//! Access tokens (`ts_contract::tokens::Verifier`): compact JWS signed with Ed25519.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::EncodingKey;
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use ts_common::tokens::{AUDIENCE, Claims, ISSUER, PublicKey, TokenError, Verifier, header, key_id};
+use ts_contract::tokens::{AUDIENCE, Claims, ISSUER, PublicKey, TokenError, Verifier, header, key_id};
 
 /// The instant every token is verified at, in Unix seconds (the clock is injected).
 pub const NOW_SECS: u64 = 1_700_000_000;

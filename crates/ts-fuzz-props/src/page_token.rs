@@ -1,7 +1,7 @@
-//! Page tokens: plain ones (`ts_common::paging`) for user-scoped lists, and sealed ones
+//! Page tokens: plain ones (`ts_contract::paging`) for user-scoped lists, and sealed ones
 //! (`ts_folders::paging`) bound to a folder and an RPC.
 
-use ts_common::paging::{open_plain, plain_token};
+use ts_contract::paging::{open_plain, plain_token};
 use ts_folders::paging::{open_with, seal_with, token_envelope};
 
 use crate::envelope::key;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use prost::Message;
-use ts_common::paging::plain_token;
+use ts_contract::paging::plain_token;
 use ts_crypto::Envelope;
 use ts_folders::paging::seal_with;
 use ts_proto::public::item_content::Content;

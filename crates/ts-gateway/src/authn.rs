@@ -10,19 +10,19 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::RwLock;
 use tonic::{Request, Status};
-use ts_common::client::InternalChannel;
+use ts_runtime::client::InternalChannel;
 
 use crate::ratelimit::{Charge, InviteLimiter};
-use ts_common::clock::SharedClock;
-use ts_common::ids::{LicenseId, SessionId, UserId};
-use ts_common::revocation;
-use ts_common::server::{RequestId, RpcName};
-use ts_common::tokens::{PublicKey, TokenError, Verifier};
-use ts_common::user::UserContext;
+use ts_contract::clock::SharedClock;
+use ts_contract::ids::{LicenseId, SessionId, UserId};
+use ts_contract::revocation;
+use ts_contract::tokens::{PublicKey, TokenError, Verifier};
+use ts_contract::user::UserContext;
 use ts_proto::internal::RecordAuditEventRequest;
 use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::internal::{CheckSessionRequest, CheckSharingAllowedRequest, GetTokenKeysRequest};
+use ts_runtime::server::{RequestId, RpcName};
 
 /// How long a "live" answer from auth may be reused. With auth's vouching window this keeps
 /// every acknowledged revocation effective everywhere within 2 s.
@@ -158,7 +158,7 @@ impl Authenticator {
             actor_user_id: user.user_id.to_string(),
             folder_id: String::new(),
             action,
-            status_code: ts_common::code_name(status.code()).to_owned(),
+            status_code: ts_contract::status::code_name(status.code()).to_owned(),
             request_id: request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
             license_id: String::new(),
         };
@@ -184,7 +184,7 @@ impl Authenticator {
         Ok(())
     }
 
-    async fn verify(&self, token: &str) -> Result<ts_common::tokens::Claims, Status> {
+    async fn verify(&self, token: &str) -> Result<ts_contract::tokens::Claims, Status> {
         let kid = Verifier::kid_of(token).map_err(unauthenticated)?;
         if !self.keys.read().await.0.knows(&kid) {
             self.refresh_keys().await?;
@@ -293,7 +293,7 @@ impl Authenticator {
         if reply.allowed {
             return Ok(user);
         }
-        let status = ts_common::sharing_refusal(reply.denial);
+        let status = ts_contract::status::sharing_refusal(reply.denial);
         self.audit_refusal(request, u, &status);
         Err(status)
     }
@@ -365,17 +365,17 @@ mod tests {
     /// test gets right, it got without asking auth.
     fn unreachable_auth() -> IdentityServiceClient<InternalChannel> {
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        IdentityServiceClient::new(ts_common::client::Propagate::new(channel))
+        IdentityServiceClient::new(ts_runtime::client::Propagate::new(channel))
     }
 
     fn authenticator(redis: Option<fred::clients::Client>) -> Authenticator {
-        Authenticator::new(unreachable_auth(), redis, Arc::new(ts_common::clock::SystemClock))
+        Authenticator::new(unreachable_auth(), redis, Arc::new(ts_contract::clock::SystemClock))
     }
 
     #[tokio::test]
     async fn the_warm_revocation_check_needs_only_redis_and_a_revocation_there_always_wins() {
         use fred::prelude::*;
-        let redis = ts_common::testing::LocalRedis::start().expect("redis-server");
+        let redis = ts_stores::testing::LocalRedis::start().expect("redis-server");
         let client = redis.client().await;
         let authn = authenticator(Some(client.clone()));
         // A view auth does not vouch for: only auth may answer, and it cannot.

@@ -6,13 +6,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use tonic::{Code, Request, Response, Status};
-use ts_common::server::current_request_id;
-use ts_common::user::UserContext;
+use ts_contract::user::CLIENT_ADDR_HEADER;
+use ts_contract::user::UserContext;
+use ts_runtime::server::current_request_id;
 
-/// Metadata key carrying the client's address to auth (for its send rate limits).
-pub const CLIENT_ADDR: &str = "x-teamshare-client-addr";
-
-pub use ts_common::RETRY_AFTER;
+pub use ts_contract::status::RETRY_AFTER;
 
 /// Forwards `request`'s message through `call`, with `user` attached and a deadline of the
 /// smaller of the client's and `limit`. Client metadata is not forwarded, so a client
@@ -34,7 +32,7 @@ where
         user.attach(out.metadata_mut());
     }
     if let Some(addr) = client_addr.and_then(|a| a.parse().ok()) {
-        out.metadata_mut().insert(CLIENT_ADDR, addr);
+        out.metadata_mut().insert(CLIENT_ADDR_HEADER, addr);
     }
     out.set_timeout(deadline);
     match call(out).await {

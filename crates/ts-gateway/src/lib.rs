@@ -15,11 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use ts_common::client::InternalChannel;
-use ts_common::clock::{SharedClock, SystemClock};
-use ts_common::config::{Config, require};
-use ts_common::server::{Access, ServiceServer};
-use ts_common::{RunError, drain_delay, material, tls, upstream};
+use ts_config::{Config, require};
+use ts_contract::Peer;
+use ts_contract::clock::{SharedClock, SystemClock};
 use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::public::audit_service_client::AuditServiceClient;
@@ -37,6 +35,13 @@ use ts_proto::public::license_admin_service_server::LicenseAdminServiceServer;
 use ts_proto::public::member_service_client::MemberServiceClient;
 use ts_proto::public::member_service_server::MemberServiceServer;
 use ts_proto::public::system_service_server::SystemServiceServer;
+use ts_runtime::RunError;
+use ts_runtime::client::InternalChannel;
+use ts_runtime::drain_delay;
+use ts_runtime::material;
+use ts_runtime::server::{Access, ServiceServer};
+use ts_runtime::tls;
+use ts_runtime::upstream;
 
 use crate::authn::Authenticator;
 
@@ -85,10 +90,10 @@ pub async fn serve_with_clock(
         ("gateway.public_cert", &section.public_cert),
         ("gateway.public_key", &section.public_key),
     )?;
-    let auth = upstream(config, "auth", &mtls)?;
-    let folders = upstream(config, "folders", &mtls)?;
-    let invitations = upstream(config, "invitations", &mtls)?;
-    let redis = config.redis.as_ref().map(ts_common::stores::redis).transpose()?;
+    let auth = upstream(config, Peer::Auth, &mtls)?;
+    let folders = upstream(config, Peer::Folders, &mtls)?;
+    let invitations = upstream(config, Peer::Invitations, &mtls)?;
+    let redis = config.redis.as_ref().map(ts_stores::redis).transpose()?;
     let gw = Gateway {
         authn: Arc::new(
             Authenticator::new(IdentityServiceClient::new(auth.clone()), redis.clone(), clock.clone())
@@ -106,7 +111,7 @@ pub async fn serve_with_clock(
         backends: vec![("auth", auth), ("folders", folders), ("invitations", invitations)],
     };
     let max = section.max_message_bytes;
-    ServiceServer::new("gateway", Access::Public(public_tls))
+    ServiceServer::new(Peer::Gateway, Access::Public(public_tls))
         .service(AuthServiceServer::new(gw.clone()).max_decoding_message_size(max))
         .service(LicenseAdminServiceServer::new(gw.clone()).max_decoding_message_size(max))
         .service(FolderServiceServer::new(gw.clone()).max_decoding_message_size(max))

@@ -14,9 +14,9 @@ use governor::{Quota, RateLimiter};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
 use tonic::Status;
-use ts_common::clock::SharedClock;
-use ts_common::config::InvitationLimits;
-use ts_common::user::UserContext;
+use ts_config::InvitationLimits;
+use ts_contract::clock::SharedClock;
+use ts_contract::user::UserContext;
 
 /// The injected clock as a `governor` clock.
 #[derive(Clone)]
@@ -111,7 +111,7 @@ fn shared_key(scope: &Scope, key: &str) -> String {
 
 /// Invitation send limits.
 pub struct InviteLimiter {
-    redis: ts_common::cache::Cache,
+    redis: ts_stores::cache::Cache,
     client: Option<fred::clients::Client>,
     clock: Clock,
     inviter: Scope,
@@ -126,7 +126,7 @@ impl std::fmt::Debug for InviteLimiter {
 }
 
 fn exhausted(scope: &str, wait: Duration) -> Status {
-    ts_common::resource_exhausted(&format!("too many invitations sent (per {scope})"), wait)
+    ts_contract::status::resource_exhausted(&format!("too many invitations sent (per {scope})"), wait)
 }
 
 impl InviteLimiter {
@@ -134,7 +134,7 @@ impl InviteLimiter {
     pub fn new(limits: &InvitationLimits, redis: Option<fred::clients::Client>, clock: SharedClock) -> Arc<Self> {
         let clock = Clock(clock);
         Arc::new(InviteLimiter {
-            redis: ts_common::cache::Cache::new(redis.clone()),
+            redis: ts_stores::cache::Cache::new(redis.clone()),
             client: redis,
             inviter: Scope::new("inviter", limits.per_inviter_per_minute, limits.inviter_burst, &clock),
             license: Scope::new("license", limits.per_license_per_minute, limits.license_burst, &clock),

@@ -5,8 +5,8 @@
 //! no oversized or malformed id crosses.
 
 use tonic::Status;
-use ts_common::email::Email;
-use ts_common::ids;
+use ts_contract::email::Email;
+use ts_contract::ids;
 use ts_proto::public::*;
 
 /// A public request whose fields can be checked without any store.
@@ -35,7 +35,7 @@ fn email(field: &str, raw: &str) -> Result<(), Status> {
 }
 
 fn level(field: &str, raw: &i32) -> Result<(), Status> {
-    ts_common::access_level(field, *raw).map(drop)
+    ts_contract::status::access_level(field, *raw).map(drop)
 }
 
 /// `Check` for each request type: the listed fields, each with its rule.

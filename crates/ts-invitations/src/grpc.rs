@@ -4,11 +4,11 @@ use std::time::{Duration, SystemTime};
 
 use bson::{Document, doc};
 use tonic::{Code, Request, Response, Status};
-use ts_common::clock::bson_date;
-use ts_common::email::Email;
-use ts_common::mail::Message;
-use ts_common::paging::{open_plain, plain_token, token};
-use ts_common::user::UserContext;
+use ts_contract::clock::bson_date;
+use ts_contract::email::Email;
+use ts_contract::paging::{open_plain, plain_token, token};
+use ts_contract::user::UserContext;
+use ts_mail::Message;
 use ts_proto::internal::{
     AddMemberRefusal, AddMemberRequest, CheckSharingAllowedRequest, GetMembershipRequest, GetMembershipResponse,
     GetUserByEmailRequest, RecordAuditEventRequest,
@@ -25,7 +25,7 @@ fn store_error(e: mongodb::error::Error) -> Status {
 }
 
 fn invitation_id(raw: &str) -> Result<&str, Status> {
-    ts_common::ids::require_uuid("invitation_id", raw)
+    ts_contract::ids::require_uuid("invitation_id", raw)
 }
 
 impl InvitationsApi {
@@ -69,7 +69,7 @@ impl InvitationsApi {
 
     /// Folders' answer for a caller who must have MANAGE (with their MANAGE epoch).
     async fn manager(&self, folder_id: &str, user: &UserContext) -> Result<GetMembershipResponse, Status> {
-        ts_common::ids::require_uuid("folder_id", folder_id)?;
+        ts_contract::ids::require_uuid("folder_id", folder_id)?;
         let m = self.membership_of(folder_id, &user.user_id).await?;
         match AccessLevel::try_from(m.access).unwrap_or(AccessLevel::Unspecified) {
             AccessLevel::Unspecified => Err(Status::not_found("folder not found")),
@@ -114,8 +114,8 @@ impl InvitationsApi {
             inviter_email: d.get_str("inviter_email").unwrap_or_default().to_owned(),
             access: d.get_i32("access").unwrap_or_default(),
             state: state as i32,
-            create_time: ts_common::doc_timestamp(d, "created_at"),
-            expire_time: ts_common::doc_timestamp(d, "expires_at"),
+            create_time: ts_stores::doc_timestamp(d, "created_at"),
+            expire_time: ts_stores::doc_timestamp(d, "expires_at"),
         }
     }
 
@@ -148,10 +148,10 @@ impl InvitationsApi {
             actor_email: user.email.clone(),
             actor_user_id: user.user_id.to_string(),
             // Only a well-formed id reaches the audit trail (a malformed one was refused).
-            folder_id: if ts_common::ids::is_uuid(folder_id) { folder_id.to_owned() } else { String::new() },
+            folder_id: if ts_contract::ids::is_uuid(folder_id) { folder_id.to_owned() } else { String::new() },
             action: action.to_owned(),
-            status_code: ts_common::code_name(code).to_owned(),
-            request_id: ts_common::server::current_request_id().map(|r| r.0).unwrap_or_default(),
+            status_code: ts_contract::status::code_name(code).to_owned(),
+            request_id: ts_runtime::server::current_request_id().map(|r| r.0).unwrap_or_default(),
             license_id: String::new(),
         };
         if let Err(s) = self.audit.clone().record_audit_event(event).await {
@@ -191,7 +191,7 @@ impl InvitationsApi {
         let folder_name = manager.folder_name.clone();
         let invitee =
             Email::parse(&req.invitee_email).map_err(|m| Status::invalid_argument(format!("invitee_email {m}")))?;
-        let access = ts_common::access_level("access", req.access)?;
+        let access = ts_contract::status::access_level("access", req.access)?;
         let license = self
             .identity
             .clone()
@@ -251,7 +251,7 @@ impl InvitationsApi {
             }
             Some(Cap::Folder) => {
                 let wait = self.next_expiry(doc! { "folder_id": &req.folder_id }).await;
-                return Err(ts_common::resource_exhausted(
+                return Err(ts_contract::status::resource_exhausted(
                     &format!(
                         "this folder has {} pending invitations, the most allowed",
                         self.limits.max_pending_per_folder
@@ -261,7 +261,7 @@ impl InvitationsApi {
             }
             Some(Cap::Invitee) => {
                 let wait = self.next_expiry(doc! { "invitee_email": invitee.as_str() }).await;
-                return Err(ts_common::resource_exhausted(
+                return Err(ts_contract::status::resource_exhausted(
                     &format!(
                         "{invitee} has {} pending invitations, the most allowed",
                         self.limits.max_pending_per_invitee
@@ -281,7 +281,7 @@ impl InvitationsApi {
 
     async fn page(&self, filter: Document, page: &Option<PageRequest>) -> Result<(Vec<Invitation>, String), Status> {
         // A hard maximum per fetch, whatever the client asks for.
-        let size = ts_common::paging::page_size(page, self.limits.max_per_fetch, self.limits.max_per_fetch);
+        let size = ts_contract::paging::page_size(page, self.limits.max_per_fetch, self.limits.max_per_fetch);
         let mut filter = filter;
         filter.extend(Store::live(self.now()));
         if let Some(t) = token(page) {
@@ -294,7 +294,7 @@ impl InvitationsApi {
             );
         }
         let (docs, more) =
-            ts_common::paging::find_page(&self.store.invitations(), filter, doc! { "created_at": 1, "_id": 1 }, size)
+            ts_stores::find_page(&self.store.invitations(), filter, doc! { "created_at": 1, "_id": 1 }, size)
                 .await
                 .map_err(store_error)?;
         let mut out = Vec::new();

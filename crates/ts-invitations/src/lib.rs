@@ -14,17 +14,21 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use ts_common::client::InternalChannel;
-use ts_common::clock::{SharedClock, SystemClock};
-use ts_common::config::{Config, InvitationLimits, require};
-use ts_common::identity::{Allowlist, Peer};
-use ts_common::mail::Mailer;
-use ts_common::server::{Access, ServiceServer};
-use ts_common::{RunError, drain_delay, service_mtls, stores, upstream};
+use ts_config::{Config, InvitationLimits, require};
+use ts_contract::clock::{SharedClock, SystemClock};
+use ts_contract::identity::{Allowlist, Peer};
+use ts_mail::Mailer;
 use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
 use ts_proto::internal::folder_membership_service_client::FolderMembershipServiceClient;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::public::invitation_service_server::InvitationServiceServer;
+use ts_runtime::RunError;
+use ts_runtime::client::InternalChannel;
+use ts_runtime::drain_delay;
+use ts_runtime::server::{Access, ServiceServer};
+use ts_runtime::service_mtls;
+use ts_runtime::upstream;
+use ts_stores as stores;
 
 /// Shared state of the invitations handlers.
 #[derive(Clone)]
@@ -68,10 +72,10 @@ pub async fn serve_with_clock(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let section = require(&config.invitations, "invitations")?;
-    let mtls = service_mtls(config, "invitations", section)?;
-    let folders = upstream(config, "folders", &mtls)?;
-    let identity = IdentityServiceClient::new(upstream(config, "auth", &mtls)?);
-    let mailer = ts_common::mail::from_config(require(&config.mail, "mail")?, config.production)?;
+    let mtls = service_mtls(config, Peer::Invitations, section)?;
+    let folders = upstream(config, Peer::Folders, &mtls)?;
+    let identity = IdentityServiceClient::new(upstream(config, Peer::Auth, &mtls)?);
+    let mailer = ts_mail::from_config(require(&config.mail, "mail")?, config.production)?;
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-invitations").await?;
     let store = store::Store::new(db);
     store.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create invitations indexes: {e}")))?;
@@ -84,7 +88,7 @@ pub async fn serve_with_clock(
         clock,
         limits: config.invitation_limits.clone(),
     };
-    ServiceServer::new("invitations", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
+    ServiceServer::new(Peer::Invitations, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(InvitationServiceServer::new(api))
         .health_listen(section.health_listen)
         .drain_delay(drain_delay(config))

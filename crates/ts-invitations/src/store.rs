@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use bson::{Document, doc};
 use futures::FutureExt;
 use mongodb::{Collection, Database};
-use ts_common::clock::bson_date;
+use ts_contract::clock::bson_date;
 
 /// Invitation states as stored.
 pub const PENDING: &str = "pending";

@@ -13,12 +13,12 @@ use crate::vault::{KeyVault, VaultError};
 #[derive(Clone, Debug)]
 pub struct KeyVaultApi {
     vault: Arc<KeyVault>,
-    audit: ts_common::audit::Sink,
+    audit: ts_runtime::audit::Sink,
 }
 
 impl KeyVaultApi {
     /// Serves `vault`, recording operator actions through `audit`.
-    pub fn new(vault: Arc<KeyVault>, audit: ts_common::audit::Sink) -> Self {
+    pub fn new(vault: Arc<KeyVault>, audit: ts_runtime::audit::Sink) -> Self {
         KeyVaultApi { vault, audit }
     }
 }
@@ -110,8 +110,8 @@ impl KeyVaultOperatorService for KeyVaultApi {
             self.vault.rewrap_all(req.new_kms_key_id.trim()).await.map_err(status)
         };
         // The key id is not a secret, but it is not the audit trail's business either.
-        self.audit.record(ts_common::audit::Event {
-            actor_email: ts_common::audit::OPERATOR.into(),
+        self.audit.record(ts_contract::audit::Event {
+            actor_email: ts_contract::audit::OPERATOR.into(),
             action: "operator.rewrap_all".into(),
             code: result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok),
             ..Default::default()

@@ -8,7 +8,7 @@ use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use secrecy::ExposeSecret;
-use ts_common::config::{Config, ConfigError, KmsProvider, check_file, require};
+use ts_config::{Config, ConfigError, KmsProvider, check_file, require};
 use ts_crypto::{DataKey, Envelope, FieldRef};
 use zeroize::Zeroize;
 

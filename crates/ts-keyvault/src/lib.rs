@@ -14,12 +14,15 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use ts_common::config::{Config, require};
-use ts_common::identity::{Allowlist, Peer};
-use ts_common::server::{Access, ServiceServer};
-use ts_common::{RunError, drain_delay, service_mtls, stores};
+use ts_config::{Config, require};
+use ts_contract::identity::{Allowlist, Peer};
 use ts_proto::internal::key_vault_operator_service_server::KeyVaultOperatorServiceServer;
 use ts_proto::internal::key_vault_service_server::KeyVaultServiceServer;
+use ts_runtime::RunError;
+use ts_runtime::drain_delay;
+use ts_runtime::server::{Access, ServiceServer};
+use ts_runtime::service_mtls;
+use ts_stores as stores;
 
 pub use crate::grpc::KeyVaultApi;
 pub use crate::vault::{KeyVault, VaultError};
@@ -40,7 +43,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let section = require(&config.keyvault, "keyvault")?;
-    let mtls = service_mtls(config, "keyvault", section)?;
+    let mtls = service_mtls(config, Peer::Keyvault, section)?;
     let (kms, master_key_id) = kms::from_config(config).await?;
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-keyvault").await?;
     let vault = KeyVault::new(kms, store::KeyStore::new(&db), master_key_id, config.data_key_cache.limits());
@@ -50,9 +53,9 @@ pub async fn serve(
         .await
         .map_err(|e| RunError::Startup(format!("cannot create keyvault indexes: {e}")))?;
     // Folders owns the audit trail; operator actions here are recorded there.
-    let audit = ts_common::audit::Sink::new(ts_common::upstream(config, "folders", &mtls)?);
+    let audit = ts_runtime::audit::Sink::new(ts_runtime::upstream(config, Peer::Folders, &mtls)?);
     let api = KeyVaultApi::new(Arc::new(vault), audit);
-    ServiceServer::new("keyvault", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
+    ServiceServer::new(Peer::Keyvault, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(KeyVaultServiceServer::new(api.clone()))
         .service(KeyVaultOperatorServiceServer::new(api))
         .health_listen(section.health_listen)

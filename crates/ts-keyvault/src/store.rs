@@ -50,7 +50,7 @@ fn from_doc(d: &Document) -> Option<StoredKey> {
     })
 }
 
-pub use ts_common::stores::is_duplicate_key as is_duplicate;
+pub use ts_stores::is_duplicate_key as is_duplicate;
 
 impl KeyStore {
     /// The collections in `db`.

@@ -2,8 +2,8 @@
 
 use teamshare::Service;
 use tonic::Code;
-use ts_common::config::{Config, KmsConfig, KmsProvider};
-use ts_common::identity::Peer;
+use ts_config::{Config, KmsConfig, KmsProvider};
+use ts_contract::identity::Peer;
 use ts_proto::internal::key_vault_service_client::KeyVaultServiceClient;
 use ts_proto::internal::*;
 use ts_testkit::TestCluster;

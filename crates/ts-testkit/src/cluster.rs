@@ -9,14 +9,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use ts_common::clock::ManualClock;
-use ts_common::config::{
+use ts_config::MailConfig;
+use ts_config::{
     AccountsConfig, Config, GatewayConfig, InternalTlsConfig, KmsConfig, KmsProvider, MongoConfig, RedisConfig,
     ServiceConfig, StaticCredentials, Upstream, UpstreamsConfig,
 };
-use ts_common::identity::Peer;
-use ts_common::mail::MailConfig;
-use ts_common::tls::{DevCa, DevCertPaths, write_dev_certs};
+use ts_contract::clock::ManualClock;
+use ts_contract::identity::Peer;
+use ts_devca::{DevCa, DevCertPaths, write_dev_certs};
 
 use teamshare::Service;
 
@@ -37,7 +37,7 @@ pub struct TestCluster {
     /// Where the development mailer writes messages.
     pub mail_dir: std::path::PathBuf,
     stop: watch::Sender<bool>,
-    task: Option<JoinHandle<Result<(), ts_common::RunError>>>,
+    task: Option<JoinHandle<Result<(), ts_runtime::RunError>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -58,7 +58,7 @@ impl TestCluster {
 
     /// As `start`, letting the test adjust the configuration first.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<TestCluster> {
-        ts_common::tls::install_crypto_provider();
+        ts_runtime::tls::install_crypto_provider();
         let servers = tokio::task::spawn_blocking(shared).await??;
         let dir = tempfile::tempdir()?;
         let certs = write_dev_certs(dir.path())?;
@@ -159,7 +159,7 @@ impl TestCluster {
         let addr = listener.local_addr()?;
         let (stop, mut rx) = watch::channel(false);
         let config = self.config.clone();
-        let clock: ts_common::clock::SharedClock = Arc::new(self.clock.clone());
+        let clock: ts_contract::clock::SharedClock = Arc::new(self.clock.clone());
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
@@ -191,7 +191,7 @@ impl TestCluster {
     /// This cluster's database, for tests that inspect what was stored.
     pub async fn database(&self) -> anyhow::Result<mongodb::Database> {
         let mongo = self.config.mongodb.as_ref().context("mongodb configured")?;
-        Ok(ts_common::stores::mongo(mongo, "teamshare-tests").await?.client().database(&self.database))
+        Ok(ts_stores::mongo(mongo, "teamshare-tests").await?.client().database(&self.database))
     }
 
     /// Stops every service gracefully and returns how the stack ended.
@@ -255,5 +255,5 @@ pub async fn fresh_database() -> anyhow::Result<mongodb::Database> {
         uri: format!("mongodb://127.0.0.1:{}/?directConnection=true", servers.mongo.port).into(),
         database: format!("t_{}", uuid::Uuid::new_v4().simple()),
     };
-    Ok(ts_common::stores::mongo(&config, "teamshare-tests").await?)
+    Ok(ts_stores::mongo(&config, "teamshare-tests").await?)
 }

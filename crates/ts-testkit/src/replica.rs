@@ -4,8 +4,8 @@
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use ts_common::identity::Peer;
-use ts_common::user::UserContext;
+use ts_contract::identity::Peer;
+use ts_contract::user::UserContext;
 
 use crate::{Session, TestCluster};
 
@@ -71,10 +71,10 @@ impl TestCluster {
 pub fn as_gateway<T>(user: &Session, message: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(message);
     UserContext {
-        user_id: ts_common::ids::UserId::parse("user_id", &user.user_id).expect("a signed-in user's id"),
+        user_id: ts_contract::ids::UserId::parse("user_id", &user.user_id).expect("a signed-in user's id"),
         email: user.email.clone(),
         license_id: None,
-        session_id: ts_common::ids::SessionId::new(),
+        session_id: ts_contract::ids::SessionId::new(),
     }
     .attach(r.metadata_mut());
     r

@@ -136,7 +136,7 @@ async fn a_refused_license_action_reaches_the_actors_errors() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declines_and_operator_rewraps_are_recorded() -> anyhow::Result<()> {
     use teamshare::Service;
-    use ts_common::identity::Peer;
+    use ts_contract::identity::Peer;
     use ts_proto::internal::RewrapAllRequest;
     use ts_proto::internal::key_vault_operator_service_client::KeyVaultOperatorServiceClient;
     use ts_proto::public::folder_service_client::FolderServiceClient;

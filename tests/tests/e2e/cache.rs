@@ -72,7 +72,7 @@ async fn with_redis_killed_reads_and_writes_keep_working() -> anyhow::Result<()>
     let mut redis = tokio::task::spawn_blocking(ServerProcess::redis).await??;
     let port = redis.port;
     let cluster = TestCluster::start_with(move |c| {
-        c.redis = Some(ts_common::config::RedisConfig { url: format!("redis://127.0.0.1:{port}").into() });
+        c.redis = Some(ts_config::RedisConfig { url: format!("redis://127.0.0.1:{port}").into() });
     })
     .await?;
     let alice = cluster.sign_in("alice@example.com").await?;
@@ -127,7 +127,7 @@ async fn with_redis_killed_reads_and_writes_keep_working() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotation_leaves_no_item_cached_under_a_retired_key() -> anyhow::Result<()> {
     use teamshare::Service;
-    use ts_common::identity::Peer;
+    use ts_contract::identity::Peer;
     use ts_proto::internal::RotateFolderKeyRequest;
     use ts_proto::internal::folder_key_operator_service_client::FolderKeyOperatorServiceClient;
     use ts_proto::public::audit_service_client::AuditServiceClient;

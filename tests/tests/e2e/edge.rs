@@ -14,7 +14,7 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse as Res
 use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as ClientV1Alpha;
 use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as RequestV1Alpha;
 use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as ResponseV1Alpha;
-use ts_common::identity::Peer;
+use ts_contract::identity::Peer;
 use ts_proto::public::folder_service_client::FolderServiceClient;
 use ts_proto::public::invitation_service_client::InvitationServiceClient;
 use ts_proto::public::item_service_client::ItemServiceClient;

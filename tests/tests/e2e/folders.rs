@@ -203,7 +203,7 @@ async fn deleting_a_folder_destroys_its_keys_so_nothing_left_can_be_read() -> an
     let mut folders = FolderServiceClient::new(cluster.gateway().await?);
     folders.delete_folder(alice.request(DeleteFolderRequest { folder_id: folder_id.clone() })).await?;
     let mut kv = KeyVaultServiceClient::new(
-        cluster.internal(teamshare::Service::Keyvault, ts_common::identity::Peer::Folders).await?,
+        cluster.internal(teamshare::Service::Keyvault, ts_contract::identity::Peer::Folders).await?,
     );
     for version in [0, 1] {
         let err = kv.get_data_key(GetDataKeyRequest { folder_id: folder_id.clone(), version }).await.unwrap_err();

@@ -13,7 +13,7 @@ use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
 use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-use ts_common::identity::Peer;
+use ts_contract::identity::Peer;
 use ts_proto::public::auth_service_client::AuthServiceClient;
 use ts_proto::public::folder_service_client::FolderServiceClient;
 use ts_proto::public::system_service_client::SystemServiceClient;

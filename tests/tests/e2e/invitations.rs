@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::support::{new_folder, state_of};
 use tonic::Code;
 use tonic::transport::Channel;
-use ts_common::config::{Config, InvitationLimits};
+use ts_config::{Config, InvitationLimits};
 use ts_proto::public::folder_service_client::FolderServiceClient;
 use ts_proto::public::invitation_service_client::InvitationServiceClient;
 use ts_proto::public::item_content::Content;
@@ -71,9 +71,7 @@ async fn the_whole_sharing_story() -> anyhow::Result<()> {
     }
     invite(&ch, &a, &folder_id, "Bob@Example.com", AccessLevel::Edit).await?;
     assert!(
-        ts_common::mail::FileMailer::read(&cluster.mail_dir, "bob@example.com")
-            .iter()
-            .any(|m| m.body.contains("Team queries"))
+        ts_mail::FileMailer::read(&cluster.mail_dir, "bob@example.com").iter().any(|m| m.body.contains("Team queries"))
     );
 
     let b = cluster.sign_in("bob@example.com").await?;
@@ -240,7 +238,7 @@ async fn the_send_rate_limit_holds_across_two_gateways_and_without_redis() -> an
     // Redis unreachable: each gateway still limits on its own.
     let cluster = TestCluster::start_with(|c| {
         per_inviter(c);
-        c.redis = Some(ts_common::config::RedisConfig { url: "redis://127.0.0.1:1".to_owned().into() });
+        c.redis = Some(ts_config::RedisConfig { url: "redis://127.0.0.1:1".to_owned().into() });
     })
     .await?;
     let ch = cluster.gateway().await?;
@@ -452,7 +450,7 @@ async fn accepting_as_an_existing_member_keeps_their_level_and_spends_the_invita
 }
 
 fn mails_to(cluster: &TestCluster, email: &str) -> usize {
-    ts_common::mail::FileMailer::read(&cluster.mail_dir, email).len()
+    ts_mail::FileMailer::read(&cluster.mail_dir, email).len()
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use ts_common::identity::Peer;
+use ts_contract::identity::Peer;
 use ts_proto::internal::folder_membership_service_client::FolderMembershipServiceClient;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::internal::key_vault_operator_service_client::KeyVaultOperatorServiceClient;

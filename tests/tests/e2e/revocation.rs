@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use ts_common::config::RedisConfig;
+use ts_config::RedisConfig;
 use ts_proto::public::auth_service_client::AuthServiceClient;
 use ts_proto::public::{GetMeRequest, SignOutRequest};
 use ts_testkit::{ServerProcess, TestCluster, bearer};

@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use tonic::Code;
-use ts_common::config::SsoIssuerConfig;
+use ts_config::SsoIssuerConfig;
 use ts_proto::public::SignInWithSsoRequest;
 use ts_proto::public::auth_service_client::AuthServiceClient;
 use ts_testkit::TestCluster;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tonic::Code;
-use ts_common::tokens::{AUDIENCE, Claims, ISSUER, header, key_id};
+use ts_contract::tokens::{AUDIENCE, Claims, ISSUER, header, key_id};
 use ts_proto::public::auth_service_client::AuthServiceClient;
 use ts_proto::public::{GetMeRequest, RefreshSessionRequest, SignOutRequest};
 use ts_testkit::{TestCluster, bearer};
@@ -43,7 +43,7 @@ fn claims_of(token: &str) -> Claims {
 
 /// A token with the right shape and claims, signed by a key auth does not have.
 fn forged(claims: &Claims, same_kid_as: Option<&str>) -> String {
-    let pem = ts_common::tls::generate_signing_key().expect("key");
+    let pem = ts_devca::generate_signing_key().expect("key");
     let kid = same_kid_as.map(str::to_owned).unwrap_or_else(|| key_id(b"not auth's key"));
     jsonwebtoken::encode(&header(&kid), claims, &jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).expect("pem"))
         .expect("sign")
@@ -109,7 +109,7 @@ async fn tokens_signed_by_auths_real_key_are_refused_for_wrong_audience_issuer_o
     assert_refused(me(&cluster, &signed_by_auth(&cluster, &wrong_issuer)).await, "wrong issuer");
 
     // Expired against the injected clock: exp one second in the past of the cluster's clock.
-    let now = ts_common::clock::unix_secs(ts_common::clock::Clock::now(&cluster.clock));
+    let now = ts_contract::clock::unix_secs(ts_contract::clock::Clock::now(&cluster.clock));
     let expired = Claims { iat: now - 120, exp: now - 1, ..real.clone() };
     let err = me(&cluster, &signed_by_auth(&cluster, &expired)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
@@ -130,7 +130,7 @@ async fn every_configured_signing_key_verifies_and_only_the_first_signs() -> any
         use std::os::unix::fs::OpenOptionsExt;
         let path = keys.path().join(name);
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-        std::io::Write::write_all(&mut f, ts_common::tls::generate_signing_key()?.as_bytes())?;
+        std::io::Write::write_all(&mut f, ts_devca::generate_signing_key()?.as_bytes())?;
         Ok(path)
     };
     let (new_key, old_key, retired_key) = (write_key("new.pem")?, write_key("old.pem")?, write_key("retired.pem")?);
@@ -204,7 +204,7 @@ async fn refresh_rotates_and_reuse_kills_the_session() -> anyhow::Result<()> {
 #[tokio::test]
 async fn with_redis_down_revocation_falls_back_to_auth() -> anyhow::Result<()> {
     let cluster = TestCluster::start_with(|c| {
-        c.redis = Some(ts_common::config::RedisConfig { url: "redis://127.0.0.1:1".to_owned().into() });
+        c.redis = Some(ts_config::RedisConfig { url: "redis://127.0.0.1:1".to_owned().into() });
     })
     .await?;
     let session = cluster.sign_in("heidi@example.com").await?;

@@ -133,7 +133,7 @@ async fn sends_are_limited_per_client_address_too() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn codes_go_out_over_smtp_through_lettre() -> anyhow::Result<()> {
-    use ts_common::mail::{MailConfig, SmtpSecurity};
+    use ts_config::{MailConfig, SmtpSecurity};
     let smtp = tokio::task::spawn_blocking(ts_testkit::ServerProcess::smtp).await??;
     let port = smtp.port;
     let cluster = TestCluster::start_with(move |c| {

@@ -1,5 +1,8 @@
-//! The one place that builds TLS: development certificates, mTLS server and client
-//! configurations for internal services, and the gateway's public server configuration.
+//! The development certificate authority: an internal CA, one certificate per service
+//! identity, the public listener's certificate and the development secrets, written with
+//! private files locked down. For `teamshare certs`, `make dev` and the tests; production
+//! certificates come from cert-manager (k8s/).
+#![forbid(unsafe_code)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -8,16 +11,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
-
-use crate::config::{ConfigError, check_file};
-use crate::identity::Peer;
-
-/// Installs ring as the process-wide rustls crypto provider. Call once at start; later
-/// calls are harmless.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+use ts_contract::Peer;
 
 /// A certificate and its private key, both PEM.
 #[derive(Clone)]
@@ -207,72 +201,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.write_all(bytes)
 }
 
-fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    check_file(key, path)?;
-    let bytes =
-        std::fs::read(path).map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display())))?;
-    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
-        return Err(ConfigError::key(key, format!("{} holds no PEM block", path.display())));
-    }
-    Ok(bytes)
-}
-
-/// Loaded mTLS material of one internal identity: its certificate and key, and the CA.
-#[derive(Clone)]
-pub struct MtlsMaterial {
-    ca: Vec<u8>,
-    cert: Vec<u8>,
-    key: Vec<u8>,
-}
-
-impl std::fmt::Debug for MtlsMaterial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MtlsMaterial").finish_non_exhaustive()
-    }
-}
-
-impl MtlsMaterial {
-    /// Reads PEM files; the keys name the config entries, for error messages.
-    pub fn load(ca: (&str, &Path), cert: (&str, &Path), key: (&str, &Path)) -> Result<Self, ConfigError> {
-        Ok(MtlsMaterial { ca: read(ca.0, ca.1)?, cert: read(cert.0, cert.1)?, key: read(key.0, key.1)? })
-    }
-
-    /// From PEM text already in memory.
-    pub fn from_pem(ca: &str, pair: &PemPair) -> Self {
-        MtlsMaterial {
-            ca: ca.as_bytes().to_vec(),
-            cert: pair.cert.as_bytes().to_vec(),
-            key: pair.key.as_bytes().to_vec(),
-        }
-    }
-
-    /// Server side of mTLS: presents this identity and requires a client certificate
-    /// chaining to the internal CA. Anything else fails the handshake.
-    pub fn server_config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert, &self.key))
-            .client_ca_root(Certificate::from_pem(&self.ca))
-            .client_auth_optional(false)
-            .timeout(std::time::Duration::from_secs(10))
-    }
-
-    /// Client side of mTLS: trusts only the internal CA, expects `server_name` in the
-    /// server's certificate, and presents this identity.
-    pub fn client_config(&self, server_name: &str) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca))
-            .identity(Identity::from_pem(&self.cert, &self.key))
-            .domain_name(server_name)
-    }
-}
-
-/// Server-only TLS for the gateway's public listener: clients prove who they are with
-/// access tokens, not certificates.
-pub fn public_server_config(cert: (&str, &Path), key: (&str, &Path)) -> Result<ServerTlsConfig, ConfigError> {
-    let (cert, key) = (read(cert.0, cert.1)?, read(key.0, key.1)?);
-    Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)).timeout(std::time::Duration::from_secs(10)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,17 +230,5 @@ mod tests {
         let mode = std::fs::metadata(paths.key(Peer::Auth)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(std::fs::read(paths.local_master_key()).unwrap().len(), 32);
-    }
-
-    #[test]
-    fn missing_cert_file_names_the_key() {
-        let e = MtlsMaterial::load(
-            ("internal_tls.ca_cert", Path::new("/nonexistent/ca.pem")),
-            ("auth.cert", Path::new("/nonexistent/a.pem")),
-            ("auth.key", Path::new("/nonexistent/a.key")),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("internal_tls.ca_cert") && e.contains("/nonexistent/ca.pem"), "{e}");
     }
 }

@@ -1,77 +1,5 @@
-//! Plumbing shared by every teamshare service: configuration, mTLS and caller identity,
-//! telemetry, the gRPC server wrapper, internal clients, and the end user's identity as
-//! it travels between services.
-#![forbid(unsafe_code)]
-
-pub mod audit;
-pub mod cache;
-pub mod client;
-pub mod clock;
-pub mod config;
-pub mod email;
-pub mod identity;
-pub mod ids;
-pub mod mail;
-pub mod paging;
-pub mod revocation;
-pub mod server;
-pub mod stores;
-pub mod telemetry;
-pub mod testing;
-pub mod tls;
-pub mod tokens;
-pub mod user;
-
-use std::path::Path;
-
-use config::{Config, ConfigError, ServiceConfig, require};
-use tls::MtlsMaterial;
-
-/// Why a service could not start or stopped with an error. Displayed as one line.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// Bad or missing configuration, naming the key.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The server failed.
-    #[error(transparent)]
-    Serve(#[from] server::ServeError),
-    /// A store could not be prepared at start (for example, creating indexes).
-    #[error("startup failed: {0}")]
-    Startup(String),
-}
-
-/// Loads an internal service's mTLS material from `[internal_tls]` and its own section.
-pub fn service_mtls(config: &Config, section: &str, service: &ServiceConfig) -> Result<MtlsMaterial, ConfigError> {
-    let ca = require(&config.internal_tls, "internal_tls")?;
-    material(&ca.ca_cert, section, &service.cert, &service.key)
-}
-
-/// Loads mTLS material naming `section.cert` and `section.key` in errors.
-pub fn material(ca: &Path, section: &str, cert: &Path, key: &Path) -> Result<MtlsMaterial, ConfigError> {
-    MtlsMaterial::load(
-        ("internal_tls.ca_cert", ca),
-        (&format!("{section}.cert"), cert),
-        (&format!("{section}.key"), key),
-    )
-}
-
-/// The drain delay before a server stops accepting, from `drain_delay_ms`.
-pub fn drain_delay(config: &Config) -> std::time::Duration {
-    std::time::Duration::from_millis(config.drain_delay_ms)
-}
-
-/// Default deadline of a call from one internal service to another.
-pub const INTERNAL_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Opens an mTLS channel to the internal service `callee`, as configured in `[upstreams]`.
-pub fn upstream(
-    config: &Config,
-    callee: &str,
-    material: &MtlsMaterial,
-) -> Result<client::InternalChannel, ConfigError> {
-    client::connect(callee, config.upstreams.get(callee)?, material, INTERNAL_CALL_TIMEOUT)
-}
+//! How outcomes are spelled between services and to clients: status-code names (audit
+//! trail, metrics, logs), the retry hint, access levels and sharing refusals.
 
 /// The canonical gRPC name of a status code, such as `PERMISSION_DENIED`.
 pub fn code_name(code: tonic::Code) -> &'static str {
@@ -137,9 +65,4 @@ pub fn sharing_refusal(denial: i32) -> tonic::Status {
             tonic::Status::unauthenticated("unknown user; sign in again")
         }
     }
-}
-
-/// A stored BSON date as a protobuf timestamp.
-pub fn doc_timestamp(d: &bson::Document, field: &str) -> Option<prost_types::Timestamp> {
-    d.get_datetime(field).ok().map(|t| prost_types::Timestamp::from(t.to_system_time()))
 }

@@ -33,19 +33,3 @@ pub fn open_plain(token: &str, n: usize) -> Result<Vec<String>, Status> {
     let parts: Vec<String> = text.split('\u{1f}').map(str::to_owned).collect();
     if parts.len() != n { Err(bad()) } else { Ok(parts) }
 }
-
-/// One page of `coll` matching `filter` in `sort` order (one document more is read to know
-/// whether more follow).
-pub async fn find_page(
-    coll: &mongodb::Collection<bson::Document>,
-    filter: bson::Document,
-    sort: bson::Document,
-    size: usize,
-) -> mongodb::error::Result<(Vec<bson::Document>, bool)> {
-    use futures::TryStreamExt;
-    let limit = i64::try_from(size).unwrap_or(i64::MAX).saturating_add(1);
-    let mut docs: Vec<bson::Document> = coll.find(filter).sort(sort).limit(limit).await?.try_collect().await?;
-    let more = docs.len() > size;
-    docs.truncate(size);
-    Ok((docs, more))
-}

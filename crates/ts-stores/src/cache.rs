@@ -204,7 +204,7 @@ async fn new_generation(redis: &fred::clients::Client, keys: &[String]) -> Resul
 mod tests {
     //! Against a real `redis-server` (deploy/install-prereqs.sh installs it) on a free port.
     use super::*;
-    use crate::config::RedisConfig;
+    use ts_config::RedisConfig;
 
     use crate::testing::LocalRedis as Redis;
 
@@ -283,7 +283,7 @@ mod tests {
         // A client for a Redis that is not there yet (as when a service starts before it):
         // it must connect once Redis is up.
         let config = RedisConfig { url: format!("redis://127.0.0.1:{port}").into() };
-        let client = crate::stores::redis(&config).expect("client");
+        let client = crate::redis(&config).expect("client");
         let cache = Cache::new(Some(client.clone()));
         assert!(cache.usable_now());
         assert_eq!(cache.get("k").await, None, "a failed read is a miss");

@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 
-use crate::config::ConfigError;
+use ts_config::{ConfigError, MailConfig, SmtpSecurity};
 
 /// One message.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -35,51 +34,6 @@ pub struct MailError {
 pub trait Mailer: Send + Sync + std::fmt::Debug + 'static {
     /// Sends one message.
     async fn send(&self, message: Message) -> Result<(), MailError>;
-}
-
-/// How mail leaves the system.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
-pub enum MailConfig {
-    /// Writes each message as a JSON file in `dir`; development and tests only.
-    File {
-        /// Directory for message files.
-        dir: PathBuf,
-    },
-    /// SMTP submission.
-    Smtp {
-        /// Server host.
-        host: String,
-        /// Server port (587 for STARTTLS, 465 for TLS).
-        #[serde(default = "default_smtp_port")]
-        port: u16,
-        /// `starttls` (default), `tls`, or `none` (local relays only).
-        #[serde(default)]
-        security: SmtpSecurity,
-        /// User name, if the server wants one.
-        username: Option<String>,
-        /// Password; redacted in logs.
-        password: Option<secrecy::SecretString>,
-        /// From address, such as `teamshare <no-reply@example.com>`.
-        from: String,
-    },
-}
-
-fn default_smtp_port() -> u16 {
-    587
-}
-
-/// SMTP transport security.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpSecurity {
-    /// Upgrade with STARTTLS (required).
-    #[default]
-    Starttls,
-    /// TLS from the first byte.
-    Tls,
-    /// Plaintext; only for a relay on localhost.
-    None,
 }
 
 /// Builds the configured mailer; the file mailer is refused in production.

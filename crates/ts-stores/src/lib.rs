@@ -7,7 +7,7 @@ use std::time::Duration;
 use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
 use secrecy::ExposeSecret;
 
-use crate::config::{ConfigError, MongoConfig, RedisConfig};
+use ts_config::{ConfigError, MongoConfig, RedisConfig};
 
 /// Opens the configured database with `w: majority, j: true` writes.
 pub async fn mongo(config: &MongoConfig, app_name: &str) -> Result<mongodb::Database, ConfigError> {
@@ -85,4 +85,28 @@ pub fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
         ErrorKind::Command(c) => c.code == 11000,
         _ => e.to_string().contains("E11000"),
     }
+}
+
+pub mod cache;
+pub mod testing;
+
+/// One page of `coll` matching `filter` in `sort` order (one document more is read to know
+/// whether more follow).
+pub async fn find_page(
+    coll: &mongodb::Collection<bson::Document>,
+    filter: bson::Document,
+    sort: bson::Document,
+    size: usize,
+) -> mongodb::error::Result<(Vec<bson::Document>, bool)> {
+    use futures::TryStreamExt;
+    let limit = i64::try_from(size).unwrap_or(i64::MAX).saturating_add(1);
+    let mut docs: Vec<bson::Document> = coll.find(filter).sort(sort).limit(limit).await?.try_collect().await?;
+    let more = docs.len() > size;
+    docs.truncate(size);
+    Ok((docs, more))
+}
+
+/// A stored BSON date as a protobuf timestamp.
+pub fn doc_timestamp(d: &bson::Document, field: &str) -> Option<prost_types::Timestamp> {
+    d.get_datetime(field).ok().map(|t| prost_types::Timestamp::from(t.to_system_time()))
 }

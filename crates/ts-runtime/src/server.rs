@@ -23,8 +23,8 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::Instrument;
 
-use crate::identity::{Allowlist, Peer};
 use crate::telemetry;
+use ts_contract::identity::{Allowlist, Peer};
 
 /// Header that carries the request id, in requests between services and in every response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -86,8 +86,9 @@ pub struct ServiceServer {
 }
 
 impl ServiceServer {
-    /// A server for the service called `name` (for logs, spans and metrics, such as "folders").
-    pub fn new(name: &'static str, access: Access) -> Self {
+    /// A server for `service` (its name labels logs, spans and metrics, such as "folders").
+    pub fn new(service: Peer, access: Access) -> Self {
+        let name = service.name();
         ServiceServer {
             name,
             access,

@@ -10,6 +10,10 @@ const EMAIL: &str = "x-teamshare-user-email";
 const LICENSE: &str = "x-teamshare-license-id";
 const SESSION: &str = "x-teamshare-session-id";
 
+/// The client's network address as the gateway saw it, sent to auth for per-address limits
+/// on sign-in attempts. The gateway replaces anything a client sent under this name.
+pub const CLIENT_ADDR_HEADER: &str = "x-teamshare-client-addr";
+
 /// The signed-in user on whose behalf a request runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserContext {

@@ -89,7 +89,7 @@ pub struct Config {
     #[serde(default)]
     pub accounts: AccountsConfig,
     /// Outgoing email.
-    pub mail: Option<crate::mail::MailConfig>,
+    pub mail: Option<MailConfig>,
     /// The auth service.
     pub auth: Option<ServiceConfig>,
     /// The keyvault service.
@@ -590,7 +590,7 @@ impl Config {
         self.accounts.sso.iter_mut().for_each(|s| {
             s.jwks_file.as_mut().map(fix);
         });
-        if let Some(crate::mail::MailConfig::File { dir }) = &mut self.mail {
+        if let Some(MailConfig::File { dir }) = &mut self.mail {
             fix(dir);
         }
         for s in [&mut self.auth, &mut self.keyvault, &mut self.folders, &mut self.invitations].into_iter().flatten() {
@@ -643,6 +643,51 @@ fn set_path(table: &mut toml::Table, segments: &[String], value: toml::Value) ->
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// How mail leaves the system.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
+pub enum MailConfig {
+    /// Writes each message as a JSON file in `dir`; development and tests only.
+    File {
+        /// Directory for message files.
+        dir: PathBuf,
+    },
+    /// SMTP submission.
+    Smtp {
+        /// Server host.
+        host: String,
+        /// Server port (587 for STARTTLS, 465 for TLS).
+        #[serde(default = "default_smtp_port")]
+        port: u16,
+        /// `starttls` (default), `tls`, or `none` (local relays only).
+        #[serde(default)]
+        security: SmtpSecurity,
+        /// User name, if the server wants one.
+        username: Option<String>,
+        /// Password; redacted in logs.
+        password: Option<secrecy::SecretString>,
+        /// From address, such as `teamshare <no-reply@example.com>`.
+        from: String,
+    },
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+/// SMTP transport security.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Upgrade with STARTTLS (required).
+    #[default]
+    Starttls,
+    /// TLS from the first byte.
+    Tls,
+    /// Plaintext; only for a relay on localhost.
+    None,
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@ use std::time::Duration;
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::config::{ConfigError, Upstream};
 use crate::server::{REQUEST_ID_HEADER, current_request_id};
 use crate::telemetry;
 use crate::tls::MtlsMaterial;
+use ts_config::{ConfigError, Upstream};
 
 /// A channel to an internal service; generated clients take it as their transport.
 pub type InternalChannel = Propagate<Channel>;

@@ -12,7 +12,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{ConfigError, LogFormat, TelemetryConfig};
+use ts_config::{ConfigError, LogFormat, TelemetryConfig};
 
 /// Flushes and stops the exporters when dropped; keep it alive for the life of `main`.
 #[derive(Default)]

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::RedisConfig;
+use ts_config::RedisConfig;
 
 /// A `redis-server` that keeps nothing on disk, stopped when dropped.
 #[derive(Debug)]
@@ -49,7 +49,7 @@ impl LocalRedis {
     /// A connected client, as the services build theirs.
     pub async fn client(&self) -> fred::clients::Client {
         use fred::prelude::*;
-        let client = crate::stores::redis(&self.config()).expect("a valid redis URL");
+        let client = crate::redis(&self.config()).expect("a valid redis URL");
         client.wait_for_connect().await.expect("connected to the local redis");
         client
     }
