@@ -7,7 +7,7 @@ pub mod authn;
 pub mod downstream;
 mod forward;
 pub mod ratelimit;
-mod status;
+mod system;
 pub mod validate;
 
 use std::future::Future;
