@@ -6,7 +6,7 @@ CARGO ?= cargo
 
 ## Run the whole stack on this machine (installs what is missing). Ctrl-C stops it.
 dev: prereqs
-	$(CARGO) build -p teamshare
+	$(CARGO) build --workspace --all-targets
 	deploy/dev.sh
 
 ## The whole test suite: formatting, lints, every Rust test against real servers, and the

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use ts_config::{Config, ConfigError, require};
+use ts_contract::Peer;
 use ts_contract::clock::SharedClock;
 use ts_runtime::RunError;
+use ts_runtime::server::ServiceServer;
 
 /// One of the five services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,12 +36,17 @@ impl Service {
 
     /// The config section and short name.
     pub fn name(self) -> &'static str {
+        self.peer().name()
+    }
+
+    /// The service's identity, whose name is also its config section and upstream key.
+    pub fn peer(self) -> Peer {
         match self {
-            Service::Auth => "auth",
-            Service::Keyvault => "keyvault",
-            Service::Folders => "folders",
-            Service::Invitations => "invitations",
-            Service::Gateway => "gateway",
+            Service::Auth => Peer::Auth,
+            Service::Keyvault => Peer::Keyvault,
+            Service::Folders => Peer::Folders,
+            Service::Invitations => Peer::Invitations,
+            Service::Gateway => Peer::Gateway,
         }
     }
 
@@ -62,8 +69,19 @@ impl Service {
             .map_err(|e| ConfigError::key(format!("{}.listen", self.name()), format!("cannot bind {addr}: {e}")))
     }
 
-    /// Serves this service on `listener` until `shutdown` completes; `clock` is the time
-    /// source for expiry (the system clock outside tests).
+    /// Builds this service from `config`; `clock` is its time source (the system clock
+    /// outside tests).
+    pub async fn build(self, config: &Config, clock: SharedClock) -> Result<ServiceServer, RunError> {
+        match self {
+            Service::Auth => ts_auth::build(config, clock).await,
+            Service::Keyvault => ts_keyvault::build(config, clock).await,
+            Service::Folders => ts_folders::build(config, clock).await,
+            Service::Invitations => ts_invitations::build(config, clock).await,
+            Service::Gateway => ts_gateway::build(config, clock).await,
+        }
+    }
+
+    /// Builds this service, then serves it on `listener` until `shutdown` completes.
     pub async fn serve(
         self,
         config: &Config,
@@ -71,13 +89,8 @@ impl Service {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), RunError> {
-        match self {
-            Service::Auth => ts_auth::serve_with_clock(config, clock, listener, shutdown).await,
-            Service::Keyvault => ts_keyvault::serve(config, listener, shutdown).await,
-            Service::Folders => ts_folders::serve(config, listener, shutdown).await,
-            Service::Invitations => ts_invitations::serve_with_clock(config, clock, listener, shutdown).await,
-            Service::Gateway => ts_gateway::serve_with_clock(config, clock, listener, shutdown).await,
-        }
+        self.build(config, clock).await?.serve(listener, shutdown).await?;
+        Ok(())
     }
 }
 

@@ -15,13 +15,11 @@ pub mod sso;
 pub mod state;
 pub mod verification;
 
-use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use ts_config::{Config, ConfigError, require};
-use ts_contract::clock::{SharedClock, SystemClock};
+use ts_contract::clock::SharedClock;
 use ts_contract::identity::{Allowlist, Peer};
 use ts_proto::internal::identity_service_server::IdentityServiceServer;
 use ts_proto::internal::license_audit_service_client::LicenseAuditServiceClient;
@@ -49,18 +47,9 @@ pub fn allowlist() -> Allowlist {
         .allow(<LicenseOperatorServiceServer<AuthApi> as NamedService>::NAME, &[Peer::Operator])
 }
 
-/// Serves auth on `listener` until `shutdown` completes, on the system clock.
-pub async fn serve(
-    config: &Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), RunError> {
-    serve_with_clock(config, Arc::new(SystemClock), listener, shutdown).await
-}
-
 /// Builds the auth state from `[auth]`, `[accounts]`, `[mail]`, `[mongodb]`, `[redis]` and
 /// `[upstreams]` folders (the audit trail).
-pub async fn build(config: &Config, clock: SharedClock) -> Result<Auth, RunError> {
+pub async fn state(config: &Config, clock: SharedClock) -> Result<Auth, RunError> {
     let policy = config.accounts.clone();
     let signer = signing::Signer::load(&policy.token_signing_keys)?;
     let secret_path = policy
@@ -106,30 +95,20 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<Auth, RunError
     Ok(auth)
 }
 
-/// Serves auth with an injected clock (tests move it to expire codes and tokens).
-pub async fn serve_with_clock(
-    config: &Config,
-    clock: SharedClock,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), RunError> {
+/// Builds auth, ready to serve: reads `[auth]`, `[internal_tls]`, `[accounts]`, `[mail]`,
+/// `[mongodb]`, `[redis]` and `[upstreams]` folders (the audit trail). The revocation
+/// outbox runs while it serves.
+pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer, RunError> {
     let section = require(&config.auth, "auth")?;
     let mtls = service_mtls(config, Peer::Auth, section)?;
-    let auth = Arc::new(build(config, clock).await?);
-    let (stop_outbox, outbox_stopped) = tokio::sync::watch::channel(false);
-    let outbox = tokio::spawn(auth.clone().run_revocation_outbox(outbox_stopped));
-    let api = AuthApi::new(auth);
-    let served = ServiceServer::new(Peer::Auth, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
+    let auth = Arc::new(state(config, clock).await?);
+    let api = AuthApi::new(auth.clone());
+    Ok(ServiceServer::new(Peer::Auth, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(AuthServiceServer::new(api.clone()))
         .service(LicenseAdminServiceServer::new(api.clone()))
         .service(IdentityServiceServer::new(api.clone()))
         .service(LicenseOperatorServiceServer::new(api))
         .health_listen(section.health_listen)
         .drain_delay(drain_delay(config))
-        .serve(listener, shutdown)
-        .await;
-    let _ = stop_outbox.send(true);
-    let _ = outbox.await;
-    served?;
-    Ok(())
+        .background(move |ended| auth.run_revocation_outbox(ended)))
 }

@@ -21,16 +21,15 @@ pub mod sealed;
 mod slots;
 pub mod validate;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
-use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use ts_config::{Config, require};
+use ts_contract::clock::SharedClock;
 use ts_contract::identity::{Allowlist, Peer};
 use ts_proto::internal::audit_ingest_service_server::AuditIngestServiceServer;
 use ts_proto::internal::folder_key_operator_service_server::FolderKeyOperatorServiceServer;
@@ -143,14 +142,10 @@ impl FoldersApi {
     }
 }
 
-/// Serves folders on `listener` until `shutdown` completes. Reads `[folders]`,
+/// Builds folders, ready to serve. Reads `[folders]`,
 /// `[internal_tls]`, `[mongodb]`, `[redis]` (optional), `[audit]`, `[data_key_cache]` and
 /// `[upstreams]` keyvault and auth.
-pub async fn serve(
-    config: &Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), RunError> {
+pub async fn build(config: &Config, _clock: SharedClock) -> Result<ServiceServer, RunError> {
     let section = require(&config.folders, "folders")?;
     let mtls = service_mtls(config, Peer::Folders, section)?;
     let keyvault = KeyVaultServiceClient::new(upstream(config, Peer::Keyvault, &mtls)?);
@@ -161,7 +156,7 @@ pub async fn serve(
     let api =
         FoldersApi { db, keys, identity, cache: Cache::new(redis), audit_retention_days: config.audit.retention_days };
     api.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create folders indexes: {e}")))?;
-    ServiceServer::new(Peer::Folders, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
+    Ok(ServiceServer::new(Peer::Folders, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(FolderServiceServer::new(api.clone()))
         .service(MemberServiceServer::new(api.clone()))
         .service(ItemServiceServer::new(api.clone()))
@@ -171,8 +166,5 @@ pub async fn serve(
         .service(LicenseAuditServiceServer::new(api.clone()))
         .service(FolderKeyOperatorServiceServer::new(api))
         .health_listen(section.health_listen)
-        .drain_delay(drain_delay(config))
-        .serve(listener, shutdown)
-        .await?;
-    Ok(())
+        .drain_delay(drain_delay(config)))
 }

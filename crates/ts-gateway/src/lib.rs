@@ -10,14 +10,12 @@ pub mod ratelimit;
 mod system;
 pub mod validate;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use ts_config::{Config, require};
 use ts_contract::Peer;
-use ts_contract::clock::{SharedClock, SystemClock};
+use ts_contract::clock::SharedClock;
 use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::public::audit_service_client::AuditServiceClient;
@@ -66,26 +64,13 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-/// Serves the public API on `listener` until `shutdown` completes, on the system clock.
-pub async fn serve(
-    config: &Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), RunError> {
-    serve_with_clock(config, Arc::new(SystemClock), listener, shutdown).await
-}
-
-/// Serves the public API with an injected clock (token expiry). Reads `[gateway]`,
-/// `[internal_tls]`, `[redis]` (optional) and `[upstreams]` auth, folders and invitations.
-pub async fn serve_with_clock(
-    config: &Config,
-    clock: SharedClock,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), RunError> {
+/// Builds the gateway, ready to serve the public API. Reads `[gateway]`, `[internal_tls]`,
+/// `[redis]` (optional), `[invitation_limits]` and `[upstreams]` auth, folders and
+/// invitations; `clock` rules token expiry and the send limits.
+pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer, RunError> {
     let section = require(&config.gateway, "gateway")?;
     let ca = require(&config.internal_tls, "internal_tls")?;
-    let mtls = material(&ca.ca_cert, "gateway", &section.cert, &section.key)?;
+    let mtls = material(&ca.ca_cert, Peer::Gateway.name(), &section.cert, &section.key)?;
     let public_tls = tls::public_server_config(
         ("gateway.public_cert", &section.public_cert),
         ("gateway.public_key", &section.public_key),
@@ -111,7 +96,7 @@ pub async fn serve_with_clock(
         backends: vec![("auth", auth), ("folders", folders), ("invitations", invitations)],
     };
     let max = section.max_message_bytes;
-    ServiceServer::new(Peer::Gateway, Access::Public(public_tls))
+    Ok(ServiceServer::new(Peer::Gateway, Access::Public(public_tls))
         .service(AuthServiceServer::new(gw.clone()).max_decoding_message_size(max))
         .service(LicenseAdminServiceServer::new(gw.clone()).max_decoding_message_size(max))
         .service(FolderServiceServer::new(gw.clone()).max_decoding_message_size(max))
@@ -121,8 +106,5 @@ pub async fn serve_with_clock(
         .service(InvitationServiceServer::new(gw.clone()).max_decoding_message_size(max))
         .service(SystemServiceServer::new(gw).max_decoding_message_size(max))
         .health_listen(section.health_listen)
-        .drain_delay(drain_delay(config))
-        .serve(listener, shutdown)
-        .await?;
-    Ok(())
+        .drain_delay(drain_delay(config)))
 }

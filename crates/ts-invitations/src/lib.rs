@@ -9,13 +9,11 @@
 mod grpc;
 pub mod store;
 
-use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use ts_config::{Config, InvitationLimits, require};
-use ts_contract::clock::{SharedClock, SystemClock};
+use ts_contract::clock::SharedClock;
 use ts_contract::identity::{Allowlist, Peer};
 use ts_mail::Mailer;
 use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
@@ -53,24 +51,10 @@ pub fn allowlist() -> Allowlist {
     Allowlist::new().allow(<InvitationServiceServer<InvitationsApi> as NamedService>::NAME, &[Peer::Gateway])
 }
 
-/// Serves invitations on `listener` until `shutdown` completes, on the system clock.
-pub async fn serve(
-    config: &Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), RunError> {
-    serve_with_clock(config, Arc::new(SystemClock), listener, shutdown).await
-}
-
-/// Serves invitations with an injected clock (expiry). Reads `[invitations]`,
+/// Builds invitations, ready to serve; `clock` rules expiry. Reads `[invitations]`,
 /// `[internal_tls]`, `[mongodb]`, `[mail]`, `[invitation_limits]` and `[upstreams]` folders
 /// and auth.
-pub async fn serve_with_clock(
-    config: &Config,
-    clock: SharedClock,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), RunError> {
+pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer, RunError> {
     let section = require(&config.invitations, "invitations")?;
     let mtls = service_mtls(config, Peer::Invitations, section)?;
     let folders = upstream(config, Peer::Folders, &mtls)?;
@@ -88,11 +72,8 @@ pub async fn serve_with_clock(
         clock,
         limits: config.invitation_limits.clone(),
     };
-    ServiceServer::new(Peer::Invitations, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
+    Ok(ServiceServer::new(Peer::Invitations, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(InvitationServiceServer::new(api))
         .health_listen(section.health_listen)
-        .drain_delay(drain_delay(config))
-        .serve(listener, shutdown)
-        .await?;
-    Ok(())
+        .drain_delay(drain_delay(config)))
 }

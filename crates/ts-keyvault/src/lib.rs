@@ -9,12 +9,11 @@ pub mod kms;
 pub mod store;
 pub mod vault;
 
-use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use ts_config::{Config, require};
+use ts_contract::clock::SharedClock;
 use ts_contract::identity::{Allowlist, Peer};
 use ts_proto::internal::key_vault_operator_service_server::KeyVaultOperatorServiceServer;
 use ts_proto::internal::key_vault_service_server::KeyVaultServiceServer;
@@ -34,19 +33,14 @@ pub fn allowlist() -> Allowlist {
         .allow(<KeyVaultOperatorServiceServer<KeyVaultApi> as NamedService>::NAME, &[Peer::Operator])
 }
 
-/// Serves keyvault on `listener` until `shutdown` completes. Reads `[keyvault]`,
-/// `[internal_tls]`, `[mongodb]`, `[kms]`, `[data_key_cache]` and `[upstreams]` folders (the
-/// audit trail).
-pub async fn serve(
-    config: &Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), RunError> {
+/// Builds keyvault, ready to serve. Reads `[keyvault]`, `[internal_tls]`, `[mongodb]`,
+/// `[kms]`, `[data_key_cache]` and `[upstreams]` folders (the audit trail).
+pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer, RunError> {
     let section = require(&config.keyvault, "keyvault")?;
     let mtls = service_mtls(config, Peer::Keyvault, section)?;
     let (kms, master_key_id) = kms::from_config(config).await?;
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-keyvault").await?;
-    let vault = KeyVault::new(kms, store::KeyStore::new(&db), master_key_id, config.data_key_cache.limits());
+    let vault = KeyVault::new(kms, store::KeyStore::new(&db, clock), master_key_id, config.data_key_cache.limits());
     vault
         .store()
         .ensure_indexes()
@@ -55,12 +49,9 @@ pub async fn serve(
     // Folders owns the audit trail; operator actions here are recorded there.
     let audit = ts_runtime::audit::Sink::new(ts_runtime::upstream(config, Peer::Folders, &mtls)?);
     let api = KeyVaultApi::new(Arc::new(vault), audit);
-    ServiceServer::new(Peer::Keyvault, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
+    Ok(ServiceServer::new(Peer::Keyvault, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(KeyVaultServiceServer::new(api.clone()))
         .service(KeyVaultOperatorServiceServer::new(api))
         .health_listen(section.health_listen)
-        .drain_delay(drain_delay(config))
-        .serve(listener, shutdown)
-        .await?;
-    Ok(())
+        .drain_delay(drain_delay(config)))
 }

@@ -7,6 +7,8 @@ use futures::TryStreamExt;
 use mongodb::options::{FindOneOptions, IndexOptions};
 use mongodb::{Collection, Database, IndexModel};
 
+use ts_contract::clock::{SharedClock, bson_date};
+
 use crate::kms::WrappedKey;
 
 /// A stored data-key version.
@@ -25,15 +27,16 @@ pub struct StoredKey {
 pub struct KeyStore {
     keys: Collection<Document>,
     settings: Collection<Document>,
+    clock: SharedClock,
 }
 
-fn to_doc(k: &StoredKey) -> Document {
+fn to_doc(k: &StoredKey, now: bson::DateTime) -> Document {
     doc! {
         "folder_id": &k.folder_id,
         "version": i64::from(k.version),
         "wrapped": Binary { subtype: BinarySubtype::Generic, bytes: k.wrapped.blob.clone() },
         "master_key_id": &k.wrapped.master_key_id,
-        "created_at": bson::DateTime::now(),
+        "created_at": now,
     }
 }
 
@@ -53,9 +56,9 @@ fn from_doc(d: &Document) -> Option<StoredKey> {
 pub use ts_stores::is_duplicate_key as is_duplicate;
 
 impl KeyStore {
-    /// The collections in `db`.
-    pub fn new(db: &Database) -> Self {
-        KeyStore { keys: db.collection("data_keys"), settings: db.collection("keyvault_settings") }
+    /// The collections in `db`; `clock` dates what is written.
+    pub fn new(db: &Database, clock: SharedClock) -> Self {
+        KeyStore { keys: db.collection("data_keys"), settings: db.collection("keyvault_settings"), clock }
     }
 
     /// Creates the unique (folder, version) index.
@@ -70,7 +73,7 @@ impl KeyStore {
 
     /// Inserts a new version; fails with a duplicate-key error when it exists.
     pub async fn insert(&self, key: &StoredKey) -> mongodb::error::Result<()> {
-        self.keys.insert_one(to_doc(key)).await.map(|_| ())
+        self.keys.insert_one(to_doc(key, bson_date(self.clock.now()))).await.map(|_| ())
     }
 
     /// A version of a folder's key, or the newest when `version` is `None`.
@@ -125,7 +128,7 @@ impl KeyStore {
         self.settings
             .update_one(
                 doc! { "_id": "master_key" },
-                doc! { "$set": { "master_key_id": master_key_id, "since": bson::DateTime::now() } },
+                doc! { "$set": { "master_key_id": master_key_id, "since": bson_date(self.clock.now()) } },
             )
             .upsert(true)
             .await

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bson::{Document, doc};
 use futures::TryStreamExt;
+use ts_contract::clock::SystemClock;
 use ts_crypto::{CacheLimits, DataKey, Envelope, FieldRef};
 use ts_keyvault::kms::{AwsKms, KeyContext, Kms, KmsError, LocalKms, WrappedKey};
 use ts_keyvault::store::KeyStore;
@@ -63,7 +64,7 @@ async fn setup() -> anyhow::Result<Setup> {
 
 impl Setup {
     fn vault(&self, kms: Arc<dyn Kms>) -> KeyVault {
-        KeyVault::new(kms, KeyStore::new(&self.db), self.master.clone(), CacheLimits::default())
+        KeyVault::new(kms, KeyStore::new(&self.db, Arc::new(SystemClock)), self.master.clone(), CacheLimits::default())
     }
 
     async fn stored(&self, folder_id: &str) -> anyhow::Result<Vec<Document>> {
@@ -250,7 +251,9 @@ async fn a_kms_outage_serves_cached_keys_and_fails_new_unwraps_clearly() -> anyh
     let master = create_kms_key(&client).await?;
     let db = fresh_database().await?;
     let kms: Arc<dyn Kms> = Arc::new(AwsKms::new(client));
-    let vault = |kms: Arc<dyn Kms>| KeyVault::new(kms, KeyStore::new(&db), master.clone(), CacheLimits::default());
+    let vault = |kms: Arc<dyn Kms>| {
+        KeyVault::new(kms, KeyStore::new(&db, Arc::new(SystemClock)), master.clone(), CacheLimits::default())
+    };
     let writer = vault(kms.clone());
     writer.create("warm").await?;
     writer.create("cold").await?;
@@ -274,12 +277,14 @@ async fn a_kms_outage_serves_cached_keys_and_fails_new_unwraps_clearly() -> anyh
 async fn the_local_provider_binds_keys_to_their_context() -> anyhow::Result<()> {
     let db = fresh_database().await?;
     let kms: Arc<dyn Kms> = Arc::new(LocalKms::new([9; 32]));
-    let vault = KeyVault::new(kms.clone(), KeyStore::new(&db), "local".into(), CacheLimits::default());
+    let vault =
+        KeyVault::new(kms.clone(), KeyStore::new(&db, Arc::new(SystemClock)), "local".into(), CacheLimits::default());
     vault.create("f").await?;
     vault.rotate("f").await?;
-    let cold = KeyVault::new(kms.clone(), KeyStore::new(&db), "local".into(), CacheLimits::default());
+    let cold =
+        KeyVault::new(kms.clone(), KeyStore::new(&db, Arc::new(SystemClock)), "local".into(), CacheLimits::default());
     assert_eq!(cold.get("f", Some(1)).await?.version(), 1);
-    let stored = KeyStore::new(&db).find("f", Some(1)).await?.expect("stored");
+    let stored = KeyStore::new(&db, Arc::new(SystemClock)).find("f", Some(1)).await?.expect("stored");
     let rejected = |r: Result<DataKey, KmsError>| matches!(r, Err(KmsError::Rejected(_)));
     assert!(rejected(kms.unwrap(&stored.wrapped, KeyContext { folder_id: "g", version: 1 }).await), "other folder");
     assert!(rejected(kms.unwrap(&stored.wrapped, KeyContext { folder_id: "f", version: 2 }).await), "other version");

@@ -75,7 +75,11 @@ pub fn current_request_id() -> Option<RequestId> {
     CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
 }
 
-/// Everything needed to serve one service; build it with `new` and `service`.
+/// A task that runs while the server serves; its receiver turns `true` when serving ended.
+type Background = Box<dyn FnOnce(watch::Receiver<bool>) -> BoxFuture<'static, ()> + Send>;
+
+/// Everything needed to serve one service; build it with `new` and `service`. Every
+/// service's `build(config, clock)` returns one, and `serve(listener, shutdown)` runs it.
 pub struct ServiceServer {
     name: &'static str,
     access: Access,
@@ -83,6 +87,13 @@ pub struct ServiceServer {
     service_names: Vec<&'static str>,
     health_listen: Option<SocketAddr>,
     drain_delay: Duration,
+    background: Vec<Background>,
+}
+
+impl std::fmt::Debug for ServiceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceServer").field("name", &self.name).field("services", &self.service_names).finish()
+    }
 }
 
 impl ServiceServer {
@@ -96,7 +107,19 @@ impl ServiceServer {
             service_names: Vec::new(),
             health_listen: None,
             drain_delay: Duration::ZERO,
+            background: Vec::new(),
         }
+    }
+
+    /// Runs `task` beside the server (such as auth's revocation outbox). It is started when
+    /// serving starts, told through its receiver when serving has ended, and awaited.
+    pub fn background<F, Fut>(mut self, task: F) -> Self
+    where
+        F: FnOnce(watch::Receiver<bool>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.background.push(Box::new(move |stopped| Box::pin(task(stopped))));
+        self
     }
 
     /// Adds a generated gRPC service; health and reflection report it by name.
@@ -183,6 +206,8 @@ impl ServiceServer {
             None => None,
         };
 
+        let (ended, ended_rx) = watch::channel(false);
+        let background: Vec<_> = self.background.into_iter().map(|task| tokio::spawn(task(ended_rx.clone()))).collect();
         let addr = listener.local_addr().ok();
         tracing::info!(service = self.name, addr = ?addr, "serving");
         let name = self.name;
@@ -196,6 +221,10 @@ impl ServiceServer {
             .await
             .map_err(ServeError::Transport);
         if let Some(task) = health_task {
+            let _ = task.await;
+        }
+        let _ = ended.send(true);
+        for task in background {
             let _ = task.await;
         }
         tracing::info!(service = name, "stopped");

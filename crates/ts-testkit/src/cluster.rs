@@ -164,7 +164,7 @@ impl TestCluster {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = ts_gateway::serve_with_clock(&config, clock, listener, shutdown).await {
+            if let Err(e) = Service::Gateway.serve(&config, clock, listener, shutdown).await {
                 tracing::error!(error = %e, "extra gateway failed");
             }
         });

@@ -34,12 +34,13 @@ impl TestCluster {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let config = self.config.clone();
+        let clock: ts_contract::clock::SharedClock = std::sync::Arc::new(self.clock.clone());
         let (stop, mut rx) = watch::channel(false);
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            if let Err(e) = ts_folders::serve(&config, listener, shutdown).await {
+            if let Err(e) = teamshare::Service::Folders.serve(&config, clock, listener, shutdown).await {
                 tracing::error!(error = %e, "extra folders replica failed");
             }
         });
