@@ -60,6 +60,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Services implement the RPCs their issue has delivered; the rest answer UNIMPLEMENTED.
         .generate_default_stubs(true)
+        // prost's codec, with decode failures marked so that servers answer INVALID_ARGUMENT.
+        .codec_path("crate::codec::MarkingCodec")
         // Messages that carry secrets get a redacting Debug in lib.rs instead.
         .skip_debug(SECRET_MESSAGES)
         .compile_fds(fds)?;

@@ -4,6 +4,8 @@
 //! `teamshare::internal::v1` is service-to-service only, always behind mTLS.
 #![allow(clippy::all, missing_docs)]
 
+pub mod codec;
+
 /// Generated code, one module per protobuf package.
 pub mod teamshare {
     /// The public API (`teamshare.v1`).

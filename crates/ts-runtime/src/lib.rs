@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod client;
+pub mod layers;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

@@ -5,25 +5,23 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use futures::future::BoxFuture;
-use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram};
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::Routes;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-use tracing::Instrument;
 
-use crate::telemetry;
+use crate::layers::{AllowlistLayer, DecodeErrorLayer, MetricsLayer, RequestContextLayer};
 use ts_contract::identity::{Allowlist, Peer};
 
 /// Header that carries the request id, in requests between services and in every response.
@@ -67,7 +65,7 @@ pub struct RpcName(pub String);
 pub struct RequestId(pub String);
 
 tokio::task_local! {
-    static CURRENT_REQUEST_ID: RequestId;
+    pub(crate) static CURRENT_REQUEST_ID: RequestId;
 }
 
 /// The request id of the request being handled on this task, if any.
@@ -186,7 +184,13 @@ impl ServiceServer {
             Access::Internal(tls, allow) => (tls, Some(allow)),
             Access::Public(tls) => (tls, None),
         };
-        let guard = Guard { inner: routes.prepare(), state: Arc::new(GuardState::new(self.name, allowlist)) };
+        let trust_request_ids = allowlist.is_some();
+        let guard = tower::ServiceBuilder::new()
+            .layer(RequestContextLayer::new(self.name, trust_request_ids))
+            .layer(MetricsLayer::new())
+            .layer(DecodeErrorLayer)
+            .layer(AllowlistLayer::new(allowlist))
+            .service(routes.prepare());
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let health_task = match self.health_listen {
@@ -265,156 +269,6 @@ fn reflection_builder(
     b
 }
 
-struct GuardState {
-    service: &'static str,
-    allowlist: Option<Arc<Allowlist>>,
-    requests: Counter<u64>,
-    duration: Histogram<f64>,
-    denied: Counter<u64>,
-}
-
-impl GuardState {
-    fn new(service: &'static str, allowlist: Option<Arc<Allowlist>>) -> Self {
-        let meter = opentelemetry::global::meter("teamshare");
-        GuardState {
-            service,
-            allowlist,
-            requests: meter
-                .u64_counter("rpc.server.requests")
-                .with_description("RPCs handled, by method and status code")
-                .build(),
-            duration: meter
-                .f64_histogram("rpc.server.duration")
-                .with_unit("ms")
-                .with_description("RPC latency")
-                .build(),
-            denied: meter
-                .u64_counter("rpc.server.peer_denied")
-                .with_description("RPCs refused by the caller allowlist")
-                .build(),
-        }
-    }
-}
-
-/// Tower service wrapped around a server's routes; see the module docs.
-#[derive(Clone)]
-struct Guard<S> {
-    inner: S,
-    state: Arc<GuardState>,
-}
-
-fn peer_of(req: &http::Request<Body>) -> Option<Peer> {
-    let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
-    let certs = info.peer_certs()?;
-    Peer::from_cert_der(certs.first()?.as_ref())
-}
-
-impl<S> tower::Service<http::Request<Body>> for Guard<S>
-where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
-        // Take the ready service and leave a fresh clone behind, as tower requires.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let state = self.state.clone();
-        let path = req.uri().path().to_owned();
-        let (rpc_service, rpc_method) = split_path(&path);
-        let peer = peer_of(&req);
-
-        // Only internal peers may hand us a request id; public callers always get a new one.
-        let request_id = match (&state.allowlist, req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok())) {
-            (Some(_), Some(id)) if valid_request_id(id) => id.to_owned(),
-            _ => uuid::Uuid::new_v4().to_string(),
-        };
-        let span = tracing::info_span!(
-            "grpc.server",
-            otel.name = %path.trim_start_matches('/'),
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = rpc_service,
-            rpc.method = rpc_method,
-            service = state.service,
-            peer = peer.map(Peer::name).unwrap_or("-"),
-            request_id = %request_id,
-            rpc.grpc.status_code = tracing::field::Empty,
-        );
-        telemetry::set_remote_parent(&span, req.headers());
-
-        let rid = RequestId(request_id.clone());
-        req.extensions_mut().insert(rid.clone());
-        req.extensions_mut().insert(RpcName(path.trim_start_matches('/').to_owned()));
-        if let Some(p) = peer {
-            req.extensions_mut().insert(p);
-        }
-        let (svc_attr, method_attr) = (rpc_service.to_owned(), rpc_method.to_owned());
-
-        let fut = async move {
-            let start = Instant::now();
-            let mut response = match (&state.allowlist, peer) {
-                (Some(allow), Some(p)) if allow.check(&path, p) => inner.call(req).await?,
-                (Some(_), p) => {
-                    state.denied.add(1, &[KeyValue::new("rpc.service", svc_attr.clone())]);
-                    tracing::warn!(peer = p.map(Peer::name).unwrap_or("unknown"), "caller not on allowlist");
-                    let who = p.map(Peer::name).unwrap_or("a certificate without a teamshare identity");
-                    tonic::Status::permission_denied(format!("{who} may not call {svc_attr}")).into_http()
-                }
-                (None, _) => inner.call(req).await?,
-            };
-            if let Ok(v) = http::HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert(REQUEST_ID_HEADER, v);
-            }
-            // A request that does not decode (invalid UTF-8 in a string, a bad wire type) is the
-            // caller's fault: tonic says INTERNAL, the client should see INVALID_ARGUMENT.
-            let undecodable = response.headers().get("grpc-status").is_some_and(|v| v == "13")
-                && response
-                    .headers()
-                    .get("grpc-message")
-                    .is_some_and(|m| m.as_bytes().starts_with(b"failed%20to%20decode"));
-            if undecodable {
-                response.headers_mut().insert("grpc-status", http::HeaderValue::from_static("3"));
-            }
-            // Unary errors travel trailers-only, so the status is in the headers; a response
-            // without one ended with grpc-status 0 in its trailers.
-            let code = response
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i32>().ok())
-                .unwrap_or(0);
-            let code_name = format!("{:?}", tonic::Code::from_i32(code));
-            tracing::Span::current().record("rpc.grpc.status_code", code);
-            let attrs = [
-                KeyValue::new("rpc.service", svc_attr),
-                KeyValue::new("rpc.method", method_attr),
-                KeyValue::new("rpc.grpc.status_code", code_name),
-            ];
-            state.requests.add(1, &attrs);
-            state.duration.record(start.elapsed().as_secs_f64() * 1000.0, &attrs);
-            Ok(response)
-        };
-        Box::pin(CURRENT_REQUEST_ID.scope(rid, fut.instrument(span)))
-    }
-}
-
-fn split_path(path: &str) -> (&str, &str) {
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    (parts.next().unwrap_or_default(), parts.next().unwrap_or_default())
-}
-
-fn valid_request_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// Completes on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -434,24 +288,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => tracing::info!("received ctrl-c"),
         _ = term => tracing::info!("received SIGTERM"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_from_peers_are_checked() {
-        assert!(valid_request_id("0b8c5f7e-1a2b-4c3d-9e8f-001122334455"));
-        assert!(!valid_request_id(""));
-        assert!(!valid_request_id("a b"));
-        assert!(!valid_request_id(&"x".repeat(65)));
-    }
-
-    #[test]
-    fn paths_split_into_service_and_method() {
-        assert_eq!(split_path("/teamshare.v1.FolderService/GetFolder"), ("teamshare.v1.FolderService", "GetFolder"));
-        assert_eq!(split_path("/bad"), ("bad", ""));
     }
 }
