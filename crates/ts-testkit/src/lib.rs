@@ -6,6 +6,7 @@
 //! run in parallel.
 #![forbid(unsafe_code)]
 
+pub mod calls;
 pub mod cluster;
 pub mod fixtures;
 pub mod planted;
@@ -13,6 +14,7 @@ pub mod procs;
 pub mod replica;
 pub mod users;
 
+pub use calls::{Folders, Invitations, Items};
 pub use cluster::{TestCluster, create_kms_key, foreign_identity, fresh_database, kms_client};
 pub use fixtures::{
     RawDocument, collections_containing, contains_bytes, dump_database, eventually, query_content, raw_documents,

@@ -3,7 +3,6 @@
 //! reflection describes only the public API; and a malformed invitation never spends the
 //! sender's rate-limit budget, while the default limits let a manager invite a team of 20.
 
-use crate::support::new_folder;
 use teamshare::Service;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -20,7 +19,8 @@ use ts_proto::public::invitation_service_client::InvitationServiceClient;
 use ts_proto::public::item_service_client::ItemServiceClient;
 use ts_proto::public::member_service_client::MemberServiceClient;
 use ts_proto::public::*;
-use ts_testkit::{Session, TestCluster, as_gateway, redis_dump};
+use ts_testkit::{Folders, Invitations, assert_code};
+use ts_testkit::{TestCluster, as_gateway, redis_dump};
 
 /// Whether reflection on `ch` (v1 and v1alpha) can describe `symbol`; both must agree.
 async fn describes(ch: &Channel, symbol: &str) -> anyhow::Result<bool> {
@@ -83,9 +83,7 @@ async fn the_gateway_never_describes_the_internal_api() -> anyhow::Result<()> {
 }
 
 fn refused(r: Result<impl std::fmt::Debug, tonic::Status>, field: &str) {
-    let e = r.expect_err("a malformed id was accepted");
-    assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
-    assert!(e.message().starts_with(&format!("{field} ")), "the message names {field}: {}", e.message());
+    let e = assert_code!(r, Code::InvalidArgument, &format!("{field} "));
     assert!(e.message().len() < 200, "the value is not echoed back");
 }
 
@@ -94,7 +92,7 @@ async fn oversized_and_malformed_ids_never_reach_a_store_a_cache_or_the_audit_tr
     let cluster = TestCluster::start().await?;
     let ch = cluster.gateway().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
-    let folder_id = new_folder(&ch, &alice, "Edge").await?;
+    let folder_id = Folders::new(&ch, &alice).create("Edge").await?;
     let marker = "zq".repeat(16);
     let huge = format!("{marker}{}", "x".repeat(1 << 20));
     let odd = [
@@ -175,40 +173,38 @@ async fn oversized_and_malformed_ids_never_reach_a_store_a_cache_or_the_audit_tr
     cluster.stop().await
 }
 
-async fn invite(ch: &Channel, s: &Session, folder_id: &str, email: &str, access: i32) -> Result<(), tonic::Status> {
-    let req = CreateInvitationRequest { folder_id: folder_id.into(), invitee_email: email.into(), access };
-    InvitationServiceClient::new(ch.clone()).create_invitation(s.request(req)).await.map(drop)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_invitations_spend_no_budget_and_a_team_of_20_fits_the_defaults() -> anyhow::Result<()> {
     // The shipped defaults, not a test's generous ones.
     let cluster = TestCluster::start().await?;
     let ch = cluster.gateway().await?;
     let manager = cluster.sign_in("manager@example.com").await?;
-    let folder_id = new_folder(&ch, &manager, "Edge").await?;
+    let folder_id = Folders::new(&ch, &manager).create("Edge").await?;
     for _ in 0..50 {
-        let e = invite(&ch, &manager, &folder_id, "not an email", AccessLevel::View as i32).await.unwrap_err();
-        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-        assert!(e.message().starts_with("invitee_email "), "{}", e.message());
-        let e = invite(&ch, &manager, &folder_id, "someone@example.com", 0).await.unwrap_err();
-        assert_eq!(e.code(), Code::InvalidArgument);
-        assert!(e.message().starts_with("access "), "{}", e.message());
+        let mut invitations = Invitations::new(&ch, &manager);
+        let not_an_email = invitations.send_raw(&folder_id, "not an email", AccessLevel::View as i32).await;
+        assert_code!(not_an_email, Code::InvalidArgument, "invitee_email ");
+        let no_access = invitations.send_raw(&folder_id, "someone@example.com", 0).await;
+        assert_code!(no_access, Code::InvalidArgument, "access ");
     }
     // None of that was charged: a team of 20, in one sitting, on a frozen clock.
     for i in 0..20 {
-        invite(&ch, &manager, &folder_id, &format!("teammate{i}@example.com"), AccessLevel::Edit as i32)
+        Invitations::new(&ch, &manager)
+            .send_raw(&folder_id, &format!("teammate{i}@example.com"), AccessLevel::Edit as i32)
             .await
             .map_err(|e| anyhow::anyhow!("teammate {i} refused: {e:?}"))?;
     }
     // A spammer is still stopped soon after.
     let spammer = cluster.sign_in("spammer@example.com").await?;
-    let spam_folder = new_folder(&ch, &spammer, "Edge").await?;
+    let spam_folder = Folders::new(&ch, &spammer).create("Edge").await?;
     let mut sent = 0;
     let mut stopped = None;
     for i in 0..100 {
-        match invite(&ch, &spammer, &spam_folder, &format!("victim{i}@example.org"), AccessLevel::View as i32).await {
-            Ok(()) => sent += 1,
+        match Invitations::new(&ch, &spammer)
+            .send_raw(&spam_folder, &format!("victim{i}@example.org"), AccessLevel::View as i32)
+            .await
+        {
+            Ok(_) => sent += 1,
             Err(e) => {
                 stopped = Some(e);
                 break;
@@ -235,7 +231,8 @@ async fn requests_cut_off_by_their_deadline_leak_no_item_slots() -> anyhow::Resu
     let cluster = TestCluster::start().await?;
     let gateway = cluster.gateway().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
-    let (from, to) = (new_folder(&gateway, &alice, "Edge").await?, new_folder(&gateway, &alice, "Edge").await?);
+    let (from, to) =
+        (Folders::new(&gateway, &alice).create("Edge").await?, Folders::new(&gateway, &alice).create("Edge").await?);
     // Straight at folders, as the gateway would call it, with deadlines from 1 to 30 ms: many
     // creates, moves and deletes are dropped half-way by the server when theirs passes.
     let direct = ItemServiceClient::new(cluster.internal(Service::Folders, Peer::Gateway).await?);

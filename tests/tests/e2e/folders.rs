@@ -32,41 +32,14 @@ fn connection() -> ItemContent {
     }
 }
 
-async fn folder(cluster: &TestCluster, s: &Session, name: &str) -> anyhow::Result<String> {
-    let mut f = FolderServiceClient::new(cluster.gateway().await?);
-    Ok(f.create_folder(s.request(CreateFolderRequest { name: name.into() }))
-        .await?
-        .into_inner()
-        .folder
-        .expect("folder")
-        .id)
-}
-
-async fn item(
-    cluster: &TestCluster,
-    s: &Session,
-    folder_id: &str,
-    name: &str,
-    content: ItemContent,
-) -> anyhow::Result<CreateItemResponse> {
-    let mut items = ItemServiceClient::new(cluster.gateway().await?);
-    let req = CreateItemRequest {
-        folder_id: folder_id.into(),
-        name: name.into(),
-        description: "for the Q3 review".into(),
-        content: Some(content),
-    };
-    Ok(items.create_item(s.request(req)).await?.into_inner())
-}
-
 #[tokio::test]
 async fn share_read_lower_remove_with_connections_that_never_carry_secrets() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
     let bob = cluster.sign_in("bob@example.com").await?;
-    let folder_id = folder(&cluster, &alice, "Quarterly reporting").await?;
+    let folder_id = cluster.folders(&alice).await?.create("Quarterly reporting").await?;
 
-    let created = item(&cluster, &alice, &folder_id, "Orders replica", connection()).await?;
+    let created = cluster.items(&alice).await?.create(&folder_id, "Orders replica", connection()).await?;
     assert_eq!(
         created.removed_fields,
         ["content.connection.connection_string.password", "content.connection.options.password"]
@@ -80,7 +53,11 @@ async fn share_read_lower_remove_with_connections_that_never_carry_secrets() -> 
     assert!(!c.options.contains_key("password") && c.options["appName"] == "quarterly-report");
     let summary = stored.summary.expect("summary");
     assert_eq!((summary.shared_by_email.as_str(), summary.kind), ("alice@example.com", ItemKind::Connection as i32));
-    item(&cluster, &alice, &folder_id, "Big orders", query_content(r#"{"total": {"$gt": 10000}}"#)).await?;
+    cluster
+        .items(&alice)
+        .await?
+        .create(&folder_id, "Big orders", query_content(r#"{"total": {"$gt": 10000}}"#))
+        .await?;
 
     // Bob is not a member: the folder does not exist for him.
     let mut items = ItemServiceClient::new(cluster.gateway().await?);
@@ -158,8 +135,11 @@ async fn share_read_lower_remove_with_connections_that_never_carry_secrets() -> 
 async fn concurrent_updates_with_one_expected_version_have_one_winner() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
-    let folder_id = folder(&cluster, &alice, "Race").await?;
-    let id = item(&cluster, &alice, &folder_id, "Counter", query_content("{}"))
+    let folder_id = cluster.folders(&alice).await?.create("Race").await?;
+    let id = cluster
+        .items(&alice)
+        .await?
+        .create(&folder_id, "Counter", query_content("{}"))
         .await?
         .item
         .and_then(|i| i.summary)
@@ -193,8 +173,12 @@ async fn deleting_a_folder_destroys_its_keys_so_nothing_left_can_be_read() -> an
     use ts_proto::internal::key_vault_service_client::KeyVaultServiceClient;
     let cluster = TestCluster::start().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
-    let folder_id = folder(&cluster, &alice, "Doomed").await?;
-    item(&cluster, &alice, &folder_id, "Secret plans", query_content(r#"{"plan": "world domination"}"#)).await?;
+    let folder_id = cluster.folders(&alice).await?.create("Doomed").await?;
+    cluster
+        .items(&alice)
+        .await?
+        .create(&folder_id, "Secret plans", query_content(r#"{"plan": "world domination"}"#))
+        .await?;
     let db = cluster.database().await?;
     let backup: Vec<bson::Document> =
         db.collection("items").find(bson::doc! { "folder_id": &folder_id }).await?.try_collect().await?;
@@ -229,8 +213,8 @@ async fn deleting_a_folder_destroys_its_keys_so_nothing_left_can_be_read() -> an
 async fn bad_input_gets_invalid_argument_and_writes_nothing() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
-    let folder_id = folder(&cluster, &alice, "Inputs").await?;
-    let other_id = folder(&cluster, &alice, "Other").await?;
+    let folder_id = cluster.folders(&alice).await?.create("Inputs").await?;
+    let other_id = cluster.folders(&alice).await?.create("Other").await?;
     let mut folders = FolderServiceClient::new(cluster.gateway().await?);
     let mut items = ItemServiceClient::new(cluster.gateway().await?);
     let mut members = MemberServiceClient::new(cluster.gateway().await?);
@@ -315,9 +299,12 @@ async fn bad_input_gets_invalid_argument_and_writes_nothing() -> anyhow::Result<
 async fn nothing_a_user_typed_is_stored_in_plaintext() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
-    let folder_id = folder(&cluster, &alice, "Zanzibar reporting").await?;
-    item(&cluster, &alice, &folder_id, "Orders replica", connection()).await?;
-    item(&cluster, &alice, &folder_id, "Whale customers", query_content(r#"{"lifetime_value_usd": {"$gt": 987654}}"#))
+    let folder_id = cluster.folders(&alice).await?.create("Zanzibar reporting").await?;
+    cluster.items(&alice).await?.create(&folder_id, "Orders replica", connection()).await?;
+    cluster
+        .items(&alice)
+        .await?
+        .create(&folder_id, "Whale customers", query_content(r#"{"lifetime_value_usd": {"$gt": 987654}}"#))
         .await?;
     let mut folders = FolderServiceClient::new(cluster.gateway().await?);
     folders
@@ -376,12 +363,15 @@ async fn move_item_needs_edit_on_the_target_folder_too() -> anyhow::Result<()> {
     let alice = cluster.sign_in("alice@example.com").await?;
     let bob = cluster.sign_in("bob@example.com").await?;
     let carol = cluster.sign_in("carol@example.com").await?;
-    let source = folder(&cluster, &alice, "Source").await?;
-    let view_only = folder(&cluster, &alice, "Bob may only look").await?;
-    let carols = folder(&cluster, &carol, "Carol's, not Bob's").await?;
+    let source = cluster.folders(&alice).await?.create("Source").await?;
+    let view_only = cluster.folders(&alice).await?.create("Bob may only look").await?;
+    let carols = cluster.folders(&carol).await?.create("Carol's, not Bob's").await?;
     cluster.add_member(&source, &bob, AccessLevel::Edit).await?;
     cluster.add_member(&view_only, &bob, AccessLevel::View).await?;
-    let id = item(&cluster, &alice, &source, "Movable", query_content("{}"))
+    let id = cluster
+        .items(&alice)
+        .await?
+        .create(&source, "Movable", query_content("{}"))
         .await?
         .item
         .and_then(|i| i.summary)
@@ -429,13 +419,14 @@ async fn an_item_id_from_another_folder_is_not_found_through_this_one() -> anyho
     let cluster = TestCluster::start().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
     let bob = cluster.sign_in("bob@example.com").await?;
-    let secret = folder(&cluster, &alice, "Alice only").await?;
-    let both = folder(&cluster, &alice, "Both").await?;
-    let bobs = folder(&cluster, &bob, "Bob's own").await?;
+    let secret = cluster.folders(&alice).await?.create("Alice only").await?;
+    let both = cluster.folders(&alice).await?.create("Both").await?;
+    let bobs = cluster.folders(&bob).await?.create("Bob's own").await?;
     cluster.add_member(&both, &bob, AccessLevel::Manage).await?;
-    let created = item(&cluster, &alice, &secret, "Alice's secret item", query_content(r#"{"x": 1}"#)).await?;
+    let created =
+        cluster.items(&alice).await?.create(&secret, "Alice's secret item", query_content(r#"{"x": 1}"#)).await?;
     let secret_item = created.item.and_then(|i| i.summary).expect("summary").id;
-    let in_both = item(&cluster, &alice, &both, "Shared item", query_content("{}")).await?;
+    let in_both = cluster.items(&alice).await?.create(&both, "Shared item", query_content("{}")).await?;
     let shared_item = in_both.item.and_then(|i| i.summary).expect("summary").id;
     let mut items = ItemServiceClient::new(cluster.gateway().await?);
     // Warm the caches of both items under their real folders first.

@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use crate::support::{new_folder, state_of};
+use crate::support::state_of;
 use tonic::Code;
-use tonic::transport::Channel;
 use ts_config::{Config, InvitationLimits};
 use ts_proto::public::folder_service_client::FolderServiceClient;
 use ts_proto::public::invitation_service_client::InvitationServiceClient;
@@ -14,6 +13,7 @@ use ts_proto::public::item_content::Content;
 use ts_proto::public::item_service_client::ItemServiceClient;
 use ts_proto::public::member_service_client::MemberServiceClient;
 use ts_proto::public::*;
+use ts_testkit::{Folders, Invitations};
 use ts_testkit::{Session, TestCluster, query_content};
 
 fn limits(c: &mut Config, f: impl FnOnce(&mut InvitationLimits)) {
@@ -23,21 +23,6 @@ fn limits(c: &mut Config, f: impl FnOnce(&mut InvitationLimits)) {
     c.invitation_limits.license_burst = 1000;
     c.invitation_limits.per_license_per_minute = 60_000;
     f(&mut c.invitation_limits);
-}
-
-async fn invite(
-    ch: &Channel,
-    s: &Session,
-    folder_id: &str,
-    email: &str,
-    access: AccessLevel,
-) -> Result<Invitation, tonic::Status> {
-    let req =
-        CreateInvitationRequest { folder_id: folder_id.into(), invitee_email: email.into(), access: access as i32 };
-    InvitationServiceClient::new(ch.clone())
-        .create_invitation(s.request(req))
-        .await
-        .map(|r| r.into_inner().invitation.expect("invitation"))
 }
 
 fn retry_hint(s: &tonic::Status) -> u64 {
@@ -50,7 +35,7 @@ async fn the_whole_sharing_story() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let ch = cluster.gateway().await?;
     let a = cluster.sign_in("alice@example.com").await?;
-    let folder_id = new_folder(&ch, &a, "Team queries").await?;
+    let folder_id = Folders::new(&ch, &a).create("Team queries").await?;
     let mut items = ItemServiceClient::new(ch.clone());
     let connection = ItemContent {
         content: Some(Content::Connection(Connection {
@@ -69,7 +54,7 @@ async fn the_whole_sharing_story() -> anyhow::Result<()> {
             }))
             .await?;
     }
-    invite(&ch, &a, &folder_id, "Bob@Example.com", AccessLevel::Edit).await?;
+    Invitations::new(&ch, &a).send(&folder_id, "Bob@Example.com", AccessLevel::Edit).await?;
     assert!(
         ts_mail::FileMailer::read(&cluster.mail_dir, "bob@example.com").iter().any(|m| m.body.contains("Team queries"))
     );
@@ -134,21 +119,21 @@ async fn pending_caps_hold_at_their_bounds() -> anyhow::Result<()> {
     .await?;
     let ch = cluster.gateway().await?;
     let a = cluster.sign_in("alice@example.com").await?;
-    let f1 = new_folder(&ch, &a, "One").await?;
+    let f1 = Folders::new(&ch, &a).create("One").await?;
     for i in 0..3 {
-        invite(&ch, &a, &f1, &format!("p{i}@example.com"), AccessLevel::View).await?;
+        Invitations::new(&ch, &a).send(&f1, &format!("p{i}@example.com"), AccessLevel::View).await?;
     }
-    let err = invite(&ch, &a, &f1, "p3@example.com", AccessLevel::View).await.unwrap_err();
+    let err = Invitations::new(&ch, &a).send(&f1, "p3@example.com", AccessLevel::View).await.unwrap_err();
     let hint = retry_hint(&err);
     assert!(hint > 6 * 86_400 && hint <= 7 * 86_400, "capacity frees when the oldest expires: {hint}");
 
-    let f2 = new_folder(&ch, &a, "Two").await?;
-    let f3 = new_folder(&ch, &a, "Three").await?;
-    invite(&ch, &a, &f2, "p0@example.com", AccessLevel::View).await?;
-    retry_hint(&invite(&ch, &a, &f3, "p0@example.com", AccessLevel::View).await.unwrap_err());
+    let f2 = Folders::new(&ch, &a).create("Two").await?;
+    let f3 = Folders::new(&ch, &a).create("Three").await?;
+    Invitations::new(&ch, &a).send(&f2, "p0@example.com", AccessLevel::View).await?;
+    retry_hint(&Invitations::new(&ch, &a).send(&f3, "p0@example.com", AccessLevel::View).await.unwrap_err());
 
     // Re-inviting a pending invitee refreshes that invitation instead of adding one.
-    let again = invite(&ch, &a, &f1, "p1@example.com", AccessLevel::Edit).await?;
+    let again = Invitations::new(&ch, &a).send(&f1, "p1@example.com", AccessLevel::Edit).await?;
     assert_eq!(again.access, AccessLevel::Edit as i32);
 
     cluster.stop().await
@@ -169,8 +154,8 @@ async fn one_fetch_never_returns_more_than_the_maximum_and_paging_reaches_the_re
     let a = cluster.sign_in("alice@example.com").await?;
     let mut sent = Vec::new();
     for i in 0..5 {
-        let f = new_folder(&ch, &a, &format!("Folder {i}")).await?;
-        sent.push(invite(&ch, &a, &f, "many@example.com", AccessLevel::View).await?.id);
+        let f = Folders::new(&ch, &a).create(&format!("Folder {i}")).await?;
+        sent.push(Invitations::new(&ch, &a).send(&f, "many@example.com", AccessLevel::View).await?.id);
     }
     let invitee = cluster.sign_in("many@example.com").await?;
     let mut inv = InvitationServiceClient::new(ch.clone());
@@ -215,16 +200,23 @@ async fn the_send_rate_limit_holds_across_two_gateways_and_without_redis() -> an
     let (addr, _stop) = cluster.extra_gateway().await?;
     let gateways = [cluster.gateway().await?, cluster.gateway_at(addr).await?];
     let a = cluster.sign_in("alice@example.com").await?;
-    let folder_id = new_folder(&gateways[0], &a, "Spammy").await?;
+    let folder_id = Folders::new(&gateways[0], &a).create("Spammy").await?;
     for i in 0..5 {
-        invite(&gateways[i % 2], &a, &folder_id, &format!("r{i}@example.com"), AccessLevel::View).await?;
+        Invitations::new(&gateways[i % 2], &a)
+            .send(&folder_id, &format!("r{i}@example.com"), AccessLevel::View)
+            .await?;
     }
-    let err = invite(&gateways[1], &a, &folder_id, "r5@example.com", AccessLevel::View).await.unwrap_err();
+    let err =
+        Invitations::new(&gateways[1], &a).send(&folder_id, "r5@example.com", AccessLevel::View).await.unwrap_err();
     assert_eq!(retry_hint(&err), 3, "20 per minute: one every 3 s");
-    retry_hint(&invite(&gateways[0], &a, &folder_id, "r6@example.com", AccessLevel::View).await.unwrap_err());
+    retry_hint(
+        &Invitations::new(&gateways[0], &a).send(&folder_id, "r6@example.com", AccessLevel::View).await.unwrap_err(),
+    );
     cluster.clock.advance(Duration::from_secs(3));
-    invite(&gateways[0], &a, &folder_id, "r7@example.com", AccessLevel::View).await?;
-    retry_hint(&invite(&gateways[1], &a, &folder_id, "r8@example.com", AccessLevel::View).await.unwrap_err());
+    Invitations::new(&gateways[0], &a).send(&folder_id, "r7@example.com", AccessLevel::View).await?;
+    retry_hint(
+        &Invitations::new(&gateways[1], &a).send(&folder_id, "r8@example.com", AccessLevel::View).await.unwrap_err(),
+    );
     // The refusals are in the inviter's own error trail.
     let db = cluster.database().await?;
     let filter = bson::doc! { "actor_email": "alice@example.com", "status_code": "RESOURCE_EXHAUSTED" };
@@ -243,11 +235,11 @@ async fn the_send_rate_limit_holds_across_two_gateways_and_without_redis() -> an
     .await?;
     let ch = cluster.gateway().await?;
     let a = cluster.sign_in("alice@example.com").await?;
-    let folder_id = new_folder(&ch, &a, "Spammy").await?;
+    let folder_id = Folders::new(&ch, &a).create("Spammy").await?;
     for i in 0..5 {
-        invite(&ch, &a, &folder_id, &format!("r{i}@example.com"), AccessLevel::View).await?;
+        Invitations::new(&ch, &a).send(&folder_id, &format!("r{i}@example.com"), AccessLevel::View).await?;
     }
-    retry_hint(&invite(&ch, &a, &folder_id, "r5@example.com", AccessLevel::View).await.unwrap_err());
+    retry_hint(&Invitations::new(&ch, &a).send(&folder_id, "r5@example.com", AccessLevel::View).await.unwrap_err());
     cluster.stop().await
 }
 
@@ -257,8 +249,8 @@ async fn concurrent_accepts_make_one_membership_and_concurrent_invites_stop_at_t
     let ch = cluster.gateway().await?;
     let a = cluster.sign_in("alice@example.com").await?;
     let b = cluster.sign_in("bob@example.com").await?;
-    let folder_id = new_folder(&ch, &a, "Busy").await?;
-    let invitation = invite(&ch, &a, &folder_id, "bob@example.com", AccessLevel::Edit).await?;
+    let folder_id = Folders::new(&ch, &a).create("Busy").await?;
+    let invitation = Invitations::new(&ch, &a).send(&folder_id, "bob@example.com", AccessLevel::Edit).await?;
     // Each request is its own task on a multi-threaded runtime, over its own connection, so
     // that the services (spawned on the same runtime) really handle them in parallel.
     let mut accepts = Vec::new();
@@ -277,14 +269,15 @@ async fn concurrent_accepts_make_one_membership_and_concurrent_invites_stop_at_t
     assert_eq!(memberships, 1);
 
     for i in 0..4 {
-        invite(&ch, &a, &folder_id, &format!("c{i}@example.com"), AccessLevel::View).await?;
+        Invitations::new(&ch, &a).send(&folder_id, &format!("c{i}@example.com"), AccessLevel::View).await?;
     }
     let mut invites = Vec::new();
     for i in 0..20 {
         let ch = cluster.gateway().await?;
         let (a, folder_id) = (a.clone(), folder_id.clone());
         invites.push(tokio::spawn(async move {
-            invite(&ch, &a, &folder_id, &format!("race{i}@example.com"), AccessLevel::View)
+            Invitations::new(&ch, &a)
+                .send(&folder_id, &format!("race{i}@example.com"), AccessLevel::View)
                 .await
                 .map(drop)
                 .map_err(|s| s.code())
@@ -306,13 +299,13 @@ async fn expired_invitations_cannot_be_accepted_and_free_their_slot() -> anyhow:
     let cluster = TestCluster::start_with(|c| limits(c, |l| l.max_pending_per_folder = 1)).await?;
     let ch = cluster.gateway().await?;
     let a = cluster.sign_in("alice@example.com").await?;
-    let folder_id = new_folder(&ch, &a, "Short-lived").await?;
-    let old = invite(&ch, &a, &folder_id, "late@example.com", AccessLevel::View).await?;
-    retry_hint(&invite(&ch, &a, &folder_id, "other@example.com", AccessLevel::View).await.unwrap_err());
+    let folder_id = Folders::new(&ch, &a).create("Short-lived").await?;
+    let old = Invitations::new(&ch, &a).send(&folder_id, "late@example.com", AccessLevel::View).await?;
+    retry_hint(&Invitations::new(&ch, &a).send(&folder_id, "other@example.com", AccessLevel::View).await.unwrap_err());
     cluster.clock.advance(Duration::from_secs(7 * 86_400 + 1));
     // A week later access tokens have long expired too: sign in again, on the same clock.
     let a = cluster.sign_in("alice@example.com").await?;
-    invite(&ch, &a, &folder_id, "other@example.com", AccessLevel::View).await?;
+    Invitations::new(&ch, &a).send(&folder_id, "other@example.com", AccessLevel::View).await?;
     let late = cluster.sign_in("late@example.com").await?;
     let err = InvitationServiceClient::new(ch.clone())
         .accept_invitation(late.request(AcceptInvitationRequest { invitation_id: old.id }))
@@ -330,17 +323,17 @@ async fn only_managers_manage_invitations_and_only_the_invitee_accepts() -> anyh
     let a = cluster.sign_in("alice@example.com").await?;
     let editor = cluster.sign_in("ed@example.com").await?;
     let b = cluster.sign_in("bob@example.com").await?;
-    let folder_id = new_folder(&ch, &a, "Guarded").await?;
+    let folder_id = Folders::new(&ch, &a).create("Guarded").await?;
     cluster.add_member(&folder_id, &editor, AccessLevel::Edit).await?;
-    let for_carol = invite(&ch, &a, &folder_id, "carol@example.com", AccessLevel::View).await?;
+    let for_carol = Invitations::new(&ch, &a).send(&folder_id, "carol@example.com", AccessLevel::View).await?;
     let mut inv = InvitationServiceClient::new(ch.clone());
 
     assert_eq!(
-        invite(&ch, &editor, &folder_id, "x@example.com", AccessLevel::View).await.unwrap_err().code(),
+        Invitations::new(&ch, &editor).send(&folder_id, "x@example.com", AccessLevel::View).await.unwrap_err().code(),
         Code::PermissionDenied
     );
     assert_eq!(
-        invite(&ch, &b, &folder_id, "x@example.com", AccessLevel::View).await.unwrap_err().code(),
+        Invitations::new(&ch, &b).send(&folder_id, "x@example.com", AccessLevel::View).await.unwrap_err().code(),
         Code::NotFound
     );
     let revoke = |s: &Session| s.request(RevokeInvitationRequest { invitation_id: for_carol.id.clone() });
@@ -354,10 +347,10 @@ async fn only_managers_manage_invitations_and_only_the_invitee_accepts() -> anyh
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "bob cannot accept carol's invitation");
     assert_eq!(
-        invite(&ch, &a, &folder_id, "ed@example.com", AccessLevel::View).await.unwrap_err().code(),
+        Invitations::new(&ch, &a).send(&folder_id, "ed@example.com", AccessLevel::View).await.unwrap_err().code(),
         Code::AlreadyExists
     );
-    let bad = invite(&ch, &a, &folder_id, "not an email", AccessLevel::View).await.unwrap_err();
+    let bad = Invitations::new(&ch, &a).send(&folder_id, "not an email", AccessLevel::View).await.unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().starts_with("invitee_email"));
     inv.revoke_invitation(revoke(&a)).await?;
@@ -380,7 +373,7 @@ async fn only_managers_manage_invitations_and_only_the_invitee_accepts() -> anyh
     op.set_sharing_enabled(ts_proto::internal::SetSharingEnabledRequest { license_id: "blk".into(), enabled: false })
         .await?;
     assert_eq!(
-        invite(&ch, &a, &folder_id, "x@blocked.example", AccessLevel::View).await.unwrap_err().code(),
+        Invitations::new(&ch, &a).send(&folder_id, "x@blocked.example", AccessLevel::View).await.unwrap_err().code(),
         Code::FailedPrecondition
     );
     cluster.stop().await
@@ -406,15 +399,18 @@ async fn the_per_license_send_limit_counts_every_inviter_of_the_license() -> any
     let ch = cluster.gateway().await?;
     let (x, y) = (cluster.sign_in("x@acme.example").await?, cluster.sign_in("y@acme.example").await?);
     let outsider = cluster.sign_in("z@other.example").await?;
-    let (fx, fy, fz) =
-        (new_folder(&ch, &x, "X").await?, new_folder(&ch, &y, "Y").await?, new_folder(&ch, &outsider, "Z").await?);
-    invite(&ch, &x, &fx, "a1@example.com", AccessLevel::View).await?;
-    invite(&ch, &y, &fy, "a2@example.com", AccessLevel::View).await?;
-    invite(&ch, &x, &fx, "a3@example.com", AccessLevel::View).await?;
-    let err = invite(&ch, &y, &fy, "a4@example.com", AccessLevel::View).await.unwrap_err();
+    let (fx, fy, fz) = (
+        Folders::new(&ch, &x).create("X").await?,
+        Folders::new(&ch, &y).create("Y").await?,
+        Folders::new(&ch, &outsider).create("Z").await?,
+    );
+    Invitations::new(&ch, &x).send(&fx, "a1@example.com", AccessLevel::View).await?;
+    Invitations::new(&ch, &y).send(&fy, "a2@example.com", AccessLevel::View).await?;
+    Invitations::new(&ch, &x).send(&fx, "a3@example.com", AccessLevel::View).await?;
+    let err = Invitations::new(&ch, &y).send(&fy, "a4@example.com", AccessLevel::View).await.unwrap_err();
     assert_eq!(retry_hint(&err), 10, "6 per minute: one every 10 s");
     assert!(err.message().contains("per license"), "{}", err.message());
-    invite(&ch, &outsider, &fz, "a5@example.com", AccessLevel::View).await?;
+    Invitations::new(&ch, &outsider).send(&fz, "a5@example.com", AccessLevel::View).await?;
     cluster.stop().await
 }
 
@@ -424,8 +420,8 @@ async fn accepting_as_an_existing_member_keeps_their_level_and_spends_the_invita
     let ch = cluster.gateway().await?;
     let a = cluster.sign_in("alice@example.com").await?;
     let b = cluster.sign_in("bob@example.com").await?;
-    let folder_id = new_folder(&ch, &a, "Crashy").await?;
-    let invitation = invite(&ch, &a, &folder_id, "bob@example.com", AccessLevel::Edit).await?;
+    let folder_id = Folders::new(&ch, &a).create("Crashy").await?;
+    let invitation = Invitations::new(&ch, &a).send(&folder_id, "bob@example.com", AccessLevel::Edit).await?;
     // Bob became a member some other way while the invitation was pending.
     cluster.add_member(&folder_id, &b, AccessLevel::Edit).await?;
     let mut inv = InvitationServiceClient::new(ch.clone());
@@ -461,17 +457,18 @@ async fn view_and_edit_members_cannot_invite_list_revoke_or_resend() -> anyhow::
     let viewer = cluster.sign_in("viewer@example.com").await?;
     let editor = cluster.sign_in("editor@example.com").await?;
     let outsider = cluster.sign_in("outsider@example.com").await?;
-    let folder_id = new_folder(&ch, &a, "Read-only for some").await?;
+    let folder_id = Folders::new(&ch, &a).create("Read-only for some").await?;
     cluster.add_member(&folder_id, &viewer, AccessLevel::View).await?;
     cluster.add_member(&folder_id, &editor, AccessLevel::Edit).await?;
-    let for_carol = invite(&ch, &a, &folder_id, "carol@example.com", AccessLevel::View).await?;
+    let for_carol = Invitations::new(&ch, &a).send(&folder_id, "carol@example.com", AccessLevel::View).await?;
     let mut inv = InvitationServiceClient::new(ch.clone());
 
     for (who, want) in
         [(&viewer, Code::PermissionDenied), (&editor, Code::PermissionDenied), (&outsider, Code::NotFound)]
     {
         let code = |r: Result<(), tonic::Status>| r.err().map_or(Code::Ok, |e| e.code());
-        let created = code(invite(&ch, who, &folder_id, "x@example.com", AccessLevel::View).await.map(drop));
+        let created =
+            code(Invitations::new(&ch, who).send(&folder_id, "x@example.com", AccessLevel::View).await.map(drop));
         let listed = code(
             inv.list_folder_invitations(
                 who.request(ListFolderInvitationsRequest { folder_id: folder_id.clone(), page: None }),
@@ -527,15 +524,15 @@ async fn blocked_and_unverified_users_get_failed_precondition_from_every_invitat
         })
         .await?;
     let owner = cluster.sign_in("owner@example.com").await?;
-    let owners_folder = new_folder(&ch, &owner, "Owner's").await?;
+    let owners_folder = Folders::new(&ch, &owner).create("Owner's").await?;
     let mut people = Vec::new();
     for email in ["blocked@lic.test", "unverified@example.com"] {
         let s = cluster.sign_in(email).await?;
         // Each is invited somewhere, and manages a folder with a pending invitation of their own.
-        let to_them = invite(&ch, &owner, &owners_folder, email, AccessLevel::Edit).await?;
-        let own_folder = new_folder(&ch, &s, "Theirs").await?;
+        let to_them = Invitations::new(&ch, &owner).send(&owners_folder, email, AccessLevel::Edit).await?;
+        let own_folder = Folders::new(&ch, &s).create("Theirs").await?;
         let guest = format!("guest.{}@example.com", email.split('@').next().unwrap_or_default());
-        let from_them = invite(&ch, &s, &own_folder, &guest, AccessLevel::View).await?;
+        let from_them = Invitations::new(&ch, &s).send(&own_folder, &guest, AccessLevel::View).await?;
         people.push((email, own_folder, to_them, from_them));
     }
 
@@ -563,7 +560,10 @@ async fn blocked_and_unverified_users_get_failed_precondition_from_every_invitat
         let code = |r: Result<(), tonic::Status>| r.err().map_or(Code::Ok, |e| e.code());
         let guest_mails = mails_to(&cluster, &from_them.invitee_email);
         let got = [
-            ("create", code(invite(&ch, s, own_folder, "new@example.com", AccessLevel::View).await.map(drop))),
+            (
+                "create",
+                code(Invitations::new(&ch, s).send(own_folder, "new@example.com", AccessLevel::View).await.map(drop)),
+            ),
             (
                 "list mine",
                 code(inv.list_my_invitations(s.request(ListMyInvitationsRequest::default())).await.map(drop)),
@@ -629,9 +629,9 @@ async fn a_declined_invitation_is_spent_and_frees_its_slot() -> anyhow::Result<(
     let a = cluster.sign_in("alice@example.com").await?;
     let b = cluster.sign_in("bob@example.com").await?;
     let carol = cluster.sign_in("carol@example.com").await?;
-    let folder_id = new_folder(&ch, &a, "Declinable").await?;
-    let for_bob = invite(&ch, &a, &folder_id, "bob@example.com", AccessLevel::Edit).await?;
-    retry_hint(&invite(&ch, &a, &folder_id, "dan@example.com", AccessLevel::View).await.unwrap_err());
+    let folder_id = Folders::new(&ch, &a).create("Declinable").await?;
+    let for_bob = Invitations::new(&ch, &a).send(&folder_id, "bob@example.com", AccessLevel::Edit).await?;
+    retry_hint(&Invitations::new(&ch, &a).send(&folder_id, "dan@example.com", AccessLevel::View).await.unwrap_err());
     let mut inv = InvitationServiceClient::new(ch.clone());
     let decline = |s: &Session| s.request(DeclineInvitationRequest { invitation_id: for_bob.id.clone() });
 
@@ -664,7 +664,7 @@ async fn a_declined_invitation_is_spent_and_frees_its_slot() -> anyhow::Result<(
     assert_eq!(err.code(), Code::FailedPrecondition, "a declined invitation cannot be re-sent: {err:?}");
     assert_eq!(mails_to(&cluster, "bob@example.com"), 2, "one invitation and one sign-in code, nothing more");
     // The folder's only pending slot is free again.
-    invite(&ch, &a, &folder_id, "dan@example.com", AccessLevel::View).await?;
+    Invitations::new(&ch, &a).send(&folder_id, "dan@example.com", AccessLevel::View).await?;
     cluster.stop().await
 }
 
@@ -673,8 +673,8 @@ async fn resend_mails_again_and_really_extends_the_expiry() -> anyhow::Result<()
     let cluster = TestCluster::start_with(|c| limits(c, |_| {})).await?;
     let ch = cluster.gateway().await?;
     let a = cluster.sign_in("alice@example.com").await?;
-    let folder_id = new_folder(&ch, &a, "Resent").await?;
-    let first = invite(&ch, &a, &folder_id, "dave@example.com", AccessLevel::View).await?;
+    let folder_id = Folders::new(&ch, &a).create("Resent").await?;
+    let first = Invitations::new(&ch, &a).send(&folder_id, "dave@example.com", AccessLevel::View).await?;
     assert_eq!(mails_to(&cluster, "dave@example.com"), 1);
     let first_expiry = first.expire_time.expect("expiry").seconds;
 
@@ -724,28 +724,31 @@ async fn refused_invitations_spend_nobody_s_send_budget() -> anyhow::Result<()> 
     let ch = cluster.gateway().await?;
     let alice = cluster.sign_in("alice@refunds.example").await?;
     let mallory = cluster.sign_in("mallory@refunds.example").await?;
-    let folder_id = new_folder(&ch, &alice, "Team").await?;
+    let folder_id = Folders::new(&ch, &alice).create("Team").await?;
     cluster.add_member(&folder_id, &mallory, AccessLevel::View).await?;
 
     // Mallory, who may not invite to the folder, asks again and again: each answer says why,
     // none is the rate limit, and nothing is charged to her or to the license.
     for i in 0..6 {
-        let err = invite(&ch, &mallory, &folder_id, &format!("spam{i}@example.com"), AccessLevel::Manage).await;
+        let err = Invitations::new(&ch, &mallory)
+            .send(&folder_id, &format!("spam{i}@example.com"), AccessLevel::Manage)
+            .await;
         assert_eq!(err.unwrap_err().code(), Code::PermissionDenied, "attempt {i}");
         let nowhere = uuid::Uuid::new_v4().to_string();
-        let err = invite(&ch, &mallory, &nowhere, "spam@example.com", AccessLevel::View).await;
+        let err = Invitations::new(&ch, &mallory).send(&nowhere, "spam@example.com", AccessLevel::View).await;
         assert_eq!(err.unwrap_err().code(), Code::NotFound, "attempt {i}");
     }
     // Re-inviting a member is refused as such and costs nothing either.
-    let err = invite(&ch, &alice, &folder_id, "mallory@refunds.example", AccessLevel::View).await.unwrap_err();
+    let err =
+        Invitations::new(&ch, &alice).send(&folder_id, "mallory@refunds.example", AccessLevel::View).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
 
     // The license's burst of two is whole: one from Mallory's own folder, one from Alice.
-    let own = new_folder(&ch, &mallory, "Mine").await?;
-    invite(&ch, &mallory, &own, "friend@example.com", AccessLevel::View).await?;
-    invite(&ch, &alice, &folder_id, "new@example.com", AccessLevel::View).await?;
+    let own = Folders::new(&ch, &mallory).create("Mine").await?;
+    Invitations::new(&ch, &mallory).send(&own, "friend@example.com", AccessLevel::View).await?;
+    Invitations::new(&ch, &alice).send(&folder_id, "new@example.com", AccessLevel::View).await?;
     // And then it is spent: the limit itself still holds.
-    let err = invite(&ch, &alice, &folder_id, "third@example.com", AccessLevel::View).await.unwrap_err();
+    let err = Invitations::new(&ch, &alice).send(&folder_id, "third@example.com", AccessLevel::View).await.unwrap_err();
     assert_eq!(retry_hint(&err), 60, "one a minute");
     assert!(err.message().contains("per license"), "{}", err.message());
     cluster.stop().await

@@ -3,12 +3,12 @@
 //! multi-threaded runtime so that requests really run in parallel, then the invariant and
 //! the `managers` counter checked against what MongoDB holds.
 
-use crate::support::new_folder;
 use tonic::transport::Channel;
 use ts_proto::public::folder_service_client::FolderServiceClient;
 use ts_proto::public::invitation_service_client::InvitationServiceClient;
 use ts_proto::public::member_service_client::MemberServiceClient;
 use ts_proto::public::*;
+use ts_testkit::Folders;
 use ts_testkit::{Session, TestCluster};
 
 /// One membership call by `actor` on `target`.
@@ -66,7 +66,7 @@ async fn concurrent_promotions_then_two_leaving_managers_keep_one_manager() -> a
     let a = cluster.sign_in("alice@example.com").await?;
     let b = cluster.sign_in("bob@example.com").await?;
     let c = cluster.sign_in("carol@example.com").await?;
-    let folder_id = new_folder(&ch, &a, "Contended").await?;
+    let folder_id = Folders::new(&ch, &a).create("Contended").await?;
     cluster.add_member(&folder_id, &b, AccessLevel::Manage).await?;
     cluster.add_member(&folder_id, &c, AccessLevel::Edit).await?;
     // The same promotion, many times at once: it must count once.
@@ -104,7 +104,7 @@ async fn many_concurrent_mixed_membership_calls_never_leave_a_folder_without_a_m
     };
     let levels = [AccessLevel::View, AccessLevel::Edit, AccessLevel::Manage];
     for round in 0..6 {
-        let folder_id = new_folder(&ch, &users[0], "Contended").await?;
+        let folder_id = Folders::new(&ch, &users[0]).create("Contended").await?;
         for (i, u) in users.iter().enumerate().skip(1) {
             cluster.add_member(&folder_id, u, if i % 2 == 0 { AccessLevel::Manage } else { AccessLevel::Edit }).await?;
         }

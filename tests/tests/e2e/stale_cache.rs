@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::support::new_folder;
 use tonic::Code;
 use tonic::transport::Channel;
 use ts_proto::public::folder_service_client::FolderServiceClient;
 use ts_proto::public::item_service_client::ItemServiceClient;
 use ts_proto::public::member_service_client::MemberServiceClient;
 use ts_proto::public::*;
+use ts_testkit::Folders;
 use ts_testkit::{TestCluster, as_gateway, query_content};
 
 const ROUNDS: usize = 150;
@@ -45,7 +45,7 @@ async fn a_removed_member_is_never_served_from_a_cache_filled_during_the_removal
     let ch = cluster.gateway().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
     let bob = cluster.sign_in("bob@example.com").await?;
-    let folder_id = new_folder(&ch, &alice, "Raced").await?;
+    let folder_id = Folders::new(&ch, &alice).create("Raced").await?;
     let mut members = MemberServiceClient::new(ch.clone());
     let mut stale = 0;
     for _ in 0..ROUNDS {
@@ -97,7 +97,7 @@ async fn an_updated_or_deleted_item_is_never_served_old_from_the_cache() -> anyh
     let replica = cluster.folders_replica().await?;
     let ch = cluster.gateway().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
-    let folder_id = new_folder(&ch, &alice, "Raced").await?;
+    let folder_id = Folders::new(&ch, &alice).create("Raced").await?;
     let mut items = ItemServiceClient::new(ch.clone());
     let item_id = items
         .create_item(alice.request(CreateItemRequest {
