@@ -1,15 +1,15 @@
 //! The tower layers every server runs around its routes, outermost first. Each does one
 //! thing and is tested on its own:
 //!
-//! 1. [`RequestContextLayer`]: the request id (taken from the caller only on internal
+//! 1. [`RequestContext`]: the request id (taken from the caller only on internal
 //!    servers, whose callers are our own services), the caller's service identity from its
 //!    client certificate, and the RPC name, in request extensions; the server span, joined to
 //!    the caller's trace; the request id on the response and on the task, for outgoing calls.
-//! 2. [`MetricsLayer`]: counts and times every RPC by method and final status code.
-//! 3. [`DecodeErrorLayer`]: a request that does not decode (invalid UTF-8 in a string, a
+//! 2. [`RpcMetrics`]: counts and times every RPC by method and final status code.
+//! 3. [`DecodeErrors`]: a request that does not decode (invalid UTF-8 in a string, a
 //!    bad wire type) is the caller's fault: INVALID_ARGUMENT, not tonic's INTERNAL. It
 //!    recognises the mark the codec puts on decode failures, not any message text.
-//! 4. [`AllowlistLayer`]: on internal servers, the caller's identity must be allowed to call
+//! 4. [`CallerAllowlist`]: on internal servers, the caller's identity must be allowed to call
 //!    the service; anyone else gets PERMISSION_DENIED before any handler runs.
 
 use std::sync::Arc;
@@ -30,12 +30,6 @@ use crate::telemetry;
 
 type Request = http::Request<Body>;
 type Response = http::Response<Body>;
-
-/// Takes the ready service and leaves a fresh clone behind, as tower requires.
-fn take<S: Clone>(inner: &mut S) -> S {
-    let clone = inner.clone();
-    std::mem::replace(inner, clone)
-}
 
 /// The service identity named by the caller's client certificate, if any.
 fn peer_of(req: &Request) -> Option<Peer> {
@@ -61,36 +55,37 @@ pub fn status_code(response: &Response) -> i32 {
     response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok()).unwrap_or(0)
 }
 
-/// Layer 1: request id, caller identity, RPC name, span.
+/// What one layer does around a call: given the inner service (ready) and the request, the
+/// response. [`Layered`] supplies the tower plumbing, so a layer is only this.
+pub trait Around: Clone + Send + Sync + 'static {
+    /// Handles `req`, calling `inner` or not.
+    fn call<S>(&self, inner: S, req: Request) -> BoxFuture<'static, Result<Response, S::Error>>
+    where
+        S: tower::Service<Request, Response = Response> + Send + 'static,
+        S::Future: Send + 'static;
+}
+
+/// A tower layer made of an [`Around`].
 #[derive(Debug, Clone)]
-pub struct RequestContextLayer {
-    service: &'static str,
-    trust_request_ids: bool,
-}
+pub struct Layered<A>(pub A);
 
-impl RequestContextLayer {
-    /// For the server `service`; `trust_request_ids` only where every caller is one of ours.
-    pub fn new(service: &'static str, trust_request_ids: bool) -> Self {
-        RequestContextLayer { service, trust_request_ids }
-    }
-}
-
-impl<S> tower::Layer<S> for RequestContextLayer {
-    type Service = RequestContext<S>;
+impl<A: Around, S> tower::Layer<S> for Layered<A> {
+    type Service = LayeredService<A, S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequestContext { inner, layer: self.clone() }
+        LayeredService { around: self.0.clone(), inner }
     }
 }
 
-/// The service of [`RequestContextLayer`].
+/// The service of a [`Layered`].
 #[derive(Debug, Clone)]
-pub struct RequestContext<S> {
+pub struct LayeredService<A, S> {
+    around: A,
     inner: S,
-    layer: RequestContextLayer,
 }
 
-impl<S> tower::Service<Request> for RequestContext<S>
+impl<A, S> tower::Service<Request> for LayeredService<A, S>
 where
+    A: Around,
     S: tower::Service<Request, Response = Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
@@ -102,14 +97,39 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        let mut inner = take(&mut self.inner);
+    fn call(&mut self, req: Request) -> Self::Future {
+        // Take the ready service and leave a fresh clone behind, as tower requires.
+        let clone = self.inner.clone();
+        self.around.call(std::mem::replace(&mut self.inner, clone), req)
+    }
+}
+
+/// Layer 1: request id, caller identity, RPC name, span.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    service: &'static str,
+    trust_request_ids: bool,
+}
+
+impl RequestContext {
+    /// For the server `service`; `trust_request_ids` only where every caller is one of ours.
+    pub fn new(service: &'static str, trust_request_ids: bool) -> Self {
+        RequestContext { service, trust_request_ids }
+    }
+}
+
+impl Around for RequestContext {
+    fn call<S>(&self, mut inner: S, mut req: Request) -> BoxFuture<'static, Result<Response, S::Error>>
+    where
+        S: tower::Service<Request, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+    {
         let path = req.uri().path().to_owned();
         let (rpc_service, rpc_method) = split_path(&path);
         let peer = peer_of(&req);
         let offered = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
         let request_id = match offered {
-            Some(id) if self.layer.trust_request_ids && valid_request_id(id) => id.to_owned(),
+            Some(id) if self.trust_request_ids && valid_request_id(id) => id.to_owned(),
             _ => uuid::Uuid::new_v4().to_string(),
         };
         let span = tracing::info_span!(
@@ -119,7 +139,7 @@ where
             rpc.system = "grpc",
             rpc.service = rpc_service,
             rpc.method = rpc_method,
-            service = self.layer.service,
+            service = self.service,
             peer = peer.map(Peer::name).unwrap_or("-"),
             request_id = %request_id,
             rpc.grpc.status_code = tracing::field::Empty,
@@ -152,22 +172,22 @@ where
 
 /// Layer 2: RPC counts and latency by method and status code.
 #[derive(Clone)]
-pub struct MetricsLayer {
+pub struct RpcMetrics {
     requests: Counter<u64>,
     duration: Histogram<f64>,
 }
 
-impl std::fmt::Debug for MetricsLayer {
+impl std::fmt::Debug for RpcMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsLayer").finish_non_exhaustive()
+        f.debug_struct("RpcMetrics").finish_non_exhaustive()
     }
 }
 
-impl MetricsLayer {
+impl RpcMetrics {
     /// Instruments from the global meter provider.
     pub fn new() -> Self {
         let meter = opentelemetry::global::meter("teamshare");
-        MetricsLayer {
+        RpcMetrics {
             requests: meter
                 .u64_counter("rpc.server.requests")
                 .with_description("RPCs handled, by method and status code")
@@ -181,42 +201,19 @@ impl MetricsLayer {
     }
 }
 
-impl Default for MetricsLayer {
+impl Default for RpcMetrics {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<S> tower::Layer<S> for MetricsLayer {
-    type Service = Metrics<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Metrics { inner, layer: self.clone() }
-    }
-}
-
-/// The service of [`MetricsLayer`].
-#[derive(Debug, Clone)]
-pub struct Metrics<S> {
-    inner: S,
-    layer: MetricsLayer,
-}
-
-impl<S> tower::Service<Request> for Metrics<S>
-where
-    S: tower::Service<Request, Response = Response> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let mut inner = take(&mut self.inner);
-        let layer = self.layer.clone();
+impl Around for RpcMetrics {
+    fn call<S>(&self, mut inner: S, req: Request) -> BoxFuture<'static, Result<Response, S::Error>>
+    where
+        S: tower::Service<Request, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let layer = self.clone();
         let (service, method) = split_path(req.uri().path());
         let (service, method) = (service.to_owned(), method.to_owned());
         Box::pin(async move {
@@ -237,36 +234,15 @@ where
 
 /// Layer 3: decode failures answer INVALID_ARGUMENT.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct DecodeErrorLayer;
+pub struct DecodeErrors;
 
-impl<S> tower::Layer<S> for DecodeErrorLayer {
-    type Service = DecodeError<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        DecodeError { inner }
-    }
-}
-
-/// The service of [`DecodeErrorLayer`].
-#[derive(Debug, Clone)]
-pub struct DecodeError<S> {
-    inner: S,
-}
-
-impl<S> tower::Service<Request> for DecodeError<S>
-where
-    S: tower::Service<Request, Response = Response> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let fut = take(&mut self.inner).call(req);
+impl Around for DecodeErrors {
+    fn call<S>(&self, mut inner: S, req: Request) -> BoxFuture<'static, Result<Response, S::Error>>
+    where
+        S: tower::Service<Request, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let fut = inner.call(req);
         Box::pin(async move {
             let mut response = fut.await?;
             if response.headers_mut().remove(UNDECODABLE).is_some() && status_code(&response) == 13 {
@@ -280,67 +256,45 @@ where
 /// Layer 4: the caller allowlist of an internal server (`None`: a public server, where
 /// callers prove who they are with access tokens instead).
 #[derive(Clone)]
-pub struct AllowlistLayer {
+pub struct CallerAllowlist {
     allowlist: Option<Arc<Allowlist>>,
     denied: Counter<u64>,
 }
 
-impl std::fmt::Debug for AllowlistLayer {
+impl std::fmt::Debug for CallerAllowlist {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AllowlistLayer").field("allowlist", &self.allowlist).finish_non_exhaustive()
+        f.debug_struct("CallerAllowlist").field("allowlist", &self.allowlist).finish_non_exhaustive()
     }
 }
 
-impl AllowlistLayer {
+impl CallerAllowlist {
     /// Checks callers against `allowlist`, when there is one.
     pub fn new(allowlist: Option<Arc<Allowlist>>) -> Self {
         let denied = opentelemetry::global::meter("teamshare")
             .u64_counter("rpc.server.peer_denied")
             .with_description("RPCs refused by the caller allowlist")
             .build();
-        AllowlistLayer { allowlist, denied }
+        CallerAllowlist { allowlist, denied }
     }
 }
 
-impl<S> tower::Layer<S> for AllowlistLayer {
-    type Service = AllowlistCheck<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        AllowlistCheck { inner, layer: self.clone() }
-    }
-}
-
-/// The service of [`AllowlistLayer`].
-#[derive(Debug, Clone)]
-pub struct AllowlistCheck<S> {
-    inner: S,
-    layer: AllowlistLayer,
-}
-
-impl<S> tower::Service<Request> for AllowlistCheck<S>
-where
-    S: tower::Service<Request, Response = Response> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let Some(allowlist) = &self.layer.allowlist else {
-            return Box::pin(take(&mut self.inner).call(req));
+impl Around for CallerAllowlist {
+    fn call<S>(&self, mut inner: S, req: Request) -> BoxFuture<'static, Result<Response, S::Error>>
+    where
+        S: tower::Service<Request, Response = Response> + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let Some(allowlist) = &self.allowlist else {
+            return Box::pin(inner.call(req));
         };
         let peer = req.extensions().get::<Peer>().copied();
         if let Some(p) = peer
             && allowlist.check(req.uri().path(), p)
         {
-            return Box::pin(take(&mut self.inner).call(req));
+            return Box::pin(inner.call(req));
         }
         let (service, _) = split_path(req.uri().path());
-        self.layer.denied.add(1, &[KeyValue::new("rpc.service", service.to_owned())]);
+        self.denied.add(1, &[KeyValue::new("rpc.service", service.to_owned())]);
         tracing::warn!(peer = peer.map(Peer::name).unwrap_or("unknown"), "caller not on allowlist");
         let who = peer.map(Peer::name).unwrap_or("a certificate without a teamshare identity");
         let denied = tonic::Status::permission_denied(format!("{who} may not call {service}")).into_http();
@@ -397,7 +351,7 @@ mod tests {
     #[tokio::test]
     async fn the_allowlist_admits_listed_peers_only_and_public_servers_pass_everything() {
         let allow = Arc::new(Allowlist::new().allow("teamshare.internal.v1.KeyVaultService", &[Peer::Folders]));
-        let mut svc = AllowlistLayer::new(Some(allow)).layer(ok());
+        let mut svc = Layered(CallerAllowlist::new(Some(allow))).layer(ok());
         let path = "/teamshare.internal.v1.KeyVaultService/GetDataKey";
 
         let mut admitted = request(path);
@@ -414,21 +368,21 @@ mod tests {
         let anonymous = svc.ready().await.unwrap().call(request(path)).await.unwrap();
         assert_eq!(status_code(&anonymous), tonic::Code::PermissionDenied as i32);
 
-        let mut public = AllowlistLayer::new(None).layer(ok());
+        let mut public = Layered(CallerAllowlist::new(None)).layer(ok());
         assert_eq!(status_code(&public.ready().await.unwrap().call(request(path)).await.unwrap()), 0);
     }
 
     #[tokio::test]
     async fn only_marked_decode_failures_become_invalid_argument() {
         let marked = ts_proto::codec::mark_undecodable(tonic::Status::internal("whatever tonic says"));
-        let mut svc = DecodeErrorLayer.layer(answering(marked));
+        let mut svc = Layered(DecodeErrors).layer(answering(marked));
         let response = svc.ready().await.unwrap().call(request("/a.B/C")).await.unwrap();
         assert_eq!(status_code(&response), tonic::Code::InvalidArgument as i32);
         assert!(response.headers().get(UNDECODABLE).is_none(), "the mark does not leave the server");
 
         // Tonic's old wording without the mark is an ordinary INTERNAL.
         let unmarked = tonic::Status::internal("failed to decode Protobuf message");
-        let mut svc = DecodeErrorLayer.layer(answering(unmarked));
+        let mut svc = Layered(DecodeErrors).layer(answering(unmarked));
         let response = svc.ready().await.unwrap().call(request("/a.B/C")).await.unwrap();
         assert_eq!(status_code(&response), tonic::Code::Internal as i32);
     }
@@ -452,13 +406,13 @@ mod tests {
         // A client cannot name itself by sending a Peer: only the TLS handshake does.
         offered.extensions_mut().insert(Peer::Operator);
 
-        let mut internal = RequestContextLayer::new("folders", true).layer(handler.clone());
+        let mut internal = Layered(RequestContext::new("folders", true)).layer(handler.clone());
         let response = internal.ready().await.unwrap().call(offered).await.unwrap();
         assert_eq!(response.headers().get(REQUEST_ID_HEADER).unwrap(), "abc-1");
 
         let mut offered = request("/a.B/C");
         offered.headers_mut().insert(REQUEST_ID_HEADER, http::HeaderValue::from_static("abc-1"));
-        let mut public = RequestContextLayer::new("gateway", false).layer(handler);
+        let mut public = Layered(RequestContext::new("gateway", false)).layer(handler);
         let response = public.ready().await.unwrap().call(offered).await.unwrap();
         let fresh = response.headers().get(REQUEST_ID_HEADER).unwrap().to_str().unwrap().to_owned();
         assert_ne!(fresh, "abc-1");

@@ -21,7 +21,7 @@ use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::layers::{AllowlistLayer, DecodeErrorLayer, MetricsLayer, RequestContextLayer};
+use crate::layers::{CallerAllowlist, DecodeErrors, Layered, RequestContext, RpcMetrics};
 use ts_contract::identity::{Allowlist, Peer};
 
 /// Header that carries the request id, in requests between services and in every response.
@@ -186,10 +186,10 @@ impl ServiceServer {
         };
         let trust_request_ids = allowlist.is_some();
         let guard = tower::ServiceBuilder::new()
-            .layer(RequestContextLayer::new(self.name, trust_request_ids))
-            .layer(MetricsLayer::new())
-            .layer(DecodeErrorLayer)
-            .layer(AllowlistLayer::new(allowlist))
+            .layer(Layered(RequestContext::new(self.name, trust_request_ids)))
+            .layer(Layered(RpcMetrics::new()))
+            .layer(Layered(DecodeErrors))
+            .layer(Layered(CallerAllowlist::new(allowlist)))
             .service(routes.prepare());
 
         let (stop_tx, stop_rx) = watch::channel(false);

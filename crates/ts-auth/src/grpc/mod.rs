@@ -129,8 +129,29 @@ impl AuthApi {
 }
 
 impl AuthApi {
-    /// Audits a license-admin call (failures always, successes when `mutating`) and turns
-    /// its result into the reply.
+    /// Turns a call's result into the reply, recording failures always and successes when
+    /// `mutating`.
+    fn audited<R>(
+        mutating: bool,
+        result: Result<R, AuthError>,
+        record: impl FnOnce(tonic::Code),
+    ) -> Result<Response<R>, Status> {
+        match result {
+            Ok(r) => {
+                if mutating {
+                    record(tonic::Code::Ok);
+                }
+                Ok(Response::new(r))
+            }
+            Err(e) => {
+                let status = Status::from(e);
+                record(status.code());
+                Err(status)
+            }
+        }
+    }
+
+    /// Audits a license-admin call of `user` and turns its result into the reply.
     pub(super) fn license_outcome<R>(
         &self,
         user: &UserContext,
@@ -139,24 +160,10 @@ impl AuthApi {
         mutating: bool,
         result: Result<R, AuthError>,
     ) -> Result<Response<R>, Status> {
-        match result {
-            Ok(r) => {
-                if mutating {
-                    self.audit_user(user, license_id, action, tonic::Code::Ok);
-                }
-                Ok(Response::new(r))
-            }
-            Err(e) => {
-                let status = Status::from(e);
-                self.audit_user(user, license_id, action, status.code());
-                Err(status)
-            }
-        }
+        Self::audited(mutating, result, |code| self.audit_user(user, license_id, action, code))
     }
-}
 
-impl AuthApi {
-    /// Audits an operator call (failures always, successes when `mutating`).
+    /// Audits an operator call and turns its result into the reply.
     pub(super) fn operator_outcome<R>(
         &self,
         license_id: &str,
@@ -164,18 +171,6 @@ impl AuthApi {
         mutating: bool,
         result: Result<R, AuthError>,
     ) -> Result<Response<R>, Status> {
-        match result {
-            Ok(r) => {
-                if mutating {
-                    self.audit_operator(license_id, action, tonic::Code::Ok);
-                }
-                Ok(Response::new(r))
-            }
-            Err(e) => {
-                let status = Status::from(e);
-                self.audit_operator(license_id, action, status.code());
-                Err(status)
-            }
-        }
+        Self::audited(mutating, result, |code| self.audit_operator(license_id, action, code))
     }
 }
