@@ -1,13 +1,16 @@
 //! The folders service's access to data keys: fetched from keyvault over mTLS and cached in
-//! memory within the configured bounds. Plaintext keys never leave this process.
+//! memory within the configured bounds. Plaintext keys never leave this process. Keyvault's
+//! answers become `FoldersError` here, where they arrive.
 
 use tonic::{Code, Status};
+use ts_runtime::client::InternalChannel;
 use ts_crypto::{CacheLimits, DataKey, KeyCache};
 use ts_proto::internal::key_vault_service_client::KeyVaultServiceClient;
 use ts_proto::internal::{
     CreateDataKeyRequest, DestroyDataKeysRequest, GetDataKeyRequest, RetireDataKeyVersionsRequest, RotateDataKeyRequest,
 };
-use ts_runtime::client::InternalChannel;
+
+use crate::error::{FoldersError, KeyvaultRefusal};
 
 /// Data keys for folders, through keyvault, with a bounded plaintext cache.
 pub struct FolderKeys {
@@ -21,20 +24,24 @@ impl std::fmt::Debug for FolderKeys {
     }
 }
 
-/// Keeps keyvault's caller-facing errors and hides the rest behind UNAVAILABLE.
-fn from_keyvault(s: Status) -> Status {
-    match s.code() {
-        Code::NotFound | Code::InvalidArgument | Code::FailedPrecondition => s,
-        Code::Unavailable | Code::DeadlineExceeded => Status::unavailable("data keys are unavailable; retry later"),
+/// Keeps keyvault's caller-facing refusals as they came, and hides the rest behind
+/// UNAVAILABLE (keyvault unreachable) or INTERNAL (logged).
+fn from_keyvault(s: Status) -> FoldersError {
+    let refusal = match s.code() {
+        Code::NotFound => KeyvaultRefusal::NotFound,
+        Code::InvalidArgument => KeyvaultRefusal::InvalidArgument,
+        Code::FailedPrecondition => KeyvaultRefusal::FailedPrecondition,
+        Code::Unavailable | Code::DeadlineExceeded => return FoldersError::KeysUnavailable,
         _ => {
             tracing::error!(code = ?s.code(), message = s.message(), "keyvault failed");
-            Status::internal("data keys cannot be read")
+            return FoldersError::KeysUnreadable;
         }
-    }
+    };
+    FoldersError::Keyvault { refusal, message: s.message().to_owned() }
 }
 
-fn key_from(version: u32, bytes: &[u8]) -> Result<DataKey, Status> {
-    DataKey::from_slice(version, bytes).ok_or_else(|| Status::internal("keyvault returned a malformed key"))
+fn key_from(version: u32, bytes: &[u8]) -> Result<DataKey, FoldersError> {
+    DataKey::from_slice(version, bytes).ok_or(FoldersError::MalformedKey)
 }
 
 impl FolderKeys {
@@ -44,14 +51,14 @@ impl FolderKeys {
     }
 
     /// Creates a folder's first key version.
-    pub async fn create(&self, folder_id: &str) -> Result<u32, Status> {
+    pub async fn create(&self, folder_id: &str) -> Result<u32, FoldersError> {
         let req = CreateDataKeyRequest { folder_id: folder_id.to_owned() };
         Ok(self.client.clone().create_data_key(req).await.map_err(from_keyvault)?.into_inner().version)
     }
 
     /// The newest version, for writes. Always asks keyvault, so a rotation takes effect at
     /// once; the answer also warms the cache for reads.
-    pub async fn newest(&self, folder_id: &str) -> Result<DataKey, Status> {
+    pub async fn newest(&self, folder_id: &str) -> Result<DataKey, FoldersError> {
         let req = GetDataKeyRequest { folder_id: folder_id.to_owned(), version: 0 };
         let resp = self.client.clone().get_data_key(req).await.map_err(from_keyvault)?.into_inner();
         let key = key_from(resp.version, &resp.key)?;
@@ -60,7 +67,7 @@ impl FolderKeys {
     }
 
     /// A given version, for reads; from the cache while it is within its bounds.
-    pub async fn version(&self, folder_id: &str, version: u32) -> Result<DataKey, Status> {
+    pub async fn version(&self, folder_id: &str, version: u32) -> Result<DataKey, FoldersError> {
         if let Some(key) = self.cache.get(folder_id, version) {
             return Ok(key);
         }
@@ -72,13 +79,13 @@ impl FolderKeys {
     }
 
     /// Adds a version at keyvault.
-    pub async fn rotate(&self, folder_id: &str) -> Result<u32, Status> {
+    pub async fn rotate(&self, folder_id: &str) -> Result<u32, FoldersError> {
         let req = RotateDataKeyRequest { folder_id: folder_id.to_owned() };
         Ok(self.client.clone().rotate_data_key(req).await.map_err(from_keyvault)?.into_inner().version)
     }
 
     /// Retires versions older than `keep_from` at keyvault and here.
-    pub async fn retire(&self, folder_id: &str, keep_from: u32) -> Result<u32, Status> {
+    pub async fn retire(&self, folder_id: &str, keep_from: u32) -> Result<u32, FoldersError> {
         let req = RetireDataKeyVersionsRequest { folder_id: folder_id.to_owned(), keep_from_version: keep_from };
         let retired =
             self.client.clone().retire_data_key_versions(req).await.map_err(from_keyvault)?.into_inner().retired;
@@ -87,7 +94,7 @@ impl FolderKeys {
     }
 
     /// Destroys every version at keyvault and forgets them here (crypto-erasure).
-    pub async fn destroy(&self, folder_id: &str) -> Result<u32, Status> {
+    pub async fn destroy(&self, folder_id: &str) -> Result<u32, FoldersError> {
         let req = DestroyDataKeysRequest { folder_id: folder_id.to_owned() };
         let destroyed = self.client.clone().destroy_data_keys(req).await.map_err(from_keyvault)?.into_inner().destroyed;
         self.cache.evict_folder(folder_id);

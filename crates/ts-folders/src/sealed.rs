@@ -3,9 +3,10 @@
 //! membership, timestamps, kind and the sharer's email stay in plaintext (DESIGN.md §3).
 
 use bson::{Bson, Document};
-use tonic::Status;
 use ts_crypto::{DataKey, Envelope, FieldRef};
 use zeroize::Zeroizing;
+
+use crate::FoldersError;
 
 /// Seals each `(field, plaintext)` of an item into an `enc` sub-document.
 pub fn seal_fields(
@@ -13,12 +14,10 @@ pub fn seal_fields(
     folder_id: &str,
     item_id: &str,
     fields: &[(&str, &[u8])],
-) -> Result<Document, Status> {
+) -> Result<Document, FoldersError> {
     let mut enc = Document::new();
     for (field, plaintext) in fields {
-        let env = Envelope::seal(key, FieldRef { folder_id, item_id, field }, plaintext)
-            .map_err(|e| Status::internal(format!("cannot seal {field}: {e}")))?;
-        enc.insert(*field, env.to_bson());
+        enc.insert(*field, seal(key, FieldRef { folder_id, item_id, field }, plaintext)?);
     }
     Ok(enc)
 }
@@ -30,15 +29,9 @@ pub fn open_field(
     item_id: &str,
     enc: &Document,
     field: &str,
-) -> Result<Zeroizing<Vec<u8>>, Status> {
+) -> Result<Zeroizing<Vec<u8>>, FoldersError> {
     let Some(value) = enc.get(field) else { return Ok(Zeroizing::new(Vec::new())) };
-    let env = Envelope::from_bson(value).map_err(|e| corrupt(item_id, field, &e))?;
-    env.open(key, FieldRef { folder_id, item_id, field }).map_err(|e| corrupt(item_id, field, &e))
-}
-
-fn corrupt(item_id: &str, field: &str, e: &ts_crypto::CryptoError) -> Status {
-    tracing::error!(item_id, field, error = %e, "stored field does not open");
-    Status::data_loss(format!("item {item_id}: field {field} cannot be decrypted"))
+    open(key, FieldRef { folder_id, item_id, field }, value)
 }
 
 /// Re-seals every field of `enc` from `old` to `new`, for the same folder and item.
@@ -48,17 +41,28 @@ pub fn reseal(
     folder_id: &str,
     item_id: &str,
     enc: &Document,
-) -> Result<Document, Status> {
+) -> Result<Document, FoldersError> {
     let mut out = Document::new();
     for (field, value) in enc {
-        let env = Envelope::from_bson(value).map_err(|e| corrupt(item_id, field, &e))?;
-        let plaintext =
-            env.open(old, FieldRef { folder_id, item_id, field }).map_err(|e| corrupt(item_id, field, &e))?;
-        let sealed = Envelope::seal(new, FieldRef { folder_id, item_id, field }, &plaintext)
-            .map_err(|e| Status::internal(format!("cannot seal {field}: {e}")))?;
-        out.insert(field.clone(), sealed.to_bson());
+        let at = FieldRef { folder_id, item_id, field };
+        let plaintext = open(old, at, value)?;
+        out.insert(field.clone(), seal(new, at, &plaintext)?);
     }
     Ok(out)
+}
+
+fn seal(key: &DataKey, at: FieldRef<'_>, plaintext: &[u8]) -> Result<Bson, FoldersError> {
+    let env = Envelope::seal(key, at, plaintext)
+        .map_err(|source| FoldersError::Seal { what: at.field.to_owned(), source })?;
+    Ok(env.to_bson())
+}
+
+fn open(key: &DataKey, at: FieldRef<'_>, value: &Bson) -> Result<Zeroizing<Vec<u8>>, FoldersError> {
+    let corrupt = |e: ts_crypto::CryptoError| {
+        tracing::error!(item_id = at.item_id, field = at.field, error = %e, "stored field does not open");
+        FoldersError::Undecryptable { item_id: at.item_id.to_owned(), field: at.field.to_owned() }
+    };
+    Envelope::from_bson(value).map_err(corrupt)?.open(key, at).map_err(corrupt)
 }
 
 /// The `key_version` of a stored item.
@@ -68,4 +72,9 @@ pub fn key_version(doc: &Document) -> Option<u32> {
         Bson::Int32(v) => u32::try_from(*v).ok(),
         _ => None,
     }
+}
+
+/// A typed document's `key_version` as a key version.
+pub(crate) fn version_of(stored: Option<i64>) -> Option<u32> {
+    stored.and_then(|v| u32::try_from(v).ok())
 }

@@ -13,11 +13,11 @@ use std::collections::HashMap;
 
 use mongodb::options::{ConnectionString, ServerAddress};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
-use tonic::Status;
 use ts_proto::public::{Connection, ReadPreference};
 
 use super::names::{display, is_auth_properties, is_secret, strip_auth_properties};
 use super::{MAX_TEXT_BYTES, invalid, text};
+use crate::FoldersError;
 
 /// Most `hosts` entries.
 const MAX_HOSTS: usize = 100;
@@ -134,7 +134,7 @@ fn encode_property(entry: &str) -> String {
 
 /// A `host:port` entry with any user info removed (and reported under `field`); refused if
 /// what is left is not a host the driver accepts, written with host-name characters only.
-fn strip_host(field: &str, raw: &str, removed: &mut Vec<String>) -> Result<String, Status> {
+fn strip_host(field: &str, raw: &str, removed: &mut Vec<String>) -> Result<String, FoldersError> {
     let host = match raw.rsplit_once('@') {
         Some((user_info, host)) => {
             let part = if user_without_password(user_info).is_some() { "password" } else { "username" };
@@ -160,7 +160,7 @@ fn strip_user(field: &str, user: &mut String, removed: &mut Vec<String>) {
 
 /// A value that is a URL: the password in its user info removed; a MongoDB connection string
 /// is stripped in full. Reported under `field`.
-fn strip_url(field: &str, value: &str, removed: &mut Vec<String>) -> Result<Option<String>, Status> {
+fn strip_url(field: &str, value: &str, removed: &mut Vec<String>) -> Result<Option<String>, FoldersError> {
     if value.starts_with("mongodb://") || value.starts_with("mongodb+srv://") {
         let (clean, gone) = strip_connection_string(value).map_err(|e| invalid(field, e.why()))?;
         let changed = !gone.is_empty();
@@ -178,7 +178,7 @@ fn strip_url(field: &str, value: &str, removed: &mut Vec<String>) -> Result<Opti
 
 /// An option map: entries with secret names removed, `authMechanismProperties` filtered, URL
 /// values stripped, and every key and value checked for size and key material.
-fn strip_map(field: &str, map: &mut HashMap<String, String>, removed: &mut Vec<String>) -> Result<(), Status> {
+fn strip_map(field: &str, map: &mut HashMap<String, String>, removed: &mut Vec<String>) -> Result<(), FoldersError> {
     let mut keys: Vec<String> = map.keys().cloned().collect();
     keys.sort();
     for k in keys {
@@ -210,7 +210,7 @@ fn strip_map(field: &str, map: &mut HashMap<String, String>, removed: &mut Vec<S
 }
 
 /// Checks a connection and strips its secrets, adding what was removed to `removed`.
-pub fn check_connection(c: &mut Connection, removed: &mut Vec<String>) -> Result<(), Status> {
+pub fn check_connection(c: &mut Connection, removed: &mut Vec<String>) -> Result<(), FoldersError> {
     let f = "content.connection";
     let cs = format!("{f}.connection_string");
     text(&cs, &c.connection_string, MAX_TEXT_BYTES)?;
@@ -293,10 +293,10 @@ mod tests {
         assert_eq!(strip(kept), (kept.to_owned(), vec![]));
     }
 
-    fn connection(c: Connection) -> Result<(Connection, Vec<String>), Status> {
+    fn connection(c: Connection) -> Result<(Connection, Vec<String>), tonic::Status> {
         let mut c = c;
         let mut removed = Vec::new();
-        check_connection(&mut c, &mut removed)?;
+        check_connection(&mut c, &mut removed).map_err(tonic::Status::from)?;
         Ok((c, removed))
     }
 

@@ -1,14 +1,15 @@
 //! Item validation at the boundary: sizes, kinds, enum values, and the rule that connections
 //! never carry secrets: credentials are stripped and reported ([`connection`]), and key
 //! material in any field is refused, naming the field ([`keys`]). Refusals never echo the
-//! value.
+//! value. Refusals are `FoldersError::Invalid` (INVALID_ARGUMENT).
 
 use prost::Message;
-use tonic::Status;
 use ts_proto::public::item_content::Content;
 use ts_proto::public::{ItemContent, ItemKind};
 
 use self::connection::check_connection;
+use crate::FoldersError;
+use ts_contract::email::Email;
 
 mod connection;
 mod keys;
@@ -36,12 +37,12 @@ pub struct CheckedItem {
     pub removed: Vec<String>,
 }
 
-fn invalid(field: &str, why: &str) -> Status {
-    Status::invalid_argument(format!("{field} {why}"))
+fn invalid(field: &str, why: &str) -> FoldersError {
+    FoldersError::invalid(field, why)
 }
 
 /// Checks a display name (folder or item).
-pub fn check_name(field: &str, raw: &str) -> Result<String, Status> {
+pub fn check_name(field: &str, raw: &str) -> Result<String, FoldersError> {
     let name = raw.trim();
     if name.is_empty() {
         return Err(invalid(field, "is required"));
@@ -56,14 +57,19 @@ pub fn check_name(field: &str, raw: &str) -> Result<String, Status> {
     Ok(name.to_owned())
 }
 
-fn no_key_material(field: &str, value: &str) -> Result<(), Status> {
+/// Checks an email address (normalised as `Email` does).
+pub fn check_email(field: &str, raw: &str) -> Result<Email, FoldersError> {
+    Email::parse(raw).map_err(|why| invalid(field, why))
+}
+
+fn no_key_material(field: &str, value: &str) -> Result<(), FoldersError> {
     match keys::find(value) {
         Some(found) => Err(invalid(field, &format!("contains {}, which is never shared", found.describe()))),
         None => Ok(()),
     }
 }
 
-fn text(field: &str, value: &str, max: usize) -> Result<(), Status> {
+fn text(field: &str, value: &str, max: usize) -> Result<(), FoldersError> {
     if value.len() > max {
         return Err(invalid(field, &format!("is longer than {max} bytes")));
     }
@@ -71,7 +77,7 @@ fn text(field: &str, value: &str, max: usize) -> Result<(), Status> {
 }
 
 /// Checks and sanitizes an item for storage.
-pub fn check_item(name: &str, description: &str, content: Option<ItemContent>) -> Result<CheckedItem, Status> {
+pub fn check_item(name: &str, description: &str, content: Option<ItemContent>) -> Result<CheckedItem, FoldersError> {
     let name = check_name("name", name)?;
     text("description", description, MAX_TEXT_BYTES)?;
     let mut content = content.ok_or_else(|| invalid("content", "is required"))?;

@@ -1,0 +1,101 @@
+//! `FolderService`: create, list, get, rename, delete and leave.
+
+use tonic::{Request, Response, Status};
+use ts_proto::public::folder_service_server::FolderService;
+use ts_proto::public::*;
+
+use super::{FoldersApi, page, timestamp};
+use crate::audit::AuditAction;
+use crate::folders::FolderView;
+use crate::paging::PageAsk;
+use crate::validate::check_name;
+
+fn folder_message(v: FolderView) -> Folder {
+    Folder {
+        id: v.doc.id.into(),
+        name: v.name,
+        my_access: v.access as i32,
+        created_by_email: v.doc.created_by_email,
+        create_time: timestamp(v.doc.created_at),
+        update_time: timestamp(v.doc.updated_at),
+    }
+}
+
+#[tonic::async_trait]
+impl FolderService for FoldersApi {
+    async fn create_folder(
+        &self,
+        request: Request<CreateFolderRequest>,
+    ) -> Result<Response<CreateFolderResponse>, Status> {
+        let req = request.get_ref();
+        let folder = self
+            .for_user(&request, AuditAction::FolderCreate, |call| async move {
+                let name = check_name("name", &req.name)?;
+                Ok(self.folders.create_folder(&call.user, name).await?)
+            })
+            .await?;
+        Ok(Response::new(CreateFolderResponse { folder: Some(folder_message(folder)) }))
+    }
+
+    async fn list_folders(
+        &self,
+        request: Request<ListFoldersRequest>,
+    ) -> Result<Response<ListFoldersResponse>, Status> {
+        let ask = PageAsk::from_request(&request.get_ref().page);
+        let listed = self
+            .for_user(&request, AuditAction::FolderList, |call| async move {
+                Ok(self.folders.list_folders(&call.user.user_id, &ask).await?)
+            })
+            .await?;
+        let folders = listed.items.into_iter().map(folder_message).collect();
+        Ok(Response::new(ListFoldersResponse { folders, page: page(listed.next_token) }))
+    }
+
+    async fn get_folder(&self, request: Request<GetFolderRequest>) -> Result<Response<GetFolderResponse>, Status> {
+        let folder_id = &request.get_ref().folder_id;
+        let folder = self
+            .in_folder(&request, AuditAction::FolderGet, folder_id, AccessLevel::View, |_, at| async move {
+                Ok(self.folders.get_folder(at).await?)
+            })
+            .await?;
+        Ok(Response::new(GetFolderResponse { folder: Some(folder_message(folder)) }))
+    }
+
+    async fn rename_folder(
+        &self,
+        request: Request<RenameFolderRequest>,
+    ) -> Result<Response<RenameFolderResponse>, Status> {
+        let req = request.get_ref();
+        let folder = self
+            .in_folder(&request, AuditAction::FolderRename, &req.folder_id, AccessLevel::Manage, |_, at| async move {
+                let name = check_name("name", &req.name)?;
+                Ok(self.folders.rename_folder(at, name).await?)
+            })
+            .await?;
+        Ok(Response::new(RenameFolderResponse { folder: Some(folder_message(folder)) }))
+    }
+
+    async fn delete_folder(
+        &self,
+        request: Request<DeleteFolderRequest>,
+    ) -> Result<Response<DeleteFolderResponse>, Status> {
+        let folder_id = &request.get_ref().folder_id;
+        self.in_folder(&request, AuditAction::FolderDelete, folder_id, AccessLevel::Manage, |_, at| async move {
+            Ok(self.folders.delete_folder(&at.folder_id).await?)
+        })
+        .await?;
+        Ok(Response::new(DeleteFolderResponse {}))
+    }
+
+    async fn leave_folder(
+        &self,
+        request: Request<LeaveFolderRequest>,
+    ) -> Result<Response<LeaveFolderResponse>, Status> {
+        let folder_id = &request.get_ref().folder_id;
+        self.in_folder(&request, AuditAction::FolderLeave, folder_id, AccessLevel::View, |call, at| async move {
+            Ok(self.folders.remove_member(&at.folder_id, &call.user.user_id).await?)
+        })
+        .await?;
+        Ok(Response::new(LeaveFolderResponse {}))
+    }
+}

@@ -1,0 +1,62 @@
+//! `FolderMembershipService`, what invitations (and the gateway) ask of folders: a user's
+//! membership, and adding the member an accepted invitation makes.
+
+use tonic::{Request, Response, Status};
+use ts_contract::ids::{FolderId, InvitationId, UserId};
+use ts_proto::internal::folder_membership_service_server::FolderMembershipService;
+use ts_proto::internal::{
+    AddMemberRefusal, AddMemberRequest, AddMemberResponse, GetMembershipRequest, GetMembershipResponse,
+};
+use ts_proto::public::AccessLevel;
+
+use super::FoldersApi;
+use crate::members::Invited;
+use crate::store::Added;
+use crate::validate::check_email;
+
+#[tonic::async_trait]
+impl FolderMembershipService for FoldersApi {
+    async fn get_membership(
+        &self,
+        request: Request<GetMembershipRequest>,
+    ) -> Result<Response<GetMembershipResponse>, Status> {
+        let req = request.into_inner();
+        let folder_id = FolderId::parse("folder_id", &req.folder_id)?;
+        let user_id = UserId::parse("user_id", &req.user_id)?;
+        let m = self.folders.membership(&folder_id, &user_id).await?;
+        Ok(Response::new(GetMembershipResponse {
+            access: m.access as i32,
+            folder_name: m.folder_name,
+            folder_exists: m.folder_exists,
+            manage_epoch: m.manage_epoch,
+        }))
+    }
+
+    async fn add_member(&self, request: Request<AddMemberRequest>) -> Result<Response<AddMemberResponse>, Status> {
+        let req = request.into_inner();
+        let access = ts_contract::status::access_level("access", req.access)?;
+        let folder_id = FolderId::parse("folder_id", &req.folder_id)?;
+        let user_id = UserId::parse("user_id", &req.user_id)?;
+        let invitation_id = InvitationId::parse("invitation_id", &req.invitation_id)?;
+        let inviter = match req.inviter_user_id.as_str() {
+            "" => None,
+            raw => Some(UserId::parse("inviter_user_id", raw)?),
+        };
+        let email = check_email("email", &req.email)?;
+        let invited = Invited {
+            folder_id,
+            user_id,
+            email,
+            access,
+            invitation_id,
+            inviter,
+            inviter_epoch: req.inviter_manage_epoch,
+        };
+        let (created, refusal, access) = match self.folders.add_invited(invited).await? {
+            Added::Created(l) => (true, AddMemberRefusal::Unspecified, l),
+            Added::Existing(l) => (false, AddMemberRefusal::Unspecified, l),
+            Added::Refused(r) => (false, r, AccessLevel::Unspecified),
+        };
+        Ok(Response::new(AddMemberResponse { created, refusal: refusal as i32, access: access as i32 }))
+    }
+}

@@ -1,0 +1,183 @@
+//! The gRPC edge: one file per proto service, each handler parsing its request once
+//! (typed ids, access levels, checked names and items), calling the domain on `Folders`,
+//! and building the proto answer. Around every user-facing RPC body runs the one wrapper
+//! here: who is calling (the user the gateway vouched for) and whether they may share right
+//! now, their access to the folder, and an audit event for every mutation and failure. The
+//! one mapping from `FoldersError` to `tonic::Status` is here too.
+
+mod audit;
+mod audit_ingest;
+mod folders;
+mod items;
+mod key_operator;
+mod license_audit;
+mod members;
+mod membership;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tonic::{Code, Request, Status};
+use ts_contract::ids::FolderId;
+use ts_runtime::server::RequestId;
+use ts_contract::user::UserContext;
+use ts_proto::public::{AccessLevel, PageResponse};
+
+use crate::audit::{AuditAction, AuditEntry};
+use crate::context::FolderAccess;
+use crate::error::KeyvaultRefusal;
+use crate::{Folders, FoldersError};
+
+/// Handlers for every folders gRPC service, over the shared domain state.
+#[derive(Clone)]
+pub struct FoldersApi {
+    folders: Arc<Folders>,
+}
+
+impl std::fmt::Debug for FoldersApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FoldersApi").field("folders", &self.folders).finish()
+    }
+}
+
+/// The caller of one user-facing RPC.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    /// The signed-in user.
+    pub user: UserContext,
+    /// The request id, for the audit trail.
+    pub request_id: String,
+}
+
+impl From<FoldersError> for Status {
+    fn from(e: FoldersError) -> Status {
+        use FoldersError::*;
+        let code = match &e {
+            Id(_) | Invalid(_) | FolderIdRequired | PageToken | PagePosition | ExpectedVersionRange | KindChange
+            | SameTarget | AuditFieldsRequired | LicenseIdRequired => Code::InvalidArgument,
+            FolderNotFound | TargetFolderNotFound | ItemNotFound | MemberNotFound => Code::NotFound,
+            Access { .. } => Code::PermissionDenied,
+            LastManager => Code::FailedPrecondition,
+            SharingRefused(denial) => return ts_contract::status::sharing_refusal(*denial as i32),
+            SharingUnknown | KeysUnavailable => Code::Unavailable,
+            Stale { .. } | KeptChanging => Code::Aborted,
+            FolderFull => Code::ResourceExhausted,
+            Keyvault { refusal, .. } => match refusal {
+                KeyvaultRefusal::NotFound => Code::NotFound,
+                KeyvaultRefusal::InvalidArgument => Code::InvalidArgument,
+                KeyvaultRefusal::FailedPrecondition => Code::FailedPrecondition,
+            },
+            KeysUnreadable | MalformedKey | Incomplete { .. } | Seal { .. } => Code::Internal,
+            Undecryptable { .. } | Undecodable(_) => Code::DataLoss,
+            Store(cause) => {
+                tracing::error!(error = %cause, "folders store failed");
+                Code::Unavailable
+            }
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+/// A page's answer.
+fn page(next_token: String) -> Option<PageResponse> {
+    Some(PageResponse { next_page_token: next_token })
+}
+
+/// A stored time as a protobuf timestamp.
+fn timestamp(t: bson::DateTime) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp::from(t.to_system_time()))
+}
+
+impl FoldersApi {
+    /// Handlers over `folders`.
+    pub(crate) fn new(folders: Arc<Folders>) -> Self {
+        FoldersApi { folders }
+    }
+
+    /// Runs the body of an RPC that concerns no one folder.
+    async fn for_user<T, R, F, Fut>(&self, request: &Request<T>, action: AuditAction, body: F) -> Result<R, Status>
+    where
+        F: FnOnce(Call) -> Fut,
+        Fut: Future<Output = Result<R, Status>>,
+    {
+        self.run(request, action, "", body).await
+    }
+
+    /// Runs the body of an RPC on the folder `folder_id`, once the caller is known to hold at
+    /// least `min` access there.
+    async fn in_folder<T, R, F, Fut>(
+        &self,
+        request: &Request<T>,
+        action: AuditAction,
+        folder_id: &str,
+        min: AccessLevel,
+        body: F,
+    ) -> Result<R, Status>
+    where
+        F: FnOnce(Call, FolderAccess) -> Fut,
+        Fut: Future<Output = Result<R, Status>>,
+    {
+        // Nothing malformed reaches the stores, the cache keys or the audit trail; a missing
+        // id is refused after the caller check, and audited.
+        let parsed = if folder_id.is_empty() { None } else { Some(FolderId::parse("folder_id", folder_id)?) };
+        self.run(request, action, folder_id, |call| async move {
+            let folder_id = parsed.ok_or(FoldersError::FolderIdRequired)?;
+            let at = self.folders.require(&call.user.user_id, folder_id, min).await?;
+            body(call, at).await
+        })
+        .await
+    }
+
+    /// Identifies and checks the caller, runs `body`, audits the outcome.
+    async fn run<T, R, F, Fut>(
+        &self,
+        request: &Request<T>,
+        action: AuditAction,
+        folder_id: &str,
+        body: F,
+    ) -> Result<R, Status>
+    where
+        F: FnOnce(Call) -> Fut,
+        Fut: Future<Output = Result<R, Status>>,
+    {
+        let call = self.begin(request, action, folder_id).await?;
+        let result = body(call.clone()).await;
+        match &result {
+            Ok(_) if action.mutating() => self.audit(&call, action, folder_id, Code::Ok).await,
+            Ok(_) => {}
+            Err(s) => self.audit(&call, action, folder_id, s.code()).await,
+        }
+        result
+    }
+
+    /// Identifies the caller and checks with auth that they may share right now. A refusal
+    /// is audited as `action`.
+    async fn begin<T>(&self, request: &Request<T>, action: AuditAction, folder_id: &str) -> Result<Call, Status> {
+        let user = UserContext::from_metadata(request.metadata())?;
+        let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        let call = Call { user, request_id };
+        match self.folders.check_sharing(&call.user.user_id).await {
+            Ok(()) => Ok(call),
+            Err(e @ FoldersError::SharingRefused(_)) => {
+                let status = Status::from(e);
+                self.audit(&call, action, folder_id, status.code()).await;
+                Err(status)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Appends the caller's event.
+    async fn audit(&self, call: &Call, action: AuditAction, folder_id: &str, code: Code) {
+        let entry = AuditEntry {
+            actor_email: &call.user.email,
+            actor_user_id: &call.user.user_id,
+            folder_id,
+            license_id: "",
+            action: action.as_str(),
+            status_code: ts_contract::status::code_name(code),
+            request_id: &call.request_id,
+        };
+        self.folders.record_audit(entry).await;
+    }
+}

@@ -1,0 +1,278 @@
+//! Items: sealed field by field under the folder's data key, versioned with optimistic
+//! concurrency, capped per folder (the count moves in the same transaction as the item, see
+//! `store::items`), and cached in Redis as ciphertext only.
+
+use std::time::Duration;
+
+use bson::Document;
+use prost::Message;
+use ts_contract::ids::{FolderId, ItemId, UserId};
+use ts_contract::user::UserContext;
+use ts_crypto::DataKey;
+use ts_proto::public::{AccessLevel, ItemContent};
+use zeroize::Zeroizing;
+
+use crate::context::{FolderAccess, folder_generation_key, item_key};
+use crate::paging::{ItemCursor, Page, PageAsk};
+use crate::sealed::{open_field, seal_fields, version_of};
+use crate::store::{ItemDoc, ItemWrite, Slots};
+use crate::validate::CheckedItem;
+use crate::{Folders, FoldersError};
+
+/// Most items in one folder.
+pub const MAX_ITEMS_PER_FOLDER: i64 = 10_000;
+/// Item documents (ciphertext) stay in Redis this long at most.
+const ITEM_TTL: Duration = Duration::from_secs(60);
+/// ListItems: 100 items by default, at most 500.
+const PAGE: (u32, u32) = (100, 500);
+
+/// An item as a member sees it: the stored document and its opened fields.
+#[derive(Debug, Clone)]
+pub struct ItemView {
+    /// As stored.
+    pub doc: ItemDoc,
+    /// The opened name.
+    pub name: String,
+    /// The opened description and content, when asked for.
+    pub body: Option<ItemBody>,
+}
+
+/// An item's opened description and content.
+#[derive(Debug, Clone)]
+pub struct ItemBody {
+    /// Description.
+    pub description: String,
+    /// Content.
+    pub content: ItemContent,
+}
+
+fn missing(part: &'static str) -> FoldersError {
+    FoldersError::Incomplete { what: "item", part }
+}
+
+/// An `expected_version` as stored versions are numbered.
+fn expected(version: u64) -> Result<i64, FoldersError> {
+    i64::try_from(version).map_err(|_| FoldersError::ExpectedVersionRange)
+}
+
+fn stale(current: &ItemDoc, expected: u64) -> FoldersError {
+    FoldersError::Stale { expected, current: current.version }
+}
+
+fn enc_of(d: &ItemDoc) -> Result<&Document, FoldersError> {
+    d.enc.as_ref().ok_or_else(|| missing("sealed fields"))
+}
+
+impl Folders {
+    async fn key_of(&self, d: &ItemDoc) -> Result<DataKey, FoldersError> {
+        let version = version_of(d.key_version).ok_or_else(|| missing("a key version"))?;
+        self.keys.version(&d.folder_id, version).await
+    }
+
+    async fn open_item(&self, d: ItemDoc, with_body: bool) -> Result<ItemView, FoldersError> {
+        let key = self.key_of(&d).await?;
+        let enc = enc_of(&d)?;
+        let open = |field| open_field(&key, &d.folder_id, &d.id, enc, field);
+        let name = String::from_utf8_lossy(&open("name")?).into_owned();
+        let body = if with_body {
+            let description = String::from_utf8_lossy(&open("description")?).into_owned();
+            let content = ItemContent::decode(open("content")?.as_slice())
+                .map_err(|_| FoldersError::Undecodable(d.id.to_string()))?;
+            Some(ItemBody { description, content })
+        } else {
+            None
+        };
+        Ok(ItemView { doc: d, name, body })
+    }
+
+    /// An item of a folder, from the cache or MongoDB.
+    async fn load_item(&self, folder_id: &FolderId, id: &ItemId) -> Result<ItemDoc, FoldersError> {
+        let key = item_key(folder_id, id);
+        if let Some(bytes) = self.cache.get(&key).await
+            && let Ok(d) = bson::from_slice::<ItemDoc>(&bytes)
+        {
+            return Ok(d);
+        }
+        let generation = self.cache.generation(&folder_generation_key(folder_id)).await;
+        let d = self.store.item(folder_id, id).await?.ok_or(FoldersError::ItemNotFound)?;
+        if let Ok(bytes) = bson::to_vec(&d) {
+            self.cache.set_if_generation(&generation, &key, bytes, ITEM_TTL).await;
+        }
+        Ok(d)
+    }
+
+    fn seal_item(
+        &self,
+        key: &DataKey,
+        folder_id: &str,
+        id: &str,
+        item: &CheckedItem,
+    ) -> Result<Document, FoldersError> {
+        seal_fields(
+            key,
+            folder_id,
+            id,
+            &[("name", item.name.as_bytes()), ("description", item.description.as_bytes()), ("content", &item.content)],
+        )
+    }
+
+    /// A new item in a folder (the caller was checked for EDIT), unless the folder is full.
+    pub(crate) async fn create_item(
+        &self,
+        user: &UserContext,
+        folder_id: &FolderId,
+        item: &CheckedItem,
+    ) -> Result<ItemView, FoldersError> {
+        let id = ItemId::new();
+        let key = self.keys.newest(folder_id).await?;
+        let now = self.bson_now();
+        let d = ItemDoc {
+            id: id.clone(),
+            folder_id: folder_id.clone(),
+            kind: item.kind as i32,
+            version: 1,
+            key_version: Some(i64::from(key.version())),
+            enc: Some(self.seal_item(&key, folder_id, &id, item)?),
+            shared_by_email: user.email.clone(),
+            updated_by_email: user.email.clone(),
+            created_at: now,
+            updated_at: now,
+        };
+        match self.store.write_with_slots(Some(folder_id), None, MAX_ITEMS_PER_FOLDER, ItemWrite::Insert(&d)).await? {
+            Slots::Written => {}
+            Slots::Full | Slots::NoMatch => return Err(FoldersError::FolderFull),
+        }
+        self.open_item(d, true).await
+    }
+
+    /// One item with its content (the caller was checked for VIEW).
+    pub(crate) async fn get_item(&self, folder_id: &FolderId, id: &ItemId) -> Result<ItemView, FoldersError> {
+        let d = self.load_item(folder_id, id).await?;
+        self.open_item(d, true).await
+    }
+
+    /// A page of a folder's items, oldest first, names only (the caller was checked for VIEW).
+    pub(crate) async fn list_items(&self, folder_id: &FolderId, ask: &PageAsk) -> Result<Page<ItemView>, FoldersError> {
+        let size = ask.size(PAGE.0, PAGE.1);
+        let after = match ask.token() {
+            Some(t) => Some(ItemCursor::open(&self.keys, folder_id, t).await?),
+            None => None,
+        };
+        let (docs, more) = self.store.item_page(folder_id, after.as_ref(), size).await?;
+        let last = docs.last().map(|d| ItemCursor { created_at: d.created_at, id: d.id.to_string() });
+        let mut items = Vec::new();
+        for d in docs {
+            items.push(self.open_item(d, false).await?);
+        }
+        let next_token = match (more, last) {
+            (true, Some(last)) => last.seal(&self.keys, folder_id).await?,
+            _ => String::new(),
+        };
+        Ok(Page { items, next_token })
+    }
+
+    /// Replaces an item's fields if it is still at `expected_version` (the caller was
+    /// checked for EDIT; `item` is checked and of the item's kind).
+    pub(crate) async fn update_item(
+        &self,
+        user: &UserContext,
+        folder_id: &FolderId,
+        id: &ItemId,
+        item: &CheckedItem,
+        expected_version: u64,
+    ) -> Result<ItemView, FoldersError> {
+        let current = self.load_item(folder_id, id).await?;
+        if current.kind != item.kind as i32 {
+            return Err(FoldersError::KindChange);
+        }
+        let key = self.keys.newest(folder_id).await?;
+        let expected_at = expected(expected_version)?;
+        let enc = self.seal_item(&key, folder_id, id, item)?;
+        let written = self
+            .store
+            .update_item((folder_id, id), expected_at, enc, key.version(), &user.email, self.bson_now())
+            .await?;
+        self.forget_items(folder_id, &[id.as_str()]).await;
+        if !written {
+            return Err(stale(&current, expected_version));
+        }
+        let stored = self.load_item(folder_id, id).await?;
+        self.open_item(stored, true).await
+    }
+
+    /// Deletes an item if it is still at `expected_version` (the caller was checked for EDIT).
+    pub(crate) async fn delete_item(
+        &self,
+        folder_id: &FolderId,
+        id: &ItemId,
+        expected_version: u64,
+    ) -> Result<(), FoldersError> {
+        let current = self.load_item(folder_id, id).await?;
+        let write = ItemWrite::Delete { id, folder_id, expected_version: expected(expected_version)? };
+        let outcome = self.store.write_with_slots(None, Some(folder_id), MAX_ITEMS_PER_FOLDER, write).await?;
+        self.forget_items(folder_id, &[id.as_str()]).await;
+        if outcome != Slots::Written {
+            return Err(stale(&current, expected_version));
+        }
+        Ok(())
+    }
+
+    /// Checks the folder an item is to move into: another folder, where the caller has EDIT.
+    pub(crate) async fn require_target(
+        &self,
+        user_id: &UserId,
+        from: &FolderId,
+        target: FolderId,
+    ) -> Result<FolderAccess, FoldersError> {
+        if &target == from {
+            return Err(FoldersError::SameTarget);
+        }
+        self.require(user_id, target, AccessLevel::Edit).await.map_err(|e| match e {
+            FoldersError::FolderNotFound => FoldersError::TargetFolderNotFound,
+            e => e,
+        })
+    }
+
+    /// Moves an item at `expected_version` into `to` (both folders checked for EDIT),
+    /// sealing it anew there, unless `to` is full.
+    pub(crate) async fn move_item(
+        &self,
+        user: &UserContext,
+        from: &FolderId,
+        to: &FolderId,
+        id: &ItemId,
+        expected_version: u64,
+    ) -> Result<ItemView, FoldersError> {
+        let current = self.load_item(from, id).await?;
+        let old_key = self.key_of(&current).await?;
+        let new_key = self.keys.newest(to).await?;
+        // Fields are bound to their folder, so moving means opening and sealing again.
+        let enc = enc_of(&current)?;
+        let plain: Vec<(&str, Zeroizing<Vec<u8>>)> = enc
+            .keys()
+            .map(|f| Ok((f.as_str(), open_field(&old_key, from, id, enc, f)?)))
+            .collect::<Result<_, FoldersError>>()?;
+        let fields: Vec<(&str, &[u8])> = plain.iter().map(|(f, v)| (*f, v.as_slice())).collect();
+        let moved = seal_fields(&new_key, to, id, &fields)?;
+        let write = ItemWrite::Move {
+            id,
+            from,
+            to,
+            expected_version: expected(expected_version)?,
+            enc: moved,
+            key_version: new_key.version(),
+            updated_by: &user.email,
+            at: self.bson_now(),
+        };
+        let outcome = self.store.write_with_slots(Some(to), Some(from), MAX_ITEMS_PER_FOLDER, write).await?;
+        self.forget_items(from, &[id.as_str()]).await;
+        self.forget_items(to, &[id.as_str()]).await;
+        match outcome {
+            Slots::Written => {}
+            Slots::Full => return Err(FoldersError::FolderFull),
+            Slots::NoMatch => return Err(stale(&current, expected_version)),
+        }
+        let stored = self.load_item(to, id).await?;
+        self.open_item(stored, true).await
+    }
+}

@@ -1,0 +1,42 @@
+//! `Folders`, the domain state every operation runs on: the store, data keys, auth's
+//! identity service, the Redis cache and the clock. The gRPC edge holds one and calls its
+//! operations (in `folders`, `members`, `items`, `audit`, `context` and `rotation`).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ts_stores::cache::Cache;
+use ts_runtime::client::InternalChannel;
+use ts_contract::clock::SharedClock;
+use ts_proto::internal::identity_service_client::IdentityServiceClient;
+
+use crate::keys::FolderKeys;
+use crate::store::Store;
+
+/// The folders domain: what every operation needs.
+pub struct Folders {
+    pub(crate) store: Store,
+    pub(crate) keys: Arc<FolderKeys>,
+    pub(crate) identity: IdentityServiceClient<InternalChannel>,
+    pub(crate) cache: Cache,
+    pub(crate) clock: SharedClock,
+    pub(crate) audit_retention_days: u32,
+}
+
+impl std::fmt::Debug for Folders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Folders").field("db", &self.store.name()).finish_non_exhaustive()
+    }
+}
+
+impl Folders {
+    /// Now, by the injected clock.
+    pub(crate) fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// Now as a BSON date, for stored times.
+    pub(crate) fn bson_now(&self) -> bson::DateTime {
+        ts_contract::clock::bson_date(self.now())
+    }
+}
