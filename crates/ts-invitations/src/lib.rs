@@ -6,7 +6,10 @@
 //! Callers (mTLS identity): the gateway only.
 #![forbid(unsafe_code)]
 
+pub mod clients;
+pub mod error;
 mod grpc;
+pub mod service;
 pub mod store;
 
 use std::future::Future;
@@ -14,35 +17,16 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
-use ts_common::client::InternalChannel;
 use ts_common::clock::{SharedClock, SystemClock};
-use ts_common::config::{Config, InvitationLimits, require};
+use ts_common::config::{Config, require};
 use ts_common::identity::{Allowlist, Peer};
-use ts_common::mail::Mailer;
 use ts_common::server::{Access, ServiceServer};
 use ts_common::{RunError, drain_delay, service_mtls, stores, upstream};
-use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
-use ts_proto::internal::folder_membership_service_client::FolderMembershipServiceClient;
-use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::public::invitation_service_server::InvitationServiceServer;
 
-/// Shared state of the invitations handlers.
-#[derive(Clone)]
-pub struct InvitationsApi {
-    store: store::Store,
-    membership: FolderMembershipServiceClient<InternalChannel>,
-    audit: AuditIngestServiceClient<InternalChannel>,
-    identity: IdentityServiceClient<InternalChannel>,
-    mailer: Arc<dyn Mailer>,
-    clock: SharedClock,
-    limits: InvitationLimits,
-}
-
-impl std::fmt::Debug for InvitationsApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InvitationsApi").field("limits", &self.limits).finish_non_exhaustive()
-    }
-}
+pub use crate::error::InvitationsError;
+pub use crate::grpc::InvitationsApi;
+pub use crate::service::Invitations;
 
 /// Who may call which invitations RPCs (DESIGN.md §1).
 pub fn allowlist() -> Allowlist {
@@ -70,20 +54,20 @@ pub async fn serve_with_clock(
     let section = require(&config.invitations, "invitations")?;
     let mtls = service_mtls(config, "invitations", section)?;
     let folders = upstream(config, "folders", &mtls)?;
-    let identity = IdentityServiceClient::new(upstream(config, "auth", &mtls)?);
+    let identity = clients::Identity::new(upstream(config, "auth", &mtls)?);
     let mailer = ts_common::mail::from_config(require(&config.mail, "mail")?, config.production)?;
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-invitations").await?;
     let store = store::Store::new(db);
     store.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create invitations indexes: {e}")))?;
-    let api = InvitationsApi {
+    let invitations = Invitations {
         store,
-        membership: FolderMembershipServiceClient::new(folders.clone()),
-        audit: AuditIngestServiceClient::new(folders),
+        folders: clients::Folders::new(folders.clone()),
         identity,
         mailer,
         clock,
         limits: config.invitation_limits.clone(),
     };
+    let api = InvitationsApi::new(invitations, clients::AuditTrail::new(folders));
     ServiceServer::new("invitations", Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(InvitationServiceServer::new(api))
         .health_listen(section.health_listen)
