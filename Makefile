@@ -56,8 +56,8 @@ MUTANT_UNIT := crates/ts-folders/src/validate/*.rs crates/ts-contract/src/ids.rs
 	crates/ts-contract/src/tokens.rs crates/ts-stores/src/cache.rs crates/ts-gateway/src/validate.rs \
 	crates/ts-gateway/src/authn.rs crates/ts-folders/src/context.rs
 MUTANT_E2E := crates/ts-gateway/src/authn.rs crates/ts-gateway/src/ratelimit.rs \
-	crates/ts-folders/src/membership.rs crates/ts-folders/src/context.rs crates/ts-folders/src/slots.rs \
-	crates/ts-invitations/src/grpc.rs crates/ts-invitations/src/store.rs
+	crates/ts-folders/src/store/members.rs crates/ts-folders/src/context.rs crates/ts-folders/src/store/items.rs \
+	crates/ts-invitations/src/service.rs crates/ts-invitations/src/store.rs
 E2E_MODULES := tokens:: gateway:: revocation:: edge:: invitations:: managers:: replay:: folders:: \
 	authorization:: stale_cache:: cache:: audit_failures::
 MUTANTS_SHARD ?= 0/1

@@ -3,12 +3,12 @@
 //! answers become `FoldersError` here, where they arrive.
 
 use tonic::{Code, Status};
-use ts_runtime::client::InternalChannel;
 use ts_crypto::{CacheLimits, DataKey, KeyCache};
 use ts_proto::internal::key_vault_service_client::KeyVaultServiceClient;
 use ts_proto::internal::{
     CreateDataKeyRequest, DestroyDataKeysRequest, GetDataKeyRequest, RetireDataKeyVersionsRequest, RotateDataKeyRequest,
 };
+use ts_runtime::client::InternalChannel;
 
 use crate::error::{FoldersError, KeyvaultRefusal};
 

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use ts_stores::cache::Cache;
-use ts_runtime::client::InternalChannel;
 use ts_contract::clock::SharedClock;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
+use ts_runtime::client::InternalChannel;
+use ts_stores::cache::Cache;
 
 use crate::keys::FolderKeys;
 use crate::store::Store;

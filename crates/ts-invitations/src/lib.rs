@@ -6,45 +6,29 @@
 //! Callers (mTLS identity): the gateway only.
 #![forbid(unsafe_code)]
 
+pub mod clients;
+pub mod error;
 mod grpc;
+pub mod service;
 pub mod store;
 
 use std::sync::Arc;
 
 use tonic::server::NamedService;
-use ts_config::{Config, InvitationLimits, require};
+use ts_config::{Config, require};
 use ts_contract::clock::SharedClock;
 use ts_contract::identity::{Allowlist, Peer};
-use ts_mail::Mailer;
-use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
-use ts_proto::internal::folder_membership_service_client::FolderMembershipServiceClient;
-use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::public::invitation_service_server::InvitationServiceServer;
 use ts_runtime::RunError;
-use ts_runtime::client::InternalChannel;
 use ts_runtime::drain_delay;
 use ts_runtime::server::{Access, ServiceServer};
 use ts_runtime::service_mtls;
 use ts_runtime::upstream;
 use ts_stores as stores;
 
-/// Shared state of the invitations handlers.
-#[derive(Clone)]
-pub struct InvitationsApi {
-    store: store::Store,
-    membership: FolderMembershipServiceClient<InternalChannel>,
-    audit: AuditIngestServiceClient<InternalChannel>,
-    identity: IdentityServiceClient<InternalChannel>,
-    mailer: Arc<dyn Mailer>,
-    clock: SharedClock,
-    limits: InvitationLimits,
-}
-
-impl std::fmt::Debug for InvitationsApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InvitationsApi").field("limits", &self.limits).finish_non_exhaustive()
-    }
-}
+pub use crate::error::InvitationsError;
+pub use crate::grpc::InvitationsApi;
+pub use crate::service::Invitations;
 
 /// Who may call which invitations RPCs (DESIGN.md §1).
 pub fn allowlist() -> Allowlist {
@@ -58,20 +42,20 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
     let section = require(&config.invitations, "invitations")?;
     let mtls = service_mtls(config, Peer::Invitations, section)?;
     let folders = upstream(config, Peer::Folders, &mtls)?;
-    let identity = IdentityServiceClient::new(upstream(config, Peer::Auth, &mtls)?);
+    let identity = clients::Identity::new(upstream(config, Peer::Auth, &mtls)?);
     let mailer = ts_mail::from_config(require(&config.mail, "mail")?, config.production)?;
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-invitations").await?;
     let store = store::Store::new(db);
     store.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create invitations indexes: {e}")))?;
-    let api = InvitationsApi {
+    let invitations = Invitations {
         store,
-        membership: FolderMembershipServiceClient::new(folders.clone()),
-        audit: AuditIngestServiceClient::new(folders),
+        folders: clients::Folders::new(folders.clone()),
         identity,
         mailer,
         clock,
         limits: config.invitation_limits.clone(),
     };
+    let api = InvitationsApi::new(invitations, clients::AuditTrail::new(folders));
     Ok(ServiceServer::new(Peer::Invitations, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(InvitationServiceServer::new(api))
         .health_listen(section.health_listen)

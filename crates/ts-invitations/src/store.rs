@@ -1,63 +1,228 @@
-//! The `invitations` collection and the race-free caps on pending invitations.
+//! The `invitations` and `invitation_counters` collections: typed documents, every query and
+//! update, and the race-free caps on pending invitations.
 //!
 //! Counting and then inserting lets two concurrent invites both pass the cap (snapshot
 //! isolation allows write skew). So each invite runs in a transaction that first touches a
 //! counter document per folder and per invitee: concurrent invites on the same folder or
 //! invitee then conflict, one is retried, and its count sees the other's insert.
+//!
+//! Field names and state strings are read by other services and tests directly; they must
+//! not change.
 
 use std::time::SystemTime;
 
-use bson::{Document, doc};
-use futures::FutureExt;
+use bson::{Bson, DateTime, Document, doc};
+use futures::{FutureExt, TryStreamExt};
 use mongodb::{Collection, Database};
+use serde::{Deserialize, Serialize};
 use ts_contract::clock::bson_date;
+use ts_contract::ids::{FolderId, InvitationId, UserId};
+use ts_contract::paging::{open_plain, plain_token};
+use ts_proto::public::AccessLevel;
 
-/// Invitation states as stored.
-pub const PENDING: &str = "pending";
-/// Accepted.
-pub const ACCEPTED: &str = "accepted";
-/// Declined.
-pub const DECLINED: &str = "declined";
-/// Revoked.
-pub const REVOKED: &str = "revoked";
+use crate::error::InvitationsError;
 
-/// Why an invite was not inserted: a cap it would pass, or a pending twin.
+/// An invitation's state as stored. Expiry is not a state: a pending invitation past its
+/// `expires_at` is shown as expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InvitationState {
+    /// Sent, not answered.
+    Pending,
+    /// Accepted by the invitee.
+    Accepted,
+    /// Declined by the invitee.
+    Declined,
+    /// Revoked by a manager, or because it can never make a membership.
+    Revoked,
+}
+
+impl InvitationState {
+    /// The stored string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvitationState::Pending => "pending",
+            InvitationState::Accepted => "accepted",
+            InvitationState::Declined => "declined",
+            InvitationState::Revoked => "revoked",
+        }
+    }
+}
+
+impl From<InvitationState> for Bson {
+    fn from(state: InvitationState) -> Bson {
+        Bson::String(state.as_str().to_owned())
+    }
+}
+
+/// One document of the `invitations` collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvitationDoc {
+    /// The invitation's id.
+    #[serde(rename = "_id")]
+    pub id: InvitationId,
+    /// The folder it invites to.
+    pub folder_id: FolderId,
+    /// Who is invited (normalised).
+    pub invitee_email: String,
+    /// Who invited, as shown to the invitee.
+    pub inviter_email: String,
+    /// Who invited: their MANAGE right is what the invitation stands on.
+    pub inviter_user_id: UserId,
+    /// The access the invitee gets.
+    #[serde(with = "stored_access")]
+    pub access: AccessLevel,
+    /// The inviter's MANAGE epoch when they invited (from folders).
+    pub inviter_manage_epoch: String,
+    /// Where it stands.
+    pub state: InvitationState,
+    /// When it was made.
+    pub created_at: DateTime,
+    /// When it stops being acceptable.
+    pub expires_at: DateTime,
+    /// When the TTL index deletes it.
+    pub purge_at: DateTime,
+    /// When it was answered or revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<DateTime>,
+}
+
+/// Access levels are stored as their protobuf numbers.
+mod stored_access {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use ts_proto::public::AccessLevel;
+
+    pub fn serialize<S: Serializer>(access: &AccessLevel, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32(*access as i32)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AccessLevel, D::Error> {
+        let raw = i32::deserialize(d)?;
+        AccessLevel::try_from(raw).map_err(|_| serde::de::Error::custom(format!("unknown access level {raw}")))
+    }
+}
+
+/// One document of the `invitation_counters` collection: touched inside every invite's
+/// transaction so that concurrent invites of one folder or one invitee conflict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CounterDoc {
+    /// `folder:<id>` or `invitee:<email>`.
+    #[serde(rename = "_id")]
+    pub key: String,
+    /// How many invites touched it.
+    pub touch: i64,
+}
+
+/// What an invite that was kept by the store's caps and checks found instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cap {
     /// A live invitation of the same folder to the same email already exists (its id).
-    Existing(String),
+    Existing(InvitationId),
     /// Pending invitations of the folder.
     Folder,
     /// Pending invitations of the invitee.
     Invitee,
 }
 
-/// Invitation persistence.
+/// Whose invitations a list or an expiry look-up is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// A folder's.
+    Folder(&'a FolderId),
+    /// An invitee's, by email.
+    Invitee(&'a str),
+}
+
+impl Scope<'_> {
+    /// The live (pending, unexpired at `now`) invitations of this scope.
+    fn live(self, now: SystemTime) -> Document {
+        let mut filter = live(now);
+        match self {
+            Scope::Folder(id) => filter.insert("folder_id", id.as_str()),
+            Scope::Invitee(email) => filter.insert("invitee_email", email),
+        };
+        filter
+    }
+}
+
+/// The filter for invitations that still count: pending and not expired at `now`.
+fn live(now: SystemTime) -> Document {
+    doc! { "state": InvitationState::Pending, "expires_at": { "$gt": bson_date(now) } }
+}
+
+/// Where a page of a list starts: after this invitation in (`created_at`, `_id`) order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCursor {
+    /// The last listed invitation's creation time.
+    pub created_at: DateTime,
+    /// The last listed invitation's id.
+    pub id: InvitationId,
+}
+
+impl PageCursor {
+    /// The cursor after `last`.
+    pub fn after(last: &InvitationDoc) -> Self {
+        PageCursor { created_at: last.created_at, id: last.id.clone() }
+    }
+
+    /// The page token: creation time in milliseconds and id, as a plain token.
+    pub fn encode(&self) -> String {
+        plain_token(&[self.created_at.timestamp_millis().to_string(), self.id.to_string()])
+    }
+
+    /// Reads a token made by `encode`.
+    pub fn decode(token: &str) -> Result<Self, InvitationsError> {
+        let parts = open_plain(token, 2).map_err(InvitationsError::invalid)?;
+        let bad = || InvitationsError::InvalidArgument("page.page_token is not valid here".to_owned());
+        let millis: i64 = parts[0].parse().map_err(|_| bad())?;
+        let id = InvitationId::parse("page.page_token", &parts[1]).map_err(|_| bad())?;
+        Ok(PageCursor { created_at: DateTime::from_millis(millis), id })
+    }
+
+    fn filter(&self) -> Document {
+        doc! { "$or": [
+            { "created_at": { "$gt": self.created_at } },
+            { "created_at": self.created_at, "_id": { "$gt": self.id.as_str() } },
+        ] }
+    }
+}
+
+/// A refreshed invitation's new term and the manager it now stands on.
+#[derive(Debug, Clone)]
+pub struct Refresh<'a> {
+    /// New expiry.
+    pub expires_at: DateTime,
+    /// New purge time.
+    pub purge_at: DateTime,
+    /// New access.
+    pub access: AccessLevel,
+    /// The inviting manager's email.
+    pub inviter_email: &'a str,
+    /// The inviting manager.
+    pub inviter_user_id: &'a UserId,
+    /// Their MANAGE epoch.
+    pub inviter_manage_epoch: &'a str,
+}
+
+/// Invitation persistence: the only code that touches the collections.
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Database,
+    invitations: Collection<InvitationDoc>,
+    counters: Collection<CounterDoc>,
 }
 
 impl Store {
     /// The collections in `db`.
     pub fn new(db: Database) -> Self {
-        Store { db }
-    }
-
-    /// Invitations.
-    pub fn invitations(&self) -> Collection<Document> {
-        self.db.collection("invitations")
-    }
-
-    fn counters(&self) -> Collection<Document> {
-        self.db.collection("invitation_counters")
+        Store { invitations: db.collection("invitations"), counters: db.collection("invitation_counters"), db }
     }
 
     /// Indexes for listing by invitee and by folder, and TTL purge of old invitations.
     pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
         use mongodb::IndexModel;
         use mongodb::options::IndexOptions;
-        let inv = self.invitations();
+        let inv = &self.invitations;
         inv.create_index(IndexModel::builder().keys(doc! { "invitee_email": 1, "state": 1, "expires_at": 1 }).build())
             .await?;
         inv.create_index(IndexModel::builder().keys(doc! { "folder_id": 1, "state": 1, "expires_at": 1 }).build())
@@ -67,74 +232,245 @@ impl Store {
         Ok(())
     }
 
-    /// The filter for invitations that still count: pending and not expired at `now`.
-    pub fn live(now: SystemTime) -> Document {
-        doc! { "state": PENDING, "expires_at": { "$gt": bson_date(now) } }
-    }
-
-    /// Inserts `invitation` unless a cap would be passed; returns the cap that stopped it.
+    /// Inserts `invitation` unless a cap would be passed or a live twin (same folder and
+    /// email) exists; returns what stopped it.
     pub async fn insert_capped(
         &self,
-        invitation: Document,
+        invitation: &InvitationDoc,
         now: SystemTime,
         folder_cap: u32,
         invitee_cap: u32,
     ) -> mongodb::error::Result<Option<Cap>> {
-        let folder_id = invitation.get_str("folder_id").unwrap_or_default().to_owned();
-        let invitee = invitation.get_str("invitee_email").unwrap_or_default().to_owned();
-        let (counters, invitations) = (self.counters(), self.invitations());
+        let (counters, invitations) = (&self.counters, &self.invitations);
         let mut session = self.db.client().start_session().await?;
         session
             .start_transaction()
-            .and_run(
-                (&counters, &invitations, &invitation, &folder_id, &invitee),
-                |session, (counters, invitations, invitation, folder_id, invitee)| {
-                    async move {
-                        for key in [format!("folder:{folder_id}"), format!("invitee:{invitee}")] {
-                            counters
-                                .update_one(doc! { "_id": key }, doc! { "$inc": { "touch": 1_i64 } })
-                                .upsert(true)
-                                .session(&mut *session)
-                                .await?;
-                        }
-                        // After the counter touches: a concurrent invite of the same email
-                        // conflicts here, so it sees this one's insert on its retry.
-                        let mut twin = Store::live(now);
-                        twin.extend(doc! { "folder_id": folder_id.as_str(), "invitee_email": invitee.as_str() });
-                        if let Some(existing) = invitations.find_one(twin).session(&mut *session).await? {
-                            return Ok(Some(Cap::Existing(existing.get_str("_id").unwrap_or_default().to_owned())));
-                        }
-                        let mut by_folder = Store::live(now);
-                        by_folder.insert("folder_id", folder_id.as_str());
-                        if invitations.count_documents(by_folder).session(&mut *session).await? >= u64::from(folder_cap)
-                        {
-                            return Ok(Some(Cap::Folder));
-                        }
-                        let mut by_invitee = Store::live(now);
-                        by_invitee.insert("invitee_email", invitee.as_str());
-                        if invitations.count_documents(by_invitee).session(&mut *session).await?
-                            >= u64::from(invitee_cap)
-                        {
-                            return Ok(Some(Cap::Invitee));
-                        }
-                        invitations.insert_one((*invitation).clone()).session(&mut *session).await?;
-                        Ok(None)
+            .and_run((counters, invitations, invitation), |session, (counters, invitations, invitation)| {
+                async move {
+                    let (folder, invitee) =
+                        (Scope::Folder(&invitation.folder_id), Scope::Invitee(&invitation.invitee_email));
+                    for key in
+                        [format!("folder:{}", invitation.folder_id), format!("invitee:{}", invitation.invitee_email)]
+                    {
+                        counters
+                            .update_one(doc! { "_id": key }, doc! { "$inc": { "touch": 1_i64 } })
+                            .upsert(true)
+                            .session(&mut *session)
+                            .await?;
                     }
-                    .boxed()
-                },
-            )
+                    // After the counter touches: a concurrent invite of the same email
+                    // conflicts here, so it sees this one's insert on its retry.
+                    let mut twin = folder.live(now);
+                    twin.insert("invitee_email", invitation.invitee_email.as_str());
+                    if let Some(existing) = invitations.find_one(twin).session(&mut *session).await? {
+                        return Ok(Some(Cap::Existing(existing.id)));
+                    }
+                    if invitations.count_documents(folder.live(now)).session(&mut *session).await?
+                        >= u64::from(folder_cap)
+                    {
+                        return Ok(Some(Cap::Folder));
+                    }
+                    if invitations.count_documents(invitee.live(now)).session(&mut *session).await?
+                        >= u64::from(invitee_cap)
+                    {
+                        return Ok(Some(Cap::Invitee));
+                    }
+                    invitations.insert_one(*invitation).session(&mut *session).await?;
+                    Ok(None)
+                }
+                .boxed()
+            })
             .await
     }
 
+    /// The invitation with this id.
+    pub async fn get(&self, id: &InvitationId) -> mongodb::error::Result<Option<InvitationDoc>> {
+        self.invitations.find_one(doc! { "_id": id.as_str() }).await
+    }
+
+    /// Deletes an invitation.
+    pub async fn delete(&self, id: &InvitationId) -> mongodb::error::Result<()> {
+        self.invitations.delete_one(doc! { "_id": id.as_str() }).await.map(drop)
+    }
+
     /// Moves a pending invitation to `state`; false when it was not pending any more.
-    pub async fn finish(&self, id: &str, state: &str, now: SystemTime) -> mongodb::error::Result<bool> {
+    pub async fn finish(
+        &self,
+        id: &InvitationId,
+        state: InvitationState,
+        now: SystemTime,
+    ) -> mongodb::error::Result<bool> {
+        self.answer(id, &[InvitationState::Pending], state, now).await
+    }
+
+    /// Revokes an invitation that is pending or accepted (one that can never make a
+    /// membership); false when it was neither.
+    pub async fn revoke_spent(&self, id: &InvitationId, now: SystemTime) -> mongodb::error::Result<bool> {
+        let from = [InvitationState::Pending, InvitationState::Accepted];
+        self.answer(id, &from, InvitationState::Revoked, now).await
+    }
+
+    async fn answer(
+        &self,
+        id: &InvitationId,
+        from: &[InvitationState],
+        to: InvitationState,
+        now: SystemTime,
+    ) -> mongodb::error::Result<bool> {
+        let state = match from {
+            [one] => Bson::from(*one),
+            many => doc! { "$in": many.iter().copied().map(Bson::from).collect::<Vec<_>>() }.into(),
+        };
         let r = self
-            .invitations()
+            .invitations
             .update_one(
-                doc! { "_id": id, "state": PENDING },
-                doc! { "$set": { "state": state, "answered_at": bson_date(now) } },
+                doc! { "_id": id.as_str(), "state": state },
+                doc! { "$set": { "state": to, "answered_at": bson_date(now) } },
             )
             .await?;
         Ok(r.modified_count == 1)
+    }
+
+    /// Gives a pending invitation a new term and the manager who invited again.
+    pub async fn refresh(&self, id: &InvitationId, r: Refresh<'_>) -> mongodb::error::Result<()> {
+        let update = doc! { "$set": {
+            "expires_at": r.expires_at, "purge_at": r.purge_at, "access": r.access as i32,
+            "inviter_email": r.inviter_email, "inviter_user_id": r.inviter_user_id.as_str(),
+            "inviter_manage_epoch": r.inviter_manage_epoch,
+        } };
+        self.invitations
+            .update_one(doc! { "_id": id.as_str(), "state": InvitationState::Pending }, update)
+            .await
+            .map(drop)
+    }
+
+    /// Extends a live invitation to `expires_at`; false when it is not live at `now`.
+    pub async fn extend(
+        &self,
+        id: &InvitationId,
+        now: SystemTime,
+        expires_at: DateTime,
+        purge_at: DateTime,
+    ) -> mongodb::error::Result<bool> {
+        let mut filter = live(now);
+        filter.insert("_id", id.as_str());
+        let update = doc! { "$set": { "expires_at": expires_at, "purge_at": purge_at } };
+        Ok(self.invitations.update_one(filter, update).await?.matched_count == 1)
+    }
+
+    /// When the first live invitation of `scope` expires.
+    pub async fn first_expiry(&self, scope: Scope<'_>, now: SystemTime) -> mongodb::error::Result<Option<DateTime>> {
+        let first = self.invitations.find_one(scope.live(now)).sort(doc! { "expires_at": 1 }).await?;
+        Ok(first.map(|d| d.expires_at))
+    }
+
+    /// Up to `size` live invitations of `scope` in creation order, after `after`; and whether
+    /// more follow (one more is read to know).
+    pub async fn page(
+        &self,
+        scope: Scope<'_>,
+        now: SystemTime,
+        after: Option<&PageCursor>,
+        size: usize,
+    ) -> mongodb::error::Result<(Vec<InvitationDoc>, bool)> {
+        let mut filter = scope.live(now);
+        if let Some(cursor) = after {
+            filter.extend(cursor.filter());
+        }
+        let limit = i64::try_from(size).unwrap_or(i64::MAX).saturating_add(1);
+        let mut docs: Vec<InvitationDoc> = self
+            .invitations
+            .find(filter)
+            .sort(doc! { "created_at": 1, "_id": 1 })
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?;
+        let more = docs.len() > size;
+        docs.truncate(size);
+        Ok((docs, more))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> InvitationDoc {
+        let at = DateTime::from_millis(1_700_000_000_123);
+        InvitationDoc {
+            id: InvitationId::new(),
+            folder_id: FolderId::new(),
+            invitee_email: "bob@example.com".into(),
+            inviter_email: "alice@example.com".into(),
+            inviter_user_id: UserId::new(),
+            access: AccessLevel::Edit,
+            inviter_manage_epoch: "epoch".into(),
+            state: InvitationState::Pending,
+            created_at: at,
+            expires_at: at,
+            purge_at: at,
+            answered_at: None,
+        }
+    }
+
+    #[test]
+    fn documents_keep_the_stored_field_names_and_values() {
+        let d = sample();
+        let stored = bson::to_document(&d).unwrap();
+        let keys: Vec<&str> = stored.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "_id",
+                "folder_id",
+                "invitee_email",
+                "inviter_email",
+                "inviter_user_id",
+                "access",
+                "inviter_manage_epoch",
+                "state",
+                "created_at",
+                "expires_at",
+                "purge_at"
+            ]
+        );
+        assert_eq!(stored.get_str("_id").unwrap(), d.id.as_str());
+        assert_eq!(stored.get_i32("access").unwrap(), AccessLevel::Edit as i32);
+        assert_eq!(stored.get_str("state").unwrap(), "pending");
+        assert_eq!(*stored.get_datetime("expires_at").unwrap(), d.expires_at);
+        assert_eq!(bson::from_document::<InvitationDoc>(stored).unwrap(), d);
+        for (state, text) in [
+            (InvitationState::Pending, "pending"),
+            (InvitationState::Accepted, "accepted"),
+            (InvitationState::Declined, "declined"),
+            (InvitationState::Revoked, "revoked"),
+        ] {
+            assert_eq!(bson::to_bson(&state).unwrap(), Bson::String(text.into()));
+            assert_eq!(Bson::from(state), Bson::String(text.into()));
+        }
+    }
+
+    #[test]
+    fn page_cursors_round_trip_and_refuse_forgeries() {
+        let d = sample();
+        let cursor = PageCursor::after(&d);
+        let token = cursor.encode();
+        assert_eq!(token, plain_token(&["1700000000123".to_owned(), d.id.to_string()]), "the old wire format");
+        assert_eq!(PageCursor::decode(&token).unwrap(), cursor);
+        let forged = [
+            "%%%".to_owned(),
+            plain_token(&["x".into(), d.id.to_string()]),
+            plain_token(&["1".into(), "../etc".into()]),
+            plain_token(&["1".into()]),
+        ];
+        for bad in &forged {
+            match PageCursor::decode(bad) {
+                Err(InvitationsError::InvalidArgument(m)) => {
+                    assert!(m.starts_with("page.page_token is not valid here"))
+                }
+                other => panic!("{bad} gave {other:?}"),
+            }
+        }
     }
 }

@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use tonic::{Code, Request, Status};
 use ts_contract::ids::FolderId;
-use ts_runtime::server::RequestId;
 use ts_contract::user::UserContext;
 use ts_proto::public::{AccessLevel, PageResponse};
+use ts_runtime::server::RequestId;
 
 use crate::audit::{AuditAction, AuditEntry};
 use crate::context::FolderAccess;

@@ -77,7 +77,7 @@ impl Store {
     }
 
     fn events(&self) -> Collection<AuditEventDoc> {
-        self.db.collection("audit_events")
+        self.db.collection(ts_contract::audit::COLLECTION)
     }
 
     async fn session(&self) -> StoreResult<ClientSession> {

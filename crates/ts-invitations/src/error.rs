@@ -1,0 +1,134 @@
+//! `InvitationsError`: why an invitations operation failed, with the message the client sees,
+//! and its one mapping to a gRPC status (`From<InvitationsError> for tonic::Status`).
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use ts_contract::email::Email;
+use ts_contract::ids::IdError;
+use ts_mail::MailError;
+
+/// Why an invitations operation failed. Each variant's text is what the client is told.
+#[derive(Debug, thiserror::Error)]
+pub enum InvitationsError {
+    /// A request field (or a page token) is malformed; the message names it.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The folder does not exist, or the caller is not a member of it.
+    #[error("folder not found")]
+    FolderNotFound,
+    /// No such invitation, or not one the caller may see.
+    #[error("invitation not found")]
+    InvitationNotFound,
+    /// The caller is a member of the folder, but without MANAGE.
+    #[error("only MANAGE members can manage a folder's invitations")]
+    NotManager,
+    /// The invitee is already a member of the folder.
+    #[error("{0} is already a member of this folder")]
+    AlreadyMember(Email),
+    /// Auth says the invitee's license does not allow team sharing.
+    #[error("team sharing is blocked or disabled for the invitee's license")]
+    SharingNotAllowed,
+    /// The folder has as many pending invitations as allowed.
+    #[error("this folder has {cap} pending invitations, the most allowed")]
+    FolderCapReached {
+        /// The cap.
+        cap: u32,
+        /// When the oldest of them expires.
+        retry_after: Duration,
+    },
+    /// The invitee has as many pending invitations as allowed.
+    #[error("{invitee} has {cap} pending invitations, the most allowed")]
+    InviteeCapReached {
+        /// The invitee.
+        invitee: Email,
+        /// The cap.
+        cap: u32,
+        /// When the oldest of them expires.
+        retry_after: Duration,
+    },
+    /// The invitation expired before it was accepted.
+    #[error("this invitation expired; ask for a new one")]
+    Expired,
+    /// The invitation was declined.
+    #[error("this invitation was declined")]
+    Declined,
+    /// The invitation was revoked.
+    #[error("this invitation was revoked")]
+    Revoked,
+    /// The invitation was answered (or revoked) already.
+    #[error("this invitation is no longer pending")]
+    NotPending,
+    /// Only a pending, unexpired invitation can be re-sent.
+    #[error("only a pending, unexpired invitation can be re-sent; invite again instead")]
+    NotResendable,
+    /// The invitation's folder was deleted.
+    #[error("the folder of this invitation no longer exists")]
+    FolderGone,
+    /// The invitation made a membership that has changed or gone since (a replay).
+    #[error("this invitation was already accepted and the membership has changed since; ask for a new invitation")]
+    AlreadySpent,
+    /// The inviter lost MANAGE on the folder since they invited.
+    #[error("the person who sent this invitation no longer manages the folder; ask for a new invitation")]
+    InviterNotManager,
+    /// The detached accept task did not run to its end.
+    #[error("the accept did not finish")]
+    AcceptInterrupted,
+    /// Auth could not say whether the invitee may share.
+    #[error("cannot check the invitee's license right now; retry later")]
+    IdentityUnavailable,
+    /// Folders did not answer.
+    #[error("folders is unavailable; retry later")]
+    FoldersUnavailable,
+    /// The invitation email was not sent.
+    #[error("the invitation email could not be sent; retry later")]
+    Mail(#[source] MailError),
+    /// The database failed.
+    #[error("invitation store is unavailable; retry later")]
+    Store(#[from] mongodb::error::Error),
+}
+
+impl From<IdError> for InvitationsError {
+    fn from(e: IdError) -> Self {
+        InvitationsError::InvalidArgument(e.to_string())
+    }
+}
+
+impl InvitationsError {
+    /// The INVALID_ARGUMENT answer of a shared request-field check, with its message.
+    pub(crate) fn invalid(status: Status) -> Self {
+        InvitationsError::InvalidArgument(status.message().to_owned())
+    }
+
+    fn code(&self) -> Code {
+        use InvitationsError::*;
+        match self {
+            InvalidArgument(_) => Code::InvalidArgument,
+            FolderNotFound | InvitationNotFound => Code::NotFound,
+            NotManager => Code::PermissionDenied,
+            AlreadyMember(_) => Code::AlreadyExists,
+            FolderCapReached { .. } | InviteeCapReached { .. } => Code::ResourceExhausted,
+            SharingNotAllowed | Expired | Declined | Revoked | NotPending | NotResendable | FolderGone
+            | AlreadySpent | InviterNotManager => Code::FailedPrecondition,
+            AcceptInterrupted => Code::Internal,
+            IdentityUnavailable | FoldersUnavailable | Mail(_) | Store(_) => Code::Unavailable,
+        }
+    }
+}
+
+impl From<InvitationsError> for Status {
+    fn from(e: InvitationsError) -> Status {
+        match &e {
+            InvitationsError::Store(cause) => tracing::error!(error = %cause, "invitations store failed"),
+            InvitationsError::Mail(cause) => tracing::warn!(error = %cause, "invitation email not sent"),
+            _ => {}
+        }
+        match &e {
+            InvitationsError::FolderCapReached { retry_after, .. }
+            | InvitationsError::InviteeCapReached { retry_after, .. } => {
+                ts_contract::status::resource_exhausted(&e.to_string(), *retry_after)
+            }
+            _ => Status::new(e.code(), e.to_string()),
+        }
+    }
+}
