@@ -2,6 +2,7 @@
 """Checks what schema validation cannot: the manifests in k8s/ keep the promises of
 DESIGN.md §1 and §7 (caller table, identities, probes, non-root pods, limits, PDBs, HPAs)."""
 import pathlib
+import re
 import sys
 
 import yaml
@@ -152,6 +153,20 @@ for callee in CALLERS:
 deny = by_kind.get("NetworkPolicy", {}).get("default-deny-ingress")
 check(deny is not None and deny["spec"].get("podSelector") == {} and not deny["spec"].get("ingress")
       and "Ingress" in deny["spec"].get("policyTypes", []), "default deny ingress for every pod")
+
+# Alert rules match status codes as the services spell them everywhere (the audit trail, the
+# `rpc.grpc.status_code` metric label, logs): ts_contract::status::code_name, such as
+# UNAUTHENTICATED. Another spelling matches nothing, and the alert can never fire.
+CODE_NAMES = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+              "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+              "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"}
+matchers = []
+for path in sorted(pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "k8s").glob("*.yaml")):
+    matchers += re.findall(r'rpc_grpc_status_code\s*(?:=~|!~|!=|=)\s*"([^"]*)"', path.read_text())
+check(matchers, "alert rules watch rpc_grpc_status_code")
+for m in matchers:
+    for code in m.split("|"):
+        check(code in CODE_NAMES, f"alert rule status code {code!r} is spelled as the services spell it")
 
 print(f"k8s manifests: {passed} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)

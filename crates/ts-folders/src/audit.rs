@@ -163,6 +163,23 @@ pub struct AuditEntry<'a> {
     pub request_id: &'a str,
 }
 
+/// Folders keeps the trail itself: its own calls' events are written here directly.
+impl ts_runtime::audit::Trail for Folders {
+    async fn record(&self, event: ts_contract::audit::Event) {
+        let request_id = ts_runtime::server::current_request_id().map(|r| r.0).unwrap_or_default();
+        self.record_audit(AuditEntry {
+            actor_email: &event.actor_email,
+            actor_user_id: &event.actor_user_id,
+            folder_id: &event.folder_id,
+            license_id: &event.license_id,
+            action: &event.action,
+            status_code: ts_contract::status::code_name(event.code),
+            request_id: &request_id,
+        })
+        .await;
+    }
+}
+
 /// How long an audit event is kept.
 fn retention(days: u32) -> Duration {
     Duration::from_secs(u64::from(days) * 86_400)

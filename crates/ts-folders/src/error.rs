@@ -162,3 +162,26 @@ pub fn level_name(level: AccessLevel) -> &'static str {
         AccessLevel::Unspecified => "no",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::{Code, Status};
+
+    use super::FoldersError;
+
+    #[test]
+    fn an_unreadable_stored_document_is_data_loss_and_an_outage_is_unavailable() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Member {
+            access: i32,
+        }
+        let unreadable = bson::from_document::<Member>(bson::doc! {}).unwrap_err();
+        let status = Status::from(FoldersError::Store(unreadable.into()));
+        assert_eq!(status.code(), Code::DataLoss);
+        assert_eq!(status.message(), ts_stores::UNREADABLE);
+        let down = Status::from(FoldersError::Store(mongodb::error::Error::custom("connection refused")));
+        assert_eq!(down.code(), Code::Unavailable);
+        assert!(!down.message().contains("refused"), "the cause stays in the logs");
+    }
+}

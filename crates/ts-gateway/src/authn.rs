@@ -13,16 +13,16 @@ use tonic::{Request, Status};
 use ts_runtime::client::InternalChannel;
 
 use crate::ratelimit::{Charge, InviteLimiter};
+use ts_contract::audit::Event;
 use ts_contract::clock::SharedClock;
 use ts_contract::ids::{LicenseId, SessionId, UserId};
 use ts_contract::revocation;
 use ts_contract::tokens::{PublicKey, TokenError, Verifier};
 use ts_contract::user::UserContext;
-use ts_proto::internal::RecordAuditEventRequest;
-use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::internal::{CheckSessionRequest, CheckSharingAllowedRequest, GetTokenKeysRequest};
-use ts_runtime::server::{RequestId, RpcName};
+use ts_runtime::audit::Sink;
+use ts_runtime::server::RpcName;
 
 /// How long a "live" answer from auth may be reused. With auth's vouching window this keeps
 /// every acknowledged revocation effective everywhere within 2 s.
@@ -35,7 +35,7 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// Verifies access tokens and sharing permission for the gateway.
 pub struct Authenticator {
     identity: IdentityServiceClient<InternalChannel>,
-    audit: Option<AuditIngestServiceClient<InternalChannel>>,
+    audit: Sink,
     limiter: Option<Arc<InviteLimiter>>,
     redis: Option<fred::clients::Client>,
     clock: SharedClock,
@@ -97,7 +97,7 @@ impl Authenticator {
     ) -> Self {
         Authenticator {
             identity,
-            audit: None,
+            audit: Sink::default(),
             limiter: None,
             redis,
             clock,
@@ -107,8 +107,8 @@ impl Authenticator {
     }
 
     /// Records sharing refusals in folders' audit trail through `audit`.
-    pub fn with_audit(mut self, audit: AuditIngestServiceClient<InternalChannel>) -> Self {
-        self.audit = Some(audit);
+    pub fn with_audit(mut self, audit: Sink) -> Self {
+        self.audit = audit;
         self
     }
 
@@ -151,21 +151,12 @@ impl Authenticator {
 
     /// Audits a refused sharing call in the background; the caller's answer never waits on it.
     fn audit_refusal<T>(&self, request: &Request<T>, user: &UserContext, status: &Status) {
-        let Some(audit) = self.audit.clone() else { return };
-        let action = request.extensions().get::<RpcName>().map(|r| r.0.clone()).unwrap_or_default();
-        let event = RecordAuditEventRequest {
+        self.audit.record_in_background(Event {
             actor_email: user.email.clone(),
             actor_user_id: user.user_id.to_string(),
-            folder_id: String::new(),
-            action,
-            status_code: ts_contract::status::code_name(status.code()).to_owned(),
-            request_id: request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
-            license_id: String::new(),
-        };
-        tokio::spawn(async move {
-            if let Err(e) = audit.clone().record_audit_event(event).await {
-                tracing::warn!(code = ?e.code(), "cannot audit a refused sharing call");
-            }
+            action: request.extensions().get::<RpcName>().map(|r| r.0.clone()).unwrap_or_default(),
+            code: status.code(),
+            ..Default::default()
         });
     }
 

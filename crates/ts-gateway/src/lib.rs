@@ -16,7 +16,6 @@ use std::time::Duration;
 use ts_config::{Config, require};
 use ts_contract::Peer;
 use ts_contract::clock::SharedClock;
-use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::public::audit_service_client::AuditServiceClient;
 use ts_proto::public::audit_service_server::AuditServiceServer;
@@ -82,7 +81,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
     let gw = Gateway {
         authn: Arc::new(
             Authenticator::new(IdentityServiceClient::new(auth.clone()), redis.clone(), clock.clone())
-                .with_audit(AuditIngestServiceClient::new(folders.clone()))
+                .with_audit(ts_runtime::audit::Sink::new(folders.clone()))
                 .with_limiter(ratelimit::InviteLimiter::new(&config.invitation_limits, redis, clock)),
         ),
         downstream_timeout: Duration::from_millis(section.downstream_timeout_ms),

@@ -1,4 +1,5 @@
-//! The calls invitations makes to other services: folders (membership, the audit trail) and
+//! The calls invitations makes to other services: folders (membership; the audit trail goes
+//! through `ts_runtime::audit`) and
 //! auth (users, licenses). A failed call becomes an `InvitationsError` here, with the message
 //! clients have always been given, so that the domain never sees a `tonic::Status`.
 
@@ -6,12 +7,10 @@ use tonic::{Code, Status};
 use ts_contract::email::Email;
 use ts_contract::ids::{FolderId, UserId};
 use ts_contract::user::UserContext;
-use ts_proto::internal::audit_ingest_service_client::AuditIngestServiceClient;
 use ts_proto::internal::folder_membership_service_client::FolderMembershipServiceClient;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::internal::{
     AddMemberRefusal, AddMemberRequest, CheckSharingAllowedRequest, GetMembershipRequest, GetUserByEmailRequest,
-    RecordAuditEventRequest,
 };
 use ts_proto::public::AccessLevel;
 use ts_runtime::client::InternalChannel;
@@ -134,37 +133,6 @@ impl Identity {
         match found.into_inner().user {
             Some(user) => Ok(Some(UserId::parse("user_id", &user.id)?)),
             None => Ok(None),
-        }
-    }
-}
-
-/// Folders' audit trail.
-#[derive(Debug, Clone)]
-pub struct AuditTrail {
-    client: AuditIngestServiceClient<InternalChannel>,
-}
-
-impl AuditTrail {
-    /// Records through `channel` (folders).
-    pub fn new(channel: InternalChannel) -> Self {
-        AuditTrail { client: AuditIngestServiceClient::new(channel) }
-    }
-
-    /// Records that `user` did `action` on a folder (if known) with outcome `code`; waits
-    /// for folders, and only logs a failure.
-    pub async fn record(&self, user: &UserContext, folder_id: Option<&FolderId>, action: &str, code: Code) {
-        let event = RecordAuditEventRequest {
-            actor_email: user.email.clone(),
-            actor_user_id: user.user_id.to_string(),
-            // Only a well-formed id reaches the audit trail (a malformed one was refused).
-            folder_id: folder_id.map(FolderId::to_string).unwrap_or_default(),
-            action: action.to_owned(),
-            status_code: ts_contract::status::code_name(code).to_owned(),
-            request_id: ts_runtime::server::current_request_id().map(|r| r.0).unwrap_or_default(),
-            license_id: String::new(),
-        };
-        if let Err(s) = self.client.clone().record_audit_event(event).await {
-            tracing::warn!(code = ?s.code(), action, "cannot record audit event");
         }
     }
 }

@@ -55,7 +55,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
         clock,
         limits: config.invitation_limits.clone(),
     };
-    let api = InvitationsApi::new(invitations, clients::AuditTrail::new(folders));
+    let api = InvitationsApi::new(invitations, ts_runtime::audit::Sink::new(folders).waiting());
     Ok(ServiceServer::new(Peer::Invitations, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(InvitationServiceServer::new(api))
         .health_listen(section.health_listen)

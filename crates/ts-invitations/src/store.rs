@@ -72,7 +72,9 @@ pub struct InvitationDoc {
     /// The access the invitee gets.
     #[serde(with = "stored_access")]
     pub access: AccessLevel,
-    /// The inviter's MANAGE epoch when they invited (from folders).
+    /// The inviter's MANAGE epoch when they invited (from folders); empty on invitations
+    /// made before epochs were stamped, which folders accepts as they were.
+    #[serde(default)]
     pub inviter_manage_epoch: String,
     /// Where it stands.
     pub state: InvitationState,
@@ -412,6 +414,14 @@ mod tests {
             purge_at: at,
             answered_at: None,
         }
+    }
+
+    #[test]
+    fn invitations_stored_before_manage_epochs_still_load() {
+        let mut stored = bson::to_document(&sample()).unwrap();
+        stored.remove("inviter_manage_epoch");
+        let loaded: InvitationDoc = bson::from_document(stored).unwrap();
+        assert_eq!(loaded.inviter_manage_epoch, "");
     }
 
     #[test]

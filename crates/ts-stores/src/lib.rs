@@ -110,3 +110,29 @@ pub async fn find_page(
 pub fn doc_timestamp(d: &bson::Document, field: &str) -> Option<prost_types::Timestamp> {
     d.get_datetime(field).ok().map(|t| prost_types::Timestamp::from(t.to_system_time()))
 }
+
+/// Whether `e` says a stored document could not be read into its type (a field missing or of
+/// another type): not an outage to retry, but data to repair (DATA_LOSS).
+pub fn is_unreadable(e: &mongodb::error::Error) -> bool {
+    matches!(*e.kind, mongodb::error::ErrorKind::BsonDeserialization(_))
+}
+
+/// The message of a DATA_LOSS answer for an unreadable stored document.
+pub const UNREADABLE: &str = "a stored document cannot be read; the operator has been alerted in the service logs";
+
+#[cfg(test)]
+mod unreadable_tests {
+    #[test]
+    fn only_documents_that_do_not_fit_their_type_are_unreadable() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Item {
+            version: i64,
+        }
+        let wrong: mongodb::error::Error =
+            bson::from_document::<Item>(bson::doc! { "version": "seven" }).unwrap_err().into();
+        assert!(super::is_unreadable(&wrong));
+        let down = mongodb::error::Error::custom("connection refused");
+        assert!(!super::is_unreadable(&down));
+    }
+}

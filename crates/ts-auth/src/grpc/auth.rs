@@ -85,7 +85,7 @@ impl AuthService for AuthApi {
                 self.failed_attempt(&client, &status).await;
                 // Only a token naming a real session has someone to tell.
                 if let Some((user_id, email)) = self.auth.session_owner(token).await {
-                    self.auth.audit.record(ts_contract::audit::Event {
+                    self.auth.audit.record_in_background(ts_contract::audit::Event {
                         actor_email: email,
                         actor_user_id: user_id,
                         action: "auth.refresh_session".into(),

@@ -27,7 +27,7 @@ impl LicenseAdminService for AuthApi {
             })
         }
         .await;
-        self.license_outcome(&user, &req.license_id, "license.list_emails", false, result)
+        self.license_outcome(&user, &req.license_id, "license.list_emails", false, result).await
     }
 
     async fn set_license_sharing_blocked(
@@ -42,7 +42,7 @@ impl LicenseAdminService for AuthApi {
             .await
             .map(|blocked| SetLicenseSharingBlockedResponse { blocked });
         let action = if req.blocked { "license.block" } else { "license.unblock" };
-        self.license_outcome(&user, &req.license_id, action, true, result)
+        self.license_outcome(&user, &req.license_id, action, true, result).await
     }
 
     async fn get_license_sharing_state(
@@ -60,7 +60,7 @@ impl LicenseAdminService for AuthApi {
             })
         }
         .await;
-        self.license_outcome(&user, &req.license_id, "license.get_sharing_state", false, result)
+        self.license_outcome(&user, &req.license_id, "license.get_sharing_state", false, result).await
     }
 
     async fn list_license_audit(
@@ -71,7 +71,7 @@ impl LicenseAdminService for AuthApi {
         let req = request.get_ref();
         let action = "license.list_audit";
         if let Err(e) = self.auth.license_as_admin(&user.user_id, &req.license_id).await {
-            return self.license_outcome(&user, &req.license_id, action, false, Err(e));
+            return self.license_outcome(&user, &req.license_id, action, false, Err(e)).await;
         }
         let Some(client) = self.auth.license_audit.clone() else {
             return Err(Status::unavailable("the audit trail is not configured"));

@@ -15,6 +15,7 @@ impl LicenseOperatorService for AuthApi {
         let r = request.into_inner();
         let result = self.auth.upsert_license(&r.license_id, &r.admin_emails, &r.emails, &r.domains).await;
         self.operator_outcome(&r.license_id, "operator.upsert_license", true, result.map(|()| UpsertLicenseResponse {}))
+            .await
     }
 
     async fn set_sharing_enabled(
@@ -24,7 +25,7 @@ impl LicenseOperatorService for AuthApi {
         let r = request.into_inner();
         let result = self.auth.set_sharing_enabled(&r.license_id, r.enabled).await;
         let action = if r.enabled { "operator.enable_sharing" } else { "operator.disable_sharing" };
-        self.operator_outcome(&r.license_id, action, true, result.map(|()| SetSharingEnabledResponse {}))
+        self.operator_outcome(&r.license_id, action, true, result.map(|()| SetSharingEnabledResponse {})).await
     }
 
     async fn get_sharing_enabled(
@@ -33,6 +34,6 @@ impl LicenseOperatorService for AuthApi {
     ) -> Result<Response<GetSharingEnabledResponse>, Status> {
         let id = &request.get_ref().license_id;
         let result = self.auth.sharing_enabled(id).await.map(|enabled| GetSharingEnabledResponse { enabled });
-        self.operator_outcome(id, "operator.get_sharing_enabled", false, result)
+        self.operator_outcome(id, "operator.get_sharing_enabled", false, result).await
     }
 }

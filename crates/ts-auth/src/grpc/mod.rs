@@ -14,6 +14,9 @@ mod identity;
 mod license_admin;
 mod license_operator;
 
+use ts_contract::audit::{Event, OPERATOR};
+use ts_runtime::audit::audited;
+
 use crate::sessions::{Issued, UserView};
 use crate::state::{Auth, AuthError};
 
@@ -87,7 +90,7 @@ impl AuthApi {
     pub(super) async fn audit_attempt(&self, email: Option<crate::email::Email>, action: &str, status: &Status) {
         let Some(email) = email else { return };
         let user_id = self.auth.user_id_by_email(&email).await.ok().flatten().unwrap_or_default();
-        self.auth.audit.record(ts_contract::audit::Event {
+        self.auth.audit.record_in_background(Event {
             actor_email: email.as_str().to_owned(),
             actor_user_id: user_id,
             action: action.to_owned(),
@@ -98,25 +101,7 @@ impl AuthApi {
 
     /// Records an action of the signed-in `user` concerning `license_id`.
     pub(super) fn audit_user(&self, user: &UserContext, license_id: &str, action: &str, code: tonic::Code) {
-        self.auth.audit.record(ts_contract::audit::Event {
-            actor_email: user.email.clone(),
-            actor_user_id: user.user_id.to_string(),
-            license_id: license_of_request(license_id),
-            action: action.to_owned(),
-            code,
-            ..Default::default()
-        });
-    }
-
-    /// Records an operator action concerning `license_id` (empty: the deployment).
-    pub(super) fn audit_operator(&self, license_id: &str, action: &str, code: tonic::Code) {
-        self.auth.audit.record(ts_contract::audit::Event {
-            actor_email: ts_contract::audit::OPERATOR.to_owned(),
-            license_id: license_of_request(license_id),
-            action: action.to_owned(),
-            code,
-            ..Default::default()
-        });
+        self.auth.audit.record_in_background(Event { code, ..user_event(user, license_id, action) });
     }
 
     pub(super) async fn sign_in(&self, email: crate::email::Email, via: &str) -> Result<(SessionTokens, User), Status> {
@@ -128,31 +113,20 @@ impl AuthApi {
     }
 }
 
-impl AuthApi {
-    /// Turns a call's result into the reply, recording failures always and successes when
-    /// `mutating`.
-    fn audited<R>(
-        mutating: bool,
-        result: Result<R, AuthError>,
-        record: impl FnOnce(tonic::Code),
-    ) -> Result<Response<R>, Status> {
-        match result {
-            Ok(r) => {
-                if mutating {
-                    record(tonic::Code::Ok);
-                }
-                Ok(Response::new(r))
-            }
-            Err(e) => {
-                let status = Status::from(e);
-                record(status.code());
-                Err(status)
-            }
-        }
+/// An event of the signed-in `user` concerning `license_id` (kept only when well-formed).
+fn user_event(user: &UserContext, license_id: &str, action: &str) -> Event {
+    Event {
+        actor_email: user.email.clone(),
+        actor_user_id: user.user_id.to_string(),
+        license_id: license_of_request(license_id),
+        action: action.to_owned(),
+        ..Default::default()
     }
+}
 
+impl AuthApi {
     /// Audits a license-admin call of `user` and turns its result into the reply.
-    pub(super) fn license_outcome<R>(
+    pub(super) async fn license_outcome<R>(
         &self,
         user: &UserContext,
         license_id: &str,
@@ -160,17 +134,24 @@ impl AuthApi {
         mutating: bool,
         result: Result<R, AuthError>,
     ) -> Result<Response<R>, Status> {
-        Self::audited(mutating, result, |code| self.audit_user(user, license_id, action, code))
+        let event = user_event(user, license_id, action);
+        audited(&self.auth.audit, event, mutating, result.map_err(Status::from)).await.map(Response::new)
     }
 
     /// Audits an operator call and turns its result into the reply.
-    pub(super) fn operator_outcome<R>(
+    pub(super) async fn operator_outcome<R>(
         &self,
         license_id: &str,
         action: &str,
         mutating: bool,
         result: Result<R, AuthError>,
     ) -> Result<Response<R>, Status> {
-        Self::audited(mutating, result, |code| self.audit_operator(license_id, action, code))
+        let event = Event {
+            actor_email: OPERATOR.to_owned(),
+            license_id: license_of_request(license_id),
+            action: action.to_owned(),
+            ..Default::default()
+        };
+        audited(&self.auth.audit, event, mutating, result.map_err(Status::from)).await.map(Response::new)
     }
 }

@@ -1,7 +1,7 @@
 //! `FolderKeyOperatorService`: the operator rotates a folder's data key and re-encrypts its
 //! items. Every call is audited, whatever its outcome.
 
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 use ts_contract::ids::FolderId;
 use ts_proto::internal::folder_key_operator_service_server::FolderKeyOperatorService;
 use ts_proto::internal::{
@@ -9,25 +9,13 @@ use ts_proto::internal::{
 };
 
 use super::FoldersApi;
-use crate::audit::{AuditAction, AuditEntry};
+use ts_contract::audit::Event;
+use ts_runtime::audit::audited;
+
+use crate::audit::AuditAction;
 use crate::rotation::ReencryptReport;
 
 impl FoldersApi {
-    /// Records an operator's key action on a folder (the id as sent, bounded).
-    async fn audit_operator<R>(&self, folder_id: &str, action: AuditAction, result: &Result<R, Status>) {
-        let code = result.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
-        let request_id = ts_runtime::server::current_request_id().map(|r| r.0).unwrap_or_default();
-        let entry = AuditEntry {
-            actor_email: ts_contract::audit::OPERATOR,
-            folder_id,
-            action: action.as_str(),
-            status_code: ts_contract::status::code_name(code),
-            request_id: &request_id,
-            ..AuditEntry::default()
-        };
-        self.folders.record_audit(entry).await;
-    }
-
     /// Runs an operator action on the folder `raw_folder_id` and audits it.
     async fn operate(&self, raw_folder_id: &str, action: AuditAction) -> Result<ReencryptReport, Status> {
         let result = async {
@@ -39,8 +27,14 @@ impl FoldersApi {
             Ok(report)
         }
         .await;
-        self.audit_operator(raw_folder_id, action, &result).await;
-        result
+        // The id as sent, bounded: an operator's malformed id is worth seeing in the trail.
+        let event = Event {
+            actor_email: ts_contract::audit::OPERATOR.to_owned(),
+            folder_id: ts_contract::audit::bounded(raw_folder_id),
+            action: action.as_str().to_owned(),
+            ..Default::default()
+        };
+        audited(&*self.folders, event, true, result).await
     }
 }
 

@@ -18,12 +18,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tonic::{Code, Request, Status};
+use ts_contract::audit::Event;
 use ts_contract::ids::FolderId;
 use ts_contract::user::UserContext;
 use ts_proto::public::{AccessLevel, PageResponse};
-use ts_runtime::server::RequestId;
+use ts_runtime::audit::audited;
 
-use crate::audit::{AuditAction, AuditEntry};
+use crate::audit::AuditAction;
 use crate::context::FolderAccess;
 use crate::error::KeyvaultRefusal;
 use crate::{Folders, FoldersError};
@@ -45,8 +46,6 @@ impl std::fmt::Debug for FoldersApi {
 pub(crate) struct Call {
     /// The signed-in user.
     pub user: UserContext,
-    /// The request id, for the audit trail.
-    pub request_id: String,
 }
 
 impl From<FoldersError> for Status {
@@ -69,6 +68,10 @@ impl From<FoldersError> for Status {
             },
             KeysUnreadable | MalformedKey | Incomplete { .. } | Seal { .. } => Code::Internal,
             Undecryptable { .. } | Undecodable(_) => Code::DataLoss,
+            Store(cause) if ts_stores::is_unreadable(cause) => {
+                tracing::error!(error = %cause, "a stored folders document cannot be read");
+                return Status::data_loss(ts_stores::UNREADABLE);
+            }
             Store(cause) => {
                 tracing::error!(error = %cause, "folders store failed");
                 Code::Unavailable
@@ -141,43 +144,34 @@ impl FoldersApi {
         Fut: Future<Output = Result<R, Status>>,
     {
         let call = self.begin(request, action, folder_id).await?;
-        let result = body(call.clone()).await;
-        match &result {
-            Ok(_) if action.mutating() => self.audit(&call, action, folder_id, Code::Ok).await,
-            Ok(_) => {}
-            Err(s) => self.audit(&call, action, folder_id, s.code()).await,
-        }
-        result
+        let event = event(&call, action, folder_id);
+        audited(&*self.folders, event, action.mutating(), body(call).await).await
     }
 
     /// Identifies the caller and checks with auth that they may share right now. A refusal
     /// is audited as `action`.
     async fn begin<T>(&self, request: &Request<T>, action: AuditAction, folder_id: &str) -> Result<Call, Status> {
         let user = UserContext::from_metadata(request.metadata())?;
-        let request_id = request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-        let call = Call { user, request_id };
+        let call = Call { user };
         match self.folders.check_sharing(&call.user.user_id).await {
             Ok(()) => Ok(call),
             Err(e @ FoldersError::SharingRefused(_)) => {
-                let status = Status::from(e);
-                self.audit(&call, action, folder_id, status.code()).await;
-                Err(status)
+                let event = event(&call, action, folder_id);
+                audited(&*self.folders, event, action.mutating(), Err(Status::from(e))).await
             }
             Err(e) => Err(e.into()),
         }
     }
+}
 
-    /// Appends the caller's event.
-    async fn audit(&self, call: &Call, action: AuditAction, folder_id: &str, code: Code) {
-        let entry = AuditEntry {
-            actor_email: &call.user.email,
-            actor_user_id: &call.user.user_id,
-            folder_id,
-            license_id: "",
-            action: action.as_str(),
-            status_code: ts_contract::status::code_name(code),
-            request_id: &call.request_id,
-        };
-        self.folders.record_audit(entry).await;
+/// The caller's event for `action` on `folder_id` (as sent: the wrapper refused a malformed
+/// one before anything was recorded).
+fn event(call: &Call, action: AuditAction, folder_id: &str) -> Event {
+    Event {
+        actor_email: call.user.email.clone(),
+        actor_user_id: call.user.user_id.to_string(),
+        folder_id: folder_id.to_owned(),
+        action: action.as_str().to_owned(),
+        ..Default::default()
     }
 }

@@ -6,14 +6,15 @@ mod invitations;
 
 use std::future::Future;
 
-use tonic::{Code, Request, Status};
+use tonic::{Request, Status};
+use ts_contract::audit::Event;
 use ts_contract::email::Email;
 use ts_contract::ids::{FolderId, IdError, InvitationId};
 use ts_contract::paging::{page_size, token};
 use ts_contract::user::UserContext;
 use ts_proto::public::{self as proto, AccessLevel, PageRequest, PageResponse};
+use ts_runtime::audit::{Sink, audited};
 
-use crate::clients::AuditTrail;
 use crate::error::InvitationsError;
 use crate::service::{InvitationView, Invitations, Listed, Page};
 use crate::store::{InvitationState, PageCursor};
@@ -22,7 +23,7 @@ use crate::store::{InvitationState, PageCursor};
 #[derive(Clone)]
 pub struct InvitationsApi {
     invitations: Invitations,
-    audit: AuditTrail,
+    audit: Sink,
 }
 
 impl std::fmt::Debug for InvitationsApi {
@@ -42,7 +43,7 @@ enum Audit {
 
 impl InvitationsApi {
     /// Serves `invitations`, recording outcomes in `audit`.
-    pub fn new(invitations: Invitations, audit: AuditTrail) -> Self {
+    pub fn new(invitations: Invitations, audit: Sink) -> Self {
         InvitationsApi { invitations, audit }
     }
 
@@ -56,13 +57,15 @@ impl InvitationsApi {
         audit: Audit,
         result: Result<R, InvitationsError>,
     ) -> Result<R, Status> {
-        let result = result.map_err(Status::from);
-        match &result {
-            Ok(_) if audit == Audit::Always => self.audit.record(user, folder_id, action, Code::Ok).await,
-            Ok(_) => {}
-            Err(s) => self.audit.record(user, folder_id, action, s.code()).await,
-        }
-        result
+        let event = Event {
+            actor_email: user.email.clone(),
+            actor_user_id: user.user_id.to_string(),
+            // Only a well-formed id reaches the audit trail (a malformed one was refused).
+            folder_id: folder_id.map(FolderId::to_string).unwrap_or_default(),
+            action: action.to_owned(),
+            ..Default::default()
+        };
+        audited(&self.audit, event, audit == Audit::Always, result.map_err(Status::from)).await
     }
 
     /// Runs `op` on the invitation a request names (after parsing its id), audited as

@@ -16,7 +16,7 @@ impl KeyVaultOperatorService for KeyVaultApi {
             self.vault.rewrap_all(req.new_kms_key_id.trim()).await.map_err(Status::from)
         };
         // The key id is not a secret, but it is not the audit trail's business either.
-        self.audit.record(ts_contract::audit::Event {
+        self.audit.record_in_background(ts_contract::audit::Event {
             actor_email: ts_contract::audit::OPERATOR.into(),
             action: "operator.rewrap_all".into(),
             code: result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok),
