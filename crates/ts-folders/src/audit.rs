@@ -193,7 +193,8 @@ impl Folders {
     pub(crate) async fn record_audit(&self, e: AuditEntry<'_>) {
         let now = self.now();
         let event = AuditEventDoc {
-            id: uuid::Uuid::new_v4().to_string(),
+            // Time-ordered: events of one instant (a stopped test clock) still list newest first.
+            id: uuid::Uuid::now_v7().to_string(),
             time: bson_date(now),
             actor_email: bounded(e.actor_email),
             actor_user_id: bounded(e.actor_user_id),
