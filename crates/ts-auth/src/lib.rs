@@ -13,6 +13,7 @@ pub mod sessions;
 pub mod signing;
 pub mod sso;
 pub mod state;
+pub mod store;
 pub mod verification;
 
 use std::sync::Arc;
@@ -80,7 +81,7 @@ pub async fn state(config: &Config, clock: SharedClock) -> Result<Auth, RunError
     let audit = ts_runtime::audit::Sink::new(folders.clone());
     let license_audit = Some(LicenseAuditServiceClient::new(folders));
     let auth = Auth {
-        db,
+        store: store::Store::new(db),
         clock,
         mailer,
         signer,

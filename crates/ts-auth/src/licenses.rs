@@ -3,18 +3,18 @@
 
 use std::collections::BTreeSet;
 
-use bson::{Bson, Document, doc};
-use futures::TryStreamExt;
 use ts_contract::clock::bson_date;
+use ts_contract::ids::{LicenseId, UserId};
 
 use crate::email::{Email, valid_domain};
 use crate::state::{Auth, AuthError, AuthResult};
+use crate::store::{LicenseDoc, Sessions};
 
-/// A license as stored.
-#[derive(Debug, Clone, Default)]
+/// A license as its admins see it.
+#[derive(Debug, Clone)]
 pub struct License {
     /// Id.
-    pub id: String,
+    pub id: LicenseId,
     /// Admin emails.
     pub admin_emails: Vec<String>,
     /// Member emails.
@@ -27,19 +27,15 @@ pub struct License {
     pub sharing_enabled: bool,
 }
 
-fn strings(d: &Document, key: &str) -> Vec<String> {
-    d.get_array(key).map(|a| a.iter().filter_map(Bson::as_str).map(str::to_owned).collect()).unwrap_or_default()
-}
-
-impl From<&Document> for License {
-    fn from(d: &Document) -> Self {
+impl From<LicenseDoc> for License {
+    fn from(d: LicenseDoc) -> Self {
         License {
-            id: d.get_str("_id").unwrap_or_default().to_owned(),
-            admin_emails: strings(d, "admin_emails"),
-            emails: strings(d, "emails"),
-            domains: strings(d, "domains"),
-            blocked: d.get_bool("blocked").unwrap_or(false),
-            sharing_enabled: d.get_bool("sharing_enabled").unwrap_or(true),
+            id: d.id,
+            admin_emails: d.admin_emails,
+            emails: d.emails,
+            domains: d.domains,
+            blocked: d.blocked,
+            sharing_enabled: d.sharing_enabled,
         }
     }
 }
@@ -52,30 +48,21 @@ pub fn check_license_id(id: &str) -> AuthResult<&str> {
     Ok(id)
 }
 
-/// The users filter matching every email associated with `emails` or `domains`.
-fn associated(emails: &[String], domains: &[String]) -> Document {
-    let mut any = vec![Bson::Document(doc! { "email": { "$in": emails } })];
-    if !domains.is_empty() {
-        let alternatives: Vec<String> = domains.iter().map(|d| d.replace('.', "\\.")).collect();
-        any.push(Bson::Document(doc! { "email": { "$regex": format!("@({})$", alternatives.join("|")) } }));
-    }
-    doc! { "$or": any }
+/// A license id from a request, checked by `check_license_id`.
+fn license_id(id: &str) -> AuthResult<LicenseId> {
+    let id = check_license_id(id)?;
+    LicenseId::parse("license_id", id).map_err(|e| AuthError::InvalidArgument(e.to_string()))
 }
 
 impl Auth {
-    async fn user_ids(&self, filter: Document) -> AuthResult<BTreeSet<String>> {
-        let docs: Vec<Document> = self.users().find(filter).projection(doc! { "_id": 1 }).await?.try_collect().await?;
-        Ok(docs.iter().filter_map(|d| d.get_str("_id").ok().map(str::to_owned)).collect())
-    }
-
     /// Ends the sessions of these users and makes them verify their email again.
-    async fn revoke_privileges(&self, user_ids: &BTreeSet<String>, reason: &str) -> AuthResult<()> {
+    async fn revoke_privileges(&self, user_ids: &BTreeSet<UserId>, reason: &str) -> AuthResult<()> {
         if user_ids.is_empty() {
             return Ok(());
         }
-        let ids: Vec<&String> = user_ids.iter().collect();
-        self.users().update_many(doc! { "_id": { "$in": &ids } }, doc! { "$set": { "email_verified": false, "unverified_at": bson_date(self.now()), "unverified_reason": reason } }).await?;
-        self.revoke_sessions(doc! { "user_id": { "$in": &ids } }, reason).await?;
+        let ids: Vec<UserId> = user_ids.iter().cloned().collect();
+        self.store.unverify(&ids, reason, bson_date(self.now())).await?;
+        self.revoke_sessions(Sessions::OfUsers(&ids), reason).await?;
         Ok(())
     }
 
@@ -88,7 +75,7 @@ impl Auth {
         emails: &[String],
         domains: &[String],
     ) -> AuthResult<()> {
-        let id = check_license_id(id)?;
+        let id = license_id(id)?;
         let parse_all = |list: &[String], field: &str| -> AuthResult<Vec<String>> {
             list.iter()
                 .map(|e| {
@@ -104,28 +91,16 @@ impl Auth {
         if let Some(bad) = domains.iter().find(|d| !valid_domain(d)) {
             return Err(AuthError::InvalidArgument(format!("domains: {bad:?} is not a valid domain")));
         }
-        let before = match self.licenses().find_one(doc! { "_id": id }).await? {
-            Some(old) => {
-                let old = License::from(&old);
-                self.user_ids(associated(&old.emails, &old.domains)).await?
-            }
+        let before = match self.store.license(&id).await? {
+            Some(old) => self.store.associated_user_ids(&old.emails, &old.domains).await?,
             None => BTreeSet::new(),
         };
-        self.licenses()
-            .update_one(
-                doc! { "_id": id },
-                doc! {
-                    "$set": { "admin_emails": &admins, "emails": &emails, "domains": &domains, "updated_at": bson_date(self.now()) },
-                    "$setOnInsert": { "blocked": false, "sharing_enabled": true },
-                },
-            )
-            .upsert(true)
-            .await?;
-        let after = self.user_ids(associated(&emails, &domains)).await?;
-        let removed: BTreeSet<String> = before.difference(&after).cloned().collect();
+        self.store.upsert_license(&id, &admins, &emails, &domains, bson_date(self.now())).await?;
+        let after = self.store.associated_user_ids(&emails, &domains).await?;
+        let removed: BTreeSet<UserId> = before.difference(&after).cloned().collect();
         self.revoke_privileges(&removed, "removed from license").await?;
         tracing::info!(
-            license_id = id,
+            license_id = %id,
             admins = admins.len(),
             emails = emails.len(),
             domains = domains.len(),
@@ -137,15 +112,13 @@ impl Auth {
 
     /// The license `license_id` if `admin_user` is a verified admin of it; otherwise
     /// PERMISSION_DENIED (also for a license that does not exist: no existence leak).
-    pub async fn license_as_admin(&self, admin_user: &str, license_id: &str) -> AuthResult<License> {
+    pub async fn license_as_admin(&self, admin_user: &UserId, license_id: &str) -> AuthResult<License> {
         let denied = || AuthError::PermissionDenied(format!("you are not an admin of license {license_id:?}"));
         let user = self.user_view(admin_user).await.map_err(|_| denied())?;
         if !user.email_verified {
             return Err(AuthError::Precondition("verify your email first".into()));
         }
-        let license =
-            self.licenses().find_one(doc! { "_id": check_license_id(license_id)? }).await?.ok_or_else(denied)?;
-        let license = License::from(&license);
+        let license = License::from(self.store.license(&self::license_id(license_id)?).await?.ok_or_else(denied)?);
         if !license.admin_emails.contains(&user.email) {
             return Err(denied());
         }
@@ -154,21 +127,16 @@ impl Auth {
 
     /// Blocks or unblocks Team Sharing for a license (license admin). Blocking ends every
     /// associated user's sessions and makes them verify again.
-    pub async fn set_license_blocked(&self, admin_user: &str, license_id: &str, blocked: bool) -> AuthResult<bool> {
+    pub async fn set_license_blocked(&self, admin_user: &UserId, license_id: &str, blocked: bool) -> AuthResult<bool> {
         let license = self.license_as_admin(admin_user, license_id).await?;
-        self.licenses()
-            .update_one(
-                doc! { "_id": &license.id },
-                doc! { "$set": { "blocked": blocked, "blocked_changed_at": bson_date(self.now()) } },
-            )
-            .await?;
+        self.store.set_license_blocked(&license.id, blocked, bson_date(self.now())).await?;
         if blocked {
             // License admins keep their sessions and verification: their sharing is blocked
             // like everyone's (the denial is the license's), but they must still be able to
             // manage the license, unblock included, without their own block locking them out.
-            let users = self.user_ids(associated(&license.emails, &license.domains)).await?;
-            let admins = self.user_ids(doc! { "email": { "$in": &license.admin_emails } }).await?;
-            let members: BTreeSet<String> = users.difference(&admins).cloned().collect();
+            let users = self.store.associated_user_ids(&license.emails, &license.domains).await?;
+            let admins = self.store.user_ids_with_emails(&license.admin_emails).await?;
+            let members: BTreeSet<UserId> = users.difference(&admins).cloned().collect();
             self.revoke_privileges(&members, "license blocked team sharing").await?;
         }
         tracing::info!(license_id = %license.id, blocked, "license sharing block changed");
@@ -179,21 +147,9 @@ impl Auth {
     /// (operator). Nothing else changes, so switching back restores everything.
     pub async fn set_sharing_enabled(&self, license_id: &str, enabled: bool) -> AuthResult<()> {
         if license_id.is_empty() {
-            self.settings()
-                .update_one(doc! { "_id": "deployment" }, doc! { "$set": { "sharing_enabled": enabled } })
-                .upsert(true)
-                .await?;
-        } else {
-            let r = self
-                .licenses()
-                .update_one(
-                    doc! { "_id": check_license_id(license_id)? },
-                    doc! { "$set": { "sharing_enabled": enabled } },
-                )
-                .await?;
-            if r.matched_count == 0 {
-                return Err(AuthError::NotFound(format!("no license {license_id:?}")));
-            }
+            self.store.set_deployment_sharing(enabled).await?;
+        } else if !self.store.set_license_sharing(&self::license_id(license_id)?, enabled).await? {
+            return Err(AuthError::NotFound(format!("no license {license_id:?}")));
         }
         tracing::info!(license_id, enabled, "team sharing switch changed");
         Ok(())
@@ -204,9 +160,8 @@ impl Auth {
         if license_id.is_empty() {
             return self.deployment_sharing_enabled().await;
         }
-        let l = self.licenses().find_one(doc! { "_id": check_license_id(license_id)? }).await?;
-        l.map(|l| License::from(&l).sharing_enabled)
-            .ok_or_else(|| AuthError::NotFound(format!("no license {license_id:?}")))
+        let l = self.store.license(&self::license_id(license_id)?).await?;
+        l.map(|l| l.sharing_enabled).ok_or_else(|| AuthError::NotFound(format!("no license {license_id:?}")))
     }
 }
 
@@ -236,45 +191,29 @@ impl Auth {
         let after = match token(page) {
             Some(t) => open_plain(t, 2)
                 .ok()
-                .filter(|p| p[0] == license.id)
+                .filter(|p| p[0] == license.id.as_str())
                 .map(|mut p| p.remove(1))
                 .ok_or_else(|| AuthError::InvalidArgument("page.page_token is not valid here".into()))?,
             None => String::new(),
         };
         // Domains that a license with a smaller id also claims are that license's.
-        let earlier: Vec<Document> = self
-            .licenses()
-            .find(doc! { "_id": { "$lt": &license.id }, "domains": { "$in": &license.domains } })
-            .projection(doc! { "domains": 1 })
-            .await?
-            .try_collect()
-            .await?;
-        let taken: BTreeSet<String> = earlier.iter().flat_map(|d| strings(d, "domains")).collect();
+        let taken = self.store.domains_claimed_before(&license.id, &license.domains).await?;
         let domains: Vec<String> = license.domains.iter().filter(|d| !taken.contains(*d)).cloned().collect();
-        let filter = doc! { "$and": [associated(&license.emails, &domains), { "email": { "$gt": &after } }] };
-        let (docs, more) = ts_stores::find_page(&self.users(), filter, doc! { "email": 1 }, size).await?;
-        let candidates: Vec<String> = docs.iter().filter_map(|d| d.get_str("email").ok().map(str::to_owned)).collect();
+        let (candidates, more) = self.store.associated_emails_page(&license.emails, &domains, &after, size).await?;
         // An address listed by another license belongs there when it matched here only by
         // domain, or when that license comes first.
-        let elsewhere: Vec<Document> = self
-            .licenses()
-            .find(doc! { "_id": { "$ne": &license.id }, "emails": { "$in": &candidates } })
-            .projection(doc! { "emails": 1 })
-            .await?
-            .try_collect()
-            .await?;
+        let elsewhere = self.store.listings_elsewhere(&license.id, &candidates).await?;
         let emails = candidates
             .iter()
             .filter(|e| {
-                !elsewhere.iter().any(|l| {
-                    strings(l, "emails").contains(e)
-                        && (!license.emails.contains(e) || l.get_str("_id").unwrap_or_default() < license.id.as_str())
+                !elsewhere.iter().any(|(id, listed)| {
+                    listed.contains(e) && (!license.emails.contains(e) || id.as_str() < license.id.as_str())
                 })
             })
             .cloned()
             .collect();
         let next = match (more, candidates.last()) {
-            (true, Some(last)) => plain_token(&[license.id.clone(), last.clone()]),
+            (true, Some(last)) => plain_token(&[license.id.to_string(), last.clone()]),
             _ => String::new(),
         };
         Ok(AccountsPage { emails, next })

@@ -5,17 +5,17 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bson::Binary;
 use bson::spec::BinarySubtype;
-use bson::{Binary, Bson, Document, doc};
-use futures::TryStreamExt;
-use mongodb::options::ReturnDocument;
 use ts_contract::clock::{bson_date, unix_secs};
+use ts_contract::ids::{LicenseId, SessionId, UserId};
 use ts_contract::revocation;
 use ts_contract::tokens::{AUDIENCE, Claims, ISSUER};
 use ts_proto::internal::SharingDenial;
 
 use crate::email::Email;
 use crate::state::{Auth, AuthError, AuthResult};
+use crate::store::{LicenseDoc, SessionDoc, Sessions};
 use crate::verification::{ct_eq, getrandom};
 
 /// How many outbox entries one publishing round takes.
@@ -31,7 +31,7 @@ pub struct Issued {
     /// Opaque refresh token.
     pub refresh_token: String,
     /// The user.
-    pub user_id: String,
+    pub user_id: UserId,
 }
 
 impl std::fmt::Debug for Issued {
@@ -44,11 +44,11 @@ impl std::fmt::Debug for Issued {
 #[derive(Debug, Clone)]
 pub struct UserView {
     /// Id.
-    pub id: String,
+    pub id: UserId,
     /// Email.
     pub email: String,
-    /// License id or empty.
-    pub license_id: String,
+    /// The license the email belongs to, if any.
+    pub license_id: Option<LicenseId>,
     /// Verified now.
     pub email_verified: bool,
     /// Why sharing is not allowed, if it is not.
@@ -65,27 +65,11 @@ fn bin(bytes: Vec<u8>) -> Binary {
 
 impl Auth {
     /// Marks `email` verified, creating the user on first sight; returns the user id.
-    pub(crate) async fn verified_user(&self, email: &Email, via: &str) -> AuthResult<String> {
+    pub(crate) async fn verified_user(&self, email: &Email, via: &str) -> AuthResult<UserId> {
         for _ in 0..2 {
-            let result = self
-                .users()
-                .find_one_and_update(
-                    doc! { "email": email.as_str() },
-                    doc! {
-                        "$set": { "email_verified": true, "verified_at": bson_date(self.now()), "verified_via": via },
-                        "$setOnInsert": { "_id": uuid::Uuid::new_v4().to_string(), "created_at": bson_date(self.now()) },
-                    },
-                )
-                .upsert(true)
-                .return_document(ReturnDocument::After)
-                .await;
+            let result = self.store.mark_verified(email.as_str(), via, bson_date(self.now()), &UserId::new()).await;
             match result {
-                Ok(Some(doc)) => {
-                    return Ok(doc
-                        .get_str("_id")
-                        .map_err(|_| AuthError::Internal("user without id".into()))?
-                        .to_owned());
-                }
+                Ok(Some(user)) => return Ok(user.id),
                 Ok(None) => {}
                 Err(e) if ts_stores::is_duplicate_key(&e) => continue, // a concurrent first sign-in created it
                 Err(e) => return Err(e.into()),
@@ -95,27 +79,33 @@ impl Auth {
     }
 
     /// The license an email belongs to: by explicit address, else by domain.
-    pub(crate) async fn license_of(&self, email: &str) -> AuthResult<Option<Document>> {
+    pub(crate) async fn license_of(&self, email: &str) -> AuthResult<Option<LicenseDoc>> {
         let domain = email.split_once('@').map(|(_, d)| d).unwrap_or_default();
-        if let Some(l) = self.licenses().find_one(doc! { "emails": email }).sort(doc! { "_id": 1 }).await? {
+        if let Some(l) = self.store.license_listing(email).await? {
             return Ok(Some(l));
         }
-        Ok(self.licenses().find_one(doc! { "domains": domain }).sort(doc! { "_id": 1 }).await?)
+        Ok(self.store.license_with_domain(domain).await?)
     }
 
-    /// The id of the license an email belongs to, or empty.
-    async fn license_id_of(&self, email: &str) -> AuthResult<String> {
-        Ok(self.license_of(email).await?.and_then(|l| l.get_str("_id").ok().map(str::to_owned)).unwrap_or_default())
+    /// The id of the license an email belongs to, if any.
+    async fn license_id_of(&self, email: &str) -> AuthResult<Option<LicenseId>> {
+        Ok(self.license_of(email).await?.map(|l| l.id))
     }
 
-    fn mint(&self, user_id: &str, email: &str, license_id: &str, session_id: &str) -> AuthResult<(String, SystemTime)> {
+    fn mint(
+        &self,
+        user_id: &UserId,
+        email: &str,
+        license_id: &Option<LicenseId>,
+        session_id: &SessionId,
+    ) -> AuthResult<(String, SystemTime)> {
         let now = self.now();
         let expires = now + Duration::from_secs(self.policy.access_token_ttl_secs);
         let claims = Claims {
-            sub: user_id.to_owned(),
+            sub: user_id.to_string(),
             email: email.to_owned(),
-            lic: license_id.to_owned(),
-            sid: session_id.to_owned(),
+            lic: ts_contract::ids::license_text(license_id).to_owned(),
+            sid: session_id.to_string(),
             iat: unix_secs(now),
             exp: unix_secs(expires),
             iss: ISSUER.to_owned(),
@@ -125,31 +115,33 @@ impl Auth {
         Ok((token, expires))
     }
 
-    fn new_refresh(session_id: &str) -> AuthResult<(String, Vec<u8>)> {
+    fn new_refresh(session_id: &SessionId) -> AuthResult<(String, Vec<u8>)> {
         let mut secret = zeroize::Zeroizing::new([0u8; 32]);
         getrandom(&mut secret[..])?;
         Ok((format!("{session_id}.{}", URL_SAFE_NO_PAD.encode(&secret[..])), sha256(&secret[..])))
     }
 
     /// Opens a session for a verified user.
-    pub(crate) async fn open_session(&self, user_id: &str, email: &str) -> AuthResult<Issued> {
+    pub(crate) async fn open_session(&self, user_id: &UserId, email: &str) -> AuthResult<Issued> {
         let license = self.license_id_of(email).await?;
-        let sid = uuid::Uuid::new_v4().to_string();
+        let sid = SessionId::new();
         let (refresh_token, hash) = Self::new_refresh(&sid)?;
         let now = self.now();
-        self.sessions()
-            .insert_one(doc! {
-                "_id": &sid,
-                "user_id": user_id,
-                "refresh_hash": bin(hash),
-                "used_hashes": [],
-                "revoked": false,
-                "created_at": bson_date(now),
-                "expires_at": bson_date(now + Duration::from_secs(self.policy.refresh_token_ttl_secs)),
+        self.store
+            .insert_session(&SessionDoc {
+                id: sid.clone(),
+                user_id: user_id.clone(),
+                refresh_hash: bin(hash),
+                used_hashes: vec![],
+                revoked: false,
+                created_at: bson_date(now),
+                expires_at: bson_date(now + Duration::from_secs(self.policy.refresh_token_ttl_secs)),
+                revoked_at: None,
+                revocation_pending: None,
             })
             .await?;
         let (access_token, access_expires) = self.mint(user_id, email, &license, &sid)?;
-        Ok(Issued { access_token, access_expires, refresh_token, user_id: user_id.to_owned() })
+        Ok(Issued { access_token, access_expires, refresh_token, user_id: user_id.clone() })
     }
 
     /// Rotates a refresh token. Presenting one that was already used revokes the session.
@@ -158,66 +150,48 @@ impl Auth {
         let (sid, secret) = token.trim().split_once('.').ok_or_else(invalid)?;
         let secret = URL_SAFE_NO_PAD.decode(secret).map_err(|_| invalid())?;
         let hash = sha256(&secret);
-        let session = self.sessions().find_one(doc! { "_id": sid }).await?.ok_or_else(invalid)?;
-        let expired = session.get_datetime("expires_at").map(|d| d.to_system_time() <= self.now()).unwrap_or(true);
-        if session.get_bool("revoked").unwrap_or(true) || expired {
+        // Session ids are server-made UUIDs: any other id names no session.
+        let sid = SessionId::parse("refresh_token", sid).map_err(|_| invalid())?;
+        let session = self.store.session(&sid).await?.ok_or_else(invalid)?;
+        let expired = session.expires_at.to_system_time() <= self.now();
+        if session.revoked || expired {
             return Err(invalid());
         }
-        let current = match session.get("refresh_hash") {
-            Some(Bson::Binary(b)) => b.bytes.clone(),
-            _ => return Err(invalid()),
-        };
+        let current = session.refresh_hash.bytes;
         if !ct_eq(&current, &hash) {
-            let used = session
-                .get_array("used_hashes")
-                .map(|a| a.iter().any(|h| matches!(h, Bson::Binary(b) if b.bytes == hash)))
-                .unwrap_or(false);
+            let used = session.used_hashes.iter().any(|b| b.bytes == hash);
             if used {
-                self.revoke_sessions(doc! { "_id": sid }, "refresh token reuse").await?;
+                self.revoke_sessions(Sessions::Id(&sid), "refresh token reuse").await?;
                 return Err(AuthError::Unauthenticated(
                     "refresh token was already used; the session is revoked".into(),
                 ));
             }
             return Err(invalid());
         }
-        let (refresh_token, new_hash) = Self::new_refresh(sid)?;
-        let rotated = self
-            .sessions()
-            .update_one(
-                doc! { "_id": sid, "refresh_hash": bin(current.clone()), "revoked": false },
-                doc! { "$set": { "refresh_hash": bin(new_hash) }, "$push": { "used_hashes": bin(current) } },
-            )
-            .await?;
-        if rotated.modified_count != 1 {
+        let (refresh_token, new_hash) = Self::new_refresh(&sid)?;
+        if !self.store.rotate_refresh(&sid, &bin(current), &bin(new_hash)).await? {
             // Another request rotated this same token first: that is reuse too.
-            self.revoke_sessions(doc! { "_id": sid }, "concurrent refresh token reuse").await?;
+            self.revoke_sessions(Sessions::Id(&sid), "concurrent refresh token reuse").await?;
             return Err(AuthError::Unauthenticated("refresh token was already used; the session is revoked".into()));
         }
-        let user_id = session.get_str("user_id").map_err(|_| invalid())?;
-        let user = self.users().find_one(doc! { "_id": user_id }).await?.ok_or_else(invalid)?;
-        let email = user.get_str("email").map_err(|_| invalid())?;
-        let license = self.license_id_of(email).await?;
-        let (access_token, access_expires) = self.mint(user_id, email, &license, sid)?;
-        Ok(Issued { access_token, access_expires, refresh_token, user_id: user_id.to_owned() })
+        let user_id = session.user_id;
+        let user = self.store.user(&user_id).await?.ok_or_else(invalid)?;
+        let license = self.license_id_of(&user.email).await?;
+        let (access_token, access_expires) = self.mint(&user_id, &user.email, &license, &sid)?;
+        Ok(Issued { access_token, access_expires, refresh_token, user_id })
     }
 
-    /// Revokes every live session matching `filter`. The revocation is durable in MongoDB
+    /// Revokes every live session of `which`. The revocation is durable in MongoDB
     /// before this returns, and the session document itself is the outbox entry
     /// (`revocation_pending`), set in the same write: auth publishes it to Redis now, and the
     /// outbox task retries until Redis has it. Until then auth stops vouching for the Redis
     /// view, so gateways ask auth (see `ts_contract::revocation`). Returns how many were revoked.
-    pub(crate) async fn revoke_sessions(&self, filter: Document, reason: &str) -> AuthResult<u64> {
-        let mut live = filter.clone();
-        live.insert("revoked", false);
-        let ids = self.session_ids(live).await?;
+    pub(crate) async fn revoke_sessions(&self, which: Sessions<'_>, reason: &str) -> AuthResult<u64> {
+        let ids = self.store.unrevoked_session_ids(which).await?;
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut set = doc! { "revoked": true, "revoked_at": bson_date(self.now()) };
-        if self.redis.is_some() {
-            set.insert("revocation_pending", true);
-        }
-        self.sessions().update_many(doc! { "_id": { "$in": &ids } }, doc! { "$set": set }).await?;
+        self.store.mark_revoked(&ids, bson_date(self.now()), self.redis.is_some()).await?;
         if let Err(e) = self.publish_revocations(&ids).await {
             tracing::warn!(error = %e, count = ids.len(), "revocations not in redis yet; the outbox retries");
         }
@@ -225,21 +199,8 @@ impl Auth {
         Ok(ids.len() as u64)
     }
 
-    async fn session_ids(&self, filter: Document) -> AuthResult<Vec<String>> {
-        Ok(self
-            .sessions()
-            .find(filter)
-            .projection(doc! { "_id": 1 })
-            .await?
-            .try_collect::<Vec<Document>>()
-            .await?
-            .iter()
-            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
-            .collect())
-    }
-
     /// Writes revocation keys for `ids` to Redis, then clears their outbox flag.
-    async fn publish_revocations(&self, ids: &[String]) -> Result<(), String> {
+    async fn publish_revocations(&self, ids: &[SessionId]) -> Result<(), String> {
         use fred::prelude::*;
         let Some(redis) = &self.redis else { return Ok(()) };
         // Long enough to outlive every access token of these sessions.
@@ -254,10 +215,7 @@ impl Auth {
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err("redis timed out".into()),
         }
-        self.sessions()
-            .update_many(doc! { "_id": { "$in": ids } }, doc! { "$unset": { "revocation_pending": "" } })
-            .await
-            .map_err(|e| e.to_string())?;
+        self.store.clear_revocation_pending(ids).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -267,17 +225,7 @@ impl Auth {
         use fred::prelude::*;
         let Some(redis) = &self.redis else { return Ok(()) };
         let began = std::time::Instant::now();
-        let pending = self
-            .sessions()
-            .find(doc! { "revocation_pending": true })
-            .projection(doc! { "_id": 1 })
-            .limit(OUTBOX_BATCH)
-            .await
-            .map_err(|e| e.to_string())?
-            .try_collect::<Vec<Document>>()
-            .await
-            .map_err(|e| e.to_string())?;
-        let ids: Vec<String> = pending.iter().filter_map(|d| d.get_str("_id").ok().map(str::to_owned)).collect();
+        let ids = self.store.pending_revocations(OUTBOX_BATCH).await.map_err(|e| e.to_string())?;
         if !ids.is_empty() {
             self.publish_revocations(&ids).await?;
             tracing::info!(count = ids.len(), "outbox published session revocations");
@@ -308,10 +256,7 @@ impl Auth {
         let Some(redis) = &self.redis else { return Ok(()) };
         let window = Duration::from_secs(self.policy.access_token_ttl_secs + 60);
         let since = self.now().checked_sub(window).unwrap_or(std::time::UNIX_EPOCH);
-        let ids = self
-            .session_ids(doc! { "revoked": true, "revoked_at": { "$gt": bson_date(since) } })
-            .await
-            .map_err(|e| e.to_string())?;
+        let ids = self.store.revoked_since(bson_date(since)).await.map_err(|e| e.to_string())?;
         for chunk in ids.chunks(OUTBOX_BATCH as usize) {
             self.publish_revocations(chunk).await?;
         }
@@ -358,72 +303,66 @@ impl Auth {
 
     /// The user id and email of the session a refresh token names, if it names one; for
     /// telling that user about a refused refresh. Nothing of the token's secret is used.
-    pub(crate) async fn session_owner(&self, token: &str) -> Option<(String, String)> {
+    pub(crate) async fn session_owner(&self, token: &str) -> Option<(UserId, String)> {
         let (sid, _) = token.trim().split_once('.')?;
-        if sid.is_empty() || sid.len() > 64 {
-            return None;
-        }
-        let session = self.sessions().find_one(doc! { "_id": sid }).await.ok()??;
-        let user_id = session.get_str("user_id").ok()?;
-        let user = self.users().find_one(doc! { "_id": user_id }).await.ok()??;
-        Some((user_id.to_owned(), user.get_str("email").ok()?.to_owned()))
+        // Only a server-made session id can name a session.
+        let sid = SessionId::parse("refresh_token", sid).ok()?;
+        let session = self.store.session(&sid).await.ok()??;
+        let user = self.store.user(&session.user_id).await.ok()??;
+        Some((session.user_id, user.email))
     }
 
-    /// Whether a session is live (not revoked, not expired).
+    /// Whether a session is live (not revoked, not expired). An id that is not a session id
+    /// names no session.
     pub async fn session_live(&self, sid: &str) -> AuthResult<bool> {
-        let found = self.sessions().find_one(doc! { "_id": sid, "revoked": false }).await?;
-        Ok(found
-            .is_some_and(|s| s.get_datetime("expires_at").map(|d| d.to_system_time() > self.now()).unwrap_or(false)))
+        let Ok(sid) = SessionId::parse("session_id", sid) else { return Ok(false) };
+        let found = self.store.unrevoked_session(&sid).await?;
+        Ok(found.is_some_and(|s| s.expires_at.to_system_time() > self.now()))
     }
 
     /// Whether Team Sharing is on for the deployment.
     pub(crate) async fn deployment_sharing_enabled(&self) -> AuthResult<bool> {
-        let found = self.settings().find_one(doc! { "_id": "deployment" }).await?;
-        Ok(found.and_then(|d| d.get_bool("sharing_enabled").ok()).unwrap_or(self.policy.sharing_enabled))
+        Ok(self.store.deployment_sharing().await?.unwrap_or(self.policy.sharing_enabled))
+    }
+
+    /// A user given by an id as received: NOT_FOUND when it is not a user id, as when no
+    /// user has it.
+    pub async fn user_view_by_text(&self, user_id: &str) -> AuthResult<UserView> {
+        match UserId::parse("user_id", user_id) {
+            Ok(id) => self.user_view(&id).await,
+            Err(_) => Err(AuthError::NotFound("no such user".into())),
+        }
     }
 
     /// A user with why they may not share right now, if they may not.
-    pub async fn user_view(&self, user_id: &str) -> AuthResult<UserView> {
-        let user = self
-            .users()
-            .find_one(doc! { "_id": user_id })
-            .await?
-            .ok_or_else(|| AuthError::NotFound("no such user".into()))?;
-        let email = user.get_str("email").unwrap_or_default().to_owned();
-        let verified = user.get_bool("email_verified").unwrap_or(false);
+    pub async fn user_view(&self, user_id: &UserId) -> AuthResult<UserView> {
+        let user = self.store.user(user_id).await?.ok_or_else(|| AuthError::NotFound("no such user".into()))?;
+        let email = user.email;
+        let verified = user.email_verified;
         let license = self.license_of(&email).await?;
         let denial = match self.license_denial(license.as_ref()).await? {
             Some(d) => Some(d),
             None if !verified => Some(SharingDenial::Unverified),
             None => None,
         };
-        Ok(UserView {
-            id: user_id.to_owned(),
-            email,
-            license_id: license.and_then(|l| l.get_str("_id").ok().map(str::to_owned)).unwrap_or_default(),
-            email_verified: verified,
-            denial,
-        })
+        Ok(UserView { id: user_id.clone(), email, license_id: license.map(|l| l.id), email_verified: verified, denial })
     }
 }
 
 impl Auth {
     /// The id of the user with this email, if any.
-    pub async fn user_id_by_email(&self, email: &Email) -> AuthResult<Option<String>> {
-        let found = self.users().find_one(doc! { "email": email.as_str() }).projection(doc! { "_id": 1 }).await?;
-        Ok(found.and_then(|d| d.get_str("_id").ok().map(str::to_owned)))
+    pub async fn user_id_by_email(&self, email: &Email) -> AuthResult<Option<UserId>> {
+        Ok(self.store.user_id_by_email(email.as_str()).await?)
     }
 }
 
 impl Auth {
     /// Why sharing is off for everyone under `license` (or the deployment), if it is.
-    async fn license_denial(&self, license: Option<&Document>) -> AuthResult<Option<SharingDenial>> {
-        if !self.deployment_sharing_enabled().await?
-            || license.is_some_and(|l| !l.get_bool("sharing_enabled").unwrap_or(true))
-        {
+    async fn license_denial(&self, license: Option<&LicenseDoc>) -> AuthResult<Option<SharingDenial>> {
+        if !self.deployment_sharing_enabled().await? || license.is_some_and(|l| !l.sharing_enabled) {
             return Ok(Some(SharingDenial::Disabled));
         }
-        Ok(license.is_some_and(|l| l.get_bool("blocked").unwrap_or(false)).then_some(SharingDenial::LicenseBlocked))
+        Ok(license.is_some_and(|l| l.blocked).then_some(SharingDenial::LicenseBlocked))
     }
 
     /// Why an email (account or not) may not be shared with, if it may not.

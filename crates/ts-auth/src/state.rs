@@ -3,9 +3,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bson::{Document, doc};
-use mongodb::options::IndexOptions;
-use mongodb::{Collection, Database, IndexModel};
 use tonic::Status;
 use ts_config::AccountsConfig;
 use ts_contract::clock::SharedClock;
@@ -14,10 +11,12 @@ use zeroize::Zeroizing;
 
 use crate::signing::Signer;
 use crate::sso::SsoIssuer;
+use crate::store::Store;
 
 /// Everything the auth handlers share.
 pub struct Auth {
-    pub(crate) db: Database,
+    /// Every collection of auth.
+    pub(crate) store: Store,
     pub(crate) clock: SharedClock,
     pub(crate) mailer: Arc<dyn Mailer>,
     pub(crate) signer: Signer,
@@ -37,7 +36,7 @@ pub struct Auth {
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth").field("db", &self.db.name()).field("signer", &self.signer).finish_non_exhaustive()
+        f.debug_struct("Auth").field("db", &self.store.db_name()).field("signer", &self.signer).finish_non_exhaustive()
     }
 }
 
@@ -114,47 +113,9 @@ impl Auth {
         self.clock.now()
     }
 
-    pub(crate) fn users(&self) -> Collection<Document> {
-        self.db.collection("users")
-    }
-    pub(crate) fn codes(&self) -> Collection<Document> {
-        self.db.collection("verification_codes")
-    }
-    pub(crate) fn sessions(&self) -> Collection<Document> {
-        self.db.collection("sessions")
-    }
-    pub(crate) fn licenses(&self) -> Collection<Document> {
-        self.db.collection("licenses")
-    }
-    pub(crate) fn settings(&self) -> Collection<Document> {
-        self.db.collection("settings")
-    }
-    pub(crate) fn counters(&self) -> Collection<Document> {
-        self.db.collection("rate_counters")
-    }
-
     /// Unique emails; TTL expiry of codes, sessions and rate counters.
     pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
-        let unique = |keys: Document, name: &str| {
-            IndexModel::builder()
-                .keys(keys)
-                .options(IndexOptions::builder().unique(true).name(name.to_owned()).build())
-                .build()
-        };
-        let ttl = |field: &str| {
-            IndexModel::builder()
-                .keys(doc! { field: 1 })
-                .options(IndexOptions::builder().expire_after(Duration::ZERO).name(format!("{field}_ttl")).build())
-                .build()
-        };
-        self.users().create_index(unique(doc! { "email": 1 }, "email_unique")).await?;
-        self.sessions().create_index(IndexModel::builder().keys(doc! { "user_id": 1 }).build()).await?;
-        self.sessions().create_index(ttl("expires_at")).await?;
-        // The revocation outbox: sessions revoked but not yet published to Redis.
-        self.sessions().create_index(IndexModel::builder().keys(doc! { "revocation_pending": 1 }).build()).await?;
-        self.codes().create_index(ttl("purge_at")).await?;
-        self.counters().create_index(ttl("expires_at")).await?;
-        Ok(())
+        self.store.ensure_indexes().await
     }
 
     /// HMAC-SHA256 under the service secret; used for codes and rate-limit keys so that

@@ -3,14 +3,14 @@
 
 use std::time::{Duration, SystemTime};
 
+use bson::Binary;
 use bson::spec::BinarySubtype;
-use bson::{Binary, Bson, doc};
-use mongodb::options::ReturnDocument;
 use ts_contract::clock::{bson_date, unix_secs};
 use ts_mail::Message;
 
 use crate::email::Email;
 use crate::state::{Auth, AuthError, AuthResult};
+use crate::store::CodeDoc;
 
 const CODE_DIGITS: u32 = 6;
 const HOUR: Duration = Duration::from_secs(3600);
@@ -52,15 +52,7 @@ impl Auth {
     pub(crate) async fn take_rate(&self, kind: &str, key: &str, cap: u32, window: Duration) -> AuthResult<()> {
         let (id, end, now) = self.window(kind, key, window);
         let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(end);
-        let result = self
-            .counters()
-            .find_one_and_update(
-                doc! { "_id": &id, "n": { "$lt": i64::from(cap) } },
-                doc! { "$inc": { "n": 1_i64 }, "$setOnInsert": { "expires_at": bson_date(expires) } },
-            )
-            .upsert(true)
-            .await;
-        match result {
+        match self.store.take_unit(&id, cap, bson_date(expires)).await {
             Ok(_) => Ok(()),
             Err(e) if ts_stores::is_duplicate_key(&e) => {
                 let retry_after = Duration::from_secs(end - now);
@@ -79,8 +71,7 @@ impl Auth {
             return Ok(());
         }
         let (id, end, now) = self.window(FAILED_SIGN_INS, client, HOUR);
-        let found = self.counters().find_one(doc! { "_id": &id }).await?;
-        let failed = found.and_then(|d| d.get_i64("n").ok()).unwrap_or(0);
+        let failed = self.store.counted(&id).await?;
         if failed >= i64::from(self.policy.failed_sign_ins_per_client_per_hour) {
             let retry_after = Duration::from_secs(end - now);
             let message = "too many failed sign-in attempts from this address".to_owned();
@@ -97,15 +88,7 @@ impl Auth {
         }
         let (id, end, _) = self.window(FAILED_SIGN_INS, client, HOUR);
         let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(end);
-        let counted = self
-            .counters()
-            .update_one(
-                doc! { "_id": &id },
-                doc! { "$inc": { "n": 1_i64 }, "$setOnInsert": { "expires_at": bson_date(expires) } },
-            )
-            .upsert(true)
-            .await;
-        if let Err(e) = counted {
+        if let Err(e) = self.store.count_unit(&id, bson_date(expires)).await {
             tracing::warn!(error = %e, "cannot count a failed sign-in attempt");
         }
     }
@@ -120,23 +103,19 @@ impl Auth {
         let code = new_code()?;
         let now = self.now();
         let expires = now + Duration::from_secs(self.policy.code_ttl_secs);
-        let hash = Binary {
+        let code_mac = Binary {
             subtype: BinarySubtype::Generic,
             bytes: self.mac(&[b"code", email.as_str().as_bytes(), code.as_bytes()]),
         };
-        self.codes()
-            .replace_one(
-                doc! { "_id": email.as_str() },
-                doc! {
-                    "_id": email.as_str(),
-                    "code_mac": hash,
-                    "expires_at": bson_date(expires),
-                    "tries_left": i64::from(self.policy.code_max_tries),
-                    // Purged by TTL an hour after expiry; until then an attempt says "expired".
-                    "purge_at": bson_date(expires + HOUR),
-                },
-            )
-            .upsert(true)
+        self.store
+            .replace_code(&CodeDoc {
+                email: email.as_str().to_owned(),
+                code_mac,
+                expires_at: bson_date(expires),
+                tries_left: i64::from(self.policy.code_max_tries),
+                // Purged by TTL an hour after expiry; until then an attempt says "expired".
+                purge_at: bson_date(expires + HOUR),
+            })
             .await?;
         let minutes = self.policy.code_ttl_secs / 60;
         let message = Message {
@@ -148,7 +127,7 @@ impl Auth {
         };
         if let Err(e) = self.mailer.send(message).await {
             // Without the email the code is useless; do not leave it behind.
-            self.codes().delete_one(doc! { "_id": email.as_str() }).await?;
+            self.store.delete_code(email.as_str()).await?;
             return Err(e.into());
         }
         tracing::info!(email = %email, "verification code sent");
@@ -163,38 +142,24 @@ impl Auth {
             return Err(AuthError::InvalidArgument(format!("code must be {CODE_DIGITS} digits")));
         }
         let none = || AuthError::Precondition("no active verification code for this email; request a new one".into());
-        let current = self.codes().find_one(doc! { "_id": email.as_str() }).await?.ok_or_else(none)?;
-        let expires = current.get_datetime("expires_at").map(|d| d.to_system_time()).unwrap_or(SystemTime::UNIX_EPOCH);
-        if self.now() >= expires {
+        let current = self.store.code(email.as_str()).await?.ok_or_else(none)?;
+        if self.now() >= current.expires_at.to_system_time() {
             return Err(AuthError::Precondition("the verification code expired; request a new one".into()));
         }
         // Spend a try first, atomically, so parallel guesses cannot exceed the limit.
         let spent = self
-            .codes()
-            .find_one_and_update(
-                doc! { "_id": email.as_str(), "tries_left": { "$gt": 0_i64 } },
-                doc! { "$inc": { "tries_left": -1_i64 } },
-            )
-            .return_document(ReturnDocument::After)
+            .store
+            .spend_code_try(email.as_str())
             .await?
             .ok_or_else(|| AuthError::Precondition("too many wrong codes; request a new one".into()))?;
-        let stored = match spent.get("code_mac") {
-            Some(Bson::Binary(b)) => b.bytes.clone(),
-            _ => return Err(none()),
-        };
         let offered = self.mac(&[b"code", email.as_str().as_bytes(), code.as_bytes()]);
-        if !ct_eq(&stored, &offered) {
-            let left = spent.get_i64("tries_left").unwrap_or(0);
+        if !ct_eq(&spent.code_mac.bytes, &offered) {
+            let left = spent.tries_left;
             return Err(AuthError::Unauthenticated(format!("wrong verification code ({left} tries left)")));
         }
         // Consume exactly this code; a concurrent use of the same code loses here.
-        let consumed = self
-            .codes()
-            .delete_one(
-                doc! { "_id": email.as_str(), "code_mac": Binary { subtype: BinarySubtype::Generic, bytes: stored } },
-            )
-            .await?;
-        if consumed.deleted_count != 1 {
+        let stored = Binary { subtype: BinarySubtype::Generic, bytes: spent.code_mac.bytes };
+        if !self.store.consume_code(email.as_str(), &stored).await? {
             return Err(none());
         }
         Ok(email)

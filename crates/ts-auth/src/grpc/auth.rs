@@ -87,7 +87,7 @@ impl AuthService for AuthApi {
                 if let Some((user_id, email)) = self.auth.session_owner(token).await {
                     self.auth.audit.record_in_background(ts_contract::audit::Event {
                         actor_email: email,
-                        actor_user_id: user_id,
+                        actor_user_id: user_id.into(),
                         action: "auth.refresh_session".into(),
                         code: status.code(),
                         ..Default::default()
@@ -102,7 +102,10 @@ impl AuthService for AuthApi {
         let user = caller(&request)?;
         if let Err(e) = self
             .auth
-            .revoke_sessions(bson::doc! { "_id": &user.session_id, "user_id": &user.user_id }, "signed out")
+            .revoke_sessions(
+                crate::store::Sessions::OfUser { id: &user.session_id, user_id: &user.user_id },
+                "signed out",
+            )
             .await
         {
             let status = Status::from(e);

@@ -7,7 +7,12 @@ use ts_proto::internal::*;
 use super::*;
 
 fn record(view: UserView) -> UserRecord {
-    UserRecord { id: view.id, email: view.email, license_id: view.license_id, email_verified: view.email_verified }
+    UserRecord {
+        id: view.id.into(),
+        email: view.email,
+        license_id: view.license_id.map(String::from).unwrap_or_default(),
+        email_verified: view.email_verified,
+    }
 }
 
 #[tonic::async_trait]
@@ -17,7 +22,7 @@ impl IdentityService for AuthApi {
         if id.is_empty() {
             return Err(Status::invalid_argument("user_id is required"));
         }
-        Ok(Response::new(GetUserResponse { user: Some(record(self.auth.user_view(id).await?)) }))
+        Ok(Response::new(GetUserResponse { user: Some(record(self.auth.user_view_by_text(id).await?)) }))
     }
 
     async fn get_user_by_email(
@@ -47,7 +52,7 @@ impl IdentityService for AuthApi {
             }));
         }
         let id = &req.user_id;
-        let reply = match self.auth.user_view(id).await {
+        let reply = match self.auth.user_view_by_text(id).await {
             Ok(view) => CheckSharingAllowedResponse {
                 allowed: view.denial.is_none(),
                 denial: view.denial.unwrap_or(SharingDenial::Unspecified) as i32,

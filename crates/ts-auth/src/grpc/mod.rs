@@ -39,9 +39,9 @@ pub(super) fn timestamp(t: SystemTime) -> prost_types::Timestamp {
 
 pub(super) fn user_message(u: &UserView) -> User {
     User {
-        id: u.id.clone(),
+        id: u.id.to_string(),
         email: u.email.clone(),
-        license_id: u.license_id.clone(),
+        license_id: ts_contract::ids::license_text(&u.license_id).to_owned(),
         email_verified: u.email_verified,
         sharing_allowed: u.denial.is_none(),
     }
@@ -89,10 +89,10 @@ impl AuthApi {
     /// (the address that was tried) when it exists, else under that address alone.
     pub(super) async fn audit_attempt(&self, email: Option<crate::email::Email>, action: &str, status: &Status) {
         let Some(email) = email else { return };
-        let user_id = self.auth.user_id_by_email(&email).await.ok().flatten().unwrap_or_default();
+        let user_id = self.auth.user_id_by_email(&email).await.ok().flatten();
         self.auth.audit.record_in_background(Event {
             actor_email: email.as_str().to_owned(),
-            actor_user_id: user_id,
+            actor_user_id: user_id.map(String::from).unwrap_or_default(),
             action: action.to_owned(),
             code: status.code(),
             ..Default::default()
@@ -108,7 +108,7 @@ impl AuthApi {
         let user_id = self.auth.verified_user(&email, via).await?;
         let issued = self.auth.open_session(&user_id, email.as_str()).await?;
         let view = self.auth.user_view(&user_id).await?;
-        tracing::info!(user_id, via, "signed in");
+        tracing::info!(%user_id, via, "signed in");
         Ok((tokens(&issued), user_message(&view)))
     }
 }
