@@ -88,6 +88,10 @@ impl From<AuthError> for Status {
             }
             AuthError::PermissionDenied(m) => Status::permission_denied(m),
             AuthError::NotFound(m) => Status::not_found(m),
+            AuthError::Store(e) if ts_stores::is_unreadable(&e) => {
+                tracing::error!(error = %e, "a stored auth document cannot be read");
+                Status::data_loss(ts_stores::UNREADABLE)
+            }
             AuthError::Store(e) => {
                 tracing::error!(error = %e, "auth store failed");
                 Status::unavailable("account store is unavailable; retry later")
@@ -128,5 +132,27 @@ impl Auth {
             ctx.update(p);
         }
         ctx.sign().as_ref().to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::{Code, Status};
+
+    use super::AuthError;
+
+    #[test]
+    fn an_unreadable_stored_document_is_data_loss_and_an_outage_is_unavailable() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Session {
+            expires_at: bson::DateTime,
+        }
+        let unreadable = bson::from_document::<Session>(bson::doc! { "expires_at": "x" }).unwrap_err();
+        let status = Status::from(AuthError::Store(unreadable.into()));
+        assert_eq!(status.code(), Code::DataLoss);
+        let down = Status::from(AuthError::Store(mongodb::error::Error::custom("connection refused")));
+        assert_eq!(down.code(), Code::Unavailable);
+        assert!(!down.message().contains("refused"), "the cause stays in the logs");
     }
 }

@@ -62,6 +62,10 @@ async fn a_license_admin_blocks_and_unblocks_sharing() -> anyhow::Result<()> {
         assert_eq!(err.code(), Code::PermissionDenied, "{license_id}");
     }
 
+    // A hand-made account whose id is not a server-made one cannot stop the block from
+    // ending everyone else's session.
+    let legacy = bson::doc! { "_id": "LEGACY-1", "email": "legacy@acme.test", "email_verified": true };
+    cluster.database().await?.collection::<bson::Document>("users").insert_one(legacy).await?;
     admin_api
         .set_license_sharing_blocked(
             admin.request(SetLicenseSharingBlockedRequest { license_id: "acme".into(), blocked: true }),

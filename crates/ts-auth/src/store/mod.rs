@@ -51,19 +51,26 @@ struct IdOnly<T> {
 }
 
 /// The ids of the documents of `coll` matching `filter`, read with an `_id` projection,
-/// up to `limit` when one is given.
+/// up to `limit` when one is given. An id not in its type's format (a hand-made document) is
+/// skipped and logged, so that it cannot stop a revocation of all the others.
 async fn ids<D: Send + Sync, T: DeserializeOwned + Send + Sync>(
     coll: &Collection<D>,
     filter: Document,
     limit: Option<i64>,
 ) -> StoreResult<Vec<T>> {
-    let coll = coll.clone_with_type::<IdOnly<T>>();
+    let coll = coll.clone_with_type::<IdOnly<bson::Bson>>();
     let found = coll.find(filter).projection(doc! { "_id": 1 });
     let found = match limit {
         Some(n) => found.limit(n),
         None => found,
     };
-    Ok(found.await?.try_collect::<Vec<_>>().await?.into_iter().map(|d| d.id).collect())
+    let raw: Vec<IdOnly<bson::Bson>> = found.await?.try_collect().await?;
+    let total = raw.len();
+    let parsed: Vec<T> = raw.into_iter().filter_map(|d| bson::from_bson(d.id).ok()).collect();
+    if parsed.len() < total {
+        tracing::error!(skipped = total - parsed.len(), collection = coll.name(), "stored ids not in their format");
+    }
+    Ok(parsed)
 }
 
 impl Store {
