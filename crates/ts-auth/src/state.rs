@@ -143,15 +143,9 @@ mod tests {
 
     #[test]
     fn an_unreadable_stored_document_is_data_loss_and_an_outage_is_unavailable() {
-        #[derive(Debug, serde::Deserialize)]
-        #[allow(dead_code)]
-        struct Session {
-            expires_at: bson::DateTime,
-        }
-        let unreadable = bson::from_document::<Session>(bson::doc! { "expires_at": "x" }).unwrap_err();
-        let status = Status::from(AuthError::Store(unreadable.into()));
-        assert_eq!(status.code(), Code::DataLoss);
-        let down = Status::from(AuthError::Store(mongodb::error::Error::custom("connection refused")));
+        let (unreadable, outage) = ts_stores::testing::store_failures();
+        assert_eq!(Status::from(AuthError::Store(unreadable)).code(), Code::DataLoss);
+        let down = Status::from(AuthError::Store(outage));
         assert_eq!(down.code(), Code::Unavailable);
         assert!(!down.message().contains("refused"), "the cause stays in the logs");
     }

@@ -171,16 +171,9 @@ mod tests {
 
     #[test]
     fn an_unreadable_stored_document_is_data_loss_and_an_outage_is_unavailable() {
-        #[derive(Debug, serde::Deserialize)]
-        #[allow(dead_code)]
-        struct Member {
-            access: i32,
-        }
-        let unreadable = bson::from_document::<Member>(bson::doc! {}).unwrap_err();
-        let status = Status::from(FoldersError::Store(unreadable.into()));
-        assert_eq!(status.code(), Code::DataLoss);
-        assert_eq!(status.message(), ts_stores::UNREADABLE);
-        let down = Status::from(FoldersError::Store(mongodb::error::Error::custom("connection refused")));
+        let (unreadable, outage) = ts_stores::testing::store_failures();
+        assert_eq!(Status::from(FoldersError::Store(unreadable)).code(), Code::DataLoss);
+        let down = Status::from(FoldersError::Store(outage));
         assert_eq!(down.code(), Code::Unavailable);
         assert!(!down.message().contains("refused"), "the cause stays in the logs");
     }

@@ -63,3 +63,12 @@ impl Drop for LocalRedis {
         }
     }
 }
+
+/// Two store failures for tests of a service's error mapping: a stored document that does
+/// not fit its type, and an outage whose cause must stay in the logs.
+#[cfg(feature = "mongo")]
+pub fn store_failures() -> (mongodb::error::Error, mongodb::error::Error) {
+    let unreadable = mongodb::bson::from_document::<mongodb::bson::DateTime>(mongodb::bson::Document::new());
+    let unreadable = unreadable.map(drop).map_err(mongodb::error::Error::from);
+    (unreadable.expect_err("an empty document is no date"), mongodb::error::Error::custom("connection refused"))
+}
