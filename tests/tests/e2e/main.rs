@@ -17,6 +17,7 @@ mod mtls;
 mod replay;
 mod revocation;
 mod scrubber;
+mod shape_attacks;
 mod sso;
 mod stale_cache;
 mod support;
