@@ -31,6 +31,7 @@ use ts_runtime::RunError;
 use ts_runtime::drain_delay;
 use ts_runtime::server::{Access, ServiceServer};
 use ts_runtime::service_mtls;
+use ts_runtime::tls::MtlsMaterial;
 use ts_stores as stores;
 
 pub use crate::grpc::AuthApi;
@@ -48,9 +49,9 @@ pub fn allowlist() -> Allowlist {
         .allow(<LicenseOperatorServiceServer<AuthApi> as NamedService>::NAME, &[Peer::Operator])
 }
 
-/// Builds the auth state from `[auth]`, `[accounts]`, `[mail]`, `[mongodb]`, `[redis]` and
-/// `[upstreams]` folders (the audit trail).
-pub async fn state(config: &Config, clock: SharedClock) -> Result<Auth, RunError> {
+/// Builds the auth state from `[accounts]`, `[mail]`, `[mongodb]`, `[redis]` and `[upstreams]`
+/// folders (the audit trail, reached with auth's own mTLS identity `mtls`).
+async fn state(config: &Config, mtls: &MtlsMaterial, clock: SharedClock) -> Result<Auth, RunError> {
     let policy = config.accounts.clone();
     let signer = signing::Signer::load(&policy.token_signing_keys)?;
     let secret_path = policy
@@ -73,11 +74,7 @@ pub async fn state(config: &Config, clock: SharedClock) -> Result<Auth, RunError
     };
     let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-auth").await?;
     // Folders owns the audit trail: failed sign-ins and license actions are recorded there.
-    let folders = ts_runtime::upstream(
-        config,
-        Peer::Folders,
-        &service_mtls(config, Peer::Auth, require(&config.auth, "auth")?)?,
-    )?;
+    let folders = ts_runtime::upstream(config, Peer::Folders, mtls)?;
     let audit = ts_runtime::audit::Sink::new(folders.clone());
     let license_audit = Some(LicenseAuditServiceClient::new(folders));
     let auth = Auth {
@@ -102,7 +99,7 @@ pub async fn state(config: &Config, clock: SharedClock) -> Result<Auth, RunError
 pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer, RunError> {
     let section = require(&config.auth, "auth")?;
     let mtls = service_mtls(config, Peer::Auth, section)?;
-    let auth = Arc::new(state(config, clock).await?);
+    let auth = Arc::new(state(config, &mtls, clock).await?);
     let api = AuthApi::new(auth.clone());
     Ok(ServiceServer::new(Peer::Auth, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
         .service(AuthServiceServer::new(api.clone()))

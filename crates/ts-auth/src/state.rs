@@ -88,14 +88,7 @@ impl From<AuthError> for Status {
             }
             AuthError::PermissionDenied(m) => Status::permission_denied(m),
             AuthError::NotFound(m) => Status::not_found(m),
-            AuthError::Store(e) if ts_stores::is_unreadable(&e) => {
-                tracing::error!(error = %e, "a stored auth document cannot be read");
-                Status::data_loss(ts_stores::UNREADABLE)
-            }
-            AuthError::Store(e) => {
-                tracing::error!(error = %e, "auth store failed");
-                Status::unavailable("account store is unavailable; retry later")
-            }
+            AuthError::Store(e) => ts_stores::store_status(&e, "auth", "account store is unavailable; retry later"),
             AuthError::Mail(e) => {
                 tracing::error!(error = %e, "mail failed");
                 Status::unavailable("the email could not be sent; retry later")

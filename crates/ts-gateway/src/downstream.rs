@@ -10,7 +10,7 @@ use ts_contract::user::CLIENT_ADDR_HEADER;
 use ts_contract::user::UserContext;
 use ts_runtime::server::current_request_id;
 
-pub use ts_contract::status::RETRY_AFTER;
+use ts_contract::status::RETRY_AFTER;
 
 /// Forwards `request`'s message through `call`, with `user` attached and a deadline of the
 /// smaller of the client's and `limit`. Client metadata is not forwarded, so a client

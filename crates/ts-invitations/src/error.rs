@@ -119,11 +119,9 @@ impl InvitationsError {
 impl From<InvitationsError> for Status {
     fn from(e: InvitationsError) -> Status {
         match &e {
-            InvitationsError::Store(cause) if ts_stores::is_unreadable(cause) => {
-                tracing::error!(error = %cause, "a stored invitations document cannot be read");
-                return Status::data_loss(ts_stores::UNREADABLE);
+            InvitationsError::Store(cause) => {
+                return ts_stores::store_status(cause, "invitations", &e.to_string());
             }
-            InvitationsError::Store(cause) => tracing::error!(error = %cause, "invitations store failed"),
             InvitationsError::Mail(cause) => tracing::warn!(error = %cause, "invitation email not sent"),
             _ => {}
         }

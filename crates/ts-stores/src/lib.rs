@@ -14,7 +14,7 @@ mod mongo;
 pub mod testing;
 
 #[cfg(feature = "mongo")]
-pub use mongo::{UNREADABLE, is_duplicate_key, is_unreadable, mongo};
+pub use mongo::{UNREADABLE, is_duplicate_key, is_unreadable, mongo, store_status};
 
 /// Builds a Redis client for the configured URL and starts connecting (and reconnecting)
 /// in the background. Callers must treat Redis as optional: it is a cache and a home for

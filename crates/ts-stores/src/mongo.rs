@@ -66,6 +66,18 @@ pub fn is_unreadable(e: &mongodb::error::Error) -> bool {
     matches!(*e.kind, mongodb::error::ErrorKind::BsonDeserialization(_))
 }
 
+/// The answer to a failed store call of `service`, whose cause is logged here once and never
+/// sent: DATA_LOSS for a stored document that does not fit its type (data to repair), else
+/// UNAVAILABLE with `unavailable` (an outage to retry).
+pub fn store_status(e: &mongodb::error::Error, service: &str, unavailable: &str) -> tonic::Status {
+    if is_unreadable(e) {
+        tracing::error!(error = %e, service, "a stored document cannot be read");
+        return tonic::Status::data_loss(UNREADABLE);
+    }
+    tracing::error!(error = %e, service, "store failed");
+    tonic::Status::unavailable(unavailable)
+}
+
 /// The message of a DATA_LOSS answer for an unreadable stored document.
 pub const UNREADABLE: &str = "a stored document cannot be read; the operator has been alerted in the service logs";
 

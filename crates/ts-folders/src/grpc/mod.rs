@@ -68,14 +68,7 @@ impl From<FoldersError> for Status {
             },
             KeysUnreadable | MalformedKey | Incomplete { .. } | Seal { .. } => Code::Internal,
             Undecryptable { .. } | Undecodable(_) => Code::DataLoss,
-            Store(cause) if ts_stores::is_unreadable(cause) => {
-                tracing::error!(error = %cause, "a stored folders document cannot be read");
-                return Status::data_loss(ts_stores::UNREADABLE);
-            }
-            Store(cause) => {
-                tracing::error!(error = %cause, "folders store failed");
-                Code::Unavailable
-            }
+            Store(cause) => return ts_stores::store_status(cause, "folders", &e.to_string()),
         };
         Status::new(code, e.to_string())
     }

@@ -37,9 +37,8 @@ impl From<VaultError> for Status {
                 tracing::error!(error = %e, "kms refused a stored data key");
                 Status::internal("a stored data key cannot be unwrapped; see keyvault logs")
             }
-            VaultError::Store(_) => {
-                tracing::error!(error = %e, "data key store failed");
-                Status::unavailable("data key store is unavailable; retry later")
+            VaultError::Store(cause) => {
+                ts_stores::store_status(cause, "keyvault", "data key store is unavailable; retry later")
             }
         }
     }
