@@ -85,10 +85,14 @@ async fn state(config: &Config, mtls: &MtlsMaterial, clock: SharedClock) -> Resu
         secret: zeroize::Zeroizing::new(secret),
         policy,
         sso,
+        generations: ts_stores::cache::Cache::new(redis.clone()),
+        views: ts_stores::cache::Tagged::new(100_000, std::time::Duration::from_secs(60)),
         redis,
         audit,
         license_audit,
     };
+    // The configured default for the deployment may have changed since the last start.
+    auth.sharing_changed().await;
     auth.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create auth indexes: {e}")))?;
     Ok(auth)
 }

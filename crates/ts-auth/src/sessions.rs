@@ -12,6 +12,7 @@ use ts_contract::ids::{LicenseId, SessionId, UserId};
 use ts_contract::revocation;
 use ts_contract::tokens::{AUDIENCE, Claims, ISSUER};
 use ts_proto::internal::SharingDenial;
+use ts_stores::cache::Generation;
 
 use crate::email::Email;
 use crate::state::{Auth, AuthError, AuthResult};
@@ -55,6 +56,11 @@ pub struct UserView {
     pub denial: Option<SharingDenial>,
 }
 
+/// The generation of one user's own state (their verification), replaced when it changes.
+pub(crate) fn user_generation_key(user_id: &UserId) -> String {
+    format!("ts:{{u:{user_id}}}:gen")
+}
+
 fn sha256(b: &[u8]) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, b).as_ref().to_vec()
 }
@@ -69,7 +75,10 @@ impl Auth {
         for _ in 0..2 {
             let result = self.store.mark_verified(email.as_str(), via, bson_date(self.now()), &UserId::new()).await;
             match result {
-                Ok(Some(user)) => return Ok(user.id),
+                Ok(Some(user)) => {
+                    self.generations.invalidate(&user_generation_key(&user.id)).await;
+                    return Ok(user.id);
+                }
                 Ok(None) => {}
                 Err(e) if ts_stores::is_duplicate_key(&e) => continue, // a concurrent first sign-in created it
                 Err(e) => return Err(e.into()),
@@ -334,8 +343,29 @@ impl Auth {
         }
     }
 
-    /// A user with why they may not share right now, if they may not.
+    /// A user with why they may not share right now, if they may not: kept in memory under
+    /// the sharing epoch and the user's own generation (read in one round trip), else read.
     pub async fn user_view(&self, user_id: &UserId) -> AuthResult<UserView> {
+        let read = self.generations.generations(&[revocation::SHARING_EPOCH_KEY, &user_generation_key(user_id)]).await;
+        let generation = match read.as_slice() {
+            [epoch, user] => epoch.and(user),
+            _ => Generation::unknown(),
+        };
+        if let Some(view) = self.views.get(user_id, &generation) {
+            return Ok(view);
+        }
+        let view = self.read_user_view(user_id).await?;
+        self.views.insert(user_id.clone(), &generation, view.clone());
+        Ok(view)
+    }
+
+    /// After a change that can take sharing away from someone (see
+    /// `ts_contract::revocation::SHARING_EPOCH_KEY`), before it is acknowledged.
+    pub(crate) async fn sharing_changed(&self) {
+        self.generations.invalidate(revocation::SHARING_EPOCH_KEY).await;
+    }
+
+    async fn read_user_view(&self, user_id: &UserId) -> AuthResult<UserView> {
         let user = self.store.user(user_id).await?.ok_or_else(|| AuthError::NotFound("no such user".into()))?;
         let email = user.email;
         let verified = user.email_verified;

@@ -24,6 +24,10 @@ pub struct Auth {
     pub(crate) policy: AccountsConfig,
     pub(crate) sso: Vec<SsoIssuer>,
     pub(crate) redis: Option<fred::clients::Client>,
+    /// Generations in Redis (the sharing epoch, each user's), and the users' views kept
+    /// under them, so that GetMe and CheckSharingAllowed read no MongoDB when warm.
+    pub(crate) generations: ts_stores::cache::Cache,
+    pub(crate) views: ts_stores::cache::Tagged<ts_contract::ids::UserId, crate::sessions::UserView>,
     /// Folders' audit trail, where failed sign-ins and license actions are recorded.
     pub(crate) audit: ts_runtime::audit::Sink,
     /// Folders' reader of a license's events, for license admins.

@@ -38,6 +38,14 @@ pub const VOUCH_BUDGET: Duration = Duration::from_millis(500);
 /// The longest any revocation call to Redis may take before it counts as failed.
 pub const REDIS_WAIT: Duration = Duration::from_millis(500);
 
+/// The generation of every "may share" answer (see `ts_stores::cache`). Auth replaces it
+/// after any change that can take sharing away from someone (a license blocked, a Team
+/// Sharing switch turned off, a license's emails or domains replaced, a user made to verify
+/// again) and before it acknowledges the change, and when it starts (its configured default
+/// may have changed). Services that keep auth's "allowed" answers serve them only while it
+/// is unchanged, so the very next request after such a change asks auth again.
+pub const SHARING_EPOCH_KEY: &str = "ts:{sharing}:epoch";
+
 /// The Redis key marking session `sid` revoked (a session id alone grants nothing).
 pub fn revoked_key(sid: &str) -> String {
     format!("ts:{{revocations}}:session:{sid}")

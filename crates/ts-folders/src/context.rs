@@ -1,33 +1,53 @@
 //! Who the caller is to a folder: whether auth lets them share right now, and their access
-//! to the folder (cached in Redis, invalidated on every change). The gRPC edge runs these
-//! checks around every RPC body (`grpc::FoldersApi::in_folder`).
+//! to the folder. The gRPC edge runs these checks around every RPC body
+//! (`grpc::FoldersApi::in_folder`), after reading, in one Redis round trip, the generations
+//! that the answers kept in memory depend on: auth's sharing epoch and the folder's
+//! generation (`ts_stores::cache`).
 
 use std::time::Duration;
 
 use ts_contract::ids::{FolderId, UserId};
+use ts_contract::revocation::SHARING_EPOCH_KEY;
 use ts_proto::internal::{CheckSharingAllowedRequest, SharingDenial};
 use ts_proto::public::AccessLevel;
+use ts_stores::cache::{Generation, Tagged};
 
 use crate::{Folders, FoldersError};
 
-/// Membership answers stay in Redis this long at most.
-const MEMBER_TTL: Duration = Duration::from_secs(30);
-
-/// The cache key of a folder's generation: replaced by every change to its members or items,
-/// so that no answer read before a change is cached after it (see `ts_stores::cache`). The
+/// The cache key of a folder's generation: replaced by every change to the folder, its
+/// members or its items, so that no answer read before a change is served after it. The
 /// `{f:<id>}` hash tag keeps a folder's keys in one Redis Cluster slot.
 pub fn folder_generation_key(folder_id: &str) -> String {
     format!("ts:{{f:{folder_id}}}:gen")
 }
 
-/// The cache key of a membership.
-pub fn member_key(folder_id: &str, user_id: &str) -> String {
-    format!("ts:{{f:{folder_id}}}:member:{user_id}")
+/// Answers this process keeps, each under the generation it was read in.
+pub(crate) struct Answers {
+    /// Users auth said may share, under the sharing epoch.
+    pub sharing: Tagged<UserId, ()>,
+    /// Access levels by folder and user, under the folder's generation.
+    pub members: Tagged<(FolderId, UserId), AccessLevel>,
 }
 
-/// The cache key of an item's stored (encrypted) document.
-pub fn item_key(folder_id: &str, item_id: &str) -> String {
-    format!("ts:{{f:{folder_id}}}:item:{item_id}")
+impl Answers {
+    /// Bounded: memberships and users a few MiB at most. Ages are backstops for a lost
+    /// invalidation (Redis failing exactly when a change was made, then coming back with its
+    /// data), never the way a change takes effect.
+    pub fn new() -> Self {
+        Answers {
+            sharing: Tagged::new(50_000, Duration::from_secs(60)),
+            members: Tagged::new(100_000, Duration::from_secs(30)),
+        }
+    }
+}
+
+/// The generations a call on one folder depends on, read together.
+#[derive(Debug, Clone)]
+pub(crate) struct Generations {
+    /// Auth's sharing epoch.
+    pub sharing: Generation,
+    /// The folder's generation, for calls on one folder.
+    pub folder: Generation,
 }
 
 /// A folder the caller was checked into, and their access there.
@@ -37,11 +57,31 @@ pub struct FolderAccess {
     pub folder_id: FolderId,
     /// The caller's access (at least what the RPC needs).
     pub access: AccessLevel,
+    /// The folder's generation when the call began: what it reads of the folder is served
+    /// from memory only under it.
+    pub generation: Generation,
 }
 
 impl Folders {
-    /// Asks auth whether `user_id` may share right now.
-    pub(crate) async fn check_sharing(&self, user_id: &UserId) -> Result<(), FoldersError> {
+    /// The sharing epoch and, for a call on one folder, its generation: one round trip.
+    pub(crate) async fn generations(&self, folder_id: Option<&FolderId>) -> Generations {
+        match folder_id {
+            Some(f) => {
+                let mut read = self.cache.generations(&[SHARING_EPOCH_KEY, &folder_generation_key(f)]).await;
+                let folder = read.pop().unwrap_or_else(Generation::unknown);
+                let sharing = read.pop().unwrap_or_else(Generation::unknown);
+                Generations { sharing, folder }
+            }
+            None => Generations { sharing: self.cache.generation(SHARING_EPOCH_KEY).await, folder: Generation::unknown() },
+        }
+    }
+
+    /// Whether `user_id` may share right now: auth's "allowed" kept under the sharing epoch,
+    /// else auth asked. Refusals are never kept (auth is asked again each time).
+    pub(crate) async fn check_sharing(&self, user_id: &UserId, epoch: &Generation) -> Result<(), FoldersError> {
+        if self.answers.sharing.get(user_id, epoch).is_some() {
+            return Ok(());
+        }
         let reply = self
             .identity
             .clone()
@@ -53,26 +93,26 @@ impl Folders {
             })?
             .into_inner();
         if reply.allowed {
+            self.answers.sharing.insert(user_id.clone(), epoch, ());
             return Ok(());
         }
         Err(FoldersError::SharingRefused(SharingDenial::try_from(reply.denial).unwrap_or(SharingDenial::Unspecified)))
     }
 
-    /// A user's access to a folder, from the cache or MongoDB.
-    pub(crate) async fn access(&self, folder_id: &FolderId, user_id: &UserId) -> Result<AccessLevel, FoldersError> {
-        let key = member_key(folder_id, user_id);
-        if let Some(v) = self.cache.get(&key).await
-            && let Some(level) = std::str::from_utf8(&v)
-                .ok()
-                .and_then(|s| s.parse::<i32>().ok())
-                .and_then(|n| AccessLevel::try_from(n).ok())
-        {
+    /// A user's access to a folder, kept under the folder's generation, else from MongoDB.
+    pub(crate) async fn access(
+        &self,
+        folder_id: &FolderId,
+        user_id: &UserId,
+        generation: &Generation,
+    ) -> Result<AccessLevel, FoldersError> {
+        let key = (folder_id.clone(), user_id.clone());
+        if let Some(level) = self.answers.members.get(&key, generation) {
             return Ok(level);
         }
-        let generation = self.cache.generation(&folder_generation_key(folder_id)).await;
         let found = self.store.member(folder_id, user_id).await?;
         let level = found.map_or(AccessLevel::Unspecified, |m| m.level());
-        self.cache.set_if_generation(&generation, &key, (level as i32).to_string().into_bytes(), MEMBER_TTL).await;
+        self.answers.members.insert(key, generation, level);
         Ok(level)
     }
 
@@ -83,27 +123,22 @@ impl Folders {
         user_id: &UserId,
         folder_id: FolderId,
         min: AccessLevel,
+        generation: Generation,
     ) -> Result<FolderAccess, FoldersError> {
-        let level = self.access(&folder_id, user_id).await?;
+        let level = self.access(&folder_id, user_id, &generation).await?;
         if level == AccessLevel::Unspecified {
             return Err(FoldersError::FolderNotFound);
         }
         if level < min {
             return Err(FoldersError::Access { need: min, have: level });
         }
-        Ok(FolderAccess { folder_id, access: level })
+        Ok(FolderAccess { folder_id, access: level, generation })
     }
 
-    /// Forgets cached memberships after a change (and starts a new folder generation).
-    pub(crate) async fn forget_members(&self, folder_id: &FolderId, user_ids: &[&UserId]) {
-        let keys: Vec<String> = user_ids.iter().map(|u| member_key(folder_id, u)).collect();
-        self.cache.invalidate(&folder_generation_key(folder_id), &keys).await;
-    }
-
-    /// Forgets cached items after a change (and starts a new folder generation).
-    pub(crate) async fn forget_items(&self, folder_id: &str, item_ids: &[&str]) {
-        let keys: Vec<String> = item_ids.iter().map(|i| item_key(folder_id, i)).collect();
-        self.cache.invalidate(&folder_generation_key(folder_id), &keys).await;
+    /// After a change to a folder, its members or its items, before it is acknowledged: a
+    /// new generation, so that no replica serves what it read before.
+    pub(crate) async fn changed(&self, folder_id: &str) {
+        self.cache.invalidate(&folder_generation_key(folder_id)).await;
     }
 }
 
@@ -119,12 +154,10 @@ mod tests {
     }
 
     #[test]
-    fn a_folders_cache_keys_share_one_slot_and_no_two_folders_share_a_generation() {
-        let (generation, member, item) = (folder_generation_key("f1"), member_key("f1", "u1"), item_key("f1", "i1"));
+    fn no_two_folders_share_a_generation_and_each_has_its_own_slot() {
+        let generation = folder_generation_key("f1");
         assert_eq!(generation, "ts:{f:f1}:gen");
-        assert_eq!((tag(&generation), tag(&member), tag(&item)), ("f:f1", "f:f1", "f:f1"), "one Lua call, one slot");
+        assert_eq!(tag(&generation), "f:f1");
         assert_ne!(folder_generation_key("f1"), folder_generation_key("f2"));
-        assert_ne!(member_key("f1", "u1"), member_key("f1", "u2"));
-        assert_ne!(item_key("f1", "i1"), item_key("f2", "i1"));
     }
 }

@@ -1,7 +1,11 @@
 //! Folders: create (with its data key and first MANAGE member), list, read, rename, delete
 //! (crypto-erasure first) and leave.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use ts_contract::ids::{FolderId, UserId};
+use ts_stores::cache::Generation;
 use ts_contract::user::UserContext;
 use ts_proto::public::AccessLevel;
 
@@ -36,9 +40,15 @@ impl Folders {
         Ok(FolderView { doc, name, access })
     }
 
-    /// A stored folder; NOT_FOUND when it is gone.
-    pub(crate) async fn load_folder(&self, folder_id: &FolderId) -> Result<FolderDoc, FoldersError> {
-        self.store.folder(folder_id).await?.ok_or(FoldersError::FolderNotFound)
+    /// A stored folder, kept in memory under its `generation`, else from MongoDB; NOT_FOUND
+    /// when it is gone.
+    pub(crate) async fn load_folder(&self, folder_id: &FolderId, generation: &Generation) -> Result<FolderDoc, FoldersError> {
+        if let Some(kept) = self.folder_docs.get(folder_id, generation) {
+            return Ok(kept.as_ref().clone());
+        }
+        let doc = self.store.folder(folder_id).await?.ok_or(FoldersError::FolderNotFound)?;
+        self.folder_docs.insert(folder_id.clone(), generation, Arc::new(doc.clone()));
+        Ok(doc)
     }
 
     /// A new folder named `name` (checked), with `user` as its first MANAGE member.
@@ -75,7 +85,7 @@ impl Folders {
             let _ = self.keys.destroy(&id).await;
             return Err(e.into());
         }
-        self.forget_members(&id, &[&user.user_id]).await;
+        self.changed(&id).await;
         self.open_folder(folder, AccessLevel::Manage).await
     }
 
@@ -85,11 +95,14 @@ impl Folders {
         let after = ask.token().map(FolderCursor::decode).transpose()?;
         let (memberships, more) =
             self.store.memberships_page(user_id, after.as_ref().map(|c| c.folder_id.as_str()), size).await?;
+        let ids: Vec<&FolderId> = memberships.iter().map(|m| &m.folder_id).collect();
+        let mut found: HashMap<FolderId, FolderDoc> =
+            self.store.folders_with_ids(&ids).await?.into_iter().map(|f| (f.id.clone(), f)).collect();
         let mut folders = Vec::new();
         for m in &memberships {
             // A membership whose level does not read still lists its folder.
             let access = AccessLevel::try_from(m.access).unwrap_or(AccessLevel::View);
-            if let Some(f) = self.store.folder(&m.folder_id).await? {
+            if let Some(f) = found.remove(&m.folder_id) {
                 folders.push(self.open_folder(f, access).await?);
             }
         }
@@ -102,7 +115,7 @@ impl Folders {
 
     /// The folder the caller was checked into.
     pub(crate) async fn get_folder(&self, at: FolderAccess) -> Result<FolderView, FoldersError> {
-        let doc = self.load_folder(&at.folder_id).await?;
+        let doc = self.load_folder(&at.folder_id, &at.generation).await?;
         self.open_folder(doc, at.access).await
     }
 
@@ -111,7 +124,8 @@ impl Folders {
         let key = self.keys.newest(&at.folder_id).await?;
         let enc = seal_fields(&key, &at.folder_id, FOLDER_ITEM_ID, &[("name", name.as_bytes())])?;
         self.store.rename_folder(&at.folder_id, enc, key.version(), self.bson_now()).await?;
-        let doc = self.load_folder(&at.folder_id).await?;
+        self.changed(&at.folder_id).await;
+        let doc = self.load_folder(&at.folder_id, &Generation::unknown()).await?;
         self.open_folder(doc, at.access).await
     }
 
@@ -122,11 +136,9 @@ impl Folders {
         // Then the folder itself, so that a concurrent accept (its transaction touches the
         // folder) either lands before and is swept below, or finds no folder.
         self.store.delete_folder(folder_id).await?;
-        let members = self.store.members_of(folder_id).await?;
         self.store.delete_items_of(folder_id).await?;
         self.store.delete_members_of(folder_id).await?;
-        let user_ids: Vec<&UserId> = members.iter().map(|m| &m.user_id).collect();
-        self.forget_members(folder_id, &user_ids).await;
+        self.changed(folder_id).await;
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! concurrency, capped per folder (the count moves in the same transaction as the item, see
 //! `store::items`), and cached in Redis as ciphertext only.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bson::Document;
@@ -12,7 +13,9 @@ use ts_crypto::DataKey;
 use ts_proto::public::{AccessLevel, ItemContent};
 use zeroize::Zeroizing;
 
-use crate::context::{FolderAccess, folder_generation_key, item_key};
+use ts_stores::cache::Generation;
+
+use crate::context::FolderAccess;
 use crate::paging::{ItemCursor, Page, PageAsk};
 use crate::sealed::{open_field, seal_fields, version_of};
 use crate::store::{ItemDoc, ItemWrite, Slots};
@@ -21,8 +24,10 @@ use crate::{Folders, FoldersError};
 
 /// Most items in one folder.
 pub const MAX_ITEMS_PER_FOLDER: i64 = 10_000;
-/// Item documents (ciphertext) stay in Redis this long at most.
-const ITEM_TTL: Duration = Duration::from_secs(60);
+/// Stored item documents (ciphertext) kept in memory: at most this many bytes, each at most
+/// `ITEM_AGE` old (a backstop; a change retires them through the folder's generation).
+const ITEM_BYTES: u64 = 16 << 20;
+const ITEM_AGE: Duration = Duration::from_secs(60);
 /// ListItems: 100 items by default, at most 500.
 const PAGE: (u32, u32) = (100, 500);
 
@@ -44,6 +49,43 @@ pub struct ItemBody {
     pub description: String,
     /// Content.
     pub content: ItemContent,
+}
+
+/// A stored item kept in memory, with its size for the bound.
+#[derive(Debug, Clone)]
+pub(crate) struct KeptItem {
+    doc: Arc<ItemDoc>,
+    size: u32,
+}
+
+/// Items kept in memory under their folder's generation.
+pub(crate) fn kept_items() -> ts_stores::cache::Tagged<(FolderId, ItemId), KeptItem> {
+    ts_stores::cache::Tagged::weighed(ITEM_BYTES, ITEM_AGE, |k| k.size)
+}
+
+/// A page of a folder's stored items kept in memory, by the position it starts after and
+/// its size.
+#[derive(Debug, Clone)]
+pub(crate) struct KeptPage {
+    docs: Arc<Vec<Arc<ItemDoc>>>,
+    more: bool,
+    size: u32,
+}
+
+impl KeptPage {
+    fn of(docs: &[ItemDoc], more: bool) -> Self {
+        let size = docs.iter().map(|d| bson::to_vec(d).map_or(u32::MAX, |b| b.len() as u32)).fold(0u32, u32::saturating_add);
+        KeptPage { docs: Arc::new(docs.iter().cloned().map(Arc::new).collect()), more, size }
+    }
+}
+
+/// Where a kept page starts: the folder, the position after (creation millis, item id), the
+/// page size.
+pub(crate) type PageKey = (FolderId, Option<(i64, String)>, usize);
+
+/// Pages of items kept in memory under their folder's generation.
+pub(crate) fn kept_pages() -> ts_stores::cache::Tagged<PageKey, KeptPage> {
+    ts_stores::cache::Tagged::weighed(ITEM_BYTES, ITEM_AGE, |p| p.size)
 }
 
 fn missing(part: &'static str) -> FoldersError {
@@ -85,18 +127,17 @@ impl Folders {
         Ok(ItemView { doc: d, name, body })
     }
 
-    /// An item of a folder, from the cache or MongoDB.
-    async fn load_item(&self, folder_id: &FolderId, id: &ItemId) -> Result<ItemDoc, FoldersError> {
-        let key = item_key(folder_id, id);
-        if let Some(bytes) = self.cache.get(&key).await
-            && let Ok(d) = bson::from_slice::<ItemDoc>(&bytes)
-        {
-            return Ok(d);
+    /// An item of a folder: kept in memory under the folder's `generation`, else from
+    /// MongoDB (always, for an unknown generation: writes read what is stored).
+    async fn load_item(&self, folder_id: &FolderId, id: &ItemId, generation: &Generation) -> Result<ItemDoc, FoldersError> {
+        let key = (folder_id.clone(), id.clone());
+        if let Some(kept) = self.items.get(&key, generation) {
+            return Ok(kept.doc.as_ref().clone());
         }
-        let generation = self.cache.generation(&folder_generation_key(folder_id)).await;
         let d = self.store.item(folder_id, id).await?.ok_or(FoldersError::ItemNotFound)?;
-        if let Ok(bytes) = bson::to_vec(&d) {
-            self.cache.set_if_generation(&generation, &key, bytes, ITEM_TTL).await;
+        if generation.is_known() {
+            let size = bson::to_vec(&d).map_or(u32::MAX, |b| u32::try_from(b.len()).unwrap_or(u32::MAX));
+            self.items.insert(key, generation, KeptItem { doc: Arc::new(d.clone()), size });
         }
         Ok(d)
     }
@@ -146,19 +187,31 @@ impl Folders {
     }
 
     /// One item with its content (the caller was checked for VIEW).
-    pub(crate) async fn get_item(&self, folder_id: &FolderId, id: &ItemId) -> Result<ItemView, FoldersError> {
-        let d = self.load_item(folder_id, id).await?;
+    pub(crate) async fn get_item(&self, at: &FolderAccess, id: &ItemId) -> Result<ItemView, FoldersError> {
+        let d = self.load_item(&at.folder_id, id, &at.generation).await?;
         self.open_item(d, true).await
     }
 
     /// A page of a folder's items, oldest first, names only (the caller was checked for VIEW).
-    pub(crate) async fn list_items(&self, folder_id: &FolderId, ask: &PageAsk) -> Result<Page<ItemView>, FoldersError> {
+    pub(crate) async fn list_items(&self, at: &FolderAccess, ask: &PageAsk) -> Result<Page<ItemView>, FoldersError> {
+        let folder_id = &at.folder_id;
         let size = ask.size(PAGE.0, PAGE.1);
         let after = match ask.token() {
             Some(t) => Some(ItemCursor::open(&self.keys, folder_id, t).await?),
             None => None,
         };
-        let (docs, more) = self.store.item_page(folder_id, after.as_ref(), size).await?;
+        let key = (folder_id.clone(), after.as_ref().map(|c| (c.created_at.timestamp_millis(), c.id.clone())), size);
+        let (docs, more) = match self.pages.get(&key, &at.generation) {
+            Some(kept) => (kept.docs.iter().map(|d| d.as_ref().clone()).collect::<Vec<_>>(), kept.more),
+            None => {
+                let (docs, more) = self.store.item_page(folder_id, after.as_ref(), size).await?;
+                if at.generation.is_known() {
+                    let kept = KeptPage::of(&docs, more);
+                    self.pages.insert(key, &at.generation, kept);
+                }
+                (docs, more)
+            }
+        };
         let last = docs.last().map(|d| ItemCursor { created_at: d.created_at, id: d.id.to_string() });
         let mut items = Vec::new();
         for d in docs {
@@ -181,7 +234,7 @@ impl Folders {
         item: &CheckedItem,
         expected_version: u64,
     ) -> Result<ItemView, FoldersError> {
-        let current = self.load_item(folder_id, id).await?;
+        let current = self.load_item(folder_id, id, &Generation::unknown()).await?;
         if current.kind != item.kind as i32 {
             return Err(FoldersError::KindChange);
         }
@@ -192,11 +245,11 @@ impl Folders {
             .store
             .update_item((folder_id, id), expected_at, enc, key.version(), &user.email, self.bson_now())
             .await?;
-        self.forget_items(folder_id, &[id.as_str()]).await;
+        self.changed(folder_id).await;
         if !written {
             return Err(stale(&current, expected_version));
         }
-        let stored = self.load_item(folder_id, id).await?;
+        let stored = self.load_item(folder_id, id, &Generation::unknown()).await?;
         self.open_item(stored, true).await
     }
 
@@ -207,10 +260,10 @@ impl Folders {
         id: &ItemId,
         expected_version: u64,
     ) -> Result<(), FoldersError> {
-        let current = self.load_item(folder_id, id).await?;
+        let current = self.load_item(folder_id, id, &Generation::unknown()).await?;
         let write = ItemWrite::Delete { id, folder_id, expected_version: expected(expected_version)? };
         let outcome = self.store.write_with_slots(None, Some(folder_id), MAX_ITEMS_PER_FOLDER, write).await?;
-        self.forget_items(folder_id, &[id.as_str()]).await;
+        self.changed(folder_id).await;
         if outcome != Slots::Written {
             return Err(stale(&current, expected_version));
         }
@@ -227,7 +280,8 @@ impl Folders {
         if &target == from {
             return Err(FoldersError::SameTarget);
         }
-        self.require(user_id, target, AccessLevel::Edit).await.map_err(|e| match e {
+        let generation = self.cache.generation(&crate::context::folder_generation_key(&target)).await;
+        self.require(user_id, target, AccessLevel::Edit, generation).await.map_err(|e| match e {
             FoldersError::FolderNotFound => FoldersError::TargetFolderNotFound,
             e => e,
         })
@@ -243,7 +297,7 @@ impl Folders {
         id: &ItemId,
         expected_version: u64,
     ) -> Result<ItemView, FoldersError> {
-        let current = self.load_item(from, id).await?;
+        let current = self.load_item(from, id, &Generation::unknown()).await?;
         let old_key = self.key_of(&current).await?;
         let new_key = self.keys.newest(to).await?;
         // Fields are bound to their folder, so moving means opening and sealing again.
@@ -265,14 +319,14 @@ impl Folders {
             at: self.bson_now(),
         };
         let outcome = self.store.write_with_slots(Some(to), Some(from), MAX_ITEMS_PER_FOLDER, write).await?;
-        self.forget_items(from, &[id.as_str()]).await;
-        self.forget_items(to, &[id.as_str()]).await;
+        self.changed(from).await;
+        self.changed(to).await;
         match outcome {
             Slots::Written => {}
             Slots::Full => return Err(FoldersError::FolderFull),
             Slots::NoMatch => return Err(stale(&current, expected_version)),
         }
-        let stored = self.load_item(to, id).await?;
+        let stored = self.load_item(to, id, &Generation::unknown()).await?;
         self.open_item(stored, true).await
     }
 }

@@ -49,7 +49,7 @@ use ts_runtime::server::{Access, ServiceServer};
 use ts_runtime::service_mtls;
 use ts_runtime::upstream;
 use ts_stores as stores;
-use ts_stores::cache::Cache;
+use ts_stores::cache::{Cache, Tagged};
 
 pub use crate::audit::AuditAction;
 pub use crate::error::{FoldersError, KeyvaultRefusal};
@@ -97,6 +97,10 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
         keys,
         identity,
         cache: Cache::new(redis),
+        answers: context::Answers::new(),
+        folder_docs: Tagged::new(50_000, std::time::Duration::from_secs(60)),
+        items: items::kept_items(),
+        pages: items::kept_pages(),
         clock,
         audit_retention_days: config.audit.retention_days,
     };

@@ -6,6 +6,7 @@ use ts_contract::email::Email;
 use ts_contract::ids::{FolderId, InvitationId, UserId};
 use ts_proto::public::AccessLevel;
 
+use crate::context::folder_generation_key;
 use crate::paging::{MemberCursor, Page, PageAsk};
 use crate::store::{AccessChange, Added, MemberDoc, Removal, SpentInvitationDoc};
 use crate::{Folders, FoldersError};
@@ -73,7 +74,7 @@ impl Folders {
     ) -> Result<MemberDoc, FoldersError> {
         let result = self.store.set_access(folder_id, user_id, new).await;
         // Forgotten whatever the outcome: a refused change leaves nothing stale either.
-        self.forget_members(folder_id, &[user_id]).await;
+        self.changed(folder_id).await;
         match result? {
             AccessChange::Done(m) => Ok(m),
             AccessChange::NoFolder => Err(FoldersError::FolderNotFound),
@@ -86,13 +87,13 @@ impl Folders {
     pub(crate) async fn remove_member(&self, folder_id: &FolderId, user_id: &UserId) -> Result<(), FoldersError> {
         match self.store.remove_member(folder_id, user_id).await? {
             Removal::Done => {
-                self.forget_members(folder_id, &[user_id]).await;
+                self.changed(folder_id).await;
                 Ok(())
             }
             Removal::NoMember => {
                 // A retry of a removal whose first attempt was cut after its commit: the
                 // cache must be cleared now, or the removed member keeps their cached access.
-                self.forget_members(folder_id, &[user_id]).await;
+                self.changed(folder_id).await;
                 Err(FoldersError::MemberNotFound)
             }
             Removal::NoFolder => Err(FoldersError::FolderNotFound),
@@ -102,7 +103,8 @@ impl Folders {
 
     /// `user_id`'s standing in `folder_id`.
     pub(crate) async fn membership(&self, folder_id: &FolderId, user_id: &UserId) -> Result<Membership, FoldersError> {
-        let access = self.access(folder_id, user_id).await?;
+        let generation = self.cache.generation(&folder_generation_key(folder_id)).await;
+        let access = self.access(folder_id, user_id, &generation).await?;
         // Only a manager's epoch is asked for (to stamp an invitation): read it fresh.
         let manage_epoch = match access {
             AccessLevel::Manage => {
@@ -112,7 +114,7 @@ impl Folders {
         };
         let (folder_name, folder_exists) = match access {
             AccessLevel::Unspecified => (String::new(), self.store.folder(folder_id).await?.is_some()),
-            _ => (self.open_folder(self.load_folder(folder_id).await?, access).await?.name, true),
+            _ => (self.open_folder(self.load_folder(folder_id, &generation).await?, access).await?.name, true),
         };
         Ok(Membership { access, folder_name, folder_exists, manage_epoch })
     }
@@ -142,7 +144,7 @@ impl Folders {
             .add_invited(&member, &spent, invited.inviter.as_ref(), &invited.inviter_epoch)
             .await?
             .ok_or(FoldersError::FolderNotFound)?;
-        self.forget_members(&invited.folder_id, &[&invited.user_id]).await;
+        self.changed(&invited.folder_id).await;
         Ok(added)
     }
 }

@@ -44,7 +44,6 @@ impl Folders {
             self.store.reseal_folder(folder_id, old_version, resealed, newest.version()).await?;
         }
         let mut report = ReencryptReport { key_version: newest.version(), ..Default::default() };
-        let mut rewritten: Vec<String> = Vec::new();
         let pass = async {
             for _ in 0..MAX_ROUNDS {
                 let stale = self.store.stale_items(folder_id, newest.version()).await?;
@@ -59,7 +58,6 @@ impl Folders {
                     let resealed = reseal(&old, &newest, folder_id, &item.id, enc)?;
                     if self.store.reseal_item(&item, old_version, resealed, newest.version()).await? {
                         report.reencrypted += 1;
-                        rewritten.push(item.id);
                     }
                 }
             }
@@ -68,8 +66,7 @@ impl Folders {
         .await;
         // Whatever was rewritten is forgotten, also when the pass stops half-way: a later pass
         // that finds nothing left to rewrite still retires the old version.
-        let ids: Vec<&str> = rewritten.iter().map(String::as_str).collect();
-        self.forget_items(folder_id, &ids).await;
+        self.changed(folder_id).await;
         pass?;
         let retired = self.keys.retire(folder_id, newest.version()).await?;
         report.retired = retired;

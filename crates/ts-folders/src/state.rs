@@ -1,5 +1,5 @@
 //! `Folders`, the domain state every operation runs on: the store, data keys, auth's
-//! identity service, the Redis cache and the clock. The gRPC edge holds one and calls its
+//! identity service, the Redis generations and what is kept in memory under them, and the clock. The gRPC edge holds one and calls its
 //! operations (in `folders`, `members`, `items`, `audit`, `context` and `rotation`).
 
 use std::sync::Arc;
@@ -8,10 +8,13 @@ use std::time::SystemTime;
 use ts_contract::clock::SharedClock;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_runtime::client::InternalChannel;
-use ts_stores::cache::Cache;
+use ts_contract::ids::{FolderId, ItemId};
+use ts_stores::cache::{Cache, Tagged};
 
+use crate::context::Answers;
+use crate::items::{KeptItem, KeptPage, PageKey};
 use crate::keys::FolderKeys;
-use crate::store::Store;
+use crate::store::{FolderDoc, Store};
 
 /// The folders domain: what every operation needs.
 pub struct Folders {
@@ -19,6 +22,14 @@ pub struct Folders {
     pub(crate) keys: Arc<FolderKeys>,
     pub(crate) identity: IdentityServiceClient<InternalChannel>,
     pub(crate) cache: Cache,
+    /// "May share" and membership answers, under their generations.
+    pub(crate) answers: Answers,
+    /// Stored folders, under their generations.
+    pub(crate) folder_docs: Tagged<FolderId, Arc<FolderDoc>>,
+    /// Stored items, under their folders' generations.
+    pub(crate) items: Tagged<(FolderId, ItemId), KeptItem>,
+    /// Pages of stored items, under their folders' generations.
+    pub(crate) pages: Tagged<PageKey, KeptPage>,
     pub(crate) clock: SharedClock,
     pub(crate) audit_retention_days: u32,
 }

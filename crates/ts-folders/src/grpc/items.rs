@@ -53,7 +53,7 @@ impl ItemService for FoldersApi {
         let item = self
             .in_folder(&request, AuditAction::ItemGet, &req.folder_id, AccessLevel::View, |_, at| async move {
                 let id = ItemId::parse("item_id", &req.item_id)?;
-                Ok(self.folders.get_item(&at.folder_id, &id).await?)
+                Ok(self.folders.get_item(&at, &id).await?)
             })
             .await?;
         Ok(Response::new(GetItemResponse { item: Some(item_message(item)) }))
@@ -64,7 +64,7 @@ impl ItemService for FoldersApi {
         let ask = PageAsk::from_request(&req.page);
         let listed = self
             .in_folder(&request, AuditAction::ItemList, &req.folder_id, AccessLevel::View, |_, at| async move {
-                Ok(self.folders.list_items(&at.folder_id, &ask).await?)
+                Ok(self.folders.list_items(&at, &ask).await?)
             })
             .await?;
         let items = listed.items.iter().map(summary).collect();

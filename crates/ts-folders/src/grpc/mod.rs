@@ -23,6 +23,7 @@ use ts_contract::ids::FolderId;
 use ts_contract::user::UserContext;
 use ts_proto::public::{AccessLevel, PageResponse};
 use ts_runtime::audit::audited;
+use ts_stores::cache::Generation;
 
 use crate::audit::AuditAction;
 use crate::context::FolderAccess;
@@ -96,7 +97,8 @@ impl FoldersApi {
         F: FnOnce(Call) -> Fut,
         Fut: Future<Output = Result<R, Status>>,
     {
-        self.run(request, action, "", body).await
+        let generations = self.folders.generations(None).await;
+        self.run(request, action, "", &generations.sharing, body).await
     }
 
     /// Runs the body of an RPC on the folder `folder_id`, once the caller is known to hold at
@@ -116,9 +118,12 @@ impl FoldersApi {
         // Nothing malformed reaches the stores, the cache keys or the audit trail; a missing
         // id is refused after the caller check, and audited.
         let parsed = if folder_id.is_empty() { None } else { Some(FolderId::parse("folder_id", folder_id)?) };
-        self.run(request, action, folder_id, |call| async move {
+        // One Redis round trip for every generation the checks and the body depend on.
+        let generations = self.folders.generations(parsed.as_ref()).await;
+        let folder_generation = generations.folder;
+        self.run(request, action, folder_id, &generations.sharing, |call| async move {
             let folder_id = parsed.ok_or(FoldersError::FolderIdRequired)?;
-            let at = self.folders.require(&call.user.user_id, folder_id, min).await?;
+            let at = self.folders.require(&call.user.user_id, folder_id, min, folder_generation).await?;
             body(call, at).await
         })
         .await
@@ -130,23 +135,30 @@ impl FoldersApi {
         request: &Request<T>,
         action: AuditAction,
         folder_id: &str,
+        sharing_epoch: &Generation,
         body: F,
     ) -> Result<R, Status>
     where
         F: FnOnce(Call) -> Fut,
         Fut: Future<Output = Result<R, Status>>,
     {
-        let call = self.begin(request, action, folder_id).await?;
+        let call = self.begin(request, action, folder_id, sharing_epoch).await?;
         let event = event(&call, action, folder_id);
         audited(&*self.folders, event, action.mutating(), body(call).await).await
     }
 
     /// Identifies the caller and checks with auth that they may share right now. A refusal
     /// is audited as `action`.
-    async fn begin<T>(&self, request: &Request<T>, action: AuditAction, folder_id: &str) -> Result<Call, Status> {
+    async fn begin<T>(
+        &self,
+        request: &Request<T>,
+        action: AuditAction,
+        folder_id: &str,
+        sharing_epoch: &Generation,
+    ) -> Result<Call, Status> {
         let user = UserContext::from_metadata(request.metadata())?;
         let call = Call { user };
-        match self.folders.check_sharing(&call.user.user_id).await {
+        match self.folders.check_sharing(&call.user.user_id, sharing_epoch).await {
             Ok(()) => Ok(call),
             Err(e @ FoldersError::SharingRefused(_)) => {
                 let event = event(&call, action, folder_id);

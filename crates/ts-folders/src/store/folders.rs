@@ -46,6 +46,13 @@ impl Store {
         self.folders().find_one(doc! { "_id": id.as_str() }).await
     }
 
+    /// The folders with these ids that exist, in one query (any order).
+    pub async fn folders_with_ids(&self, ids: &[&FolderId]) -> StoreResult<Vec<FolderDoc>> {
+        use futures::TryStreamExt;
+        let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+        self.folders().find(doc! { "_id": { "$in": ids } }).await?.try_collect().await
+    }
+
     /// Removes a folder's document.
     pub async fn delete_folder(&self, id: &FolderId) -> StoreResult<()> {
         self.folders().delete_one(doc! { "_id": id.as_str() }).await.map(drop)
