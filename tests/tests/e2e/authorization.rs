@@ -290,6 +290,7 @@ async fn every_rpc_for_every_kind_of_caller() -> anyhow::Result<()> {
             bson::doc! { "$set": { "email_verified": false } },
         )
         .await?;
+    crate::support::forget_sharing_answers()?;
     let admin = cluster.sign_in("admin@blocked.test").await?;
     LicenseAdminServiceClient::new(channel.clone())
         .set_license_sharing_blocked(

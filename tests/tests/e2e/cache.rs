@@ -1,5 +1,5 @@
-//! The Redis cache in front of MongoDB: revocation holds across folders replicas sharing one
-//! Redis, and with Redis killed everything keeps working from MongoDB.
+//! Answers kept in memory under generations in Redis: a change holds at once across folders
+//! replicas sharing one Redis, and with Redis killed everything keeps working from MongoDB.
 
 use tonic::Code;
 use ts_proto::public::folder_service_client::FolderServiceClient;
@@ -30,10 +30,11 @@ async fn a_removed_member_is_refused_at_once_by_another_replica() -> anyhow::Res
     let mut on_replica = ItemServiceClient::new(replica_channel.clone());
     let list = || as_gateway(&bob, ListItemsRequest { folder_id: folder_id.clone(), page: None });
     on_replica.list_items(list()).await?;
+    on_replica.list_items(list()).await?;
     let servers = ts_testkit::shared()?;
     assert!(
-        redis_dump(servers.redis.port)?.contains(&format!("ts:{{f:{folder_id}}}:member:{}", bob.user_id)),
-        "the replica cached the membership"
+        redis_dump(servers.redis.port)?.contains(&format!("ts:{{f:{folder_id}}}:gen")),
+        "the replica keeps the membership under the folder's generation"
     );
 
     // Lowered through the gateway's replica: the other replica refuses a write next.
@@ -95,7 +96,7 @@ async fn with_redis_killed_reads_and_writes_keep_working() -> anyhow::Result<()>
     };
     let first = items.create_item(create("before")).await?.into_inner().item.and_then(|i| i.summary).expect("summary");
     items.get_item(alice.request(GetItemRequest { folder_id: folder_id.clone(), item_id: first.id.clone() })).await?;
-    assert!(redis_dump(port)?.contains(":item:"), "the cache was in use");
+    assert!(redis_dump(port)?.contains(&format!("ts:{{f:{folder_id}}}:gen")), "the cache was in use");
 
     tokio::task::spawn_blocking(move || redis.stop()).await?;
 
@@ -153,7 +154,10 @@ async fn a_key_rotation_leaves_no_item_cached_under_a_retired_key() -> anyhow::R
     // Read through the gateway's replica: the item is now cached, sealed under version 1.
     items.get_item(alice.request(get())).await?;
     let servers = ts_testkit::shared()?;
-    assert!(redis_dump(servers.redis.port)?.contains(&format!(":item:{item_id}")), "the item was cached");
+    assert!(redis_dump(servers.redis.port)?.contains(&format!("ts:{{f:{folder_id}}}:gen")), "the item was kept");
+    // The replica reads it too, under the version-1 key, and keeps it.
+    let mut on_replica = ItemServiceClient::new(replica.channel.clone());
+    on_replica.get_item(as_gateway(&alice, get())).await?;
 
     let mut operator = FolderKeyOperatorServiceClient::new(cluster.internal(Service::Folders, Peer::Operator).await?);
     let report =
@@ -161,7 +165,6 @@ async fn a_key_rotation_leaves_no_item_cached_under_a_retired_key() -> anyhow::R
     assert_eq!((report.reencrypted_items, report.retired_versions), (1, 1), "{report:?}");
 
     // The other replica must not be handed the copy sealed under the retired version.
-    let mut on_replica = ItemServiceClient::new(replica.channel.clone());
     let item = on_replica.get_item(as_gateway(&alice, get())).await?.into_inner().item.expect("item");
     assert_eq!(item.summary.expect("summary").name, "orders");
     // Nor is a malformed folder id looked up.

@@ -554,6 +554,7 @@ async fn blocked_and_unverified_users_get_failed_precondition_from_every_invitat
             bson::doc! { "$set": { "email_verified": false } },
         )
         .await?;
+    crate::support::forget_sharing_answers()?;
 
     let mut inv = InvitationServiceClient::new(ch.clone());
     for (s, (email, own_folder, to_them, from_them)) in [&blocked, &unverified].into_iter().zip(&people) {

@@ -21,5 +21,6 @@ mod shape_attacks;
 mod sso;
 mod stale_cache;
 mod support;
+mod switches;
 mod tokens;
 mod verification;
