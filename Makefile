@@ -43,8 +43,15 @@ smoke:
 	$(CARGO) build --workspace --all-targets
 	tests/grpcurl_smoke.sh
 
-## Benchmarks (criterion); copy the figures into BENCHMARKS.md with the machine they ran on.
-bench:
+## Benchmarks. ts-bench (release) loads the ceilings and the real stack, each service its own
+## process, and rewrites its section of BENCHMARKS.md; BENCH_ARGS passes flags to it (such as
+## `--measure-secs 3 --no-scale`; `target/release/ts-bench --help` lists them). Then the
+## field-encryption benchmark (criterion), whose figures are copied into BENCHMARKS.md by hand.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BENCH_ARGS ?=
+bench: prereqs
+	$(CARGO) build --release -p teamshare -p ts-bench
+	$(TARGET_DIR)/release/ts-bench --teamshare-bin $(TARGET_DIR)/release/teamshare $(BENCH_ARGS)
 	$(CARGO) bench -p ts-crypto --bench seal_open
 
 ## Mutation testing of the security-critical code (not part of `make test`). Files with unit

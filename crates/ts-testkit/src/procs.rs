@@ -56,31 +56,13 @@ impl ServerProcess {
         dir: Option<tempfile::TempDir>,
         ready: fn(u16) -> bool,
     ) -> anyhow::Result<ServerProcess> {
-        let logs = std::env::temp_dir().join("teamshare-test-logs");
-        std::fs::create_dir_all(&logs)?;
         let mut last_err = None;
         for _ in 0..5 {
             let port = free_port();
-            let log = logs.join(format!("{name}-{}-{port}.log", std::process::id()));
             let args: Vec<String> = args.iter().map(|a| a.replace("{port}", &port.to_string())).collect();
-            let out = std::fs::File::create(&log)?;
-            // The watchdog: run the server in the background, block on our stdin, and kill
-            // the server when stdin closes (we exited or dropped the handle).
-            let child = Command::new("sh")
-                .arg("-c")
-                .arg(r#""$@" & server=$!; trap 'kill $server 2>/dev/null; wait $server' EXIT; read _ignored; exit 0"#)
-                .arg("watchdog")
-                .arg(program)
-                .args(&args)
-                .env("PYTHONUNBUFFERED", "1")
-                .stdin(Stdio::piped())
-                .stdout(out.try_clone()?)
-                .stderr(out)
-                .spawn()
-                .with_context(|| format!("cannot start {}", program.display()))?;
-            let mut proc = ServerProcess { name, port, child, log, _dir: None };
-            match proc.wait_ready(ready) {
-                Ok(()) => {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match Self::start_on(name, program, &args, &[], port, ready) {
+                Ok(mut proc) => {
                     proc._dir = dir;
                     return Ok(proc);
                 }
@@ -88,6 +70,60 @@ impl ServerProcess {
             }
         }
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("{name} did not start")))
+    }
+
+    /// Starts `program args…` with the extra environment `envs` under the watchdog, for a
+    /// server whose configuration already names `port` (so there is no retry on another
+    /// port), and waits until `ready` succeeds against the port. Its output goes to a log
+    /// in `$TMPDIR/teamshare-test-logs/`.
+    pub fn start_on(
+        name: &'static str,
+        program: &Path,
+        args: &[&str],
+        envs: &[(String, String)],
+        port: u16,
+        ready: fn(u16) -> bool,
+    ) -> anyhow::Result<ServerProcess> {
+        let logs = std::env::temp_dir().join("teamshare-test-logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = logs.join(format!("{name}-{}-{port}.log", std::process::id()));
+        let out = std::fs::File::create(&log)?;
+        // The watchdog: run the server in the background, block on our stdin, and kill
+        // the server when stdin closes (we exited or dropped the handle).
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#""$@" & server=$!; trap 'kill $server 2>/dev/null; wait $server' EXIT; read _ignored; exit 0"#)
+            .arg("watchdog")
+            .arg(program)
+            .args(args)
+            .env("PYTHONUNBUFFERED", "1")
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        let mut proc = ServerProcess { name, port, child, log, _dir: None };
+        proc.wait_ready(ready)?;
+        Ok(proc)
+    }
+
+    /// The process id of the server itself (the watchdog's child), while it runs.
+    pub fn server_pid(&self) -> Option<u32> {
+        let watchdog = self.child.id();
+        let entries = std::fs::read_dir("/proc").ok()?;
+        entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).find(|pid| {
+            // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so read
+            // the fields after its closing parenthesis.
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+            }) == Some(watchdog)
+        })
+    }
+
+    /// Where the server's output goes.
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     fn wait_ready(&mut self, ready: fn(u16) -> bool) -> anyhow::Result<()> {
@@ -185,7 +221,8 @@ impl Drop for ServerProcess {
     }
 }
 
-fn tcp_ready(port: u16) -> bool {
+/// Whether something accepts TCP connections on loopback `port`.
+pub fn tcp_ready(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
 

@@ -1,6 +1,8 @@
 //! Signing test users in through the gateway, the way a client SDK does, reading the
 //! verification code from the development mailer.
 
+use std::path::Path;
+
 use anyhow::Context;
 use teamshare::Service;
 use tonic::Request;
@@ -48,26 +50,38 @@ pub fn bearer<T>(token: &str, message: T) -> Request<T> {
     r
 }
 
+/// The code in the newest verification email sent to `email` among the development mailer's
+/// files in `mail_dir`.
+pub fn latest_code(mail_dir: &Path, email: &str) -> Option<String> {
+    let message = FileMailer::read(mail_dir, email).pop()?;
+    let start = message.body.find("code is ")? + "code is ".len();
+    Some(message.body[start..].chars().take_while(char::is_ascii_digit).collect())
+}
+
+/// Verifies `email` through the gateway behind `gateway`, reading the code from the
+/// development mailer's files in `mail_dir`, and returns the session.
+pub async fn sign_in(gateway: Channel, mail_dir: &Path, email: &str) -> anyhow::Result<Session> {
+    let mut auth = AuthServiceClient::new(gateway);
+    auth.start_email_verification(StartEmailVerificationRequest { email: email.into() }).await?;
+    let code = latest_code(mail_dir, email).context("no verification email")?;
+    let reply = auth
+        .complete_email_verification(CompleteEmailVerificationRequest { email: email.into(), code })
+        .await?
+        .into_inner();
+    let tokens = reply.tokens.context("no tokens")?;
+    let user = reply.user.context("no user")?;
+    Ok(Session { user_id: user.id, email: user.email, access: tokens.access_token, refresh: tokens.refresh_token })
+}
+
 impl TestCluster {
     /// The code in the newest verification email sent to `email`.
     pub fn latest_code(&self, email: &str) -> Option<String> {
-        let message = FileMailer::read(&self.mail_dir, email).pop()?;
-        let start = message.body.find("code is ")? + "code is ".len();
-        Some(message.body[start..].chars().take_while(char::is_ascii_digit).collect())
+        latest_code(&self.mail_dir, email)
     }
 
     /// Verifies `email` through the gateway and returns the session.
     pub async fn sign_in(&self, email: &str) -> anyhow::Result<Session> {
-        let mut auth = AuthServiceClient::new(self.gateway().await?);
-        auth.start_email_verification(StartEmailVerificationRequest { email: email.into() }).await?;
-        let code = self.latest_code(email).context("no verification email")?;
-        let reply = auth
-            .complete_email_verification(CompleteEmailVerificationRequest { email: email.into(), code })
-            .await?
-            .into_inner();
-        let tokens = reply.tokens.context("no tokens")?;
-        let user = reply.user.context("no user")?;
-        Ok(Session { user_id: user.id, email: user.email, access: tokens.access_token, refresh: tokens.refresh_token })
+        sign_in(self.gateway().await?, &self.mail_dir, email).await
     }
 
     /// The operator's client for licenses and the Team Sharing switch.

@@ -1,0 +1,475 @@
+//! `ts-bench`, the load generator behind `make bench`. In one run it measures the ceilings
+//! (a bare tonic echo over TLS, and a bare forwarder: TLS in, mTLS to the echo), then the real
+//! stack, each service its own `teamshare serve` process with every security feature on,
+//! through the gateway: requests per second and p50/p99 latency at a fixed concurrency, and,
+//! in a separate counting pass of exactly K requests, what each request cost in MongoDB
+//! commands, Redis commands, KMS calls and internal RPCs (counted from the services' own
+//! OpenTelemetry counters and Redis's command statistics, never estimated). Then reads at a
+//! small and a large size, and each process's peak memory. The table is printed and written
+//! into BENCHMARKS.md.
+#![forbid(unsafe_code)]
+
+mod ceiling;
+mod counting;
+mod fixtures;
+mod load;
+mod otlp;
+mod report;
+mod scenarios;
+mod stack;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::ceiling::{Ceilings, Listen, Upstreams};
+use crate::counting::Meter;
+use crate::load::{Call, Load};
+use crate::report::{Pair, Report, Row, peak_memory};
+use crate::scenarios::{Actor, Crowd};
+use crate::stack::{Stack, StackOptions, public_channel};
+
+/// The echo ceiling's row name.
+pub const ECHO: &str = "echo (TLS)";
+/// The forwarder ceiling's row name.
+pub const FORWARDER: &str = "forwarder (TLS → mTLS → echo)";
+
+#[derive(Parser)]
+#[command(name = "ts-bench", about = "Load-test the teamshare stack and write the figures into BENCHMARKS.md")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    role: Option<Role>,
+    #[command(flatten)]
+    options: Options,
+}
+
+/// The ceiling servers, which the bench starts as copies of itself.
+#[derive(Subcommand)]
+enum Role {
+    /// Serve the echo.
+    #[command(hide = true)]
+    Echo(Listen),
+    /// Serve the forwarder.
+    #[command(hide = true)]
+    Forward {
+        #[command(flatten)]
+        listen: Listen,
+        #[command(flatten)]
+        upstreams: Upstreams,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct Options {
+    /// The `teamshare` binary (default: the one next to this binary).
+    #[arg(long)]
+    teamshare_bin: Option<PathBuf>,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    concurrency: u64,
+    /// Client connections (HTTP/2) the requests share.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    connections: u64,
+    /// Unrecorded warm-up per scenario, seconds.
+    #[arg(long, default_value_t = 3.0)]
+    warmup_secs: f64,
+    /// Measured window per scenario, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    measure_secs: f64,
+    /// Requests in each scenario's counting pass (K).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    count_requests: u64,
+    /// Signed-in users the scenarios speak as (each with a folder of their own).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    users: u64,
+    /// Items in each user's folder.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    items_per_folder: u64,
+    /// Scale: items in the small folder (ListItems).
+    #[arg(long, default_value_t = 100)]
+    items_small: u64,
+    /// Scale: items in the large folder (ListItems), made through CreateItem (the default
+    /// keeps `make bench` short; the seeding rate is in the notes). Above 10,000 needs
+    /// `--max-items-per-folder`, which needs a folders service that knows that setting.
+    #[arg(long, default_value_t = 5_000)]
+    items_large: u64,
+    /// Scale: folders of the small user (ListFolders).
+    #[arg(long, default_value_t = 10)]
+    folders_small: u64,
+    /// Scale: folders of the large user (ListFolders), made through CreateFolder (each asks
+    /// KMS for a data key; the default keeps `make bench` short).
+    #[arg(long, default_value_t = 3_000)]
+    folders_large: u64,
+    /// Scale: invitations in the system, small (ListMyInvitations).
+    #[arg(long, default_value_t = 10)]
+    invitations_small: u64,
+    /// Scale: invitations in the system, large (ListMyInvitations).
+    #[arg(long, default_value_t = 10_000)]
+    invitations_large: u64,
+    /// Scale: invitations addressed to the user who lists them.
+    #[arg(long, default_value_t = 3)]
+    my_invitations: u64,
+    /// Requests in flight while seeding through the API (items of one folder contend for
+    /// its item counter, so more is not faster).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    seed_concurrency: u64,
+    /// How often the services export metrics (OTEL_METRIC_EXPORT_INTERVAL), milliseconds.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..))]
+    export_interval_ms: u64,
+    /// The services' log filter.
+    #[arg(long, default_value = "warn")]
+    log_filter: String,
+    /// Sets `folders.max_items_per_folder` (TS_FOLDERS__MAX_ITEMS_PER_FOLDER) for the stack.
+    #[arg(long)]
+    max_items_per_folder: Option<u64>,
+    /// Skip the scale pairs.
+    #[arg(long)]
+    no_scale: bool,
+    /// The file whose ts-bench section is rewritten.
+    #[arg(long)]
+    benchmarks_md: Option<PathBuf>,
+    /// Print only; leave BENCHMARKS.md as it is.
+    #[arg(long)]
+    no_write: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ts_runtime::tls::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ts-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.role {
+            Some(Role::Echo(listen)) => ceiling::serve_echo(listen).await,
+            Some(Role::Forward { listen, upstreams }) => ceiling::serve_forwarder(listen, upstreams).await,
+            None => bench(cli.options).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ts-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Progress, on stderr.
+macro_rules! say {
+    ($($arg:tt)*) => { eprintln!("ts-bench: {}", format!($($arg)*)) };
+}
+
+/// Everything a scenario run needs.
+struct Bench {
+    load: Load,
+    connections: usize,
+    count_requests: u64,
+    meter: Option<Meter>,
+}
+
+impl Bench {
+    /// Measures `call`, then (with a meter) counts exactly K requests of it.
+    async fn run(&self, scenario: &str, call: &Call) -> anyhow::Result<Row> {
+        let measured = load::measure(call, self.load).await?;
+        say!(
+            "{scenario}: {:.0} req/s, p50 {:?}, p99 {:?}{}",
+            measured.rate,
+            measured.p50,
+            measured.p99,
+            if measured.errors > 0 { format!(", {} failed", measured.errors) } else { String::new() }
+        );
+        let (mut counts, mut count_errors) = (None, 0);
+        if let Some(meter) = &self.meter {
+            let before = meter.read().await?;
+            let (errors, _) = load::run_exactly(call, self.count_requests, self.load.concurrency).await?;
+            let after = meter.read().await?;
+            let c = meter.per_request(&before, &after, self.count_requests);
+            say!(
+                "{scenario}: per request: mongo {:.2}, redis {:.2}, kms {:.2}, internal RPCs {:.2} (gateway {:.2})",
+                c.mongo,
+                c.redis,
+                c.kms,
+                c.internal,
+                c.gateway
+            );
+            counts = Some(c);
+            count_errors = errors;
+        }
+        Ok(Row { scenario: scenario.to_owned(), measured, counts, count_errors })
+    }
+
+    /// `n` connections to the server on `port` with the dev CA's `localhost` certificate.
+    async fn channels(
+        &self,
+        certs: &ts_devca::DevCertPaths,
+        port: u16,
+    ) -> anyhow::Result<Vec<tonic::transport::Channel>> {
+        let mut out = Vec::new();
+        for _ in 0..self.connections {
+            out.push(public_channel(certs, port).await?);
+        }
+        Ok(out)
+    }
+}
+
+async fn bench(o: Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let repo = ts_testkit::procs::repo_root();
+    let binary = match &o.teamshare_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?.parent().context("ts-bench has no folder")?.join("teamshare"),
+    };
+    anyhow::ensure!(binary.is_file(), "{} is missing: build it (make bench does)", binary.display());
+    let load = Load {
+        concurrency: o.concurrency as usize,
+        warmup: Duration::from_secs_f64(o.warmup_secs.max(0.0)),
+        measure: Duration::from_secs_f64(o.measure_secs.max(0.1)),
+    };
+    let mut bench = Bench { load, connections: o.connections as usize, count_requests: o.count_requests, meter: None };
+    let mut report =
+        Report { rows: Vec::new(), pairs: Vec::new(), memory: Vec::new(), setup: Vec::new(), notes: Vec::new() };
+
+    // Ceilings.
+    let ceiling_dir = tempfile::tempdir()?;
+    let certs = ts_devca::write_dev_certs(ceiling_dir.path()).context("cannot write certificates")?;
+    let ceilings = Ceilings::start(&certs)?;
+    let echo = ceiling::check_call(bench.channels(&certs, ceilings.echo.port).await?);
+    report.rows.push(bench.run(ECHO, &echo).await?);
+    let forwarder = ceiling::check_call(bench.channels(&certs, ceilings.forwarder.port).await?);
+    report.rows.push(bench.run(FORWARDER, &forwarder).await?);
+    for p in [&ceilings.echo, &ceilings.echo_mtls, &ceilings.forwarder] {
+        report.memory.push(peak_memory(p.name, p.server_pid()));
+    }
+    drop((echo, forwarder, ceilings));
+
+    // The stack.
+    let (otlp, counters) = otlp::start().await?;
+    let export_interval = Duration::from_millis(o.export_interval_ms);
+    let options = StackOptions {
+        binary: binary.clone(),
+        otlp,
+        export_interval,
+        log_filter: o.log_filter.clone(),
+        max_items_per_folder: o.max_items_per_folder,
+    };
+    let stack = Stack::start(&options).await?;
+    say!("stack up in {:.1} s (logs in {})", started.elapsed().as_secs_f64(), stack.services[0].1.log_path().display());
+    let meter = Meter::new(counters, stack.redis.port, export_interval);
+    let first_reading = meter.read().await?;
+    bench.meter = Some(meter);
+    let gateway = stack.gateway().await?;
+    let seed = o.seed_concurrency as usize;
+
+    fixtures::license(&stack).await?;
+    let mut emails: Vec<String> = (0..o.users).map(|i| format!("user{i}@{}", fixtures::DOMAIN)).collect();
+    let extra = ["scale-folders-small", "scale-folders-large", "scale-invitee"];
+    emails.extend(extra.iter().map(|e| format!("{e}@{}", fixtures::DOMAIN)));
+    let t = Instant::now();
+    let mut sessions = fixtures::sign_in(&stack, &gateway, &emails, 8).await?;
+    report.notes.push(format!("seeded: {}", fixtures::rate_line("users signed in (email code)", sessions.len(), t)));
+    let scale_sessions = sessions.split_off(o.users as usize);
+    let t = Instant::now();
+    let per_user = (seed / 8).max(1);
+    let items_per_folder = o.items_per_folder as usize;
+    let actors = fixtures::many(sessions.len(), 8, |i| {
+        let (gateway, session) = (&gateway, sessions[i].clone());
+        async move {
+            let (folder_id, items) =
+                fixtures::folder_with_items(gateway, &session, &format!("Bench {i}"), items_per_folder, per_user)
+                    .await?;
+            anyhow::Ok(Actor { session, folder_id, items })
+        }
+    })
+    .await?;
+    report.notes.push(format!(
+        "seeded: {} folders of {} items each in {:.1} s",
+        actors.len(),
+        o.items_per_folder,
+        t.elapsed().as_secs_f64()
+    ));
+
+    // Background: what the idle stack does by itself (auth's revocation outbox, for one).
+    if let Some(meter) = &bench.meter {
+        let before = meter.read().await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = meter.read().await?;
+        let idle = meter.per_request(&before, &after, 1);
+        let secs = idle.window.as_secs_f64().max(1e-9);
+        report.notes.push(format!(
+            "idle background, counted over {secs:.1} s with no requests: mongo {:.1}/s, redis {:.1}/s, kms {:.1}/s, internal RPCs {:.1}/s; a counting pass includes it for as long as its counters are apart",
+            idle.mongo / secs,
+            idle.redis / secs,
+            idle.kms / secs,
+            idle.internal / secs
+        ));
+    }
+
+    let channels = bench.channels(&stack.certs, stack.service(teamshare::Service::Gateway)?.port).await?;
+    let crowd = Crowd::new(channels.clone(), actors.clone());
+    for (name, call) in [
+        ("GetItem", crowd.get_item()),
+        ("ListItems", crowd.list_items()),
+        ("ListFolders", crowd.list_folders()),
+        ("GetMe", crowd.get_me()),
+        ("CreateItem", crowd.create_item()),
+    ] {
+        report.rows.push(bench.run(name, &call).await?);
+    }
+
+    if !o.no_scale {
+        scale(&o, &bench, &stack, &gateway, &channels, &actors, &scale_sessions, &mut report).await?;
+    }
+
+    let invite = crowd.create_invitation(&uuid::Uuid::new_v4().simple().to_string()[..8]);
+    report.rows.push(bench.run("CreateInvitation", &invite).await?);
+
+    if let Some(meter) = &bench.meter {
+        let whole = meter.per_request(&first_reading, &meter.read().await?, 1);
+        let kms: Vec<String> =
+            whole.detail.iter().filter(|(k, _)| k.starts_with("kms ")).map(|(k, v)| format!("{k} {v:.0}")).collect();
+        report.notes.push(format!(
+            "counted over the whole run (seeding included): {:.0} MongoDB commands, {:.0} Redis commands, {:.0} internal RPCs, {:.0} KMS calls ({})",
+            whole.mongo,
+            whole.redis,
+            whole.internal,
+            whole.kms,
+            if kms.is_empty() { "none".to_owned() } else { kms.join(", ") }
+        ));
+    }
+    for (name, p) in stack.processes() {
+        report.memory.push(peak_memory(name, p.server_pid()));
+    }
+    report.memory.push(peak_memory("ts-bench", None));
+    report.setup = setup_lines(&o, &repo);
+    for row in report.rows.iter().chain(report.pairs.iter().flat_map(|p| [&p.rows.0, &p.rows.1])) {
+        if let Some(first) = &row.measured.first_error {
+            report
+                .notes
+                .push(format!("{}: {} failed in the window; first: {first}", row.scenario, row.measured.errors));
+        }
+    }
+    report.notes.push(format!("whole run: {:.0} s", started.elapsed().as_secs_f64()));
+
+    let markdown = report.markdown();
+    println!("{markdown}");
+    if !o.no_write {
+        let path = o.benchmarks_md.clone().unwrap_or_else(|| repo.join("BENCHMARKS.md"));
+        let mut body = String::from(
+            "Written by `make bench` (`ts-bench`); rerun it to refresh. Tests never pass or fail on timing.\n\n",
+        );
+        body.push_str(&markdown);
+        report::write_section(&path, "## The service stack under load (`ts-bench`)", &body)?;
+        say!("wrote {}", path.display());
+    }
+    drop(stack);
+    Ok(())
+}
+
+/// The scale pairs: each read at a small and a large size.
+#[allow(clippy::too_many_arguments)]
+async fn scale(
+    o: &Options,
+    bench: &Bench,
+    stack: &Stack,
+    gateway: &tonic::transport::Channel,
+    channels: &[tonic::transport::Channel],
+    actors: &[Actor],
+    scale_sessions: &[ts_testkit::Session],
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let seed = o.seed_concurrency as usize;
+    let crowd_of = |actor: Actor| Crowd::new(channels.to_vec(), vec![actor]);
+    let owner = actors[0].session.clone();
+
+    // ListItems: one folder of each size.
+    let mut rows = Vec::new();
+    for (size, label) in [(o.items_small, "small"), (o.items_large, "large")] {
+        let t = Instant::now();
+        let (folder_id, items) =
+            fixtures::folder_with_items(gateway, &owner, &format!("Scale items {label}"), size as usize, seed).await?;
+        report.notes.push(format!("seeded: {} through CreateItem", fixtures::rate_line("items", items.len(), t)));
+        fixtures::check_items(gateway, &owner, &folder_id, items.len()).await?;
+        let crowd = crowd_of(Actor { session: owner.clone(), folder_id, items });
+        rows.push(bench.run(&format!("ListItems, folder of {size} items"), &crowd.list_items()).await?);
+    }
+    push_pair(report, "ListItems (first page)", "items in the folder", (o.items_small, o.items_large), rows);
+
+    // ListFolders: a user in few folders and a user in many.
+    let mut rows = Vec::new();
+    for (size, session) in [(o.folders_small, &scale_sessions[0]), (o.folders_large, &scale_sessions[1])] {
+        let t = Instant::now();
+        fixtures::folders(gateway, session, size as usize, seed).await?;
+        report.notes.push(format!("seeded: {} through CreateFolder", fixtures::rate_line("folders", size as usize, t)));
+        let crowd = crowd_of(Actor { session: session.clone(), folder_id: String::new(), items: Vec::new() });
+        rows.push(bench.run(&format!("ListFolders, user in {size} folders"), &crowd.list_folders()).await?);
+    }
+    push_pair(report, "ListFolders (first page)", "folders of the user", (o.folders_small, o.folders_large), rows);
+
+    // ListMyInvitations: the same few invitations for the user, among few or many others.
+    let invitee = &scale_sessions[2];
+    let mut rooms = Vec::new();
+    for i in 0..o.my_invitations {
+        rooms.push(ts_testkit::Folders::new(gateway, &owner).create(&format!("Invited {i}")).await?);
+    }
+    fixtures::invite(gateway, &owner, &rooms, &invitee.email).await?;
+    let crowd = crowd_of(Actor { session: invitee.clone(), folder_id: String::new(), items: Vec::new() });
+    let mut rows = Vec::new();
+    let mut sizes = Vec::new();
+    for (target, tag) in [(o.invitations_small, "small"), (o.invitations_large, "large")] {
+        let present = fixtures::invitations_in_system(stack).await?;
+        let missing = target.saturating_sub(present) as usize;
+        let t = Instant::now();
+        fixtures::filler_invitations(stack, &owner, &actors[0].folder_id, missing, tag).await?;
+        report.notes.push(format!(
+            "seeded: {} inserted directly (InvitationDoc)",
+            fixtures::rate_line("filler invitations", missing, t)
+        ));
+        let size = fixtures::invitations_in_system(stack).await?;
+        sizes.push(size);
+        rows.push(bench.run(&format!("ListMyInvitations, {size} in the system"), &crowd.list_my_invitations()).await?);
+    }
+    let sizes = (sizes.first().copied().unwrap_or_default(), sizes.last().copied().unwrap_or_default());
+    push_pair(report, "ListMyInvitations", "invitations in the system", sizes, rows);
+    Ok(())
+}
+
+fn push_pair(report: &mut Report, read: &str, what: &str, sizes: (u64, u64), rows: Vec<Row>) {
+    let mut rows = rows.into_iter();
+    if let (Some(small), Some(large)) = (rows.next(), rows.next()) {
+        report.pairs.push(Pair { read: read.into(), what: what.into(), sizes, rows: (small, large) });
+    }
+}
+
+/// How the run was set up, for the report.
+fn setup_lines(o: &Options, repo: &std::path::Path) -> Vec<String> {
+    let mut lines = report::provenance(repo);
+    lines.extend([
+        format!(
+            "load: {} requests in flight over {} connections, {} s warm-up, {} s measured; counting pass K = {}",
+            o.concurrency, o.connections, o.warmup_secs, o.measure_secs, o.count_requests
+        ),
+        "stack: each service a `teamshare serve` process (mTLS between them, tokens and revocation checks at the gateway, sealed fields with data keys from KMS, audit, the invitation limiter in Redis); MongoDB-compatible server in memory, Redis and moto KMS as the test kit starts them; everything on this machine".into(),
+        format!(
+            "{} users under one license; each has a folder of {} items; CreateInvitation sends to a new address every time",
+            o.users, o.items_per_folder
+        ),
+        "raised for the bench (still enforced): sign-in code sends per client address, invitation send rates and bursts, pending invitations per folder; access tokens live 2 h so one sign-in lasts the run".into(),
+        format!(
+            "counting: MongoDB commands (`mongodb.commands`), KMS calls (`kms.requests`) and internal RPCs (`rpc.server.requests` of auth, keyvault, folders, invitations, health checks excluded) from the services' OTLP exports every {} ms; Redis commands from `INFO commandstats` (commands inside Lua scripts included, the bench's INFO excluded); trace sampling off (OTEL_TRACES_SAMPLER=always_off); service logs at `{}`",
+            o.export_interval_ms, o.log_filter
+        ),
+    ]);
+    if let Some(max) = o.max_items_per_folder {
+        lines.push(format!("folders.max_items_per_folder = {max}"));
+    }
+    lines
+}

@@ -1,0 +1,185 @@
+//! An OTLP/gRPC receiver for the bench's own stack: it keeps every counter that each service
+//! exports (per `service.name`, metric and attribute set) and drops traces. The bench reads
+//! counters from it before and after a counting pass, each time only once every service has
+//! exported a collection made after the moment that matters.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use anyhow::bail;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+/// One counter series: which service exported it, the metric and its attributes (sorted).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Series {
+    /// The exporting process's `service.name` resource attribute.
+    pub service: String,
+    /// The metric name, such as `rpc.server.requests`.
+    pub metric: String,
+    /// The data point's attributes as `key=value`, sorted.
+    pub attrs: Vec<(String, String)>,
+}
+
+impl Series {
+    /// The value of attribute `key`, or "" when the series has none.
+    pub fn attr(&self, key: &str) -> &str {
+        self.attrs.iter().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// Every counter's value at one moment.
+pub type Snapshot = HashMap<Series, f64>;
+
+#[derive(Debug, Default)]
+struct State {
+    values: Snapshot,
+    /// Per service, the newest collection time seen in its exports.
+    collected: HashMap<String, SystemTime>,
+}
+
+/// The receiver's view of every service's counters; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    state: Arc<Mutex<State>>,
+}
+
+impl Counters {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves plain numbers behind: still usable.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A copy of every counter as last exported.
+    pub fn snapshot(&self) -> Snapshot {
+        self.lock().values.clone()
+    }
+
+    /// Waits until every service in `services` has exported a collection made after `after`.
+    pub async fn wait_fresh(&self, services: &[&str], after: SystemTime, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let stale: Vec<String> = {
+                let state = self.lock();
+                services
+                    .iter()
+                    .filter(|s| state.collected.get(**s as &str).is_none_or(|t| *t <= after))
+                    .map(|s| s.to_string())
+                    .collect()
+            };
+            if stale.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("no fresh metrics export within {timeout:?} from: {}", stale.join(", "));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn record(&self, request: ExportMetricsServiceRequest) {
+        let mut state = self.lock();
+        for resource_metrics in request.resource_metrics {
+            let service = resource_metrics
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+                .map(value_text)
+                .unwrap_or_default();
+            let mut newest = None;
+            for scope in resource_metrics.scope_metrics {
+                for m in scope.metrics {
+                    let Some(metric::Data::Sum(sum)) = m.data else { continue };
+                    let delta = sum.aggregation_temporality == AggregationTemporality::Delta as i32;
+                    for point in sum.data_points {
+                        let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(point.time_unix_nano);
+                        newest = newest.max(Some(at));
+                        let value = match point.value {
+                            Some(number_data_point::Value::AsInt(v)) => v as f64,
+                            Some(number_data_point::Value::AsDouble(v)) => v,
+                            None => continue,
+                        };
+                        let mut attrs: Vec<(String, String)> =
+                            point.attributes.iter().map(|kv| (kv.key.clone(), value_text(kv))).collect();
+                        attrs.sort();
+                        let series = Series { service: service.clone(), metric: m.name.clone(), attrs };
+                        if delta {
+                            *state.values.entry(series).or_default() += value;
+                        } else {
+                            state.values.insert(series, value);
+                        }
+                    }
+                }
+            }
+            if let Some(at) = newest {
+                let seen = state.collected.entry(service).or_insert(at);
+                *seen = (*seen).max(at);
+            }
+        }
+    }
+}
+
+fn value_text(kv: &KeyValue) -> String {
+    match kv.value.as_ref().and_then(|v: &AnyValue| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Counters {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        self.record(request.into_inner());
+        Ok(Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+/// Accepts trace exports and keeps nothing (the bench turns sampling off; this only keeps a
+/// stray export from failing).
+#[derive(Debug, Clone, Copy, Default)]
+struct DiscardTraces;
+
+#[tonic::async_trait]
+impl TraceService for DiscardTraces {
+    async fn export(
+        &self,
+        _request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// Serves OTLP/gRPC (plaintext) on a fresh loopback port; returns its address and the
+/// counters it fills. It runs until the process ends.
+pub async fn start() -> anyhow::Result<(SocketAddr, Counters)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let counters = Counters::default();
+    let server = tonic::transport::Server::builder()
+        .add_service(MetricsServiceServer::new(counters.clone()).max_decoding_message_size(64 * 1024 * 1024))
+        .add_service(TraceServiceServer::new(DiscardTraces).max_decoding_message_size(64 * 1024 * 1024))
+        .serve_with_incoming(TcpIncoming::from(listener));
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            eprintln!("ts-bench: the OTLP receiver stopped: {e}");
+        }
+    });
+    Ok((addr, counters))
+}
