@@ -61,8 +61,9 @@ impl Auth {
             return Ok(());
         }
         let ids: Vec<UserId> = user_ids.iter().cloned().collect();
-        self.store.unverify(&ids, reason, bson_date(self.now())).await?;
+        let unverified = self.store.unverify(&ids, reason, bson_date(self.now())).await;
         self.sharing_changed().await;
+        unverified?;
         self.revoke_sessions(Sessions::OfUsers(&ids), reason).await?;
         Ok(())
     }
@@ -96,8 +97,9 @@ impl Auth {
             Some(old) => self.store.associated_user_ids(&old.emails, &old.domains).await?,
             None => BTreeSet::new(),
         };
-        self.store.upsert_license(&id, &admins, &emails, &domains, bson_date(self.now())).await?;
+        let upserted = self.store.upsert_license(&id, &admins, &emails, &domains, bson_date(self.now())).await;
         self.sharing_changed().await;
+        upserted?;
         let after = self.store.associated_user_ids(&emails, &domains).await?;
         let removed: BTreeSet<UserId> = before.difference(&after).cloned().collect();
         self.revoke_privileges(&removed, "removed from license").await?;
@@ -131,8 +133,9 @@ impl Auth {
     /// associated user's sessions and makes them verify again.
     pub async fn set_license_blocked(&self, admin_user: &UserId, license_id: &str, blocked: bool) -> AuthResult<bool> {
         let license = self.license_as_admin(admin_user, license_id).await?;
-        self.store.set_license_blocked(&license.id, blocked, bson_date(self.now())).await?;
+        let set = self.store.set_license_blocked(&license.id, blocked, bson_date(self.now())).await;
         self.sharing_changed().await;
+        set?;
         if blocked {
             // License admins keep their sessions and verification: their sharing is blocked
             // like everyone's (the denial is the license's), but they must still be able to

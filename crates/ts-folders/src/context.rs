@@ -72,7 +72,9 @@ impl Folders {
                 let sharing = read.pop().unwrap_or_else(Generation::unknown);
                 Generations { sharing, folder }
             }
-            None => Generations { sharing: self.cache.generation(SHARING_EPOCH_KEY).await, folder: Generation::unknown() },
+            None => {
+                Generations { sharing: self.cache.generation(SHARING_EPOCH_KEY).await, folder: Generation::unknown() }
+            }
         }
     }
 

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ts_contract::ids::{FolderId, UserId};
-use ts_stores::cache::Generation;
 use ts_contract::user::UserContext;
 use ts_proto::public::AccessLevel;
+use ts_stores::cache::Generation;
 
 use crate::context::FolderAccess;
 use crate::paging::{FolderCursor, Page, PageAsk};
@@ -42,7 +42,11 @@ impl Folders {
 
     /// A stored folder, kept in memory under its `generation`, else from MongoDB; NOT_FOUND
     /// when it is gone.
-    pub(crate) async fn load_folder(&self, folder_id: &FolderId, generation: &Generation) -> Result<FolderDoc, FoldersError> {
+    pub(crate) async fn load_folder(
+        &self,
+        folder_id: &FolderId,
+        generation: &Generation,
+    ) -> Result<FolderDoc, FoldersError> {
         if let Some(kept) = self.folder_docs.get(folder_id, generation) {
             return Ok(kept.as_ref().clone());
         }
@@ -132,13 +136,19 @@ impl Folders {
     /// Deletes a folder (the caller was checked for MANAGE): its keys first, so that nothing
     /// left behind can be read, then the folder, its items and its members.
     pub(crate) async fn delete_folder(&self, folder_id: &FolderId) -> Result<(), FoldersError> {
-        self.keys.destroy(folder_id).await?;
+        let destroyed = self.keys.destroy(folder_id).await;
+        // Whatever happens next, no replica serves what it kept of the folder.
+        self.changed(folder_id).await;
+        destroyed?;
         // Then the folder itself, so that a concurrent accept (its transaction touches the
         // folder) either lands before and is swept below, or finds no folder.
-        self.store.delete_folder(folder_id).await?;
-        self.store.delete_items_of(folder_id).await?;
-        self.store.delete_members_of(folder_id).await?;
+        let deleted = async {
+            self.store.delete_folder(folder_id).await?;
+            self.store.delete_items_of(folder_id).await?;
+            self.store.delete_members_of(folder_id).await
+        }
+        .await;
         self.changed(folder_id).await;
-        Ok(())
+        Ok(deleted?)
     }
 }

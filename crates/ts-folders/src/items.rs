@@ -74,7 +74,8 @@ pub(crate) struct KeptPage {
 
 impl KeptPage {
     fn of(docs: &[ItemDoc], more: bool) -> Self {
-        let size = docs.iter().map(|d| bson::to_vec(d).map_or(u32::MAX, |b| b.len() as u32)).fold(0u32, u32::saturating_add);
+        let size =
+            docs.iter().map(|d| bson::to_vec(d).map_or(u32::MAX, |b| b.len() as u32)).fold(0u32, u32::saturating_add);
         KeptPage { docs: Arc::new(docs.iter().cloned().map(Arc::new).collect()), more, size }
     }
 }
@@ -129,7 +130,12 @@ impl Folders {
 
     /// An item of a folder: kept in memory under the folder's `generation`, else from
     /// MongoDB (always, for an unknown generation: writes read what is stored).
-    async fn load_item(&self, folder_id: &FolderId, id: &ItemId, generation: &Generation) -> Result<ItemDoc, FoldersError> {
+    async fn load_item(
+        &self,
+        folder_id: &FolderId,
+        id: &ItemId,
+        generation: &Generation,
+    ) -> Result<ItemDoc, FoldersError> {
         let key = (folder_id.clone(), id.clone());
         if let Some(kept) = self.items.get(&key, generation) {
             return Ok(kept.doc.as_ref().clone());
@@ -179,7 +185,12 @@ impl Folders {
             created_at: now,
             updated_at: now,
         };
-        match self.store.write_with_slots(Some(folder_id), None, MAX_ITEMS_PER_FOLDER, ItemWrite::Insert(&d)).await? {
+        let written =
+            self.store.write_with_slots(Some(folder_id), None, MAX_ITEMS_PER_FOLDER, ItemWrite::Insert(&d)).await;
+        // Whatever the outcome (a store error may come after the commit): pages kept before
+        // the new item must not be served after it.
+        self.changed(folder_id).await;
+        match written? {
             Slots::Written => {}
             Slots::Full | Slots::NoMatch => return Err(FoldersError::FolderFull),
         }
@@ -244,8 +255,9 @@ impl Folders {
         let written = self
             .store
             .update_item((folder_id, id), expected_at, enc, key.version(), &user.email, self.bson_now())
-            .await?;
+            .await;
         self.changed(folder_id).await;
+        let written = written?;
         if !written {
             return Err(stale(&current, expected_version));
         }
@@ -262,8 +274,9 @@ impl Folders {
     ) -> Result<(), FoldersError> {
         let current = self.load_item(folder_id, id, &Generation::unknown()).await?;
         let write = ItemWrite::Delete { id, folder_id, expected_version: expected(expected_version)? };
-        let outcome = self.store.write_with_slots(None, Some(folder_id), MAX_ITEMS_PER_FOLDER, write).await?;
+        let outcome = self.store.write_with_slots(None, Some(folder_id), MAX_ITEMS_PER_FOLDER, write).await;
         self.changed(folder_id).await;
+        let outcome = outcome?;
         if outcome != Slots::Written {
             return Err(stale(&current, expected_version));
         }
@@ -318,9 +331,10 @@ impl Folders {
             updated_by: &user.email,
             at: self.bson_now(),
         };
-        let outcome = self.store.write_with_slots(Some(to), Some(from), MAX_ITEMS_PER_FOLDER, write).await?;
+        let outcome = self.store.write_with_slots(Some(to), Some(from), MAX_ITEMS_PER_FOLDER, write).await;
         self.changed(from).await;
         self.changed(to).await;
+        let outcome = outcome?;
         match outcome {
             Slots::Written => {}
             Slots::Full => return Err(FoldersError::FolderFull),

@@ -85,7 +85,12 @@ impl Folders {
 
     /// Removes a membership (remove or leave); FAILED_PRECONDITION for the last manager.
     pub(crate) async fn remove_member(&self, folder_id: &FolderId, user_id: &UserId) -> Result<(), FoldersError> {
-        match self.store.remove_member(folder_id, user_id).await? {
+        let removed = self.store.remove_member(folder_id, user_id).await;
+        if removed.is_err() {
+            // A store error may come after the commit.
+            self.changed(folder_id).await;
+        }
+        match removed? {
             Removal::Done => {
                 self.changed(folder_id).await;
                 Ok(())

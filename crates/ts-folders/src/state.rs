@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use ts_contract::clock::SharedClock;
+use ts_contract::ids::{FolderId, ItemId};
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_runtime::client::InternalChannel;
-use ts_contract::ids::{FolderId, ItemId};
 use ts_stores::cache::{Cache, Tagged};
 
 use crate::context::Answers;

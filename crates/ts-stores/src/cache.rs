@@ -31,6 +31,12 @@ const BACKOFF: Duration = Duration::from_secs(5);
 /// lifetime, whatever it missed has expired anyway.
 const RETRY_INVALIDATION_FOR: Duration = Duration::from_secs(120);
 
+/// How long a generation lives in Redis after it was made: a key per folder and per user
+/// must not stay forever (deleted folders, ids that were only asked about). An expired
+/// generation is made afresh by the next reader, which retires every answer kept under it,
+/// so expiry is always safe; it is far longer than any answer is kept.
+const GENERATION_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// A group's generation as read before a store read; see [`Cache::generations`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generation {
@@ -123,7 +129,7 @@ impl Cache {
         let fresh: Vec<String> = gen_keys.iter().map(|_| new_token()).collect();
         for (key, token) in gen_keys.iter().zip(&fresh) {
             let queued: Result<(), _> =
-                pipeline.set(*key, token.as_str(), None, Some(SetOptions::NX), true).await;
+                pipeline.set(*key, token.as_str(), Some(lifetime()), Some(SetOptions::NX), true).await;
             if let Err(e) = queued {
                 self.mark_failed("queue generation", &e);
                 return unknown();
@@ -185,7 +191,11 @@ fn new_token() -> String {
 }
 
 async fn new_generation(redis: &fred::clients::Client, gen_key: &str) -> Result<(), fred::error::Error> {
-    redis.set::<(), _, _>(gen_key, new_token(), None, None, false).await
+    redis.set::<(), _, _>(gen_key, new_token(), Some(lifetime()), None, false).await
+}
+
+fn lifetime() -> Expiration {
+    Expiration::EX(GENERATION_LIFETIME.as_secs() as i64)
 }
 
 /// Answers kept in this process, each tagged with the generation it was read under, bounded

@@ -163,13 +163,40 @@ async fn every_switch_refuses_the_very_next_request_while_reads_are_served_from_
     assert_eq!(reads(&gateway, &on_replica, &bob, &folder_id, &item_id).await, all_ok);
     let load = Load::start(&gateway, &on_replica, &bob, &folder_id, &item_id);
     ts_proto::public::member_service_client::MemberServiceClient::new(gateway.clone())
-        .remove_member(alice.request(RemoveMemberRequest { folder_id: folder_id.clone(), user_id: bob.user_id.clone() }))
+        .remove_member(
+            alice.request(RemoveMemberRequest { folder_id: folder_id.clone(), user_id: bob.user_id.clone() }),
+        )
         .await?;
     let after = reads(&gateway, &on_replica, &bob, &folder_id, &item_id).await;
     load.stop().await?;
     let not_found = [Code::NotFound, Code::NotFound, Code::NotFound, Code::Ok];
     assert_eq!(after[..4], not_found, "removed: no folder reads, and an empty folder list");
     assert_eq!(after[4..], not_found, "removed: the same on the replica");
+    drop(replica);
+    cluster.stop().await
+}
+
+/// The names ListItems shows `user` in `folder_id`, asked directly on `channel` (a folders
+/// replica) with the gateway's identity headers.
+async fn listed(channel: &Channel, user: &Session, folder_id: &str) -> anyhow::Result<Vec<String>> {
+    let request = as_gateway(user, ListItemsRequest { folder_id: folder_id.into(), page: None });
+    let items = ItemServiceClient::new(channel.clone()).list_items(request).await?.into_inner().items;
+    Ok(items.into_iter().map(|i| i.name).collect())
+}
+
+#[tokio::test]
+async fn a_created_item_is_listed_at_once_by_a_replica_that_kept_the_page() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let replica = cluster.folders_replica().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let folder_id = cluster.folders(&alice).await?.create("Listed").await?;
+    let mut items = cluster.items(&alice).await?;
+    items.create(&folder_id, "first", query_content("{}")).await?;
+    for _ in 0..2 {
+        assert_eq!(listed(&replica.channel, &alice, &folder_id).await?, ["first"], "the page is kept");
+    }
+    items.create(&folder_id, "second", query_content("{}")).await?;
+    assert_eq!(listed(&replica.channel, &alice, &folder_id).await?, ["first", "second"]);
     drop(replica);
     cluster.stop().await
 }
