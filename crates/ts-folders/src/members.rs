@@ -2,9 +2,12 @@
 //! that keeps a MANAGE member, see `store::members`), and what invitations asks of folders:
 //! a user's membership, and adding the member an accepted invitation makes.
 
+use std::collections::HashMap;
+
 use ts_contract::email::Email;
 use ts_contract::ids::{FolderId, InvitationId, UserId};
 use ts_proto::public::AccessLevel;
+use ts_stores::cache::Generation;
 
 use crate::context::folder_generation_key;
 use crate::paging::{MemberCursor, Page, PageAsk};
@@ -106,22 +109,59 @@ impl Folders {
         }
     }
 
-    /// `user_id`'s standing in `folder_id`.
+    /// `user_id`'s standing in `folder_id`, with a manager's MANAGE epoch read fresh (to
+    /// stamp an invitation).
     pub(crate) async fn membership(&self, folder_id: &FolderId, user_id: &UserId) -> Result<Membership, FoldersError> {
         let generation = self.cache.generation(&folder_generation_key(folder_id)).await;
-        let access = self.access(folder_id, user_id, &generation).await?;
-        // Only a manager's epoch is asked for (to stamp an invitation): read it fresh.
-        let manage_epoch = match access {
-            AccessLevel::Manage => {
-                self.store.member(folder_id, user_id).await?.and_then(|m| m.manage_epoch).unwrap_or_default()
+        let mut m = self.standing(folder_id, user_id, &generation).await?;
+        if m.access == AccessLevel::Manage {
+            m.manage_epoch =
+                self.store.member(folder_id, user_id).await?.and_then(|m| m.manage_epoch).unwrap_or_default();
+        }
+        Ok(m)
+    }
+
+    /// Many users' standing in folders, for listings, in order: every folder's generation
+    /// read in one round trip; no MANAGE epochs.
+    pub(crate) async fn memberships(&self, pairs: &[(FolderId, UserId)]) -> Result<Vec<Membership>, FoldersError> {
+        let mut folders: Vec<&FolderId> = Vec::new();
+        for (f, _) in pairs {
+            if !folders.contains(&f) {
+                folders.push(f);
             }
-            _ => String::new(),
+        }
+        let keys: Vec<String> = folders.iter().map(|f| folder_generation_key(f)).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let generations: HashMap<&FolderId, Generation> =
+            folders.into_iter().zip(self.cache.generations(&keys).await).collect();
+        let mut out = Vec::with_capacity(pairs.len());
+        for (f, u) in pairs {
+            let generation = generations.get(f).cloned().unwrap_or_else(Generation::unknown);
+            out.push(self.standing(f, u, &generation).await?);
+        }
+        Ok(out)
+    }
+
+    /// A user's access in a folder, the folder's name when they are a member, and whether it
+    /// exists, from what is kept under the folder's `generation` where possible.
+    async fn standing(
+        &self,
+        folder_id: &FolderId,
+        user_id: &UserId,
+        generation: &Generation,
+    ) -> Result<Membership, FoldersError> {
+        let access = self.access(folder_id, user_id, generation).await?;
+        let folder = match self.load_folder(folder_id, generation).await {
+            Ok(doc) => Some(doc),
+            Err(FoldersError::FolderNotFound) => None,
+            Err(e) => return Err(e),
         };
-        let (folder_name, folder_exists) = match access {
-            AccessLevel::Unspecified => (String::new(), self.store.folder(folder_id).await?.is_some()),
-            _ => (self.open_folder(self.load_folder(folder_id, &generation).await?, access).await?.name, true),
+        let (folder_name, folder_exists) = match (access, folder) {
+            (_, None) => (String::new(), false),
+            (AccessLevel::Unspecified, Some(_)) => (String::new(), true),
+            (access, Some(doc)) => (self.open_folder(doc, access).await?.name, true),
         };
-        Ok(Membership { access, folder_name, folder_exists, manage_epoch })
+        Ok(Membership { access, folder_name, folder_exists, manage_epoch: String::new() })
     }
 
     /// Adds the member an accepted invitation makes, spending the invitation; idempotent for

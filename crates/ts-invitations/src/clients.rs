@@ -10,7 +10,8 @@ use ts_contract::user::UserContext;
 use ts_proto::internal::folder_membership_service_client::FolderMembershipServiceClient;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::internal::{
-    AddMemberRefusal, AddMemberRequest, CheckSharingAllowedRequest, GetMembershipRequest, GetUserByEmailRequest,
+    AddMemberRefusal, AddMemberRequest, CheckSharingAllowedRequest, GetMembershipRequest, GetMembershipsRequest,
+    GetUserByEmailRequest,
 };
 use ts_proto::public::AccessLevel;
 use ts_runtime::client::InternalChannel;
@@ -73,6 +74,32 @@ impl Folders {
             folder_exists: reply.folder_exists,
             manage_epoch: reply.manage_epoch,
         })
+    }
+
+    /// Folders' answers about many (folder, user) pairs, in order, in one call (no MANAGE
+    /// epochs): what a listing page needs.
+    pub async fn memberships(&self, pairs: &[(&FolderId, &UserId)]) -> Result<Vec<Membership>, InvitationsError> {
+        let lookups = pairs
+            .iter()
+            .map(|(f, u)| GetMembershipRequest { folder_id: f.to_string(), user_id: u.to_string() })
+            .collect();
+        let reply = self
+            .membership
+            .clone()
+            .get_memberships(GetMembershipsRequest { lookups })
+            .await
+            .map_err(folders_failure)?
+            .into_inner();
+        Ok(reply
+            .memberships
+            .into_iter()
+            .map(|m| Membership {
+                access: access_level(m.access),
+                folder_name: m.folder_name,
+                folder_exists: m.folder_exists,
+                manage_epoch: String::new(),
+            })
+            .collect())
     }
 
     /// Makes `user` a member by `invitation`, which folders spends in the same transaction.

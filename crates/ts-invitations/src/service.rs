@@ -346,9 +346,16 @@ impl Invitations {
     async fn list(&self, scope: Scope<'_>, page: Page) -> Result<Listed, InvitationsError> {
         let (docs, more) = self.store.page(scope, self.now(), page.after.as_ref(), page.size).await?;
         let next = if more { docs.last().map(PageCursor::after) } else { None };
+        // Every inviter's standing in one folders call (a failure shows rows without folder
+        // names, as one failed look-up does below).
+        let pairs: Vec<_> = docs.iter().map(|d| (&d.folder_id, &d.inviter_user_id)).collect();
+        let inviters: Vec<Option<Membership>> = match self.folders.memberships(&pairs).await {
+            Ok(found) if found.len() == docs.len() => found.into_iter().map(Some).collect(),
+            _ => vec![None; docs.len()],
+        };
         let mut invitations = Vec::with_capacity(docs.len());
-        for d in docs {
-            invitations.push(self.view(d).await);
+        for (d, inviter) in docs.into_iter().zip(inviters) {
+            invitations.push(self.shown(d, inviter).await);
         }
         Ok(Listed { invitations, next })
     }
@@ -357,9 +364,15 @@ impl Invitations {
     /// through the inviter, while still a member. A pending invitation whose folder was
     /// deleted is revoked (deleting a folder revokes its pending invitations); so is one
     /// whose inviter no longer manages the folder.
-    async fn view(&self, mut invitation: InvitationDoc) -> InvitationView {
+    async fn view(&self, invitation: InvitationDoc) -> InvitationView {
         let inviter: Option<Membership> =
             self.folders.membership(&invitation.folder_id, &invitation.inviter_user_id).await.ok();
+        self.shown(invitation, inviter).await
+    }
+
+    /// The invitation as shown, given its inviter's standing in the folder (`None` when
+    /// folders could not say).
+    async fn shown(&self, mut invitation: InvitationDoc, inviter: Option<Membership>) -> InvitationView {
         if invitation.state == InvitationState::Pending
             && let Some(m) = &inviter
             && (!m.folder_exists || m.access != AccessLevel::Manage)

@@ -6,6 +6,7 @@ use ts_contract::ids::{FolderId, InvitationId, UserId};
 use ts_proto::internal::folder_membership_service_server::FolderMembershipService;
 use ts_proto::internal::{
     AddMemberRefusal, AddMemberRequest, AddMemberResponse, GetMembershipRequest, GetMembershipResponse,
+    GetMembershipsRequest, GetMembershipsResponse,
 };
 use ts_proto::public::AccessLevel;
 
@@ -13,6 +14,9 @@ use super::FoldersApi;
 use crate::members::Invited;
 use crate::store::Added;
 use crate::validate::check_email;
+
+/// Most pairs one GetMemberships looks up.
+const MAX_LOOKUPS: usize = 500;
 
 #[tonic::async_trait]
 impl FolderMembershipService for FoldersApi {
@@ -30,6 +34,35 @@ impl FolderMembershipService for FoldersApi {
             folder_exists: m.folder_exists,
             manage_epoch: m.manage_epoch,
         }))
+    }
+
+    async fn get_memberships(
+        &self,
+        request: Request<GetMembershipsRequest>,
+    ) -> Result<Response<GetMembershipsResponse>, Status> {
+        let lookups = request.into_inner().lookups;
+        if lookups.len() > MAX_LOOKUPS {
+            return Err(Status::invalid_argument(format!("lookups: at most {MAX_LOOKUPS} at once")));
+        }
+        let pairs = lookups
+            .iter()
+            .map(|l| {
+                Ok((FolderId::parse("lookups.folder_id", &l.folder_id)?, UserId::parse("lookups.user_id", &l.user_id)?))
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let memberships = self
+            .folders
+            .memberships(&pairs)
+            .await?
+            .into_iter()
+            .map(|m| GetMembershipResponse {
+                access: m.access as i32,
+                folder_name: m.folder_name,
+                folder_exists: m.folder_exists,
+                manage_epoch: String::new(),
+            })
+            .collect();
+        Ok(Response::new(GetMembershipsResponse { memberships }))
     }
 
     async fn add_member(&self, request: Request<AddMemberRequest>) -> Result<Response<AddMemberResponse>, Status> {
