@@ -70,6 +70,11 @@ pub struct Cache {
     client: Option<fred::clients::Client>,
     started: Instant,
     skip_until_ms: Arc<AtomicU64>,
+    /// Bumped on every reconnection and every failed call: a Redis that came back may have
+    /// lost recent writes (an append-only file synced every second, a restored snapshot, a
+    /// failover to a lagging replica) and hand out an older generation again, so answers
+    /// kept before are retired with the connection they were read over.
+    era: Arc<AtomicU64>,
     lookups: Counter<u64>,
 }
 
@@ -86,7 +91,21 @@ impl Cache {
             .u64_counter("cache.generation_reads")
             .with_description("generation reads by outcome (ok, error, skipped)")
             .build();
-        Cache { client, started: Instant::now(), skip_until_ms: Arc::new(AtomicU64::new(0)), lookups }
+        let era = Arc::new(AtomicU64::new(0));
+        if let Some(client) = &client {
+            use fred::interfaces::EventInterface;
+            let on_reconnect = era.clone();
+            client.on_reconnect(move |_| {
+                on_reconnect.fetch_add(1, Ordering::SeqCst);
+                async { Ok(()) }
+            });
+            let on_error = era.clone();
+            client.on_error(move |_| {
+                on_error.fetch_add(1, Ordering::SeqCst);
+                async { Ok(()) }
+            });
+        }
+        Cache { client, started: Instant::now(), skip_until_ms: Arc::new(AtomicU64::new(0)), era, lookups }
     }
 
     /// Whether Redis is worth trying now (it has not failed in the last few seconds).
@@ -107,6 +126,7 @@ impl Cache {
     pub fn mark_failed(&self, op: &str, e: &fred::error::Error) {
         let until = (self.started.elapsed() + BACKOFF).as_millis() as u64;
         self.skip_until_ms.store(until, Ordering::Relaxed);
+        self.era.fetch_add(1, Ordering::SeqCst);
         tracing::warn!(op, error = %e, "redis unavailable; skipping the cache for a few seconds");
     }
 
@@ -125,6 +145,7 @@ impl Cache {
             self.lookups.add(1, &[KeyValue::new("outcome", "skipped")]);
             return unknown();
         };
+        let era = self.era.load(Ordering::SeqCst);
         let pipeline = redis.pipeline();
         let fresh: Vec<String> = gen_keys.iter().map(|_| new_token()).collect();
         for (key, token) in gen_keys.iter().zip(&fresh) {
@@ -136,12 +157,13 @@ impl Cache {
             }
         }
         match pipeline.all::<Vec<Option<String>>>().await {
-            Ok(found) if found.len() == gen_keys.len() => {
+            // Read over one connection era only: across a reconnection nothing is known.
+            Ok(found) if found.len() == gen_keys.len() && self.era.load(Ordering::SeqCst) == era => {
                 self.lookups.add(1, &[KeyValue::new("outcome", "ok")]);
                 found
                     .into_iter()
                     .zip(fresh)
-                    .map(|(old, set)| Generation { token: Some(Arc::from(old.unwrap_or(set))) })
+                    .map(|(old, set)| Generation { token: Some(Arc::from(format!("{era}:{}", old.unwrap_or(set)))) })
                     .collect()
             }
             Ok(_) => unknown(),
@@ -307,6 +329,39 @@ mod tests {
         assert!(after.is_known());
         assert_eq!(answers.get(&"k", &after), None);
         assert_eq!(cache.generation("ts:{f:3}:gen").await, after, "the new generation is kept");
+    }
+
+    #[tokio::test]
+    async fn answers_kept_before_redis_reconnected_are_retired_even_if_it_kept_its_data() {
+        let port = Redis::free_port();
+        let redis = start(port);
+        let config = RedisConfig { url: format!("redis://127.0.0.1:{port}").into() };
+        let cache = Cache::new(Some(crate::redis(&config).expect("client")));
+        let answers: Tagged<&str, u32> = Tagged::new(100, Duration::from_secs(60));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut first = cache.generation("ts:{f:4}:gen").await;
+        while !first.is_known() {
+            assert!(Instant::now() < deadline, "never connected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            first = cache.generation("ts:{f:4}:gen").await;
+        }
+        answers.insert("k", &first, 1);
+        // Redis restarts with its data (as after a crash with an append-only file that may
+        // have lost the last second): the token in Redis is the same, but what was kept over
+        // the old connection is not trusted.
+        let raw = redis.client().await;
+        let token: Option<String> = raw.get("ts:{f:4}:gen").await.expect("get");
+        drop((raw, redis));
+        let redis = start(port);
+        let raw = redis.client().await;
+        raw.set::<(), _, _>("ts:{f:4}:gen", token.expect("token"), None, None, false).await.expect("set");
+        let mut after = cache.generation("ts:{f:4}:gen").await;
+        while !after.is_known() {
+            assert!(Instant::now() < deadline, "never reconnected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            after = cache.generation("ts:{f:4}:gen").await;
+        }
+        assert_eq!(answers.get(&"k", &after), None, "an answer kept over the old connection was served");
     }
 
     #[test]
