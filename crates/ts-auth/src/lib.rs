@@ -92,7 +92,8 @@ async fn state(config: &Config, mtls: &MtlsMaterial, clock: SharedClock) -> Resu
         license_audit,
     };
     // The configured default for the deployment may have changed since the last start.
-    auth.sharing_changed().await;
+    // (When Redis is away it is retried in the background.)
+    let _visible_later = auth.sharing_changed().await;
     auth.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create auth indexes: {e}")))?;
     Ok(auth)
 }

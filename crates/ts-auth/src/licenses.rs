@@ -62,8 +62,9 @@ impl Auth {
         }
         let ids: Vec<UserId> = user_ids.iter().cloned().collect();
         let unverified = self.store.unverify(&ids, reason, bson_date(self.now())).await;
-        self.sharing_changed().await;
+        let visible = self.sharing_changed().await;
         unverified?;
+        visible?;
         self.revoke_sessions(Sessions::OfUsers(&ids), reason).await?;
         Ok(())
     }
@@ -98,8 +99,9 @@ impl Auth {
             None => BTreeSet::new(),
         };
         let upserted = self.store.upsert_license(&id, &admins, &emails, &domains, bson_date(self.now())).await;
-        self.sharing_changed().await;
+        let visible = self.sharing_changed().await;
         upserted?;
+        visible?;
         let after = self.store.associated_user_ids(&emails, &domains).await?;
         let removed: BTreeSet<UserId> = before.difference(&after).cloned().collect();
         self.revoke_privileges(&removed, "removed from license").await?;
@@ -134,8 +136,9 @@ impl Auth {
     pub async fn set_license_blocked(&self, admin_user: &UserId, license_id: &str, blocked: bool) -> AuthResult<bool> {
         let license = self.license_as_admin(admin_user, license_id).await?;
         let set = self.store.set_license_blocked(&license.id, blocked, bson_date(self.now())).await;
-        self.sharing_changed().await;
+        let visible = self.sharing_changed().await;
         set?;
+        visible?;
         if blocked {
             // License admins keep their sessions and verification: their sharing is blocked
             // like everyone's (the denial is the license's), but they must still be able to
@@ -157,7 +160,7 @@ impl Auth {
         } else if !self.store.set_license_sharing(&self::license_id(license_id)?, enabled).await? {
             return Err(AuthError::NotFound(format!("no license {license_id:?}")));
         }
-        self.sharing_changed().await;
+        self.sharing_changed().await?;
         tracing::info!(license_id, enabled, "team sharing switch changed");
         Ok(())
     }

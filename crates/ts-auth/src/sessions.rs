@@ -361,8 +361,12 @@ impl Auth {
 
     /// After a change that can take sharing away from someone (see
     /// `ts_contract::revocation::SHARING_EPOCH_KEY`), before it is acknowledged.
-    pub(crate) async fn sharing_changed(&self) {
-        self.generations.invalidate(revocation::SHARING_EPOCH_KEY).await;
+    /// An error when it could not be made visible everywhere now (retried in the background).
+    pub(crate) async fn sharing_changed(&self) -> AuthResult<()> {
+        match self.generations.invalidate(revocation::SHARING_EPOCH_KEY).await {
+            true => Ok(()),
+            false => Err(AuthError::NotYetEverywhere),
+        }
     }
 
     async fn read_user_view(&self, user_id: &UserId) -> AuthResult<UserView> {

@@ -76,6 +76,10 @@ pub enum AuthError {
     /// Mail could not be sent.
     #[error(transparent)]
     Mail(#[from] MailError),
+    /// A change that takes sharing away is saved, but other services may not see it yet
+    /// (the sharing epoch could not be replaced in Redis); the same request again is safe.
+    #[error("the change is saved but may not be seen everywhere yet; retry the same request")]
+    NotYetEverywhere,
     /// Anything else that is our fault.
     #[error("{0}")]
     Internal(String),
@@ -97,6 +101,7 @@ impl From<AuthError> for Status {
                 tracing::error!(error = %e, "mail failed");
                 Status::unavailable("the email could not be sent; retry later")
             }
+            e @ AuthError::NotYetEverywhere => Status::unavailable(e.to_string()),
             AuthError::Internal(m) => {
                 tracing::error!(error = %m, "auth internal error");
                 Status::internal("internal error")

@@ -139,8 +139,14 @@ impl Folders {
 
     /// After a change to a folder, its members or its items, before it is acknowledged: a
     /// new generation, so that no replica serves what it read before.
-    pub(crate) async fn changed(&self, folder_id: &str) {
-        self.cache.invalidate(&folder_generation_key(folder_id)).await;
+    pub(crate) async fn changed(&self, folder_id: &str) -> bool {
+        self.cache.invalidate(&folder_generation_key(folder_id)).await
+    }
+
+    /// `changed` for a change that takes access away: an error unless every replica will
+    /// see it on its next request.
+    pub(crate) async fn taken_away(&self, folder_id: &str) -> Result<(), FoldersError> {
+        if self.changed(folder_id).await { Ok(()) } else { Err(FoldersError::NotYetEverywhere) }
     }
 }
 

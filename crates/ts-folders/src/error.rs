@@ -80,6 +80,11 @@ pub enum FoldersError {
     /// Auth says the caller may not share right now (`ts_contract::status::sharing_refusal`).
     #[error("sharing refused: {0:?}")]
     SharingRefused(SharingDenial),
+    /// A change that takes access away is saved, but its new generation could not be written
+    /// to Redis, so other replicas may not see it yet (UNAVAILABLE: the same request again
+    /// is safe and makes it visible).
+    #[error("the change is saved but may not be seen everywhere yet; retry the same request")]
+    NotYetEverywhere,
     /// Auth could not be asked whether the caller may share (UNAVAILABLE).
     #[error("cannot check sharing permission right now; retry later")]
     SharingUnknown,

@@ -148,7 +148,8 @@ impl Folders {
             self.store.delete_members_of(folder_id).await
         }
         .await;
-        self.changed(folder_id).await;
-        Ok(deleted?)
+        let landed = self.changed(folder_id).await;
+        deleted?;
+        if landed { Ok(()) } else { Err(FoldersError::NotYetEverywhere) }
     }
 }

@@ -77,8 +77,9 @@ impl Folders {
     ) -> Result<MemberDoc, FoldersError> {
         let result = self.store.set_access(folder_id, user_id, new).await;
         // Forgotten whatever the outcome: a refused change leaves nothing stale either.
-        self.changed(folder_id).await;
+        let landed = self.changed(folder_id).await;
         match result? {
+            AccessChange::Done(_) if !landed => Err(FoldersError::NotYetEverywhere),
             AccessChange::Done(m) => Ok(m),
             AccessChange::NoFolder => Err(FoldersError::FolderNotFound),
             AccessChange::NoMember => Err(FoldersError::MemberNotFound),
@@ -94,14 +95,12 @@ impl Folders {
             self.changed(folder_id).await;
         }
         match removed? {
-            Removal::Done => {
-                self.changed(folder_id).await;
-                Ok(())
-            }
+            Removal::Done => self.taken_away(folder_id).await,
             Removal::NoMember => {
-                // A retry of a removal whose first attempt was cut after its commit: the
-                // cache must be cleared now, or the removed member keeps their cached access.
-                self.changed(folder_id).await;
+                // A retry of a removal whose first attempt was cut after its commit (or whose
+                // invalidation did not land): what was kept must be retired now, or the
+                // removed member keeps their access on other replicas.
+                self.taken_away(folder_id).await?;
                 Err(FoldersError::MemberNotFound)
             }
             Removal::NoFolder => Err(FoldersError::FolderNotFound),

@@ -179,11 +179,14 @@ impl Cache {
     /// answer read before the change is served again anywhere. Always tried, even while reads
     /// skip Redis; when Redis fails it is retried in the background until it lands or every
     /// answer it guards has expired (readers that cannot reach Redis serve nothing from
-    /// memory meanwhile).
-    pub async fn invalidate(&self, gen_key: &str) {
-        let Some(redis) = self.client.clone() else { return };
-        if let Err(e) = new_generation(&redis, gen_key).await {
-            self.mark_failed("invalidate", &e);
+    /// memory meanwhile). Whether it landed now: when it did not, replicas that still reach
+    /// Redis may serve what they kept until the retry lands, and callers whose change takes
+    /// something away say so (UNAVAILABLE: saved, retry) instead of acknowledging it.
+    pub async fn invalidate(&self, gen_key: &str) -> bool {
+        let Some(redis) = self.client.clone() else { return true };
+        let result = new_generation(&redis, gen_key).await;
+        if let Err(e) = &result {
+            self.mark_failed("invalidate", e);
             let cache = self.clone();
             let gen_key = gen_key.to_owned();
             tokio::spawn(async move {
@@ -200,6 +203,7 @@ impl Cache {
                 tracing::warn!("gave up an invalidation; its entries have expired by now");
             });
         }
+        result.is_ok()
     }
 }
 

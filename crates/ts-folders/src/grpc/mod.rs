@@ -59,7 +59,7 @@ impl From<FoldersError> for Status {
             Access { .. } => Code::PermissionDenied,
             LastManager => Code::FailedPrecondition,
             SharingRefused(denial) => return ts_contract::status::sharing_refusal(*denial as i32),
-            SharingUnknown | KeysUnavailable => Code::Unavailable,
+            SharingUnknown | KeysUnavailable | NotYetEverywhere => Code::Unavailable,
             Stale { .. } | KeptChanging => Code::Aborted,
             FolderFull => Code::ResourceExhausted,
             Keyvault { refusal, .. } => match refusal {
