@@ -21,6 +21,13 @@ pub fn folder_generation_key(folder_id: &str) -> String {
     format!("ts:{{f:{folder_id}}}:gen")
 }
 
+/// The cache key of the generation of a user's set of folders: replaced when they join one
+/// (create it, or accept an invitation). A kept listing also depends on each listed folder's
+/// generation, which leaving, removal, re-levelling, renaming and deletion replace.
+pub fn user_folders_generation_key(user_id: &str) -> String {
+    format!("ts:{{u:{user_id}}}:folders")
+}
+
 /// Answers this process keeps, each under the generation it was read in.
 pub(crate) struct Answers {
     /// Users auth said may share, under the sharing epoch.

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use ts_contract::ids::{FolderId, UserId};
 use ts_contract::user::UserContext;
 use ts_proto::public::AccessLevel;
-use ts_stores::cache::Generation;
+use ts_stores::cache::{Generation, Tagged};
 
-use crate::context::FolderAccess;
+use ts_contract::revocation::SHARING_EPOCH_KEY;
+
+use crate::context::{FolderAccess, folder_generation_key, user_folders_generation_key};
 use crate::paging::{FolderCursor, Page, PageAsk};
 use crate::sealed::{open_field, seal_fields, version_of};
 use crate::store::{FolderDoc, MemberDoc};
@@ -17,6 +19,38 @@ use crate::{FOLDER_ITEM_ID, Folders, FoldersError};
 
 /// ListFolders: 50 folders by default, at most 200.
 const PAGE: (u32, u32) = (50, 200);
+
+/// Where a listing of a user's folders starts: the user, the folder id it starts after, the
+/// page size.
+pub(crate) type ListingKey = (UserId, Option<String>, usize);
+
+/// A page of a user's memberships kept in memory.
+#[derive(Debug, Clone)]
+pub(crate) struct KeptListing {
+    entries: Arc<Vec<(FolderId, AccessLevel)>>,
+    more: bool,
+}
+
+/// Listings of users' folders kept in memory.
+pub(crate) fn kept_listings() -> Tagged<ListingKey, KeptListing> {
+    Tagged::new(20_000, std::time::Duration::from_secs(30))
+}
+
+/// A listing about to be served.
+#[derive(Debug)]
+pub(crate) struct Listing {
+    key: ListingKey,
+    hinted: Vec<FolderId>,
+}
+
+/// The generations a listing depends on.
+#[derive(Debug)]
+pub(crate) struct ListingGenerations {
+    /// Auth's sharing epoch.
+    pub sharing: Generation,
+    user: Generation,
+    folders: HashMap<FolderId, Generation>,
+}
 
 /// A folder as its member sees it: the stored document, its opened name and their access.
 #[derive(Debug, Clone)]
@@ -90,28 +124,94 @@ impl Folders {
             return Err(e.into());
         }
         self.changed(&id).await;
+        self.cache.invalidate(&user_folders_generation_key(&user.user_id)).await;
         self.open_folder(folder, AccessLevel::Manage).await
     }
 
-    /// A page of the folders `user_id` is a member of, by folder id.
-    pub(crate) async fn list_folders(&self, user_id: &UserId, ask: &PageAsk) -> Result<Page<FolderView>, FoldersError> {
+    /// Where a listing of `user_id`'s folders starts, and the folders a kept copy of it
+    /// held (whose generations are read with the others before anything is served).
+    pub(crate) fn listing(&self, user_id: &UserId, ask: &PageAsk) -> Result<Listing, FoldersError> {
         let size = ask.size(PAGE.0, PAGE.1);
-        let after = ask.token().map(FolderCursor::decode).transpose()?;
-        let (memberships, more) =
-            self.store.memberships_page(user_id, after.as_ref().map(|c| c.folder_id.as_str()), size).await?;
-        let ids: Vec<&FolderId> = memberships.iter().map(|m| &m.folder_id).collect();
-        let mut found: HashMap<FolderId, FolderDoc> =
-            self.store.folders_with_ids(&ids).await?.into_iter().map(|f| (f.id.clone(), f)).collect();
-        let mut folders = Vec::new();
-        for m in &memberships {
-            // A membership whose level does not read still lists its folder.
-            let access = AccessLevel::try_from(m.access).unwrap_or(AccessLevel::View);
-            if let Some(f) = found.remove(&m.folder_id) {
-                folders.push(self.open_folder(f, access).await?);
+        let after = ask.token().map(FolderCursor::decode).transpose()?.map(|c| c.folder_id);
+        let key = (user_id.clone(), after, size);
+        let hinted = self.listings.peek(&key).map(|kept| kept.entries.iter().map(|(f, _)| f.clone()).collect());
+        Ok(Listing { key, hinted: hinted.unwrap_or_default() })
+    }
+
+    /// The generations a listing depends on, with the sharing epoch: one round trip.
+    pub(crate) async fn listing_generations(&self, listing: &Listing) -> ListingGenerations {
+        let mut keys = vec![SHARING_EPOCH_KEY.to_owned(), user_folders_generation_key(&listing.key.0)];
+        keys.extend(listing.hinted.iter().map(|f| folder_generation_key(f)));
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut read = self.cache.generations(&keys).await.into_iter();
+        let sharing = read.next().unwrap_or_else(Generation::unknown);
+        let user = read.next().unwrap_or_else(Generation::unknown);
+        let folders = listing.hinted.iter().cloned().zip(read).collect();
+        ListingGenerations { sharing, user, folders }
+    }
+
+    /// A page of the folders `user_id` is a member of, by folder id: kept in memory under the
+    /// user's generation and every listed folder's, else read from MongoDB.
+    pub(crate) async fn list_folders(
+        &self,
+        listing: Listing,
+        generations: &ListingGenerations,
+    ) -> Result<Page<FolderView>, FoldersError> {
+        let Listing { key, .. } = listing;
+        let (user_id, after, size) = (&key.0, key.1.clone(), key.2);
+        let generation_of = |f: &FolderId| generations.folders.get(f).cloned().unwrap_or_else(Generation::unknown);
+        let tag_of = |entries: &[(FolderId, AccessLevel)]| {
+            entries.iter().fold(generations.user.clone(), |tag, (f, _)| tag.and(&generation_of(f)))
+        };
+        let kept = self.listings.peek(&key).and_then(|kept| self.listings.get(&key, &tag_of(&kept.entries)));
+        let page = match kept {
+            Some(page) => page,
+            None => {
+                let (memberships, more) = self.store.memberships_page(user_id, after.as_deref(), size).await?;
+                // A membership whose level does not read still lists its folder.
+                let entries: Vec<(FolderId, AccessLevel)> = memberships
+                    .into_iter()
+                    .map(|m| (m.folder_id, AccessLevel::try_from(m.access).unwrap_or(AccessLevel::View)))
+                    .collect();
+                let page = KeptListing { entries: Arc::new(entries), more };
+                // Kept only when every listed folder's generation was read before MongoDB was;
+                // otherwise kept as a hint, so that the next listing reads them first.
+                if page.entries.iter().all(|(f, _)| generations.folders.contains_key(f)) {
+                    self.listings.insert(key.clone(), &tag_of(&page.entries), page.clone());
+                } else {
+                    self.listings.hint(key.clone(), page.clone());
+                }
+                page
             }
+        };
+        let mut folders = Vec::with_capacity(page.entries.len());
+        let missing: Vec<&FolderId> = page
+            .entries
+            .iter()
+            .map(|(f, _)| f)
+            .filter(|f| self.folder_docs.get(f, &generation_of(f)).is_none())
+            .collect();
+        let mut read: HashMap<FolderId, FolderDoc> = if missing.is_empty() {
+            HashMap::new()
+        } else {
+            self.store.folders_with_ids(&missing).await?.into_iter().map(|f| (f.id.clone(), f)).collect()
+        };
+        for (f, access) in page.entries.iter() {
+            let generation = generation_of(f);
+            let doc = match self.folder_docs.get(f, &generation) {
+                Some(kept) => kept.as_ref().clone(),
+                None => match read.remove(f) {
+                    Some(doc) => {
+                        self.folder_docs.insert(f.clone(), &generation, Arc::new(doc.clone()));
+                        doc
+                    }
+                    None => continue,
+                },
+            };
+            folders.push(self.open_folder(doc, *access).await?);
         }
-        let next_token = match (more, memberships.last()) {
-            (true, Some(last)) => FolderCursor { folder_id: last.folder_id.to_string() }.encode(),
+        let next_token = match (page.more, page.entries.last()) {
+            (true, Some((last, _))) => FolderCursor { folder_id: last.to_string() }.encode(),
             _ => String::new(),
         };
         Ok(Page { items: folders, next_token })

@@ -101,6 +101,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
         folder_docs: Tagged::new(50_000, std::time::Duration::from_secs(60)),
         items: items::kept_items(),
         pages: items::kept_pages(),
+        listings: folders::kept_listings(),
         clock,
         audit_retention_days: config.audit.retention_days,
     };

@@ -189,6 +189,7 @@ impl Folders {
             .await?
             .ok_or(FoldersError::FolderNotFound)?;
         self.changed(&invited.folder_id).await;
+        self.cache.invalidate(&crate::context::user_folders_generation_key(&invited.user_id)).await;
         Ok(added)
     }
 }

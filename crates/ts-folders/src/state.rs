@@ -30,6 +30,8 @@ pub struct Folders {
     pub(crate) items: Tagged<(FolderId, ItemId), KeptItem>,
     /// Pages of stored items, under their folders' generations.
     pub(crate) pages: Tagged<PageKey, KeptPage>,
+    /// Pages of users' memberships, under the user's generation and each folder's.
+    pub(crate) listings: Tagged<crate::folders::ListingKey, crate::folders::KeptListing>,
     pub(crate) clock: SharedClock,
     pub(crate) audit_retention_days: u32,
 }

@@ -276,6 +276,17 @@ where
     pub fn remove(&self, key: &K) {
         self.entries.invalidate(key);
     }
+
+    /// What is kept at `key` under any generation, never to be served: a hint at which
+    /// generations to read before the store is read (such as the folders a listing held).
+    pub fn peek(&self, key: &K) -> Option<V> {
+        self.entries.get(key).map(|(_, value)| value)
+    }
+
+    /// Keeps `value` as a hint only ([`Tagged::peek`]): no generation will ever match it.
+    pub fn hint(&self, key: K, value: V) {
+        self.entries.insert(key, (Arc::from(""), value));
+    }
 }
 
 #[cfg(test)]

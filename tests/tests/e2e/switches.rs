@@ -200,3 +200,57 @@ async fn a_created_item_is_listed_at_once_by_a_replica_that_kept_the_page() -> a
     drop(replica);
     cluster.stop().await
 }
+
+/// The folders `user` sees, with their access, asked directly on `channel` (a folders
+/// replica), three times so that the listing is kept (the first read keeps a hint, the
+/// second keeps it, the third is served from memory); every answer must agree.
+async fn folders_seen(channel: &Channel, user: &Session) -> anyhow::Result<Vec<(String, i32)>> {
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let request = as_gateway(user, ListFoldersRequest::default());
+        let listed = FolderServiceClient::new(channel.clone()).list_folders(request).await?.into_inner().folders;
+        let mut seen: Vec<(String, i32)> = listed.into_iter().map(|f| (f.name, f.my_access)).collect();
+        seen.sort();
+        answers.push(seen);
+    }
+    anyhow::ensure!(answers.windows(2).all(|w| w[0] == w[1]), "a kept listing differs from a read one: {answers:?}");
+    Ok(answers.remove(0))
+}
+
+#[tokio::test]
+async fn a_kept_folder_listing_follows_every_change_at_once_on_a_replica() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let replica = cluster.folders_replica().await?;
+    let on_replica = replica.channel.clone();
+    let gateway = cluster.gateway().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let bob = cluster.sign_in("bob@example.com").await?;
+    let (view, edit, manage) = (AccessLevel::View as i32, AccessLevel::Edit as i32, AccessLevel::Manage as i32);
+    let mut folders = cluster.folders(&alice).await?;
+    let a = folders.create("A").await?;
+    assert_eq!(folders_seen(&on_replica, &alice).await?, [("A".into(), manage)]);
+    // Joining: a created folder and an added membership appear at once.
+    let b = folders.create("B").await?;
+    assert_eq!(folders_seen(&on_replica, &alice).await?, [("A".into(), manage), ("B".into(), manage)]);
+    assert_eq!(folders_seen(&on_replica, &bob).await?, []);
+    cluster.add_member(&a, &bob, AccessLevel::View).await?;
+    cluster.add_member(&b, &bob, AccessLevel::View).await?;
+    assert_eq!(folders_seen(&on_replica, &bob).await?, [("A".into(), view), ("B".into(), view)]);
+    // A rename, a new access level, a removal and a deletion, each through the gateway.
+    let mut folder_api = FolderServiceClient::new(gateway.clone());
+    folder_api.rename_folder(alice.request(RenameFolderRequest { folder_id: a.clone(), name: "A2".into() })).await?;
+    assert_eq!(folders_seen(&on_replica, &bob).await?, [("A2".into(), view), ("B".into(), view)]);
+    let mut members = ts_proto::public::member_service_client::MemberServiceClient::new(gateway.clone());
+    let raise = UpdateMemberAccessRequest { folder_id: a.clone(), user_id: bob.user_id.clone(), access: edit };
+    members.update_member_access(alice.request(raise)).await?;
+    assert_eq!(folders_seen(&on_replica, &bob).await?, [("A2".into(), edit), ("B".into(), view)]);
+    members
+        .remove_member(alice.request(RemoveMemberRequest { folder_id: a.clone(), user_id: bob.user_id.clone() }))
+        .await?;
+    assert_eq!(folders_seen(&on_replica, &bob).await?, [("B".into(), view)]);
+    folder_api.delete_folder(alice.request(DeleteFolderRequest { folder_id: b.clone() })).await?;
+    assert_eq!(folders_seen(&on_replica, &bob).await?, []);
+    assert_eq!(folders_seen(&on_replica, &alice).await?, [("A2".into(), manage)]);
+    drop(replica);
+    cluster.stop().await
+}

@@ -1,6 +1,7 @@
 //! `FolderService`: create, list, get, rename, delete and leave.
 
 use tonic::{Request, Response, Status};
+use ts_contract::user::UserContext;
 use ts_proto::public::folder_service_server::FolderService;
 use ts_proto::public::*;
 
@@ -42,9 +43,15 @@ impl FolderService for FoldersApi {
         request: Request<ListFoldersRequest>,
     ) -> Result<Response<ListFoldersResponse>, Status> {
         let ask = PageAsk::from_request(&request.get_ref().page);
+        // The caller, the page and the folders a kept copy of it held are known before the
+        // one Redis round trip that reads every generation the answer depends on.
+        let user = UserContext::from_metadata(request.metadata())?;
+        let listing = self.folders.listing(&user.user_id, &ask)?;
+        let generations = self.folders.listing_generations(&listing).await;
+        let sharing = generations.sharing.clone();
         let listed = self
-            .for_user(&request, AuditAction::FolderList, |call| async move {
-                Ok(self.folders.list_folders(&call.user.user_id, &ask).await?)
+            .run(&request, AuditAction::FolderList, "", &sharing, |_call| async move {
+                Ok(self.folders.list_folders(listing, &generations).await?)
             })
             .await?;
         let folders = listed.items.into_iter().map(folder_message).collect();
