@@ -179,6 +179,7 @@ struct Bench {
 impl Bench {
     /// Measures `call`, then (with a meter) counts exactly K requests of it.
     async fn run(&self, scenario: &str, call: &Call) -> anyhow::Result<Row> {
+        say!("{scenario}: warming up, then measuring");
         let measured = load::measure(call, self.load).await?;
         say!(
             "{scenario}: {:.0} req/s, p50 {:?}, p99 {:?}{}",
