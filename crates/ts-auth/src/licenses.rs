@@ -135,10 +135,17 @@ impl Auth {
     /// associated user's sessions and makes them verify again.
     pub async fn set_license_blocked(&self, admin_user: &UserId, license_id: &str, blocked: bool) -> AuthResult<bool> {
         let license = self.license_as_admin(admin_user, license_id).await?;
-        let set = self.store.set_license_blocked(&license.id, blocked, bson_date(self.now())).await;
-        let visible = self.sharing_changed().await;
-        set?;
-        visible?;
+        // Only a real change retires everyone's kept answers: an admin repeating the same
+        // switch must not make every user of every license ask auth again.
+        match self.store.set_license_blocked(&license.id, blocked, bson_date(self.now())).await {
+            Ok(false) => {}
+            Ok(true) => self.sharing_changed().await?,
+            Err(e) => {
+                // It may have landed before the error.
+                let _retried_in_background = self.sharing_changed().await;
+                return Err(e.into());
+            }
+        }
         if blocked {
             // License admins keep their sessions and verification: their sharing is blocked
             // like everyone's (the denial is the license's), but they must still be able to

@@ -99,11 +99,16 @@ impl Store {
     }
 
     /// Sets a license admin's block.
-    pub async fn set_license_blocked(&self, id: &LicenseId, blocked: bool, now: DateTime) -> StoreResult<()> {
-        self.licenses
-            .update_one(doc! { "_id": id.as_str() }, doc! { "$set": { "blocked": blocked, "blocked_changed_at": now } })
-            .await
-            .map(drop)
+    /// Whether it changed (false when the license was already so).
+    pub async fn set_license_blocked(&self, id: &LicenseId, blocked: bool, now: DateTime) -> StoreResult<bool> {
+        let r = self
+            .licenses
+            .update_one(
+                doc! { "_id": id.as_str(), "blocked": { "$ne": blocked } },
+                doc! { "$set": { "blocked": blocked, "blocked_changed_at": now } },
+            )
+            .await?;
+        Ok(r.modified_count > 0)
     }
 
     /// Sets the operator's switch of a license; false when there is no such license.
