@@ -208,8 +208,13 @@ impl Folders {
                     None => continue,
                 },
             };
-            folders.push(self.open_folder(doc, *access).await?);
+            folders.push((doc, *access));
         }
+        // Each folder has its own data key: opened together, a page of cold keys costs one
+        // keyvault round trip's time, not one per folder.
+        let folders =
+            futures::future::try_join_all(folders.into_iter().map(|(doc, access)| self.open_folder(doc, access)))
+                .await?;
         let next_token = match (page.more, page.entries.last()) {
             (true, Some((last, _))) => FolderCursor { folder_id: last.to_string() }.encode(),
             _ => String::new(),

@@ -223,14 +223,21 @@ impl Folders {
                 (docs, more)
             }
         };
-        let last = docs.last().map(|d| ItemCursor { created_at: d.created_at, id: d.id.to_string() });
+        // The next page's token is sealed under the key that opened the page's last item
+        // (just used, so in memory), not the newest (which asks keyvault every time).
+        let last = match docs.last() {
+            Some(d) if more => {
+                Some((ItemCursor { created_at: d.created_at, id: d.id.to_string() }, self.key_of(d).await?))
+            }
+            _ => None,
+        };
         let mut items = Vec::new();
         for d in docs {
             items.push(self.open_item(d, false).await?);
         }
-        let next_token = match (more, last) {
-            (true, Some(last)) => last.seal(&self.keys, folder_id).await?,
-            _ => String::new(),
+        let next_token = match last {
+            Some((cursor, key)) => cursor.seal_under(&key, folder_id)?,
+            None => String::new(),
         };
         Ok(Page { items, next_token })
     }

@@ -136,10 +136,10 @@ impl ItemCursor {
     /// The RPC a token is bound to.
     const SCOPE: &'static str = "list_items";
 
-    /// The token, sealed under the folder's newest key.
-    pub async fn seal(&self, keys: &FolderKeys, folder_id: &str) -> Result<String, FoldersError> {
+    /// The token, sealed under `key` (one of the folder's versions).
+    pub fn seal_under(&self, key: &DataKey, folder_id: &str) -> Result<String, FoldersError> {
         let parts = [self.created_at.timestamp_millis().to_string(), self.id.clone()];
-        seal_token(keys, folder_id, Self::SCOPE, &parts).await
+        seal_with(key, folder_id, Self::SCOPE, &parts)
     }
 
     /// Opens a token sealed for `folder_id`.
