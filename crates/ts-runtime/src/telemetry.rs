@@ -42,7 +42,7 @@ impl Drop for TelemetryGuard {
 /// export under `service_name`.
 pub fn init(service_name: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, ConfigError> {
     let filter =
-        EnvFilter::try_new(&config.log_filter).map_err(|e| ConfigError::key("telemetry.log_filter", e.to_string()))?;
+        || EnvFilter::try_new(&config.log_filter).map_err(|e| ConfigError::key("telemetry.log_filter", e.to_string()));
     let fmt = match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_target(true).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).boxed(),
@@ -52,7 +52,10 @@ pub fn init(service_name: &str, config: &TelemetryConfig) -> Result<TelemetryGua
         Some(endpoint) => {
             let (tracer, meter) = otlp_providers(service_name, endpoint)?;
             opentelemetry::global::set_meter_provider(meter.clone());
-            let layer = tracing_opentelemetry::layer().with_tracer(tracer.tracer("teamshare"));
+            // Filtered like the logs: unfiltered, every debug and trace span and event of
+            // h2, hyper, tonic and fred became an OpenTelemetry span or span event, about a
+            // quarter of the gateway's CPU under load (BENCHMARKS.md, profile).
+            let layer = tracing_opentelemetry::layer().with_tracer(tracer.tracer("teamshare")).with_filter(filter()?);
             guard.tracer = Some(tracer);
             guard.meter = Some(meter);
             Some(layer)
@@ -60,7 +63,7 @@ pub fn init(service_name: &str, config: &TelemetryConfig) -> Result<TelemetryGua
         None => None,
     };
     tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
+        .with(fmt.with_filter(filter()?))
         .with(otel)
         .try_init()
         .map_err(|e| ConfigError::key("telemetry", format!("cannot install the log subscriber: {e}")))?;
