@@ -150,6 +150,13 @@ impl Folders {
         self.cache.invalidate(&folder_generation_key(folder_id)).await
     }
 
+    /// After `user_id` joined `folder_id` (created it, or accepted an invitation): the
+    /// folder's generation and the user's set of folders both change.
+    pub(crate) async fn joined(&self, folder_id: &str, user_id: &str) {
+        self.changed(folder_id).await;
+        self.cache.invalidate(&user_folders_generation_key(user_id)).await;
+    }
+
     /// `changed` for a change that takes access away: an error unless every replica will
     /// see it on its next request.
     pub(crate) async fn taken_away(&self, folder_id: &str) -> Result<(), FoldersError> {

@@ -36,11 +36,19 @@ pub(crate) fn kept_listings() -> Tagged<ListingKey, KeptListing> {
     Tagged::new(20_000, std::time::Duration::from_secs(30))
 }
 
-/// A listing about to be served.
+/// A listing about to be served, with what is kept of it (to be checked against the
+/// generations of the folders it held).
 #[derive(Debug)]
 pub(crate) struct Listing {
     key: ListingKey,
-    hinted: Vec<FolderId>,
+    kept: Option<KeptListing>,
+}
+
+impl Listing {
+    /// The folders the kept copy held.
+    fn hinted(&self) -> impl Iterator<Item = &FolderId> {
+        self.kept.iter().flat_map(|k| k.entries.iter().map(|(f, _)| f))
+    }
 }
 
 /// The generations a listing depends on.
@@ -123,8 +131,7 @@ impl Folders {
             let _ = self.keys.destroy(&id).await;
             return Err(e.into());
         }
-        self.changed(&id).await;
-        self.cache.invalidate(&user_folders_generation_key(&user.user_id)).await;
+        self.joined(&id, &user.user_id).await;
         self.open_folder(folder, AccessLevel::Manage).await
     }
 
@@ -134,19 +141,19 @@ impl Folders {
         let size = ask.size(PAGE.0, PAGE.1);
         let after = ask.token().map(FolderCursor::decode).transpose()?.map(|c| c.folder_id);
         let key = (user_id.clone(), after, size);
-        let hinted = self.listings.peek(&key).map(|kept| kept.entries.iter().map(|(f, _)| f.clone()).collect());
-        Ok(Listing { key, hinted: hinted.unwrap_or_default() })
+        let kept = self.listings.peek(&key);
+        Ok(Listing { key, kept })
     }
 
     /// The generations a listing depends on, with the sharing epoch: one round trip.
     pub(crate) async fn listing_generations(&self, listing: &Listing) -> ListingGenerations {
         let mut keys = vec![SHARING_EPOCH_KEY.to_owned(), user_folders_generation_key(&listing.key.0)];
-        keys.extend(listing.hinted.iter().map(|f| folder_generation_key(f)));
+        keys.extend(listing.hinted().map(|f| folder_generation_key(f)));
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let mut read = self.cache.generations(&keys).await.into_iter();
         let sharing = read.next().unwrap_or_else(Generation::unknown);
         let user = read.next().unwrap_or_else(Generation::unknown);
-        let folders = listing.hinted.iter().cloned().zip(read).collect();
+        let folders = listing.hinted().cloned().zip(read).collect();
         ListingGenerations { sharing, user, folders }
     }
 
@@ -157,13 +164,13 @@ impl Folders {
         listing: Listing,
         generations: &ListingGenerations,
     ) -> Result<Page<FolderView>, FoldersError> {
-        let Listing { key, .. } = listing;
+        let Listing { key, kept } = listing;
         let (user_id, after, size) = (&key.0, key.1.clone(), key.2);
         let generation_of = |f: &FolderId| generations.folders.get(f).cloned().unwrap_or_else(Generation::unknown);
         let tag_of = |entries: &[(FolderId, AccessLevel)]| {
             entries.iter().fold(generations.user.clone(), |tag, (f, _)| tag.and(&generation_of(f)))
         };
-        let kept = self.listings.peek(&key).and_then(|kept| self.listings.get(&key, &tag_of(&kept.entries)));
+        let kept = kept.and_then(|kept| self.listings.get(&key, &tag_of(&kept.entries)));
         let page = match kept {
             Some(page) => page,
             None => {
@@ -184,25 +191,23 @@ impl Folders {
                 page
             }
         };
-        let mut folders = Vec::with_capacity(page.entries.len());
-        let missing: Vec<&FolderId> = page
-            .entries
-            .iter()
-            .map(|(f, _)| f)
-            .filter(|f| self.folder_docs.get(f, &generation_of(f)).is_none())
-            .collect();
+        // Each folder from memory under its generation; the others in one query.
+        let kept_docs: Vec<Option<Arc<FolderDoc>>> =
+            page.entries.iter().map(|(f, _)| self.folder_docs.get(f, &generation_of(f))).collect();
+        let missing: Vec<&FolderId> =
+            page.entries.iter().zip(&kept_docs).filter(|(_, d)| d.is_none()).map(|((f, _), _)| f).collect();
         let mut read: HashMap<FolderId, FolderDoc> = if missing.is_empty() {
             HashMap::new()
         } else {
             self.store.folders_with_ids(&missing).await?.into_iter().map(|f| (f.id.clone(), f)).collect()
         };
-        for (f, access) in page.entries.iter() {
-            let generation = generation_of(f);
-            let doc = match self.folder_docs.get(f, &generation) {
+        let mut folders = Vec::with_capacity(page.entries.len());
+        for ((f, access), kept) in page.entries.iter().zip(kept_docs) {
+            let doc = match kept {
                 Some(kept) => kept.as_ref().clone(),
                 None => match read.remove(f) {
                     Some(doc) => {
-                        self.folder_docs.insert(f.clone(), &generation, Arc::new(doc.clone()));
+                        self.folder_docs.insert(f.clone(), &generation_of(f), Arc::new(doc.clone()));
                         doc
                     }
                     None => continue,

@@ -1,6 +1,6 @@
 //! Items: sealed field by field under the folder's data key, versioned with optimistic
 //! concurrency, capped per folder (the count moves in the same transaction as the item, see
-//! `store::items`), and cached in Redis as ciphertext only.
+//! `store::items`), and kept in memory as ciphertext only, under the folder's generation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +51,11 @@ pub struct ItemBody {
     pub content: ItemContent,
 }
 
+/// An item document's stored size, by which kept items and pages are bounded.
+fn stored_size(d: &ItemDoc) -> u32 {
+    bson::to_vec(d).map_or(u32::MAX, |b| u32::try_from(b.len()).unwrap_or(u32::MAX))
+}
+
 /// A stored item kept in memory, with its size for the bound.
 #[derive(Debug, Clone)]
 pub(crate) struct KeptItem {
@@ -74,8 +79,7 @@ pub(crate) struct KeptPage {
 
 impl KeptPage {
     fn of(docs: &[ItemDoc], more: bool) -> Self {
-        let size =
-            docs.iter().map(|d| bson::to_vec(d).map_or(u32::MAX, |b| b.len() as u32)).fold(0u32, u32::saturating_add);
+        let size = docs.iter().map(stored_size).fold(0u32, u32::saturating_add);
         KeptPage { docs: Arc::new(docs.iter().cloned().map(Arc::new).collect()), more, size }
     }
 }
@@ -142,8 +146,7 @@ impl Folders {
         }
         let d = self.store.item(folder_id, id).await?.ok_or(FoldersError::ItemNotFound)?;
         if generation.is_known() {
-            let size = bson::to_vec(&d).map_or(u32::MAX, |b| u32::try_from(b.len()).unwrap_or(u32::MAX));
-            self.items.insert(key, generation, KeptItem { doc: Arc::new(d.clone()), size });
+            self.items.insert(key, generation, KeptItem { doc: Arc::new(d.clone()), size: stored_size(&d) });
         }
         Ok(d)
     }

@@ -188,8 +188,7 @@ impl Folders {
             .add_invited(&member, &spent, invited.inviter.as_ref(), &invited.inviter_epoch)
             .await?
             .ok_or(FoldersError::FolderNotFound)?;
-        self.changed(&invited.folder_id).await;
-        self.cache.invalidate(&crate::context::user_folders_generation_key(&invited.user_id)).await;
+        self.joined(&invited.folder_id, &invited.user_id).await;
         Ok(added)
     }
 }

@@ -150,16 +150,6 @@ impl ItemCursor {
     }
 }
 
-/// A token sealed for `scope` (the RPC) in `folder_id`.
-pub async fn seal_token(
-    keys: &FolderKeys,
-    folder_id: &str,
-    scope: &str,
-    parts: &[String],
-) -> Result<String, FoldersError> {
-    seal_with(&keys.newest(folder_id).await?, folder_id, scope, parts)
-}
-
 /// Opens a sealed token into exactly `n` parts; any mismatch is `FoldersError::PageToken`.
 pub async fn open_token(
     keys: &FolderKeys,
@@ -173,8 +163,8 @@ pub async fn open_token(
     open_with(&env, &key, folder_id, scope, n)
 }
 
-/// Seals `parts` under `key`: `seal_token` once the key is known (public for the property
-/// tests and fuzz targets, which have no keyvault).
+/// Seals `parts` for `scope` (the RPC) in `folder_id` under `key`, one of the folder's
+/// versions (public for the property tests and fuzz targets, which have no keyvault).
 pub fn seal_with(key: &DataKey, folder_id: &str, scope: &str, parts: &[String]) -> Result<String, FoldersError> {
     let env = Envelope::seal(key, page_field(folder_id, scope), parts.join("\u{1f}").as_bytes())
         .map_err(|source| FoldersError::Seal { what: "page token".to_owned(), source })?;

@@ -272,11 +272,6 @@ where
         }
     }
 
-    /// Forgets `key` (a change this process made; other processes see the new generation).
-    pub fn remove(&self, key: &K) {
-        self.entries.invalidate(key);
-    }
-
     /// What is kept at `key` under any generation, never to be served: a hint at which
     /// generations to read before the store is read (such as the folders a listing held).
     pub fn peek(&self, key: &K) -> Option<V> {
@@ -324,9 +319,6 @@ mod tests {
         assert_eq!(answers.get(&"member", &cache.generation(folder).await), Some(2));
         cache.invalidate(folder).await;
         assert_eq!(answers.get(&"member", &cache.generation(folder).await), None);
-        answers.insert("gone", &now[0], 3);
-        answers.remove(&"gone");
-        assert_eq!(answers.get(&"gone", &now[0]), None);
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@
 //! re-adds or raises one that changed since.
 
 use bson::{DateTime, Document, doc};
-use futures::{FutureExt, TryStreamExt};
+use futures::FutureExt;
 use mongodb::{ClientSession, Collection};
 use serde::{Deserialize, Serialize};
 use ts_contract::ids::{FolderId, InvitationId, UserId};
@@ -150,11 +150,6 @@ impl Store {
     /// `user_id`'s membership of `folder_id`, if any.
     pub async fn member(&self, folder_id: &FolderId, user_id: &UserId) -> StoreResult<Option<MemberDoc>> {
         self.members().find_one(member_filter(folder_id, user_id)).await
-    }
-
-    /// Every membership of a folder.
-    pub async fn members_of(&self, folder_id: &FolderId) -> StoreResult<Vec<MemberDoc>> {
-        self.members().find(doc! { "folder_id": folder_id.as_str() }).await?.try_collect().await
     }
 
     /// Removes every membership of a folder, and its spent invitations.
