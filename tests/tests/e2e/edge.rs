@@ -273,3 +273,40 @@ async fn requests_cut_off_by_their_deadline_leak_no_item_slots() -> anyhow::Resu
     }
     cluster.stop().await
 }
+
+#[tokio::test]
+async fn get_memberships_answers_in_order_and_names_the_field_of_a_bad_lookup() -> anyhow::Result<()> {
+    use ts_proto::internal::folder_membership_service_client::FolderMembershipServiceClient;
+    use ts_proto::internal::{GetMembershipRequest, GetMembershipsRequest};
+    let cluster = TestCluster::start().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let bob = cluster.sign_in("bob@example.com").await?;
+    let folder_id = cluster.folders(&alice).await?.create("Batch").await?;
+    let mut folders = FolderMembershipServiceClient::new(cluster.internal(Service::Folders, Peer::Invitations).await?);
+    let lookup = |f: &str, u: &str| GetMembershipRequest { folder_id: f.into(), user_id: u.into() };
+
+    // In order, a member and a non-member of the same folder; no MANAGE epoch leaks out.
+    let lookups = vec![lookup(&folder_id, &alice.user_id), lookup(&folder_id, &bob.user_id)];
+    let got = folders.get_memberships(GetMembershipsRequest { lookups }).await?.into_inner().memberships;
+    let seen: Vec<_> = got.iter().map(|m| (m.access, m.folder_name.as_str(), m.folder_exists)).collect();
+    assert_eq!(seen, [(AccessLevel::Manage as i32, "Batch", true), (AccessLevel::Unspecified as i32, "", true)]);
+    assert!(got.iter().all(|m| m.manage_epoch.is_empty()), "a listing never carries MANAGE epochs");
+
+    // Odd spellings of a real id, an empty one, and too many lookups are refused by field.
+    for (bad_folder, bad_user, field) in [
+        (folder_id.to_uppercase(), alice.user_id.clone(), "lookups.folder_id"),
+        (folder_id.clone(), format!("{}%00", alice.user_id), "lookups.user_id"),
+        (String::new(), alice.user_id.clone(), "lookups.folder_id"),
+    ] {
+        let lookups = vec![lookup(&folder_id, &alice.user_id), lookup(&bad_folder, &bad_user)];
+        let refused = folders.get_memberships(GetMembershipsRequest { lookups }).await;
+        assert_code!(refused, Code::InvalidArgument, field);
+    }
+    let lookups = vec![lookup(&folder_id, &alice.user_id); 501];
+    assert_code!(folders.get_memberships(GetMembershipsRequest { lookups }).await, Code::InvalidArgument, "lookups");
+    // Only invitations (and the gateway) may ask.
+    let mut as_keyvault = FolderMembershipServiceClient::new(cluster.internal(Service::Folders, Peer::Keyvault).await?);
+    let lookups = vec![lookup(&folder_id, &alice.user_id)];
+    assert_code!(as_keyvault.get_memberships(GetMembershipsRequest { lookups }).await, Code::PermissionDenied);
+    cluster.stop().await
+}
