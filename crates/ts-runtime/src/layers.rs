@@ -31,11 +31,35 @@ use crate::telemetry;
 type Request = http::Request<Body>;
 type Response = http::Response<Body>;
 
-/// The service identity named by the caller's client certificate, if any.
-fn peer_of(req: &Request) -> Option<Peer> {
-    let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
-    let certs = info.peer_certs()?;
-    Peer::from_cert_der(certs.first()?.as_ref())
+/// The service identities of the client certificates seen, by the certificate's exact DER
+/// bytes: every request of a connection carries the same certificate, and parsing it (an
+/// X.509 decode with its allocations) on each request was wasted work.
+#[derive(Debug, Default)]
+struct PeerNames {
+    seen: std::sync::Mutex<std::collections::HashMap<Box<[u8]>, Option<Peer>>>,
+}
+
+/// Most certificates remembered; more (a rotation, a flood of one-off certificates from the
+/// internal CA) empties the memory and starts again.
+const PEER_NAMES_MAX: usize = 256;
+
+impl PeerNames {
+    /// The service identity named by the caller's client certificate, if any.
+    fn of(&self, req: &Request) -> Option<Peer> {
+        let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
+        let certs = info.peer_certs()?;
+        let der = certs.first()?.as_ref();
+        if let Some(known) = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(der) {
+            return *known;
+        }
+        let peer = Peer::from_cert_der(der);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= PEER_NAMES_MAX {
+            seen.clear();
+        }
+        seen.insert(der.into(), peer);
+        peer
+    }
 }
 
 /// `/pkg.Service/Method` as (`pkg.Service`, `Method`).
@@ -109,12 +133,13 @@ where
 pub struct RequestContext {
     service: &'static str,
     trust_request_ids: bool,
+    peers: Arc<PeerNames>,
 }
 
 impl RequestContext {
     /// For the server `service`; `trust_request_ids` only where every caller is one of ours.
     pub fn new(service: &'static str, trust_request_ids: bool) -> Self {
-        RequestContext { service, trust_request_ids }
+        RequestContext { service, trust_request_ids, peers: Arc::default() }
     }
 }
 
@@ -126,7 +151,7 @@ impl Around for RequestContext {
     {
         let path = req.uri().path().to_owned();
         let (rpc_service, rpc_method) = split_path(&path);
-        let peer = peer_of(&req);
+        let peer = self.peers.of(&req);
         let offered = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
         let request_id = match offered {
             Some(id) if self.trust_request_ids && valid_request_id(id) => id.to_owned(),
