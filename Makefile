@@ -24,6 +24,10 @@ fmt:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# The benchmark-only feature (security checks off) is built on its own by `make bench`;
+	@# a workspace member that enabled it would switch it on in every ordinary build.
+	@if $(CARGO) tree --workspace -e features -i ts-folders -i ts-gateway --prefix none | grep -q 'feature "insecure-bench"'; then \
+		echo "a workspace member enables insecure-bench; only make bench may build it"; exit 1; fi
 
 ## Protos: buf lint (STANDARD rules) over proto/.
 proto:
@@ -44,14 +48,20 @@ smoke:
 	tests/grpcurl_smoke.sh
 
 ## Benchmarks. ts-bench (release) loads the ceilings and the real stack, each service its own
-## process, and rewrites its section of BENCHMARKS.md; BENCH_ARGS passes flags to it (such as
+## process, then the reads again on a stack of a benchmark-only build with the security checks
+## off (feature insecure-bench: built first and moved aside, so target/release/teamshare is
+## always the real one; it refuses to serve without TEAMSHARE_INSECURE_BENCH), and rewrites its
+## section of BENCHMARKS.md; BENCH_ARGS passes flags to it (such as
 ## `--measure-secs 3 --no-scale`; `target/release/ts-bench --help` lists them). Then the
 ## field-encryption benchmark (criterion), whose figures are copied into BENCHMARKS.md by hand.
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BENCH_ARGS ?=
 bench: prereqs
+	$(CARGO) build --release -p teamshare --features insecure-bench
+	mv -f $(TARGET_DIR)/release/teamshare $(TARGET_DIR)/release/teamshare-insecure-bench
 	$(CARGO) build --release -p teamshare -p ts-bench
-	$(TARGET_DIR)/release/ts-bench --teamshare-bin $(TARGET_DIR)/release/teamshare $(BENCH_ARGS)
+	$(TARGET_DIR)/release/ts-bench --teamshare-bin $(TARGET_DIR)/release/teamshare \
+		--insecure-bin $(TARGET_DIR)/release/teamshare-insecure-bench $(BENCH_ARGS)
 	$(CARGO) bench -p ts-crypto --bench seal_open
 
 ## Mutation testing of the security-critical code (not part of `make test`). Files with unit

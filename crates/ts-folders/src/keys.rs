@@ -3,7 +3,7 @@
 //! answers become `FoldersError` here, where they arrive.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -20,14 +20,26 @@ use crate::error::{FoldersError, KeyvaultRefusal};
 /// Data keys for folders, through keyvault, with a bounded plaintext cache.
 pub struct FolderKeys {
     client: KeyVaultServiceClient<InternalChannel>,
-    cache: KeyCache,
-    /// Fetches of versions not in the cache, by folder and version: concurrent readers of
-    /// one cold key share one keyvault call (a listing of 50 folders read by 64 callers at
-    /// once asked for 3,200 keys instead of 50).
-    fetching: Mutex<HashMap<(String, u32), Fetch>>,
+    cache: Arc<KeyCache>,
+    /// Keyvault calls under way for versions not in the cache: concurrent readers of one
+    /// cold key share one call (a listing of 50 folders read by 64 callers at once asked for
+    /// 3,200 keys instead of 50).
+    fetching: Arc<Mutex<Fetching>>,
 }
 
-/// One keyvault fetch that every concurrent reader of the key awaits.
+/// The keyvault calls under way, and how many times keys were forgotten.
+#[derive(Default)]
+struct Fetching {
+    running: HashMap<(String, u32), (u64, Fetch)>,
+    next: u64,
+    /// Bumped by every retirement and destruction: a key fetched across one is not cached
+    /// (it may be the key just destroyed).
+    erasures: u64,
+}
+
+/// One keyvault call, run as its own task (so that it finishes, fills the cache and leaves
+/// the map even when every reader who wanted it has gone), which every concurrent reader of
+/// the key awaits.
 type Fetch = Shared<BoxFuture<'static, Result<DataKey, FetchError>>>;
 
 /// A failed fetch, as every reader that shared it sees it.
@@ -90,7 +102,7 @@ fn key_from(version: u32, bytes: &[u8]) -> Result<DataKey, FoldersError> {
 impl FolderKeys {
     /// Keys through `client`, cached within `limits`.
     pub fn new(client: KeyVaultServiceClient<InternalChannel>, limits: CacheLimits) -> Self {
-        FolderKeys { client, cache: KeyCache::new(limits), fetching: Mutex::default() }
+        FolderKeys { client, cache: Arc::new(KeyCache::new(limits)), fetching: Arc::default() }
     }
 
     /// Creates a folder's first key version.
@@ -102,11 +114,19 @@ impl FolderKeys {
     /// The newest version, for writes. Always asks keyvault, so a rotation takes effect at
     /// once; the answer also warms the cache for reads.
     pub async fn newest(&self, folder_id: &str) -> Result<DataKey, FoldersError> {
+        let erasures = self.lock().erasures;
         let req = GetDataKeyRequest { folder_id: folder_id.to_owned(), version: 0 };
         let resp = self.client.clone().get_data_key(req).await.map_err(from_keyvault)?.into_inner();
         let key = key_from(resp.version, &resp.key)?;
-        self.cache.insert(folder_id, key.clone());
+        let fetching = self.lock();
+        if fetching.erasures == erasures {
+            self.cache.insert(folder_id, key.clone());
+        }
         Ok(key)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Fetching> {
+        self.fetching.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A given version, for reads; from the cache while it is within its bounds, else one
@@ -117,38 +137,59 @@ impl FolderKeys {
         }
         let which = (folder_id.to_owned(), version);
         let fetch = {
-            let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
-            fetching.entry(which.clone()).or_insert_with(|| self.fetch(folder_id.to_owned(), version)).clone()
+            let mut fetching = self.lock();
+            match fetching.running.get(&which) {
+                Some((_, fetch)) => fetch.clone(),
+                None => {
+                    fetching.next += 1;
+                    let (id, erasures) = (fetching.next, fetching.erasures);
+                    let fetch = self.fetch(which.clone(), id, erasures);
+                    fetching.running.insert(which, (id, fetch.clone()));
+                    fetch
+                }
+            }
         };
-        let fetched = fetch.clone().await;
-        if let Ok(key) = &fetched {
-            self.cache.insert(folder_id, key.clone());
-        }
-        // Done (in the cache, or failed for everyone who shared it): the next reader starts
-        // afresh. A newer fetch of the same key that replaced this one is left alone.
-        let mut fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
-        if fetching.get(&which).is_some_and(|f| f.ptr_eq(&fetch)) {
-            fetching.remove(&which);
-        }
-        Ok(fetched?)
+        Ok(fetch.await?)
     }
 
     /// Forgets a folder's keys; a reader who comes after starts a keyvault call of its own
     /// instead of sharing one begun before.
+    /// The cache is emptied under the same lock as fetches fill it, after the erasure count
+    /// moved: no fetch begun before this puts the folder's keys back.
     fn forget(&self, folder_id: &str) {
-        self.fetching.lock().unwrap_or_else(|p| p.into_inner()).retain(|(f, _), _| f != folder_id);
+        let mut fetching = self.lock();
+        fetching.erasures += 1;
+        fetching.running.retain(|(f, _), _| f != folder_id);
         self.cache.evict_folder(folder_id);
     }
 
-    fn fetch(&self, folder_id: String, version: u32) -> Fetch {
-        let mut client = self.client.clone();
-        async move {
-            let req = GetDataKeyRequest { folder_id, version };
-            let resp = client.get_data_key(req).await.map_err(from_keyvault)?.into_inner();
-            Ok(key_from(resp.version, &resp.key)?)
-        }
-        .boxed()
-        .shared()
+    /// Starts the keyvault call for `which`, known to the map as `id`, begun when the
+    /// erasure count was `erasures`.
+    fn fetch(&self, which: (String, u32), id: u64, erasures: u64) -> Fetch {
+        let (mut client, cache, fetching) = (self.client.clone(), self.cache.clone(), self.fetching.clone());
+        let task = tokio::spawn(async move {
+            let req = GetDataKeyRequest { folder_id: which.0.clone(), version: which.1 };
+            let fetched = match client.get_data_key(req).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    key_from(resp.version, &resp.key).map_err(FetchError::from)
+                }
+                Err(status) => Err(FetchError::from(from_keyvault(status))),
+            };
+            let mut fetching = fetching.lock().unwrap_or_else(|p| p.into_inner());
+            if let Ok(key) = &fetched
+                && fetching.erasures == erasures
+            {
+                cache.insert(&which.0, key.clone());
+            }
+            // Done, for everyone who shared it: the next reader finds the cache or starts
+            // afresh. A newer call for the same key that replaced this one is left alone.
+            if fetching.running.get(&which).is_some_and(|(running, _)| *running == id) {
+                fetching.running.remove(&which);
+            }
+            fetched
+        });
+        async move { task.await.unwrap_or(Err(FetchError::Unreadable)) }.boxed().shared()
     }
 
     /// Adds a version at keyvault.

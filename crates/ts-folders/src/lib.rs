@@ -84,6 +84,9 @@ pub fn allowlist() -> Allowlist {
 /// retention. Reads `[folders]`, `[internal_tls]`, `[mongodb]`, `[redis]` (optional),
 /// `[audit]`, `[data_key_cache]` and `[upstreams]` keyvault and auth.
 pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer, RunError> {
+    if cfg!(feature = "insecure-bench") {
+        ts_runtime::insecure_bench_consent("folders", config)?;
+    }
     let section = require(&config.folders, "folders")?;
     let mtls = service_mtls(config, Peer::Folders, section)?;
     let keyvault = KeyVaultServiceClient::new(upstream(config, Peer::Keyvault, &mtls)?);

@@ -38,6 +38,14 @@ const VERIFIED_FOR: Duration = Duration::from_secs(60);
 /// Most verified tokens kept.
 const VERIFIED_MAX: u64 = 50_000;
 
+/// Auth's public keys as last fetched (sorted by key id), and when.
+#[derive(Default)]
+struct Keys {
+    verifier: Verifier,
+    public: Vec<PublicKey>,
+    fetched: Option<Instant>,
+}
+
 /// A token the gateway verified: who it names, and until when (Unix seconds).
 #[derive(Debug)]
 struct Verified {
@@ -61,7 +69,7 @@ pub struct Authenticator {
     limiter: Option<Arc<InviteLimiter>>,
     redis: Option<fred::clients::Client>,
     clock: SharedClock,
-    keys: RwLock<(Verifier, Option<Instant>)>,
+    keys: RwLock<Keys>,
     /// Tokens verified in the last `VERIFIED_FOR`, by digest; emptied when the keys change.
     verified: moka::sync::Cache<TokenDigest, Arc<Verified>>,
     /// Sessions auth said were live, with when we asked.
@@ -125,7 +133,7 @@ impl Authenticator {
             limiter: None,
             redis,
             clock,
-            keys: RwLock::new((Verifier::default(), None)),
+            keys: RwLock::new(Keys::default()),
             verified: moka::sync::Cache::builder().max_capacity(VERIFIED_MAX).time_to_live(VERIFIED_FOR).build(),
             live: std::sync::Mutex::new(HashMap::new()),
         }
@@ -190,18 +198,22 @@ impl Authenticator {
 
     async fn refresh_keys(&self) -> Result<(), Status> {
         let mut keys = self.keys.write().await;
-        if !refresh_due(keys.1, Instant::now()) {
+        if !refresh_due(keys.fetched, Instant::now()) {
             return Ok(());
         }
         let reply = self.identity.clone().get_token_keys(GetTokenKeysRequest {}).await.map_err(|s| {
             tracing::warn!(code = ?s.code(), "cannot fetch token keys from auth");
             Status::unavailable("cannot verify access tokens right now; retry later")
         })?;
-        let public: Vec<PublicKey> =
+        let mut public: Vec<PublicKey> =
             reply.into_inner().keys.into_iter().map(|k| PublicKey { kid: k.key_id, bytes: k.public_key }).collect();
-        *keys = (Verifier::new(&public), Some(Instant::now()));
-        // A key auth no longer publishes must not keep vouching for what it signed.
-        self.verified.invalidate_all();
+        public.sort_by(|a, b| a.kid.cmp(&b.kid));
+        // A key auth no longer publishes must not keep vouching for what it signed; an
+        // unchanged set (a refresh forced by a made-up key id) keeps what was verified.
+        if public != keys.public {
+            self.verified.invalidate_all();
+        }
+        *keys = Keys { verifier: Verifier::new(&public), public, fetched: Some(Instant::now()) };
         Ok(())
     }
 
@@ -214,11 +226,11 @@ impl Authenticator {
             return if now < v.exp { Ok(v) } else { Err(unauthenticated(TokenError::Expired)) };
         }
         let kid = Verifier::kid_of(token).map_err(unauthenticated)?;
-        if !self.keys.read().await.0.knows(&kid) {
+        if !self.keys.read().await.verifier.knows(&kid) {
             self.refresh_keys().await?;
         }
         let keys = self.keys.read().await;
-        let claims = keys.0.verify(token, self.clock.now()).map_err(unauthenticated)?;
+        let claims = keys.verifier.verify(token, self.clock.now()).map_err(unauthenticated)?;
         // Auth minted these; a token that names malformed ids is refused like a forged one.
         let malformed = |_| unauthenticated(TokenError::Malformed);
         let verified = Arc::new(Verified {

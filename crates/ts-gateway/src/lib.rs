@@ -67,6 +67,9 @@ impl std::fmt::Debug for Gateway {
 /// `[redis]` (optional), `[invitation_limits]` and `[upstreams]` auth, folders and
 /// invitations; `clock` rules token expiry and the send limits.
 pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer, RunError> {
+    if cfg!(feature = "insecure-bench") {
+        ts_runtime::insecure_bench_consent("gateway", config)?;
+    }
     let section = require(&config.gateway, "gateway")?;
     let ca = require(&config.internal_tls, "internal_tls")?;
     let mtls = material(&ca.ca_cert, Peer::Gateway.name(), &section.cert, &section.key)?;

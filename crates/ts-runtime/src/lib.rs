@@ -30,6 +30,24 @@ pub enum RunError {
     Startup(String),
 }
 
+/// What a benchmark-only build (a service built with its `insecure-bench` feature, security
+/// checks off) must find in the environment before it serves anything.
+pub const INSECURE_BENCH_CONSENT: (&str, &str) = ("TEAMSHARE_INSECURE_BENCH", "measure-only-no-security");
+
+/// Called by the build of a service whose `insecure-bench` feature is on: refuses to start
+/// it without [`INSECURE_BENCH_CONSENT`] in the environment, and always with `production`.
+pub fn insecure_bench_consent(service: &str, config: &Config) -> Result<(), RunError> {
+    let (var, value) = INSECURE_BENCH_CONSENT;
+    if config.production || std::env::var(var).as_deref() != Ok(value) {
+        return Err(RunError::Startup(format!(
+            "{service} is a benchmark-only build with its security checks off; it serves only with \
+             {var}={value} and never with production = true"
+        )));
+    }
+    tracing::error!(service, "BENCHMARK-ONLY BUILD: security checks are off; never expose this process");
+    Ok(())
+}
+
 /// Loads an internal service's mTLS material from `[internal_tls]` and its own section
 /// (named after the service).
 pub fn service_mtls(config: &Config, service: Peer, section: &ServiceConfig) -> Result<MtlsMaterial, ConfigError> {
@@ -61,4 +79,19 @@ pub fn upstream(
     material: &MtlsMaterial,
 ) -> Result<client::InternalChannel, ConfigError> {
     client::connect(callee.name(), config.upstreams.get(callee.name())?, material, INTERNAL_CALL_TIMEOUT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_benchmark_only_build_refuses_to_start_without_consent_and_always_in_production() {
+        // The test runner never sets the consent variable.
+        assert!(std::env::var(INSECURE_BENCH_CONSENT.0).is_err());
+        let err = insecure_bench_consent("folders", &Config::default()).unwrap_err().to_string();
+        assert!(err.contains("benchmark-only") && err.contains(INSECURE_BENCH_CONSENT.0), "{err}");
+        let production = Config { production: true, ..Config::default() };
+        assert!(insecure_bench_consent("gateway", &production).is_err());
+    }
 }
