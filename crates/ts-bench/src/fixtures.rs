@@ -1,7 +1,12 @@
 //! What the scenarios read and write, made through the public API as a client would (sign-in
-//! by email code, folders, items, invitations), with concurrency; only invitations that
-//! merely fill the system are inserted into MongoDB directly, as the invitations service's
-//! own document type, since they need no encryption.
+//! by email code, folders, items, invitations), with concurrency. What merely fills the
+//! system for the scale pairs is inserted into MongoDB directly, as the services' own
+//! document types: invitations (they need no encryption), and items and folders beyond the
+//! ones a first page shows (copies of a real one's stored document under new ids, placed
+//! after every real one in the page order: their sealed fields are bound to the original's
+//! ids and would not open, and no first page reads them). Through the API they are made at
+//! 10–30 a second on this machine (a KMS data key per folder, a transaction per item), so
+//! 100,000 items would take an hour.
 
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
@@ -12,7 +17,7 @@ use teamshare::Service;
 use tonic::transport::Channel;
 use ts_contract::Peer;
 use ts_contract::clock::bson_date;
-use ts_contract::ids::{FolderId, InvitationId, UserId};
+use ts_contract::ids::{FolderId, InvitationId, ItemId, UserId};
 use ts_invitations::store::{InvitationDoc, InvitationState};
 use ts_proto::internal::UpsertLicenseRequest;
 use ts_proto::internal::license_operator_service_client::LicenseOperatorServiceClient;
@@ -150,10 +155,86 @@ pub async fn filler_invitations(
     Ok(())
 }
 
+/// Inserts `n` filler items into `folder_id`, after its real ones (see the module's note).
+pub async fn filler_items(stack: &Stack, folder_id: &str, n: usize) -> anyhow::Result<()> {
+    use ts_folders::store::ItemDoc;
+    let items = stack.database().await?.collection::<ItemDoc>("items");
+    let model = items
+        .find_one(bson::doc! { "folder_id": folder_id })
+        .sort(bson::doc! { "created_at": -1 })
+        .await?
+        .context("the folder has no item to copy")?;
+    let after = model.created_at.timestamp_millis() + 1_000;
+    let docs: Vec<ItemDoc> = (0..n)
+        .map(|i| {
+            let at = bson::DateTime::from_millis(after + i as i64);
+            ItemDoc { id: ItemId::new(), created_at: at, updated_at: at, ..model.clone() }
+        })
+        .collect();
+    for chunk in docs.chunks(1_000) {
+        items.insert_many(chunk).await.context("inserting filler items")?;
+    }
+    Ok(())
+}
+
+/// Inserts `n` filler folders with `member` as their only manager, after the member's real
+/// folders in the listing order (folder ids starting `ffffffff`; see the module's note).
+pub async fn filler_folders(stack: &Stack, member: &Session, n: usize) -> anyhow::Result<()> {
+    use ts_folders::store::{FolderDoc, MemberDoc};
+    let db = stack.database().await?;
+    let (folders, members) = (db.collection::<FolderDoc>("folders"), db.collection::<MemberDoc>("members"));
+    let user_id = UserId::parse("user_id", &member.user_id)?;
+    let model_member =
+        members.find_one(bson::doc! { "user_id": user_id.as_str() }).await?.context("the user is in no folder")?;
+    let model_folder = folders
+        .find_one(bson::doc! { "_id": model_member.folder_id.as_str() })
+        .await?
+        .context("the user's folder is missing")?;
+    let mut made_folders = Vec::with_capacity(n);
+    let mut made_members = Vec::with_capacity(n);
+    for _ in 0..n {
+        let random = uuid::Uuid::new_v4().to_string();
+        let id = FolderId::parse("folder_id", &format!("ffffffff{}", &random[8..]))?;
+        made_members.push(MemberDoc {
+            id: MemberDoc::id_of(&id, &user_id),
+            folder_id: id.clone(),
+            manage_epoch: Some(uuid::Uuid::new_v4().simple().to_string()),
+            ..model_member.clone()
+        });
+        made_folders.push(FolderDoc { id, ..model_folder.clone() });
+    }
+    for (f, m) in made_folders.chunks(1_000).zip(made_members.chunks(1_000)) {
+        folders.insert_many(f).await.context("inserting filler folders")?;
+        members.insert_many(m).await.context("inserting filler memberships")?;
+    }
+    Ok(())
+}
+
 /// How many invitations the system holds.
 pub async fn invitations_in_system(stack: &Stack) -> anyhow::Result<u64> {
     let db = stack.database().await?;
     Ok(db.collection::<bson::Document>("invitations").count_documents(bson::doc! {}).await?)
+}
+
+/// Lists the first page of `page_size` of a user's folders once, as a sanity check that
+/// seeding landed and so that the measurement starts warm: on the MongoDB-compatible server
+/// the first read of 10,000 memberships sorts them all (MongoDB walks the index), and 64
+/// concurrent first reads would queue behind one another there.
+pub async fn check_folders(gateway: &Channel, member: &Session, page_size: usize) -> anyhow::Result<()> {
+    use ts_proto::public::folder_service_client::FolderServiceClient;
+    use ts_proto::public::{ListFoldersRequest, PageRequest};
+    let page = Some(PageRequest { page_size: page_size as u32, page_token: String::new() });
+    let mut client = FolderServiceClient::new(gateway.clone());
+    // Twice: the first read keeps the page as a hint, the second under every generation.
+    for _ in 0..2 {
+        let listed = client
+            .list_folders(member.request(ListFoldersRequest { page: page.clone() }))
+            .await
+            .context("ListFolders")?;
+        let n = listed.into_inner().folders.len();
+        anyhow::ensure!(n == page_size, "ListFolders shows {n} folders, expected {page_size}");
+    }
+    Ok(())
 }
 
 /// Waits until `n` items are listed in a folder (a sanity check that seeding landed).

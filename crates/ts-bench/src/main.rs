@@ -32,6 +32,11 @@ use crate::report::{Pair, Report, Row, peak_memory};
 use crate::scenarios::{Actor, Crowd};
 use crate::stack::{Stack, StackOptions, public_channel};
 
+/// The same allocator as `teamshare`, so that the ceilings (this binary's subcommands) and the
+/// stack are compared on the same footing.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The echo ceiling's row name.
 pub const ECHO: &str = "echo (TLS)";
 /// The forwarder ceiling's row name.
@@ -92,17 +97,16 @@ struct Options {
     /// Scale: items in the small folder (ListItems).
     #[arg(long, default_value_t = 100)]
     items_small: u64,
-    /// Scale: items in the large folder (ListItems), made through CreateItem (the default
-    /// keeps `make bench` short; the seeding rate is in the notes). Above 10,000 needs
-    /// `--max-items-per-folder`, which needs a folders service that knows that setting.
-    #[arg(long, default_value_t = 5_000)]
+    /// Scale: items in the large folder (ListItems): as many as the small folder made
+    /// through CreateItem, the rest inserted directly after them (see `fixtures`).
+    #[arg(long, default_value_t = 100_000)]
     items_large: u64,
     /// Scale: folders of the small user (ListFolders).
     #[arg(long, default_value_t = 10)]
     folders_small: u64,
-    /// Scale: folders of the large user (ListFolders), made through CreateFolder (each asks
-    /// KMS for a data key; the default keeps `make bench` short).
-    #[arg(long, default_value_t = 3_000)]
+    /// Scale: folders of the large user (ListFolders): as many as the small user's made
+    /// through CreateFolder, the rest inserted directly after them (see `fixtures`).
+    #[arg(long, default_value_t = 10_000)]
     folders_large: u64,
     /// Scale: invitations in the system, small (ListMyInvitations).
     #[arg(long, default_value_t = 10)]
@@ -129,6 +133,11 @@ struct Options {
     /// Skip the scale pairs.
     #[arg(long)]
     no_scale: bool,
+    /// A benchmark-only `teamshare` built with `--features insecure-bench` (revocation,
+    /// limiter, sharing and membership checks and field decryption off): the reads are
+    /// measured again on a stack of it, and what the security features cost is reported.
+    #[arg(long)]
+    insecure_bin: Option<PathBuf>,
     /// The file whose ts-bench section is rewritten.
     #[arg(long)]
     benchmarks_md: Option<PathBuf>,
@@ -261,6 +270,7 @@ async fn bench(o: Options) -> anyhow::Result<()> {
         export_interval,
         log_filter: o.log_filter.clone(),
         max_items_per_folder: o.max_items_per_folder,
+        insecure: false,
     };
     let stack = Stack::start(&options).await?;
     say!("stack up in {:.1} s (logs in {})", started.elapsed().as_secs_f64(), stack.services[0].1.log_path().display());
@@ -325,6 +335,8 @@ async fn bench(o: Options) -> anyhow::Result<()> {
     ] {
         report.rows.push(bench.run(name, &call).await?);
     }
+    // The security-off stack needs the machine to itself: measured after this stack stops.
+    let secure_reads: Vec<Row> = report.rows.iter().filter(|r| READS.contains(&r.scenario.as_str())).cloned().collect();
 
     if !o.no_scale {
         scale(&o, &bench, &stack, &gateway, &channels, &actors, &scale_sessions, &mut report).await?;
@@ -349,6 +361,26 @@ async fn bench(o: Options) -> anyhow::Result<()> {
     for (name, p) in stack.processes() {
         report.memory.push(peak_memory(name, p.server_pid()));
     }
+    drop(stack);
+    if let Some(insecure) = &o.insecure_bin {
+        let off =
+            security_off(&o, &bench, StackOptions { binary: insecure.clone(), insecure: true, ..options }).await?;
+        for row in off {
+            if let Some(on) = secure_reads.iter().find(|r| off_name(&r.scenario) == row.scenario) {
+                report.notes.push(format!(
+                    "security cost, {}: {:.0} req/s with every check on, {:.0} with them off: on ÷ off = {:.3} ({:.1} % fewer requests/s; p50 {:?} vs {:?})",
+                    on.scenario,
+                    on.measured.rate,
+                    row.measured.rate,
+                    on.measured.rate / row.measured.rate.max(1e-9),
+                    100.0 * (1.0 - on.measured.rate / row.measured.rate.max(1e-9)),
+                    on.measured.p50,
+                    row.measured.p50,
+                ));
+            }
+            report.rows.push(row);
+        }
+    }
     report.memory.push(peak_memory("ts-bench", None));
     report.setup = setup_lines(&o, &repo);
     for row in report.rows.iter().chain(report.pairs.iter().flat_map(|p| [&p.rows.0, &p.rows.1])) {
@@ -371,8 +403,48 @@ async fn bench(o: Options) -> anyhow::Result<()> {
         report::write_section(&path, "## The service stack under load (`ts-bench`)", &body)?;
         say!("wrote {}", path.display());
     }
-    drop(stack);
     Ok(())
+}
+
+/// The reads measured again with the security checks off.
+const READS: [&str; 4] = ["GetItem", "ListItems", "ListFolders", "GetMe"];
+
+fn off_name(read: &str) -> String {
+    format!("{read}, security off")
+}
+
+/// The reads on a stack of the benchmark-only build (no revocation, sharing or membership
+/// check, no decryption; tokens verified once, then found by digest as in the real build),
+/// seeded like the main stack. Counting is skipped: nothing is counted on this stack.
+async fn security_off(o: &Options, bench: &Bench, options: StackOptions) -> anyhow::Result<Vec<Row>> {
+    say!("security off: starting a stack of {}", options.binary.display());
+    let stack = Stack::start(&options).await?;
+    let gateway = stack.gateway().await?;
+    fixtures::license(&stack).await?;
+    let emails: Vec<String> = (0..o.users).map(|i| format!("user{i}@{}", fixtures::DOMAIN)).collect();
+    let sessions = fixtures::sign_in(&stack, &gateway, &emails, 8).await?;
+    let per_user = (o.seed_concurrency as usize / 8).max(1);
+    let items_per_folder = o.items_per_folder as usize;
+    let actors = fixtures::many(sessions.len(), 8, |i| {
+        let (gateway, session) = (&gateway, sessions[i].clone());
+        async move {
+            let (folder_id, items) =
+                fixtures::folder_with_items(gateway, &session, &format!("Bench {i}"), items_per_folder, per_user)
+                    .await?;
+            anyhow::Ok(Actor { session, folder_id, items })
+        }
+    })
+    .await?;
+    let channels = bench.channels(&stack.certs, stack.service(teamshare::Service::Gateway)?.port).await?;
+    let crowd = Crowd::new(channels, actors);
+    let uncounted = Bench { meter: None, ..*bench };
+    let mut rows = Vec::new();
+    for (name, call) in
+        READS.into_iter().zip([crowd.get_item(), crowd.list_items(), crowd.list_folders(), crowd.get_me()])
+    {
+        rows.push(uncounted.run(&off_name(name), &call).await?);
+    }
+    Ok(rows)
 }
 
 /// The scale pairs: each read at a small and a large size.
@@ -395,23 +467,48 @@ async fn scale(
     let mut rows = Vec::new();
     for (size, label) in [(o.items_small, "small"), (o.items_large, "large")] {
         let t = Instant::now();
+        let real = size.min(o.items_small) as usize;
         let (folder_id, items) =
-            fixtures::folder_with_items(gateway, &owner, &format!("Scale items {label}"), size as usize, seed).await?;
+            fixtures::folder_with_items(gateway, &owner, &format!("Scale items {label}"), real, seed).await?;
         report.notes.push(format!("seeded: {} through CreateItem", fixtures::rate_line("items", items.len(), t)));
+        let filler = size as usize - real;
+        if filler > 0 {
+            let t = Instant::now();
+            fixtures::filler_items(stack, &folder_id, filler).await?;
+            report.notes.push(format!(
+                "seeded: {} inserted directly after them (ItemDoc)",
+                fixtures::rate_line("filler items", filler, t)
+            ));
+        }
         fixtures::check_items(gateway, &owner, &folder_id, items.len()).await?;
         let crowd = crowd_of(Actor { session: owner.clone(), folder_id, items });
         rows.push(bench.run(&format!("ListItems, folder of {size} items"), &crowd.list_items()).await?);
     }
     push_pair(report, "ListItems (first page)", "items in the folder", (o.items_small, o.items_large), rows);
 
-    // ListFolders: a user in few folders and a user in many.
+    // ListFolders: a user in few folders and a user in many, each reading a first page as
+    // long as the small user's whole list, so that the pair compares the cost of being in
+    // many folders, not of reading a longer page.
+    let page_size = u32::try_from(o.folders_small).unwrap_or(u32::MAX);
     let mut rows = Vec::new();
     for (size, session) in [(o.folders_small, &scale_sessions[0]), (o.folders_large, &scale_sessions[1])] {
         let t = Instant::now();
-        fixtures::folders(gateway, session, size as usize, seed).await?;
-        report.notes.push(format!("seeded: {} through CreateFolder", fixtures::rate_line("folders", size as usize, t)));
+        let real = size.min(o.folders_small) as usize;
+        fixtures::folders(gateway, session, real, seed).await?;
+        report.notes.push(format!("seeded: {} through CreateFolder", fixtures::rate_line("folders", real, t)));
+        let filler = size as usize - real;
+        if filler > 0 {
+            let t = Instant::now();
+            fixtures::filler_folders(stack, session, filler).await?;
+            report.notes.push(format!(
+                "seeded: {} inserted directly after them (FolderDoc, MemberDoc)",
+                fixtures::rate_line("filler folders", filler, t)
+            ));
+        }
+        fixtures::check_folders(gateway, session, page_size as usize).await?;
         let crowd = crowd_of(Actor { session: session.clone(), folder_id: String::new(), items: Vec::new() });
-        rows.push(bench.run(&format!("ListFolders, user in {size} folders"), &crowd.list_folders()).await?);
+        let name = format!("ListFolders, user in {size} folders, page of {page_size}");
+        rows.push(bench.run(&name, &crowd.list_folders_by(page_size)).await?);
     }
     push_pair(report, "ListFolders (first page)", "folders of the user", (o.folders_small, o.folders_large), rows);
 
@@ -463,7 +560,7 @@ fn setup_lines(o: &Options, repo: &std::path::Path) -> Vec<String> {
             "{} users under one license; each has a folder of {} items; CreateInvitation sends to a new address every time",
             o.users, o.items_per_folder
         ),
-        "raised for the bench (still enforced): sign-in code sends per client address, invitation send rates and bursts, pending invitations per folder; access tokens live 2 h so one sign-in lasts the run".into(),
+        "raised for the bench (still enforced): sign-in code sends per client address, invitation send rates and bursts, pending invitations per folder; access tokens live 2 h so one sign-in lasts the run; the gateway's downstream deadline is 60 s (the first, cold read of the 100,000-item folder sorts it on the MongoDB-compatible server)".into(),
         format!(
             "counting: MongoDB commands (`mongodb.commands`), KMS calls (`kms.requests`) and internal RPCs (`rpc.server.requests` of auth, keyvault, folders, invitations, health checks excluded) from the services' OTLP exports every {} ms; Redis commands from `INFO commandstats` (commands inside Lua scripts included, the bench's INFO excluded); trace sampling off (OTEL_TRACES_SAMPLER=always_off); service logs at `{}`",
             o.export_interval_ms, o.log_filter

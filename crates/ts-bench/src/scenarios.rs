@@ -68,10 +68,16 @@ impl Crowd {
 
     /// ListFolders: the first page (default size) of the actor's folders.
     pub fn list_folders(&self) -> Call {
+        self.list_folders_by(0)
+    }
+
+    /// ListFolders, first page of `page_size` folders (0: the RPC's default).
+    pub fn list_folders_by(&self, page_size: u32) -> Call {
         let crowd = self.clone();
         call(move |worker, _| {
             let (channel, actor) = crowd.pick(worker);
-            let request = actor.session.request(ListFoldersRequest { page: None });
+            let page = (page_size > 0).then(|| ts_proto::public::PageRequest { page_size, page_token: String::new() });
+            let request = actor.session.request(ListFoldersRequest { page });
             async move { FolderServiceClient::new(channel).list_folders(request).await.map(drop) }
         })
     }

@@ -31,6 +31,9 @@ pub struct StackOptions {
     pub log_filter: String,
     /// Set `folders.max_items_per_folder` (only when the folders service knows the key).
     pub max_items_per_folder: Option<u64>,
+    /// The binary is a benchmark-only build with the security checks off (it serves only
+    /// when the environment says so).
+    pub insecure: bool,
 }
 
 /// The running stack. Dropping it stops every process.
@@ -140,6 +143,10 @@ dir = {mail}
             let peer = svc.peer();
             toml.push_str(&format!("\n[{}]\nlisten = \"127.0.0.1:{}\"\n", svc.name(), port(svc)));
             if svc == Service::Gateway {
+                // The first read of a 100,000-item folder sorts the whole folder on the
+                // MongoDB-compatible server (~4 s; MongoDB walks the index); later reads are
+                // served from memory.
+                toml.push_str("downstream_timeout_ms = 60000\n");
                 toml.push_str(&format!(
                     "public_cert = {}\npublic_key = {}\n",
                     path(&certs.public_cert()),
@@ -159,6 +166,12 @@ dir = {mail}
             ("OTEL_METRIC_EXPORT_INTERVAL".to_owned(), options.export_interval.as_millis().to_string()),
             ("OTEL_TRACES_SAMPLER".to_owned(), "always_off".to_owned()),
         ];
+        if options.insecure {
+            env.push((
+                ts_runtime::INSECURE_BENCH_CONSENT.0.to_owned(),
+                ts_runtime::INSECURE_BENCH_CONSENT.1.to_owned(),
+            ));
+        }
         if let Some(max) = options.max_items_per_folder {
             env.push(("TS_FOLDERS__MAX_ITEMS_PER_FOLDER".to_owned(), max.to_string()));
         }
