@@ -30,11 +30,41 @@ pub struct FolderKeys {
 /// The keyvault calls under way, and how many times keys were forgotten.
 #[derive(Default)]
 struct Fetching {
+    /// A call caches its key only while it is still registered here: forgetting a folder
+    /// removes its calls, so a key fetched across a retirement or destruction is not cached.
     running: HashMap<(String, u32), (u64, Fetch)>,
     next: u64,
-    /// Bumped by every retirement and destruction: a key fetched across one is not cached
-    /// (it may be the key just destroyed).
+    /// Bumped by every retirement and destruction, for `newest` (which is not registered):
+    /// a newest key fetched across one is returned but not cached.
     erasures: u64,
+}
+
+/// Leaves the in-flight map when its call ends, however it ends (a panic too), so that a
+/// failed call is never handed to later readers.
+struct Registered {
+    fetching: Arc<Mutex<Fetching>>,
+    which: (String, u32),
+    id: u64,
+}
+
+impl Registered {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Fetching> {
+        self.fetching.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn current(fetching: &Fetching, which: &(String, u32), id: u64) -> bool {
+        fetching.running.get(which).is_some_and(|(running, _)| *running == id)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut fetching = self.lock();
+        // A newer call for the same key that replaced this one is left alone.
+        if Registered::current(&fetching, &self.which, self.id) {
+            fetching.running.remove(&self.which);
+        }
+    }
 }
 
 /// One keyvault call, run as its own task (so that it finishes, fills the cache and leaves
@@ -142,8 +172,8 @@ impl FolderKeys {
                 Some((_, fetch)) => fetch.clone(),
                 None => {
                     fetching.next += 1;
-                    let (id, erasures) = (fetching.next, fetching.erasures);
-                    let fetch = self.fetch(which.clone(), id, erasures);
+                    let id = fetching.next;
+                    let fetch = self.fetch(which.clone(), id);
                     fetching.running.insert(which, (id, fetch.clone()));
                     fetch
                 }
@@ -163,11 +193,12 @@ impl FolderKeys {
         self.cache.evict_folder(folder_id);
     }
 
-    /// Starts the keyvault call for `which`, known to the map as `id`, begun when the
-    /// erasure count was `erasures`.
-    fn fetch(&self, which: (String, u32), id: u64, erasures: u64) -> Fetch {
-        let (mut client, cache, fetching) = (self.client.clone(), self.cache.clone(), self.fetching.clone());
+    /// Starts the keyvault call for `which`, known to the map as `id`.
+    fn fetch(&self, which: (String, u32), id: u64) -> Fetch {
+        let (mut client, cache) = (self.client.clone(), self.cache.clone());
+        let registered = Registered { fetching: self.fetching.clone(), which, id };
         let task = tokio::spawn(async move {
+            let which = &registered.which;
             let req = GetDataKeyRequest { folder_id: which.0.clone(), version: which.1 };
             let fetched = match client.get_data_key(req).await {
                 Ok(resp) => {
@@ -176,17 +207,15 @@ impl FolderKeys {
                 }
                 Err(status) => Err(FetchError::from(from_keyvault(status))),
             };
-            let mut fetching = fetching.lock().unwrap_or_else(|p| p.into_inner());
-            if let Ok(key) = &fetched
-                && fetching.erasures == erasures
-            {
-                cache.insert(&which.0, key.clone());
+            if let Ok(key) = &fetched {
+                let fetching = registered.lock();
+                if Registered::current(&fetching, which, registered.id) {
+                    cache.insert(&which.0, key.clone());
+                }
             }
-            // Done, for everyone who shared it: the next reader finds the cache or starts
-            // afresh. A newer call for the same key that replaced this one is left alone.
-            if fetching.running.get(&which).is_some_and(|(running, _)| *running == id) {
-                fetching.running.remove(&which);
-            }
+            // Done, for everyone who shared it (`registered` leaves the map): the next
+            // reader finds the cache or starts afresh.
+            drop(registered);
             fetched
         });
         async move { task.await.unwrap_or(Err(FetchError::Unreadable)) }.boxed().shared()

@@ -31,6 +31,10 @@ const LIVE_ANSWER_FOR: Duration = Duration::from_millis(900);
 const LIVE_ANSWERS_MAX: usize = 10_000;
 /// Least time between two key refreshes triggered by unknown key ids.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// Keys older than this are fetched again before a token is verified in full, so that a key
+/// auth stopped publishing (a compromised one removed from its configuration) stops
+/// verifying within about a minute even if no token names an unknown key.
+const KEYS_MAX_AGE: Duration = Duration::from_secs(60);
 /// How long a verified token's identity is kept, so that a client's next calls skip the
 /// signature check (Ed25519 verification was ~8 % of the gateway's CPU per read). Expiry is
 /// still checked on every call, against the injected clock.
@@ -38,12 +42,14 @@ const VERIFIED_FOR: Duration = Duration::from_secs(60);
 /// Most verified tokens kept.
 const VERIFIED_MAX: u64 = 50_000;
 
-/// Auth's public keys as last fetched (sorted by key id), and when.
+/// Auth's public keys as last fetched (sorted by key id), when, and when a fetch was last
+/// tried.
 #[derive(Default)]
 struct Keys {
     verifier: Verifier,
     public: Vec<PublicKey>,
     fetched: Option<Instant>,
+    tried: Option<Instant>,
 }
 
 /// A token the gateway verified: who it names, and until when (Unix seconds).
@@ -198,9 +204,10 @@ impl Authenticator {
 
     async fn refresh_keys(&self) -> Result<(), Status> {
         let mut keys = self.keys.write().await;
-        if !refresh_due(keys.fetched, Instant::now()) {
+        if !refresh_due(keys.tried, Instant::now()) {
             return Ok(());
         }
+        keys.tried = Some(Instant::now());
         let reply = self.identity.clone().get_token_keys(GetTokenKeysRequest {}).await.map_err(|s| {
             tracing::warn!(code = ?s.code(), "cannot fetch token keys from auth");
             Status::unavailable("cannot verify access tokens right now; retry later")
@@ -213,7 +220,8 @@ impl Authenticator {
         if public != keys.public {
             self.verified.invalidate_all();
         }
-        *keys = Keys { verifier: Verifier::new(&public), public, fetched: Some(Instant::now()) };
+        let now = Some(Instant::now());
+        *keys = Keys { verifier: Verifier::new(&public), public, fetched: now, tried: now };
         Ok(())
     }
 
@@ -226,8 +234,15 @@ impl Authenticator {
             return if now < v.exp { Ok(v) } else { Err(unauthenticated(TokenError::Expired)) };
         }
         let kid = Verifier::kid_of(token).map_err(unauthenticated)?;
-        if !self.keys.read().await.verifier.knows(&kid) {
+        let (known, stale) = {
+            let keys = self.keys.read().await;
+            (keys.verifier.knows(&kid), keys.fetched.is_none_or(|at| at.elapsed() >= KEYS_MAX_AGE))
+        };
+        if !known {
             self.refresh_keys().await?;
+        } else if stale {
+            // Auth unreachable: the keys it published last still verify (the failure is logged).
+            let _ = self.refresh_keys().await;
         }
         let keys = self.keys.read().await;
         let claims = keys.verifier.verify(token, self.clock.now()).map_err(unauthenticated)?;
