@@ -278,7 +278,6 @@ async fn bench(o: Options) -> anyhow::Result<()> {
     let first_reading = meter.read().await?;
     bench.meter = Some(meter);
     let gateway = stack.gateway().await?;
-    let seed = o.seed_concurrency as usize;
 
     fixtures::license(&stack).await?;
     let mut emails: Vec<String> = (0..o.users).map(|i| format!("user{i}@{}", fixtures::DOMAIN)).collect();
@@ -289,18 +288,7 @@ async fn bench(o: Options) -> anyhow::Result<()> {
     report.notes.push(format!("seeded: {}", fixtures::rate_line("users signed in (email code)", sessions.len(), t)));
     let scale_sessions = sessions.split_off(o.users as usize);
     let t = Instant::now();
-    let per_user = (seed / 8).max(1);
-    let items_per_folder = o.items_per_folder as usize;
-    let actors = fixtures::many(sessions.len(), 8, |i| {
-        let (gateway, session) = (&gateway, sessions[i].clone());
-        async move {
-            let (folder_id, items) =
-                fixtures::folder_with_items(gateway, &session, &format!("Bench {i}"), items_per_folder, per_user)
-                    .await?;
-            anyhow::Ok(Actor { session, folder_id, items })
-        }
-    })
-    .await?;
+    let actors = seed_actors(&o, &gateway, &sessions).await?;
     report.notes.push(format!(
         "seeded: {} folders of {} items each in {:.1} s",
         actors.len(),
@@ -406,6 +394,26 @@ async fn bench(o: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A folder of `--items-per-folder` items for each signed-in user, 8 users at a time.
+async fn seed_actors(
+    o: &Options,
+    gateway: &tonic::transport::Channel,
+    sessions: &[ts_testkit::Session],
+) -> anyhow::Result<Vec<Actor>> {
+    let per_user = (o.seed_concurrency as usize / 8).max(1);
+    let items_per_folder = o.items_per_folder as usize;
+    fixtures::many(sessions.len(), 8, |i| {
+        let session = sessions[i].clone();
+        async move {
+            let (folder_id, items) =
+                fixtures::folder_with_items(gateway, &session, &format!("Bench {i}"), items_per_folder, per_user)
+                    .await?;
+            anyhow::Ok(Actor { session, folder_id, items })
+        }
+    })
+    .await
+}
+
 /// The reads measured again with the security checks off.
 const READS: [&str; 4] = ["GetItem", "ListItems", "ListFolders", "GetMe"];
 
@@ -423,18 +431,7 @@ async fn security_off(o: &Options, bench: &Bench, options: StackOptions) -> anyh
     fixtures::license(&stack).await?;
     let emails: Vec<String> = (0..o.users).map(|i| format!("user{i}@{}", fixtures::DOMAIN)).collect();
     let sessions = fixtures::sign_in(&stack, &gateway, &emails, 8).await?;
-    let per_user = (o.seed_concurrency as usize / 8).max(1);
-    let items_per_folder = o.items_per_folder as usize;
-    let actors = fixtures::many(sessions.len(), 8, |i| {
-        let (gateway, session) = (&gateway, sessions[i].clone());
-        async move {
-            let (folder_id, items) =
-                fixtures::folder_with_items(gateway, &session, &format!("Bench {i}"), items_per_folder, per_user)
-                    .await?;
-            anyhow::Ok(Actor { session, folder_id, items })
-        }
-    })
-    .await?;
+    let actors = seed_actors(o, &gateway, &sessions).await?;
     let channels = bench.channels(&stack.certs, stack.service(teamshare::Service::Gateway)?.port).await?;
     let crowd = Crowd::new(channels, actors);
     let uncounted = Bench { meter: None, ..*bench };
