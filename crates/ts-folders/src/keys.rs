@@ -47,11 +47,12 @@ struct Registered {
     id: u64,
 }
 
-impl Registered {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Fetching> {
-        self.fetching.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// The in-flight map, locked (no lock holder leaves it half-changed, so poison is moot).
+fn lock(fetching: &Mutex<Fetching>) -> std::sync::MutexGuard<'_, Fetching> {
+    fetching.lock().unwrap_or_else(|p| p.into_inner())
+}
 
+impl Registered {
     fn current(fetching: &Fetching, which: &(String, u32), id: u64) -> bool {
         fetching.running.get(which).is_some_and(|(running, _)| *running == id)
     }
@@ -59,7 +60,7 @@ impl Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let mut fetching = self.lock();
+        let mut fetching = lock(&self.fetching);
         // A newer call for the same key that replaced this one is left alone.
         if Registered::current(&fetching, &self.which, self.id) {
             fetching.running.remove(&self.which);
@@ -98,6 +99,7 @@ impl From<FoldersError> for FetchError {
             FoldersError::Keyvault { refusal, message } => FetchError::Refused(refusal, message),
             FoldersError::KeysUnavailable => FetchError::Unavailable,
             FoldersError::MalformedKey => FetchError::Malformed,
+            // `from_keyvault` and `key_from` make no other error.
             _ => FetchError::Unreadable,
         }
     }
@@ -144,19 +146,15 @@ impl FolderKeys {
     /// The newest version, for writes. Always asks keyvault, so a rotation takes effect at
     /// once; the answer also warms the cache for reads.
     pub async fn newest(&self, folder_id: &str) -> Result<DataKey, FoldersError> {
-        let erasures = self.lock().erasures;
+        let erasures = lock(&self.fetching).erasures;
         let req = GetDataKeyRequest { folder_id: folder_id.to_owned(), version: 0 };
         let resp = self.client.clone().get_data_key(req).await.map_err(from_keyvault)?.into_inner();
         let key = key_from(resp.version, &resp.key)?;
-        let fetching = self.lock();
+        let fetching = lock(&self.fetching);
         if fetching.erasures == erasures {
             self.cache.insert(folder_id, key.clone());
         }
         Ok(key)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Fetching> {
-        self.fetching.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A given version, for reads; from the cache while it is within its bounds, else one
@@ -167,7 +165,7 @@ impl FolderKeys {
         }
         let which = (folder_id.to_owned(), version);
         let fetch = {
-            let mut fetching = self.lock();
+            let mut fetching = lock(&self.fetching);
             match fetching.running.get(&which) {
                 Some((_, fetch)) => fetch.clone(),
                 None => {
@@ -182,12 +180,11 @@ impl FolderKeys {
         Ok(fetch.await?)
     }
 
-    /// Forgets a folder's keys; a reader who comes after starts a keyvault call of its own
-    /// instead of sharing one begun before.
-    /// The cache is emptied under the same lock as fetches fill it, after the erasure count
-    /// moved: no fetch begun before this puts the folder's keys back.
+    /// Forgets a folder's keys. Under the lock that fills the cache: the folder's calls under
+    /// way are unregistered (so they fill nothing, and a reader who comes after starts a call
+    /// of its own), the erasure count moves (for `newest`), and the cache is emptied.
     fn forget(&self, folder_id: &str) {
-        let mut fetching = self.lock();
+        let mut fetching = lock(&self.fetching);
         fetching.erasures += 1;
         fetching.running.retain(|(f, _), _| f != folder_id);
         self.cache.evict_folder(folder_id);
@@ -200,15 +197,14 @@ impl FolderKeys {
         let task = tokio::spawn(async move {
             let which = &registered.which;
             let req = GetDataKeyRequest { folder_id: which.0.clone(), version: which.1 };
-            let fetched = match client.get_data_key(req).await {
-                Ok(resp) => {
-                    let resp = resp.into_inner();
-                    key_from(resp.version, &resp.key).map_err(FetchError::from)
-                }
-                Err(status) => Err(FetchError::from(from_keyvault(status))),
-            };
+            let fetched = async {
+                let resp = client.get_data_key(req).await.map_err(from_keyvault)?.into_inner();
+                key_from(resp.version, &resp.key)
+            }
+            .await
+            .map_err(FetchError::from);
             if let Ok(key) = &fetched {
-                let fetching = registered.lock();
+                let fetching = lock(&registered.fetching);
                 if Registered::current(&fetching, which, registered.id) {
                     cache.insert(&which.0, key.clone());
                 }
