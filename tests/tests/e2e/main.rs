@@ -4,6 +4,7 @@
 //! because each installs a global log subscriber. Run one area with
 //! `cargo test -p ts-e2e --test e2e invitations::`.
 
+mod attacks_perf;
 mod audit_failures;
 mod authorization;
 mod cache;
