@@ -19,6 +19,12 @@ fn raw_auth<T>(header: &str, message: T) -> tonic::Request<T> {
     r
 }
 
+/// The cluster's gateway and a second replica of it (serving while the sender lives).
+async fn two_gateways(cluster: &TestCluster) -> anyhow::Result<([Channel; 2], tokio::sync::watch::Sender<bool>)> {
+    let (second, stop) = cluster.extra_gateway().await?;
+    Ok(([cluster.gateway().await?, cluster.gateway_at(second).await?], stop))
+}
+
 async fn me_raw(ch: &Channel, header: &str) -> Result<String, tonic::Status> {
     AuthServiceClient::new(ch.clone())
         .get_me(raw_auth(header, GetMeRequest {}))
@@ -67,8 +73,7 @@ async fn concurrent_me(channels: &[Channel], header: &str, per_channel: usize) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attack_cached_token_after_expiry_on_two_gateways() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
-    let (second, _stop) = cluster.extra_gateway().await?;
-    let gws = [cluster.gateway().await?, cluster.gateway_at(second).await?];
+    let (gws, _stop) = two_gateways(&cluster).await?;
     let s = cluster.sign_in("exp@example.com").await?;
     // Warm both gateways' memories with every spelling that is accepted.
     let mut accepted_spellings = Vec::new();
@@ -101,8 +106,7 @@ async fn attack_cached_token_after_expiry_on_two_gateways() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attack_cached_token_after_sign_out_on_two_gateways_under_load() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
-    let (second, _stop) = cluster.extra_gateway().await?;
-    let gws = [cluster.gateway().await?, cluster.gateway_at(second).await?];
+    let (gws, _stop) = two_gateways(&cluster).await?;
     let s = cluster.sign_in("out@example.com").await?;
     for sp in spellings(&s.access) {
         let _ = me_raw(&gws[0], &sp).await;
@@ -223,8 +227,7 @@ struct Tally {
 async fn attack_delete_folder_races_concurrent_reads() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let replica = cluster.folders_replica().await?;
-    let (second, _stop) = cluster.extra_gateway().await?;
-    let gws = [cluster.gateway().await?, cluster.gateway_at(second).await?];
+    let (gws, _stop) = two_gateways(&cluster).await?;
     let alice = cluster.sign_in("alice@example.com").await?;
     let bob = cluster.sign_in("bob@example.com").await?;
     let mut total = Tally::default();
@@ -358,8 +361,7 @@ async fn attack_delete_folder_races_concurrent_reads() -> anyhow::Result<()> {
 async fn attack_removed_member_under_concurrent_load() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let replica = cluster.folders_replica().await?;
-    let (second, _stop) = cluster.extra_gateway().await?;
-    let gws = [cluster.gateway().await?, cluster.gateway_at(second).await?];
+    let (gws, _stop) = two_gateways(&cluster).await?;
     let alice = cluster.sign_in("alice@example.com").await?;
     let bob = cluster.sign_in("bob@example.com").await?;
     let mut late = Vec::new();
@@ -466,8 +468,7 @@ async fn attack_removed_member_under_concurrent_load() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attack_cached_token_after_refresh_reuse_kills_session() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
-    let (second, _stop) = cluster.extra_gateway().await?;
-    let gws = [cluster.gateway().await?, cluster.gateway_at(second).await?];
+    let (gws, _stop) = two_gateways(&cluster).await?;
     let s = cluster.sign_in("reuse@example.com").await?;
     let mut auth = AuthServiceClient::new(gws[1].clone());
     let rotated = auth
