@@ -2,6 +2,7 @@
 //! and the operator's Team Sharing switch for a license or the whole deployment.
 
 use std::collections::BTreeSet;
+use ts_contract::status::Reason;
 
 use ts_contract::clock::bson_date;
 use ts_contract::ids::{LicenseId, UserId};
@@ -122,7 +123,7 @@ impl Auth {
         let denied = || AuthError::PermissionDenied(format!("you are not an admin of license {license_id:?}"));
         let user = self.user_view(admin_user).await.map_err(|_| denied())?;
         if !user.email_verified {
-            return Err(AuthError::Precondition("verify your email first".into()));
+            return Err(AuthError::Precondition(Reason::EmailUnverified, "verify your email first".into()));
         }
         let license = License::from(self.store.license(&self::license_id(license_id)?).await?.ok_or_else(denied)?);
         if !license.admin_emails.contains(&user.email) {

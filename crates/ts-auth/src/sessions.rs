@@ -10,14 +10,20 @@ use bson::spec::BinarySubtype;
 use ts_contract::clock::{bson_date, unix_secs};
 use ts_contract::ids::{LicenseId, SessionId, UserId};
 use ts_contract::revocation;
+use ts_contract::status::Reason;
 use ts_contract::tokens::{AUDIENCE, Claims, ISSUER};
 use ts_proto::internal::SharingDenial;
 use ts_stores::cache::Generation;
 
 use crate::email::Email;
 use crate::state::{Auth, AuthError, AuthResult};
-use crate::store::{LicenseDoc, SessionDoc, Sessions};
+use crate::store::{LicenseDoc, RotationDoc, SessionDoc, Sessions};
 use crate::verification::{ct_eq, getrandom};
+
+/// How long after a rotation the replaced refresh token still returns the same new token: a
+/// client whose answer was lost (a dropped connection, a timeout) retries within it. Reuse
+/// after it revokes the session.
+pub const REFRESH_RETRY_WINDOW: Duration = Duration::from_secs(10);
 
 /// How many outbox entries one publishing round takes.
 const OUTBOX_BATCH: i64 = 500;
@@ -67,6 +73,35 @@ fn sha256(b: &[u8]) -> Vec<u8> {
 
 fn bin(bytes: Vec<u8>) -> Binary {
     Binary { subtype: BinarySubtype::Generic, bytes }
+}
+
+/// The key that seals a rotation's new token: derived from the replaced secret, which the
+/// store never holds, so only the holder of that token can open it.
+fn rotation_key(secret: &[u8]) -> ring::aead::LessSafeKey {
+    let mut input = b"teamshare refresh rotation key\0".to_vec();
+    input.extend_from_slice(secret);
+    let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+    let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, digest.as_ref()).expect("32-byte key");
+    ring::aead::LessSafeKey::new(key)
+}
+
+/// Each key seals exactly one token (a secret is rotated once), so a fixed nonce is unique.
+fn rotation_nonce() -> ring::aead::Nonce {
+    ring::aead::Nonce::assume_unique_for_key([0u8; 12])
+}
+
+fn seal_rotation(secret: &[u8], token: &str) -> AuthResult<Vec<u8>> {
+    let mut sealed = token.as_bytes().to_vec();
+    rotation_key(secret)
+        .seal_in_place_append_tag(rotation_nonce(), ring::aead::Aad::empty(), &mut sealed)
+        .map_err(|_| AuthError::Internal("cannot seal the rotated token".into()))?;
+    Ok(sealed)
+}
+
+fn open_rotation(secret: &[u8], sealed: &[u8]) -> Option<String> {
+    let mut buf = sealed.to_vec();
+    let opened = rotation_key(secret).open_in_place(rotation_nonce(), ring::aead::Aad::empty(), &mut buf).ok()?;
+    String::from_utf8(opened.to_vec()).ok()
 }
 
 impl Auth {
@@ -147,17 +182,27 @@ impl Auth {
                 expires_at: bson_date(now + Duration::from_secs(self.policy.refresh_token_ttl_secs)),
                 revoked_at: None,
                 revocation_pending: None,
+                last_rotation: None,
             })
             .await?;
         let (access_token, access_expires) = self.mint(user_id, email, &license, &sid)?;
         Ok(Issued { access_token, access_expires, refresh_token, user_id: user_id.clone() })
     }
 
-    /// Rotates a refresh token. Presenting one that was already used revokes the session.
+    /// Rotates a refresh token. Presenting one that was already used revokes the session,
+    /// except the token just replaced, within [`REFRESH_RETRY_WINDOW`] of its rotation and
+    /// while its successor is unused: that is a client retrying a lost answer, and it gets
+    /// the same new refresh token again.
     pub async fn refresh(&self, token: &str) -> AuthResult<Issued> {
-        let invalid = || AuthError::Unauthenticated("refresh token is not valid".into());
+        let invalid = || AuthError::Unauthenticated(Reason::RefreshTokenInvalid, "refresh token is not valid".into());
+        let reused = || {
+            AuthError::Unauthenticated(
+                Reason::RefreshTokenReused,
+                "refresh token was already used; the session is revoked".into(),
+            )
+        };
         let (sid, secret) = token.trim().split_once('.').ok_or_else(invalid)?;
-        let secret = URL_SAFE_NO_PAD.decode(secret).map_err(|_| invalid())?;
+        let secret = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.decode(secret).map_err(|_| invalid())?);
         let hash = sha256(&secret);
         // Session ids are server-made UUIDs: any other id names no session.
         let sid = SessionId::parse("refresh_token", sid).map_err(|_| invalid())?;
@@ -166,28 +211,66 @@ impl Auth {
         if session.revoked || expired {
             return Err(invalid());
         }
-        let current = session.refresh_hash.bytes;
+        let current = session.refresh_hash.bytes.clone();
         if !ct_eq(&current, &hash) {
+            if let Some(again) = self.retried(&session, &secret, &hash).await? {
+                return Ok(again);
+            }
             let used = session.used_hashes.iter().any(|b| b.bytes == hash);
             if used {
                 self.revoke_sessions(Sessions::Id(&sid), "refresh token reuse").await?;
-                return Err(AuthError::Unauthenticated(
-                    "refresh token was already used; the session is revoked".into(),
-                ));
+                return Err(reused());
             }
             return Err(invalid());
         }
         let (refresh_token, new_hash) = Self::new_refresh(&sid)?;
-        if !self.store.rotate_refresh(&sid, &bin(current), &bin(new_hash)).await? {
-            // Another request rotated this same token first: that is reuse too.
+        let rotation = RotationDoc {
+            replaced_hash: bin(hash.clone()),
+            retry_until: bson_date(self.now() + REFRESH_RETRY_WINDOW),
+            sealed_token: bin(seal_rotation(&secret, &refresh_token)?),
+        };
+        if !self.store.rotate_refresh(&sid, &bin(current), &bin(new_hash), &rotation).await? {
+            // Another request rotated this same token first: a concurrent retry of the same
+            // client gets that rotation's answer; anything else is reuse.
+            if let Some(session) = self.store.session(&sid).await?
+                && let Some(again) = self.retried(&session, &secret, &hash).await?
+            {
+                return Ok(again);
+            }
             self.revoke_sessions(Sessions::Id(&sid), "concurrent refresh token reuse").await?;
-            return Err(AuthError::Unauthenticated("refresh token was already used; the session is revoked".into()));
+            return Err(reused());
         }
-        let user_id = session.user_id;
-        let user = self.store.user(&user_id).await?.ok_or_else(invalid)?;
+        self.issue(&session.user_id, &sid, refresh_token).await
+    }
+
+    /// The answer to a retried rotation: when `hash` is the token the session's last
+    /// rotation replaced, within its window, and the new token has not been used since.
+    async fn retried(&self, session: &SessionDoc, secret: &[u8], hash: &[u8]) -> AuthResult<Option<Issued>> {
+        let Some(rotation) = &session.last_rotation else { return Ok(None) };
+        let in_window = self.now() < rotation.retry_until.to_system_time();
+        if session.revoked || !in_window || !ct_eq(&rotation.replaced_hash.bytes, hash) {
+            return Ok(None);
+        }
+        let Some(token) = open_rotation(secret, &rotation.sealed_token.bytes) else { return Ok(None) };
+        // The new token must still be the current one: once it was used, the old one is
+        // plain reuse.
+        let still_current = token
+            .split_once('.')
+            .and_then(|(_, s)| URL_SAFE_NO_PAD.decode(s).ok())
+            .is_some_and(|s| ct_eq(&sha256(&s), &session.refresh_hash.bytes));
+        if !still_current {
+            return Ok(None);
+        }
+        Ok(Some(self.issue(&session.user_id, &session.id, token).await?))
+    }
+
+    /// Tokens for `user_id`'s session `sid`: a new access token beside `refresh_token`.
+    async fn issue(&self, user_id: &UserId, sid: &SessionId, refresh_token: String) -> AuthResult<Issued> {
+        let invalid = || AuthError::Unauthenticated(Reason::RefreshTokenInvalid, "refresh token is not valid".into());
+        let user = self.store.user(user_id).await?.ok_or_else(invalid)?;
         let license = self.license_id_of(&user.email).await?;
-        let (access_token, access_expires) = self.mint(&user_id, &user.email, &license, &sid)?;
-        Ok(Issued { access_token, access_expires, refresh_token, user_id })
+        let (access_token, access_expires) = self.mint(user_id, &user.email, &license, sid)?;
+        Ok(Issued { access_token, access_expires, refresh_token, user_id: user_id.clone() })
     }
 
     /// Revokes every live session of `which`. The revocation is durable in MongoDB

@@ -2,6 +2,7 @@
 //! URL), its issuer name and our audience, expiry, and `email_verified`.
 
 use std::time::{Duration, Instant};
+use ts_contract::status::Reason;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation};
@@ -176,7 +177,9 @@ impl Auth {
 
     /// Verifies an ID token and returns its verified email.
     pub async fn verify_id_token(&self, token: &str) -> AuthResult<Email> {
-        let refused = |why: &str| AuthError::Unauthenticated(format!("single sign-on token refused: {why}"));
+        let refused = |why: &str| {
+            AuthError::Unauthenticated(Reason::SsoTokenInvalid, format!("single sign-on token refused: {why}"))
+        };
         let header = jsonwebtoken::decode_header(token.trim()).map_err(|_| refused("malformed"))?;
         let now = unix_secs(self.now());
         for issuer in &self.sso {

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tonic::Status;
+use tonic::{Code, Status};
 use ts_config::AccountsConfig;
 use ts_contract::clock::SharedClock;
+use ts_contract::status::{self, Reason};
 use ts_mail::{MailError, Mailer};
 use zeroize::Zeroizing;
 
@@ -50,12 +51,12 @@ pub enum AuthError {
     /// A request field is malformed; the message names it.
     #[error("{0}")]
     InvalidArgument(String),
-    /// Credentials (code, token) are wrong.
-    #[error("{0}")]
-    Unauthenticated(String),
-    /// The state does not allow this (code expired, sharing disabled…).
-    #[error("{0}")]
-    Precondition(String),
+    /// Credentials (code, token) are wrong; the reason says which.
+    #[error("{1}")]
+    Unauthenticated(Reason, String),
+    /// The state does not allow this (code expired, email unverified…); the reason says which.
+    #[error("{1}")]
+    Precondition(Reason, String),
     /// A rate limit was hit.
     #[error("{message}")]
     Exhausted {
@@ -88,23 +89,25 @@ pub enum AuthError {
 impl From<AuthError> for Status {
     fn from(e: AuthError) -> Status {
         match e {
-            AuthError::InvalidArgument(m) => Status::invalid_argument(m),
-            AuthError::Unauthenticated(m) => Status::unauthenticated(m),
-            AuthError::Precondition(m) => Status::failed_precondition(m),
+            AuthError::InvalidArgument(m) => status::invalid(m),
+            AuthError::Unauthenticated(reason, m) => status::failure(Code::Unauthenticated, reason, m),
+            AuthError::Precondition(reason, m) => status::failure(Code::FailedPrecondition, reason, m),
             AuthError::Exhausted { message, retry_after } => {
-                ts_contract::status::resource_exhausted(&message, retry_after)
+                status::resource_exhausted(Reason::RateLimited, &message, retry_after)
             }
-            AuthError::PermissionDenied(m) => Status::permission_denied(m),
-            AuthError::NotFound(m) => Status::not_found(m),
+            AuthError::PermissionDenied(m) => status::failure(Code::PermissionDenied, Reason::PermissionDenied, m),
+            AuthError::NotFound(m) => status::failure(Code::NotFound, Reason::NotFound, m),
             AuthError::Store(e) => ts_stores::store_status(&e, "auth", "account store is unavailable; retry later"),
             AuthError::Mail(e) => {
                 tracing::error!(error = %e, "mail failed");
-                Status::unavailable("the email could not be sent; retry later")
+                status::failure(Code::Unavailable, Reason::Unavailable, "the email could not be sent; retry later")
             }
-            e @ AuthError::NotYetEverywhere => Status::unavailable(e.to_string()),
+            e @ AuthError::NotYetEverywhere => {
+                status::failure(Code::Unavailable, Reason::NotYetEverywhere, e.to_string())
+            }
             AuthError::Internal(m) => {
                 tracing::error!(error = %m, "auth internal error");
-                Status::internal("internal error")
+                status::failure(Code::Internal, Reason::Internal, "internal error")
             }
         }
     }

@@ -2,6 +2,7 @@
 //! allow a few tries, and are sent at a limited rate.
 
 use std::time::{Duration, SystemTime};
+use ts_contract::status::Reason;
 
 use bson::Binary;
 use bson::spec::BinarySubtype;
@@ -141,21 +142,30 @@ impl Auth {
         if code.len() != CODE_DIGITS as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(AuthError::InvalidArgument(format!("code must be {CODE_DIGITS} digits")));
         }
-        let none = || AuthError::Precondition("no active verification code for this email; request a new one".into());
+        let none = || {
+            AuthError::Precondition(
+                Reason::CodeMissing,
+                "no active verification code for this email; request a new one".into(),
+            )
+        };
         let current = self.store.code(email.as_str()).await?.ok_or_else(none)?;
         if self.now() >= current.expires_at.to_system_time() {
-            return Err(AuthError::Precondition("the verification code expired; request a new one".into()));
+            return Err(AuthError::Precondition(
+                Reason::CodeExpired,
+                "the verification code expired; request a new one".into(),
+            ));
         }
         // Spend a try first, atomically, so parallel guesses cannot exceed the limit.
-        let spent = self
-            .store
-            .spend_code_try(email.as_str())
-            .await?
-            .ok_or_else(|| AuthError::Precondition("too many wrong codes; request a new one".into()))?;
+        let spent = self.store.spend_code_try(email.as_str()).await?.ok_or_else(|| {
+            AuthError::Precondition(Reason::CodeAttemptsExhausted, "too many wrong codes; request a new one".into())
+        })?;
         let offered = self.mac(&[b"code", email.as_str().as_bytes(), code.as_bytes()]);
         if !ct_eq(&spent.code_mac.bytes, &offered) {
             let left = spent.tries_left;
-            return Err(AuthError::Unauthenticated(format!("wrong verification code ({left} tries left)")));
+            return Err(AuthError::Unauthenticated(
+                Reason::CodeInvalid,
+                format!("wrong verification code ({left} tries left)"),
+            ));
         }
         // Consume exactly this code; a concurrent use of the same code loses here.
         let stored = Binary { subtype: BinarySubtype::Generic, bytes: spent.code_mac.bytes };

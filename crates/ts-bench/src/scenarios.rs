@@ -102,6 +102,7 @@ impl Crowd {
                 name: format!("Load {worker}-{seq}"),
                 description: "made by ts-bench".into(),
                 content: Some(query_content("{\"status\": \"open\"}")),
+                ..Default::default()
             });
             async move { ItemServiceClient::new(channel).create_item(request).await.map(drop) }
         })
@@ -120,6 +121,7 @@ impl Crowd {
                 folder_id: actor.folder_id.clone(),
                 invitee_email: format!("invitee-{tag}-{n}@example.com"),
                 access: AccessLevel::View as i32,
+                ..Default::default()
             });
             async move { InvitationServiceClient::new(channel).create_invitation(request).await.map(drop) }
         })

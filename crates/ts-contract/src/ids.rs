@@ -64,7 +64,46 @@ pub struct IdError {
 
 impl From<IdError> for Status {
     fn from(e: IdError) -> Status {
-        Status::invalid_argument(e.to_string())
+        crate::status::invalid_field(&e.field, e.to_string())
+    }
+}
+
+/// A client-chosen request id (AIP-155) that makes a create safe to retry.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// `raw` from the request field `field`: `None` when empty, INVALID_ARGUMENT naming the
+    /// field when it is not a canonical UUID.
+    pub fn parse_optional(field: &str, raw: &str) -> Result<Option<Self>, IdError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        match uuid_error(field, raw) {
+            Some(e) => Err(e),
+            None => Ok(Some(RequestId(raw.to_owned()))),
+        }
+    }
+
+    /// A UUID (version 8) from SHA-256 of what `kind` of thing `owner` creates with this
+    /// request id: two owners, or two kinds, never derive the same id.
+    pub fn derive(&self, kind: &str, owner: &str) -> String {
+        let input = format!("teamshare request id\0{kind}\0{owner}\0{}", self.0);
+        let digest = ring::digest::digest(&ring::digest::SHA256, input.as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest.as_ref()[..16]);
+        uuid::Uuid::new_v8(bytes).to_string()
+    }
+
+    /// The request id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RequestId({})", self.0)
     }
 }
 
@@ -103,6 +142,12 @@ macro_rules! uuid_ids {
                     Some(e) => Err(e),
                     None => Ok($name(raw.to_owned())),
                 }
+            }
+
+            /// The id a create by `owner` with the client-chosen `request` makes: the same
+            /// for a retry of that create, so that the store's unique id stops a second one.
+            pub fn from_request(owner: &str, request: &RequestId) -> Self {
+                $name(request.derive(stringify!($name), owner))
             }
 
             /// The id as text.

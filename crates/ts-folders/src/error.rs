@@ -99,6 +99,13 @@ pub enum FoldersError {
     /// The folder holds as many items as it may (RESOURCE_EXHAUSTED).
     #[error("a folder holds at most {MAX_ITEMS_PER_FOLDER} items")]
     FolderFull,
+    /// A `request_id` used before by the caller for another request (ALREADY_EXISTS).
+    #[error("request_id was already used for a different request; choose a new one")]
+    RequestIdReused,
+    /// A create with this `request_id` has not finished, or what it made is no longer the
+    /// caller's (ABORTED).
+    #[error("a create with this request_id is in progress or was undone; retry, or use a new request_id")]
+    RequestInProgress,
     /// A re-encryption pass kept racing writers (ABORTED).
     #[error("items kept changing during re-encryption; run the pass again")]
     KeptChanging,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ts_contract::ids::{FolderId, UserId};
+use ts_contract::ids::{FolderId, RequestId, UserId};
 use ts_contract::user::UserContext;
 use ts_proto::public::AccessLevel;
 use ts_stores::cache::{Generation, Tagged};
@@ -98,8 +98,23 @@ impl Folders {
     }
 
     /// A new folder named `name` (checked), with `user` as its first MANAGE member.
-    pub(crate) async fn create_folder(&self, user: &UserContext, name: String) -> Result<FolderView, FoldersError> {
-        let id = FolderId::new();
+    /// With a client `request` id, a retry returns the folder the first call made (one folder,
+    /// one data key), and the same id with another name is refused.
+    pub(crate) async fn create_folder(
+        &self,
+        user: &UserContext,
+        name: String,
+        request: Option<&RequestId>,
+    ) -> Result<FolderView, FoldersError> {
+        let id = match request {
+            Some(r) => FolderId::from_request(user.user_id.as_str(), r),
+            None => FolderId::new(),
+        };
+        if request.is_some()
+            && let Some(made) = self.store.folder(&id).await?
+        {
+            return self.folder_made_before(user, made, &name).await;
+        }
         self.keys.create(&id).await?;
         let key = self.keys.newest(&id).await?;
         let enc = seal_fields(&key, &id, FOLDER_ITEM_ID, &[("name", name.as_bytes())])?;
@@ -114,7 +129,17 @@ impl Folders {
             created_at: now,
             updated_at: now,
         };
-        self.store.insert_folder(&folder).await?;
+        if let Err(e) = self.store.insert_folder(&folder).await {
+            // A concurrent retry of the same request made it first: its answer is ours (its
+            // key is its own; nothing here is undone).
+            if request.is_some()
+                && ts_stores::is_duplicate_key(&e)
+                && let Some(made) = self.store.folder(&id).await?
+            {
+                return self.folder_made_before(user, made, &name).await;
+            }
+            return Err(e.into());
+        }
         let member = MemberDoc {
             id: MemberDoc::id_of(&id, &user.user_id),
             folder_id: id.clone(),
@@ -133,6 +158,26 @@ impl Folders {
         }
         self.joined(&id, &user.user_id).await;
         self.open_folder(folder, AccessLevel::Manage).await
+    }
+
+    /// The answer to a retried create whose request made `made`: the folder as the caller
+    /// sees it when it is the same request, else REQUEST_ID_REUSED.
+    async fn folder_made_before(
+        &self,
+        user: &UserContext,
+        made: FolderDoc,
+        name: &str,
+    ) -> Result<FolderView, FoldersError> {
+        let access = match self.store.member(&made.id, &user.user_id).await? {
+            Some(m) => AccessLevel::try_from(m.access).unwrap_or(AccessLevel::Unspecified),
+            // The first call is still adding its member, or the caller has left since.
+            None => return Err(FoldersError::RequestInProgress),
+        };
+        let view = self.open_folder(made, access).await?;
+        if view.name != name {
+            return Err(FoldersError::RequestIdReused);
+        }
+        Ok(view)
     }
 
     /// Where a listing of `user_id`'s folders starts, and the folders a kept copy of it

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bson::Document;
 use prost::Message;
-use ts_contract::ids::{FolderId, ItemId, UserId};
+use ts_contract::ids::{FolderId, ItemId, RequestId, UserId};
 use ts_contract::user::UserContext;
 use ts_crypto::DataKey;
 use ts_proto::public::{AccessLevel, ItemContent};
@@ -176,8 +176,17 @@ impl Folders {
         user: &UserContext,
         folder_id: &FolderId,
         item: &CheckedItem,
+        request: Option<&RequestId>,
     ) -> Result<ItemView, FoldersError> {
-        let id = ItemId::new();
+        let id = match request {
+            Some(r) => ItemId::from_request(user.user_id.as_str(), r),
+            None => ItemId::new(),
+        };
+        if request.is_some()
+            && let Some(made) = self.item_made_before(folder_id, &id, item).await?
+        {
+            return Ok(made);
+        }
         let key = self.keys.newest(folder_id).await?;
         let now = self.bson_now();
         let d = ItemDoc {
@@ -197,11 +206,40 @@ impl Folders {
         // Whatever the outcome (a store error may come after the commit): pages kept before
         // the new item must not be served after it.
         self.changed(folder_id).await;
+        let written = match written {
+            // A concurrent retry of the same request made it first.
+            Err(e) if request.is_some() && ts_stores::is_duplicate_key(&e) => {
+                return self.item_made_before(folder_id, &id, item).await?.ok_or(FoldersError::RequestIdReused);
+            }
+            other => other,
+        };
         match written? {
             Slots::Written => {}
             Slots::Full | Slots::NoMatch => return Err(FoldersError::FolderFull),
         }
         self.open_item(d, true).await
+    }
+
+    /// The item a retried create made, when the item with its request's id is in this folder
+    /// under the same name and kind; REQUEST_ID_REUSED when that id is another item's.
+    async fn item_made_before(
+        &self,
+        folder_id: &FolderId,
+        id: &ItemId,
+        item: &CheckedItem,
+    ) -> Result<Option<ItemView>, FoldersError> {
+        match self.store.item(folder_id, id).await? {
+            Some(d) => {
+                let view = self.open_item(d, true).await?;
+                if view.name != item.name || view.doc.kind != item.kind as i32 {
+                    return Err(FoldersError::RequestIdReused);
+                }
+                Ok(Some(view))
+            }
+            // Made in another folder (or moved there): the id is taken.
+            None if self.store.item_anywhere(id).await? => Err(FoldersError::RequestIdReused),
+            None => Ok(None),
+        }
     }
 
     /// One item with its content (the caller was checked for VIEW).

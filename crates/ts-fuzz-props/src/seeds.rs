@@ -62,6 +62,7 @@ fn connection_item_request() -> public::CreateItemRequest {
         name: "Orders (prod)".into(),
         description: "read-only reporting user".into(),
         content: Some(ItemContent { content: Some(Content::Connection(c)) }),
+        ..Default::default()
     }
 }
 
@@ -161,6 +162,7 @@ pub fn corpora() -> Vec<(&'static str, Corpus)> {
                 folder_id: "folder-1".into(),
                 invitee_email: "dave@example.com".into(),
                 access: public::AccessLevel::Edit as i32,
+                ..Default::default()
             }
             .encode_to_vec(),
         ),

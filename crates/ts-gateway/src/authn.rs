@@ -17,6 +17,7 @@ use ts_contract::audit::Event;
 use ts_contract::clock::{SharedClock, unix_secs};
 use ts_contract::ids::{LicenseId, SessionId, UserId};
 use ts_contract::revocation;
+use ts_contract::status::{self, Reason};
 use ts_contract::tokens::{PublicKey, TokenError, Verifier};
 use ts_contract::user::UserContext;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
@@ -123,7 +124,11 @@ fn refresh_due(last: Option<Instant>, now: Instant) -> bool {
 }
 
 fn unauthenticated(e: TokenError) -> Status {
-    Status::unauthenticated(e.to_string())
+    let reason = match e {
+        TokenError::Expired => Reason::AccessTokenExpired,
+        TokenError::Malformed | TokenError::UnknownKey | TokenError::Invalid => Reason::AccessTokenInvalid,
+    };
+    status::failure(tonic::Code::Unauthenticated, reason, e.to_string())
 }
 
 impl Authenticator {
@@ -334,7 +339,11 @@ impl Authenticator {
         // The benchmark-only build skips the revocation check; a token is still verified
         // once and then found by digest, which is the steady state of the check above.
         if !cfg!(feature = "insecure-bench") && self.session_revoked(verified.user.session_id.as_str()).await? {
-            return Err(Status::unauthenticated("the session has ended; sign in again"));
+            return Err(status::failure(
+                tonic::Code::Unauthenticated,
+                Reason::SessionRevoked,
+                "the session has ended; sign in again",
+            ));
         }
         check()?;
         Ok(Some(verified.user.clone()))

@@ -10,7 +10,7 @@ use ts_contract::user::CLIENT_ADDR_HEADER;
 use ts_contract::user::UserContext;
 use ts_runtime::server::current_request_id;
 
-use ts_contract::status::RETRY_AFTER;
+use ts_contract::status::{self, Reason, UNAVAILABLE_RETRY, ensure_reason, reason_of, retry_delay};
 
 /// Forwards `request`'s message through `call`, with `user` attached and a deadline of the
 /// smaller of the client's and `limit`. Client metadata is not forwarded, so a client
@@ -74,19 +74,23 @@ pub fn public_status(status: Status) -> Status {
         | Code::Unauthenticated
         | Code::ResourceExhausted
         | Code::Cancelled => {
-            let mut out = Status::new(status.code(), status.message());
-            if let Some(v) = status.metadata().get(RETRY_AFTER) {
-                out.metadata_mut().insert(RETRY_AFTER, v.clone());
-            }
-            out
+            // Our services' details (ErrorInfo, RetryInfo, BadRequest) pass through;
+            // metadata does not.
+            ensure_reason(Status::with_details(status.code(), status.message(), status.details().to_vec().into()))
         }
         Code::Unavailable | Code::DeadlineExceeded => {
             tracing::warn!(code = ?status.code(), message = status.message(), "backend unavailable");
-            Status::unavailable(format!("a backend service is unavailable, retry later (request id {request_id})"))
+            let reason = match reason_of(&status).as_deref() {
+                Some("NOT_YET_EVERYWHERE") => Reason::NotYetEverywhere,
+                _ => Reason::Unavailable,
+            };
+            let message = format!("a backend service is unavailable, retry later (request id {request_id})");
+            let wait = retry_delay(&status).unwrap_or(UNAVAILABLE_RETRY);
+            status::retry_after(Code::Unavailable, reason, &message, wait)
         }
         _ => {
             tracing::error!(code = ?status.code(), message = status.message(), "backend failed");
-            Status::internal(format!("internal error (request id {request_id})"))
+            status::failure(Code::Internal, Reason::Internal, format!("internal error (request id {request_id})"))
         }
     }
 }
@@ -108,15 +112,20 @@ mod tests {
     }
 
     #[test]
-    fn caller_facing_errors_keep_message_and_retry_hint() {
-        let mut s = Status::resource_exhausted("too many invitations");
-        s.metadata_mut().insert(RETRY_AFTER, "30".parse().unwrap());
+    fn caller_facing_errors_keep_message_and_details() {
+        let mut s = status::resource_exhausted(Reason::RateLimited, "too many invitations", Duration::from_secs(30));
         s.metadata_mut().insert("x-internal", "secret".parse().unwrap());
         let out = public_status(s);
         assert_eq!(out.code(), Code::ResourceExhausted);
-        assert_eq!(out.message(), "too many invitations");
-        assert_eq!(out.metadata().get(RETRY_AFTER).unwrap(), "30");
+        assert_eq!(out.message(), "too many invitations; retry in 30 s");
+        assert_eq!(retry_delay(&out), Some(Duration::from_secs(30)));
+        assert_eq!(reason_of(&out).as_deref(), Some("RATE_LIMITED"));
         assert!(out.metadata().get("x-internal").is_none());
+        let out = public_status(Status::failed_precondition("no reason given"));
+        assert_eq!(reason_of(&out).as_deref(), Some("INTERNAL"), "a code without details gets one");
+        let out = public_status(Status::unavailable("mongodb at 10.0.0.3 down"));
+        assert_eq!(reason_of(&out).as_deref(), Some("UNAVAILABLE"));
+        assert_eq!(retry_delay(&out), Some(UNAVAILABLE_RETRY));
     }
 
     #[test]

@@ -29,14 +29,19 @@ macro_rules! translate {
         impl $service for Gateway {
             $(
                 async fn $method(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
-                    let caller: Caller = self.authn.$who(&request, || request.get_ref().check()).await?.into();
-                    let mut client = self.$client.clone();
-                    let call = |r| async move { client.$method(r).await };
-                    let answer = forward(request, caller.user, self.downstream_timeout, call).await;
-                    if let Some(charge) = caller.charge {
-                        self.authn.settle(charge, &answer).await;
+                    // Every error a client sees names its reason (google.rpc.ErrorInfo).
+                    async {
+                        let caller: Caller = self.authn.$who(&request, || request.get_ref().check()).await?.into();
+                        let mut client = self.$client.clone();
+                        let call = |r| async move { client.$method(r).await };
+                        let answer = forward(request, caller.user, self.downstream_timeout, call).await;
+                        if let Some(charge) = caller.charge {
+                            self.authn.settle(charge, &answer).await;
+                        }
+                        answer
                     }
-                    answer
+                    .await
+                    .map_err(ts_contract::status::ensure_reason)
                 }
             )*
         }

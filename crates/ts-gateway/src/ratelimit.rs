@@ -126,7 +126,11 @@ impl std::fmt::Debug for InviteLimiter {
 }
 
 fn exhausted(scope: &str, wait: Duration) -> Status {
-    ts_contract::status::resource_exhausted(&format!("too many invitations sent (per {scope})"), wait)
+    ts_contract::status::resource_exhausted(
+        ts_contract::status::Reason::RateLimited,
+        &format!("too many invitations sent (per {scope})"),
+        wait,
+    )
 }
 
 impl InviteLimiter {

@@ -135,6 +135,7 @@ mod tests {
             folder_id: GOOD.into(),
             invitee_email: "bob@example.com".into(),
             access: AccessLevel::Edit as i32,
+            ..Default::default()
         };
         assert!(ok.check().is_ok());
         let e = CreateInvitationRequest { invitee_email: "not-an-email".into(), ..ok.clone() }.check().unwrap_err();

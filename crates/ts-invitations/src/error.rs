@@ -6,6 +6,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use ts_contract::email::Email;
 use ts_contract::ids::IdError;
+use ts_contract::status::Reason;
 use ts_mail::MailError;
 
 /// Why an invitations operation failed. Each variant's text is what the client is told.
@@ -29,6 +30,9 @@ pub enum InvitationsError {
     /// Auth says the invitee's license does not allow team sharing.
     #[error("team sharing is blocked or disabled for the invitee's license")]
     SharingNotAllowed,
+    /// The inviter's `request_id` was used for another invitation (ALREADY_EXISTS).
+    #[error("request_id was already used for a different request; choose a new one")]
+    RequestIdReused,
     /// The folder has as many pending invitations as allowed.
     #[error("this folder has {cap} pending invitations, the most allowed")]
     FolderCapReached {
@@ -100,18 +104,29 @@ impl InvitationsError {
         InvitationsError::InvalidArgument(status.message().to_owned())
     }
 
-    fn code(&self) -> Code {
+    fn code_and_reason(&self) -> (Code, Reason) {
         use InvitationsError::*;
         match self {
-            InvalidArgument(_) => Code::InvalidArgument,
-            FolderNotFound | InvitationNotFound => Code::NotFound,
-            NotManager => Code::PermissionDenied,
-            AlreadyMember(_) => Code::AlreadyExists,
-            FolderCapReached { .. } | InviteeCapReached { .. } => Code::ResourceExhausted,
-            SharingNotAllowed | Expired | Declined | Revoked | NotPending | NotResendable | FolderGone
-            | AlreadySpent | InviterNotManager => Code::FailedPrecondition,
-            AcceptInterrupted => Code::Internal,
-            IdentityUnavailable | FoldersUnavailable | Mail(_) | Store(_) => Code::Unavailable,
+            InvalidArgument(_) => (Code::InvalidArgument, Reason::InvalidField),
+            FolderNotFound => (Code::NotFound, Reason::FolderNotFound),
+            InvitationNotFound => (Code::NotFound, Reason::InvitationNotFound),
+            NotManager => (Code::PermissionDenied, Reason::PermissionDenied),
+            AlreadyMember(_) => (Code::AlreadyExists, Reason::AlreadyMember),
+            RequestIdReused => (Code::AlreadyExists, Reason::RequestIdReused),
+            FolderCapReached { .. } | InviteeCapReached { .. } => {
+                (Code::ResourceExhausted, Reason::InvitationCapReached)
+            }
+            SharingNotAllowed => (Code::FailedPrecondition, Reason::InviteeCannotShare),
+            Expired => (Code::FailedPrecondition, Reason::InvitationExpired),
+            Declined => (Code::FailedPrecondition, Reason::InvitationDeclined),
+            Revoked => (Code::FailedPrecondition, Reason::InvitationRevoked),
+            NotPending => (Code::FailedPrecondition, Reason::InvitationNotPending),
+            NotResendable => (Code::FailedPrecondition, Reason::InvitationNotResendable),
+            FolderGone => (Code::FailedPrecondition, Reason::FolderGone),
+            AlreadySpent => (Code::FailedPrecondition, Reason::InvitationSpent),
+            InviterNotManager => (Code::FailedPrecondition, Reason::InviterNotManager),
+            AcceptInterrupted => (Code::Internal, Reason::Internal),
+            IdentityUnavailable | FoldersUnavailable | Mail(_) | Store(_) => (Code::Unavailable, Reason::Unavailable),
         }
     }
 }
@@ -125,12 +140,14 @@ impl From<InvitationsError> for Status {
             InvitationsError::Mail(cause) => tracing::warn!(error = %cause, "invitation email not sent"),
             _ => {}
         }
+        let (code, reason) = e.code_and_reason();
         match &e {
             InvitationsError::FolderCapReached { retry_after, .. }
             | InvitationsError::InviteeCapReached { retry_after, .. } => {
-                ts_contract::status::resource_exhausted(&e.to_string(), *retry_after)
+                ts_contract::status::resource_exhausted(reason, &e.to_string(), *retry_after)
             }
-            _ => Status::new(e.code(), e.to_string()),
+            InvitationsError::InvalidArgument(m) => ts_contract::status::invalid(m.clone()),
+            _ => ts_contract::status::failure(code, reason, e.to_string()),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use ts_config::InvitationLimits;
 use ts_contract::clock::{SharedClock, bson_date};
 use ts_contract::email::Email;
-use ts_contract::ids::{FolderId, InvitationId};
+use ts_contract::ids::{FolderId, InvitationId, RequestId};
 use ts_contract::user::UserContext;
 use ts_mail::{Mailer, Message};
 use ts_proto::public::AccessLevel;
@@ -134,7 +134,18 @@ impl Invitations {
         manager: &Manager,
         invitee: Email,
         access: AccessLevel,
+        request: Option<&RequestId>,
     ) -> Result<InvitationView, InvitationsError> {
+        let request_key = request.map(|r| r.derive("InvitationRequest", user.user_id.as_str()));
+        if let Some(key) = &request_key
+            && let Some(made) = self.store.by_request_key(key).await?
+        {
+            // A retry: the answer the first call gave, and no second email.
+            if made.folder_id != manager.folder_id || made.invitee_email != invitee.as_str() || made.access != access {
+                return Err(InvitationsError::RequestIdReused);
+            }
+            return Ok(self.view(made).await);
+        }
         if !self.identity.sharing_allowed(&invitee).await? {
             return Err(InvitationsError::SharingNotAllowed);
         }
@@ -158,6 +169,7 @@ impl Invitations {
             expires_at: bson_date(expires),
             purge_at: bson_date(expires + self.ttl()),
             answered_at: None,
+            request_key: request_key.clone(),
         };
         let (folder_cap, invitee_cap) = (self.limits.max_pending_per_folder, self.limits.max_pending_per_invitee);
         match self.store.insert_capped(&invitation, now, folder_cap, invitee_cap).await? {
@@ -172,6 +184,7 @@ impl Invitations {
                     inviter_email: &user.email,
                     inviter_user_id: &user.user_id,
                     inviter_manage_epoch: &manager.manage_epoch,
+                    request_key: request_key.as_deref(),
                 };
                 self.store.refresh(&id, refresh).await?;
                 self.send(invitee.as_str(), &user.email, &manager.folder_name, expires).await?;

@@ -87,6 +87,10 @@ pub struct InvitationDoc {
     /// When it was answered or revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered_at: Option<DateTime>,
+    /// The id derived from the inviter's `request_id` (AIP-155) of the create that made or
+    /// last refreshed it, so that a retry of that create returns it without mailing again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_key: Option<String>,
 }
 
 /// Access levels are stored as their protobuf numbers.
@@ -204,6 +208,8 @@ pub struct Refresh<'a> {
     pub inviter_user_id: &'a UserId,
     /// Their MANAGE epoch.
     pub inviter_manage_epoch: &'a str,
+    /// The request that refreshed it, if it named one.
+    pub request_key: Option<&'a str>,
 }
 
 /// Invitation persistence: the only code that touches the collections.
@@ -229,6 +235,8 @@ impl Store {
             .await?;
         inv.create_index(IndexModel::builder().keys(doc! { "folder_id": 1, "state": 1, "expires_at": 1 }).build())
             .await?;
+        let sparse = IndexOptions::builder().sparse(true).build();
+        inv.create_index(IndexModel::builder().keys(doc! { "request_key": 1 }).options(sparse).build()).await?;
         let ttl = IndexOptions::builder().expire_after(std::time::Duration::ZERO).name("purge_ttl".to_owned()).build();
         inv.create_index(IndexModel::builder().keys(doc! { "purge_at": 1 }).options(ttl).build()).await?;
         Ok(())
@@ -335,15 +343,24 @@ impl Store {
 
     /// Gives a pending invitation a new term and the manager who invited again.
     pub async fn refresh(&self, id: &InvitationId, r: Refresh<'_>) -> mongodb::error::Result<()> {
-        let update = doc! { "$set": {
+        let mut set = doc! {
             "expires_at": r.expires_at, "purge_at": r.purge_at, "access": r.access as i32,
             "inviter_email": r.inviter_email, "inviter_user_id": r.inviter_user_id.as_str(),
             "inviter_manage_epoch": r.inviter_manage_epoch,
-        } };
+        };
+        if let Some(key) = r.request_key {
+            set.insert("request_key", key);
+        }
+        let update = doc! { "$set": set };
         self.invitations
             .update_one(doc! { "_id": id.as_str(), "state": InvitationState::Pending }, update)
             .await
             .map(drop)
+    }
+
+    /// The invitation a create with this request key made or refreshed, if it is still kept.
+    pub async fn by_request_key(&self, key: &str) -> mongodb::error::Result<Option<InvitationDoc>> {
+        self.invitations.find_one(doc! { "request_key": key }).await
     }
 
     /// Extends a live invitation to `expires_at`; false when it is not live at `now`.
@@ -413,6 +430,7 @@ mod tests {
             expires_at: at,
             purge_at: at,
             answered_at: None,
+            request_key: None,
         }
     }
 

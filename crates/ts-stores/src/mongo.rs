@@ -6,6 +6,7 @@ use std::time::Duration;
 use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
 use secrecy::ExposeSecret;
 use ts_config::{ConfigError, MongoConfig};
+use ts_contract::status::{Reason, failure};
 
 /// Opens the configured database with `w: majority, j: true` writes.
 pub async fn mongo(config: &MongoConfig, app_name: &str) -> Result<mongodb::Database, ConfigError> {
@@ -72,10 +73,10 @@ pub fn is_unreadable(e: &mongodb::error::Error) -> bool {
 pub fn store_status(e: &mongodb::error::Error, service: &str, unavailable: &str) -> tonic::Status {
     if is_unreadable(e) {
         tracing::error!(error = %e, service, "a stored document cannot be read");
-        return tonic::Status::data_loss(UNREADABLE);
+        return failure(tonic::Code::DataLoss, Reason::DataLoss, UNREADABLE);
     }
     tracing::error!(error = %e, service, "store failed");
-    tonic::Status::unavailable(unavailable)
+    failure(tonic::Code::Unavailable, Reason::Unavailable, unavailable)
 }
 
 /// The message of a DATA_LOSS answer for an unreadable stored document.

@@ -53,7 +53,10 @@ impl Folders {
 
     /// Creates a folder named `name`; its id.
     pub async fn create(&mut self, name: &str) -> Result<String, Status> {
-        let reply = self.client.create_folder(self.session.request(CreateFolderRequest { name: name.into() })).await?;
+        let reply = self
+            .client
+            .create_folder(self.session.request(CreateFolderRequest { name: name.into(), ..Default::default() }))
+            .await?;
         Ok(reply.into_inner().folder.map(|f| f.id).unwrap_or_default())
     }
 }
@@ -83,6 +86,7 @@ impl Items {
             name: name.into(),
             description: "for the Q3 review".into(),
             content: Some(content),
+            ..Default::default()
         };
         Ok(self.client.create_item(self.session.request(request)).await?.into_inner())
     }
@@ -103,7 +107,12 @@ impl Invitations {
 
     /// Invites `email` to `folder_id` at `access` (a raw value, so that tests can send bad ones).
     pub async fn send_raw(&mut self, folder_id: &str, email: &str, access: i32) -> Result<Invitation, Status> {
-        let request = CreateInvitationRequest { folder_id: folder_id.into(), invitee_email: email.into(), access };
+        let request = CreateInvitationRequest {
+            folder_id: folder_id.into(),
+            invitee_email: email.into(),
+            access,
+            ..Default::default()
+        };
         let reply = self.client.create_invitation(self.session.request(request)).await?;
         Ok(reply.into_inner().invitation.unwrap_or_default())
     }

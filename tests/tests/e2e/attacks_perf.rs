@@ -212,6 +212,7 @@ fn item_req(folder_id: &str, name: &str) -> CreateItemRequest {
         name: name.into(),
         description: "secret-desc".into(),
         content: Some(query_content(r#"{"secret": 42}"#)),
+        ..Default::default()
     }
 }
 

@@ -147,7 +147,7 @@ async fn declines_and_operator_rewraps_are_recorded() -> anyhow::Result<()> {
     let alice = cluster.sign_in("alice@example.com").await?;
     let bob = cluster.sign_in("bob@example.com").await?;
     let folder = FolderServiceClient::new(ch.clone())
-        .create_folder(alice.request(CreateFolderRequest { name: "Declined".into() }))
+        .create_folder(alice.request(CreateFolderRequest { name: "Declined".into(), ..Default::default() }))
         .await?
         .into_inner()
         .folder
@@ -157,6 +157,7 @@ async fn declines_and_operator_rewraps_are_recorded() -> anyhow::Result<()> {
         folder_id: folder.id.clone(),
         invitee_email: "bob@example.com".into(),
         access: AccessLevel::View as i32,
+        ..Default::default()
     };
     let invitation = invitations.create_invitation(alice.request(invite)).await?.into_inner().invitation.expect("inv");
     let decline = || bob.request(DeclineInvitationRequest { invitation_id: invitation.id.clone() });

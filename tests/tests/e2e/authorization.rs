@@ -96,7 +96,7 @@ impl World {
     async fn folder_with_members(&self) -> anyhow::Result<(String, String)> {
         let mut f = FolderServiceClient::new(self.channel.clone());
         let folder_id = f
-            .create_folder(self.owner.request(CreateFolderRequest { name: "Shared".into() }))
+            .create_folder(self.owner.request(CreateFolderRequest { name: "Shared".into(), ..Default::default() }))
             .await?
             .into_inner()
             .folder
@@ -122,6 +122,7 @@ impl World {
             name: "Item".into(),
             description: String::new(),
             content: Some(query_content("{}")),
+            ..Default::default()
         };
         Ok(items
             .create_item(self.owner.request(req))
@@ -149,7 +150,7 @@ impl World {
         let (f, i) = (folder_id.clone(), item_id.clone());
         Ok(code(match rpc {
             Rpc::CreateFolder => FolderServiceClient::new(ch)
-                .create_folder(s.request(CreateFolderRequest { name: "Mine".into() }))
+                .create_folder(s.request(CreateFolderRequest { name: "Mine".into(), ..Default::default() }))
                 .await
                 .map(drop),
             Rpc::ListFolders => {
@@ -192,6 +193,7 @@ impl World {
                     name: "New".into(),
                     description: String::new(),
                     content: Some(query_content("{}")),
+                    ..Default::default()
                 }))
                 .await
                 .map(drop),
@@ -273,7 +275,7 @@ async fn every_rpc_for_every_kind_of_caller() -> anyhow::Result<()> {
     for role in [Role::NonMember, Role::View, Role::Edit, Role::Manage] {
         let mut f = FolderServiceClient::new(channel.clone());
         let id = f
-            .create_folder(users[&role].request(CreateFolderRequest { name: "Own".into() }))
+            .create_folder(users[&role].request(CreateFolderRequest { name: "Own".into(), ..Default::default() }))
             .await?
             .into_inner()
             .folder

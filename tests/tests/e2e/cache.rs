@@ -19,7 +19,7 @@ async fn a_removed_member_is_refused_at_once_by_another_replica() -> anyhow::Res
     let bob = cluster.sign_in("bob@example.com").await?;
     let mut folders = FolderServiceClient::new(cluster.gateway().await?);
     let folder_id = folders
-        .create_folder(alice.request(CreateFolderRequest { name: "Shared".into() }))
+        .create_folder(alice.request(CreateFolderRequest { name: "Shared".into(), ..Default::default() }))
         .await?
         .into_inner()
         .folder
@@ -52,6 +52,7 @@ async fn a_removed_member_is_refused_at_once_by_another_replica() -> anyhow::Res
             name: "x".into(),
             description: String::new(),
             content: Some(query_content("{}")),
+            ..Default::default()
         },
     );
     assert_eq!(on_replica.create_item(create).await.unwrap_err().code(), Code::PermissionDenied);
@@ -80,7 +81,7 @@ async fn with_redis_killed_reads_and_writes_keep_working() -> anyhow::Result<()>
     let mut folders = FolderServiceClient::new(cluster.gateway().await?);
     let mut items = ItemServiceClient::new(cluster.gateway().await?);
     let folder_id = folders
-        .create_folder(alice.request(CreateFolderRequest { name: "Resilient".into() }))
+        .create_folder(alice.request(CreateFolderRequest { name: "Resilient".into(), ..Default::default() }))
         .await?
         .into_inner()
         .folder
@@ -92,6 +93,7 @@ async fn with_redis_killed_reads_and_writes_keep_working() -> anyhow::Result<()>
             name: name.into(),
             description: String::new(),
             content: Some(query_content("{}")),
+            ..Default::default()
         })
     };
     let first = items.create_item(create("before")).await?.into_inner().item.and_then(|i| i.summary).expect("summary");
@@ -121,7 +123,7 @@ async fn with_redis_killed_reads_and_writes_keep_working() -> anyhow::Result<()>
     folders.list_folders(alice.request(ListFoldersRequest::default())).await?;
     // Sign-in and token checks fall back to MongoDB too.
     let bob = cluster.sign_in("bob@example.com").await?;
-    folders.create_folder(bob.request(CreateFolderRequest { name: "Bob's".into() })).await?;
+    folders.create_folder(bob.request(CreateFolderRequest { name: "Bob's".into(), ..Default::default() })).await?;
     cluster.stop().await
 }
 
@@ -139,14 +141,18 @@ async fn a_key_rotation_leaves_no_item_cached_under_a_retired_key() -> anyhow::R
     let alice = cluster.sign_in("alice@example.com").await?;
     let mut folders = FolderServiceClient::new(cluster.gateway().await?);
     let mut items = ItemServiceClient::new(cluster.gateway().await?);
-    let folder_id =
-        folders.create_folder(alice.request(CreateFolderRequest { name: "Rotated".into() })).await?.into_inner().folder;
+    let folder_id = folders
+        .create_folder(alice.request(CreateFolderRequest { name: "Rotated".into(), ..Default::default() }))
+        .await?
+        .into_inner()
+        .folder;
     let folder_id = folder_id.expect("folder").id;
     let create = CreateItemRequest {
         folder_id: folder_id.clone(),
         name: "orders".into(),
         description: String::new(),
         content: Some(query_content(r#"{"status": "open"}"#)),
+        ..Default::default()
     };
     let item_id =
         items.create_item(alice.request(create)).await?.into_inner().item.and_then(|i| i.summary).expect("s").id;

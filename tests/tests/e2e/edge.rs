@@ -148,6 +148,7 @@ async fn oversized_and_malformed_ids_never_reach_a_store_a_cache_or_the_audit_tr
                 folder_id: bad.clone(),
                 invitee_email: "bob@example.com".into(),
                 access: AccessLevel::View as i32,
+                ..Default::default()
             }))
             .await,
             "folder_id",
@@ -246,6 +247,7 @@ async fn requests_cut_off_by_their_deadline_leak_no_item_slots() -> anyhow::Resu
                 name: format!("item {round}"),
                 description: String::new(),
                 content: Some(ts_testkit::query_content("{}")),
+                ..Default::default()
             };
             let mut request = as_gateway(&alice, create);
             request.set_timeout(deadline * 4);

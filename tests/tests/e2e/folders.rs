@@ -218,14 +218,21 @@ async fn bad_input_gets_invalid_argument_and_writes_nothing() -> anyhow::Result<
     let mut folders = FolderServiceClient::new(cluster.gateway().await?);
     let mut items = ItemServiceClient::new(cluster.gateway().await?);
     let mut members = MemberServiceClient::new(cluster.gateway().await?);
-    invalid(folders.create_folder(alice.request(CreateFolderRequest { name: "   ".into() })).await, "name");
-    invalid(folders.create_folder(alice.request(CreateFolderRequest { name: "x".repeat(201) })).await, "name");
+    invalid(
+        folders.create_folder(alice.request(CreateFolderRequest { name: "   ".into(), ..Default::default() })).await,
+        "name",
+    );
+    invalid(
+        folders.create_folder(alice.request(CreateFolderRequest { name: "x".repeat(201), ..Default::default() })).await,
+        "name",
+    );
     let create = |name: &str, content: Option<ItemContent>| {
         alice.request(CreateItemRequest {
             folder_id: folder_id.clone(),
             name: name.into(),
             description: String::new(),
             content,
+            ..Default::default()
         })
     };
     invalid(items.create_item(create("", Some(query_content("{}")))).await, "name");

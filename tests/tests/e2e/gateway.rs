@@ -99,14 +99,16 @@ async fn forged_identity_headers_beside_a_valid_token_are_ignored() -> anyhow::R
     let victim = cluster.sign_in("victim@example.com").await?;
     let mut folders = FolderServiceClient::new(cluster.gateway().await?);
     let victims = folders
-        .create_folder(victim.request(CreateFolderRequest { name: "Victim's private folder".into() }))
+        .create_folder(
+            victim.request(CreateFolderRequest { name: "Victim's private folder".into(), ..Default::default() }),
+        )
         .await?
         .into_inner()
         .folder
         .expect("folder")
         .id;
     let own = folders
-        .create_folder(mallory.request(CreateFolderRequest { name: "Mallory's folder".into() }))
+        .create_folder(mallory.request(CreateFolderRequest { name: "Mallory's folder".into(), ..Default::default() }))
         .await?
         .into_inner()
         .folder
@@ -132,7 +134,11 @@ async fn forged_identity_headers_beside_a_valid_token_are_ignored() -> anyhow::R
     assert_eq!((me.id.as_str(), me.email.as_str()), (mallory.user_id.as_str(), "mallory@example.com"));
     // A folder created with forged headers belongs to the token's user.
     let made = folders
-        .create_folder(smuggling(&mallory, &victim, CreateFolderRequest { name: "Planted".into() })?)
+        .create_folder(smuggling(
+            &mallory,
+            &victim,
+            CreateFolderRequest { name: "Planted".into(), ..Default::default() },
+        )?)
         .await?
         .into_inner()
         .folder

@@ -27,7 +27,7 @@ fn limits(c: &mut Config, f: impl FnOnce(&mut InvitationLimits)) {
 
 fn retry_hint(s: &tonic::Status) -> u64 {
     assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
-    s.metadata().get("retry-after-seconds").expect("retry hint").to_str().expect("ascii").parse().expect("seconds")
+    ts_contract::status::retry_delay(s).expect("RetryInfo").as_secs()
 }
 
 #[tokio::test]
@@ -51,6 +51,7 @@ async fn the_whole_sharing_story() -> anyhow::Result<()> {
                 name: name.into(),
                 description: String::new(),
                 content: Some(content),
+                ..Default::default()
             }))
             .await?;
     }

@@ -116,6 +116,7 @@ async fn many_concurrent_mixed_membership_calls_never_leave_a_folder_without_a_m
                 folder_id: folder_id.clone(),
                 invitee_email: late.email.clone(),
                 access: AccessLevel::Manage as i32,
+                ..Default::default()
             }))
             .await?
             .into_inner()

@@ -36,7 +36,7 @@ async fn planted_secrets_reach_no_reply_and_no_store() -> anyhow::Result<()> {
     let alice = cluster.sign_in("alice@example.com").await?;
     let mut folders = FolderServiceClient::new(cluster.gateway().await?);
     let folder_id = folders
-        .create_folder(alice.request(CreateFolderRequest { name: "Connections".into() }))
+        .create_folder(alice.request(CreateFolderRequest { name: "Connections".into(), ..Default::default() }))
         .await?
         .into_inner()
         .folder
@@ -57,6 +57,7 @@ async fn planted_secrets_reach_no_reply_and_no_store() -> anyhow::Result<()> {
                 name: name.clone(),
                 description: String::new(),
                 content: content(&first),
+                ..Default::default()
             }))
             .await?
             .into_inner();

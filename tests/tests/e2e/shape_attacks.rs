@@ -160,6 +160,7 @@ async fn spellings_of_real_ids_the_caller_may_use_are_refused_not_served() -> an
             name: "Smuggled".into(),
             description: String::new(),
             content: Some(query_content("{}")),
+            ..Default::default()
         };
         refused(items.create_item(alice.request(create)).await, "folder_id", what);
         let get = GetItemRequest { folder_id: folder_id.clone(), item_id: i.clone() };
@@ -251,7 +252,9 @@ async fn a_forged_undecodable_mark_flips_no_code() -> anyhow::Result<()> {
     let ok = folders.get_folder(get(&alice, &folder_id)).await?;
     assert!(ok.metadata().get(MARK).is_none(), "{:?}", ok.metadata());
     assert_eq!(ok.into_inner().folder.map(|f| f.name).as_deref(), Some("Marked"));
-    let created = folders.create_folder(marked(alice.request(CreateFolderRequest { name: "Second".into() }))).await?;
+    let created = folders
+        .create_folder(marked(alice.request(CreateFolderRequest { name: "Second".into(), ..Default::default() })))
+        .await?;
     assert!(created.metadata().get(MARK).is_none());
     // Invalid, not found, unauthenticated: the normal codes.
     refused(folders.get_folder(get(&alice, "not-an-id")).await, "folder_id", "marked");

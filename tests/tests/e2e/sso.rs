@@ -202,7 +202,7 @@ async fn forged_tokens_name_nobody_and_failed_attempts_are_bounded_per_address()
     assert_eq!(auth.sign_in_with_sso(sign_in(forged.clone())).await.unwrap_err().code(), Code::Unauthenticated);
     let err = auth.sign_in_with_sso(sign_in(issuer.token(claims()))).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-    assert!(err.metadata().get("retry-after-seconds").is_some(), "{err:?}");
+    assert!(ts_contract::status::retry_delay(&err).is_some(), "{err:?}");
     let refresh = ts_proto::public::RefreshSessionRequest { refresh_token: "not-a-refresh-token".into() };
     assert_eq!(auth.refresh_session(refresh).await.unwrap_err().code(), Code::ResourceExhausted);
     cluster.clock.advance(Duration::from_secs(3600));

@@ -105,6 +105,7 @@ async fn an_updated_or_deleted_item_is_never_served_old_from_the_cache() -> anyh
             name: "v1".into(),
             description: String::new(),
             content: Some(query_content("{}")),
+            ..Default::default()
         }))
         .await?
         .into_inner()

@@ -106,7 +106,8 @@ async fn bad_input_names_the_field_and_sending_is_rate_limited() -> anyhow::Resu
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
-    let retry: u64 = err.metadata().get("retry-after-seconds").expect("retry hint").to_str()?.parse()?;
+    let retry = ts_contract::status::retry_delay(&err).expect("RetryInfo").as_secs();
+    assert_eq!(ts_contract::status::reason_of(&err).as_deref(), Some("RATE_LIMITED"));
     assert!((1..=3600).contains(&retry), "{retry}");
     // The window passes on the cluster's clock.
     cluster.clock.advance(Duration::from_secs(retry));

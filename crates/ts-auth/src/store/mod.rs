@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 pub use codes::CodeDoc;
 pub use counters::CounterDoc;
 pub use licenses::LicenseDoc;
-pub use sessions::{SessionDoc, Sessions};
+pub use sessions::{RotationDoc, SessionDoc, Sessions};
 pub use settings::SettingsDoc;
 pub use users::UserDoc;
 

@@ -35,6 +35,23 @@ pub struct SessionDoc {
     /// Revoked, but not yet published to Redis (the outbox).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_pending: Option<bool>,
+    /// The last rotation, for a client that retries it (its answer was lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation: Option<RotationDoc>,
+}
+
+/// The last rotation of a session's refresh token, kept for its retry window: the hash of the
+/// token it replaced, and the new token sealed under a key that only that old token gives, so
+/// the store never holds a usable token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RotationDoc {
+    /// SHA-256 of the replaced refresh secret.
+    pub replaced_hash: Binary,
+    /// Until when presenting the replaced token again returns the same new one.
+    pub retry_until: DateTime,
+    /// The new refresh token, sealed (ChaCha20-Poly1305) under a key derived from the
+    /// replaced secret.
+    pub sealed_token: Binary,
 }
 
 fn revoked_when_unknown() -> bool {
@@ -92,12 +109,22 @@ impl Store {
     /// Replaces the refresh hash `current` of an unrevoked session by `new`, keeping
     /// `current` among the used ones, in one atomic update; false when the session no longer
     /// has `current` (another request rotated it first) or was revoked.
-    pub async fn rotate_refresh(&self, id: &SessionId, current: &Binary, new: &Binary) -> StoreResult<bool> {
+    pub async fn rotate_refresh(
+        &self,
+        id: &SessionId,
+        current: &Binary,
+        new: &Binary,
+        rotation: &RotationDoc,
+    ) -> StoreResult<bool> {
+        let rotation = bson::to_bson(rotation).map_err(|e| mongodb::error::Error::custom(e.to_string()))?;
         let rotated = self
             .sessions
             .update_one(
                 doc! { "_id": id.as_str(), "refresh_hash": current.clone(), "revoked": false },
-                doc! { "$set": { "refresh_hash": new.clone() }, "$push": { "used_hashes": current.clone() } },
+                doc! {
+                    "$set": { "refresh_hash": new.clone(), "last_rotation": rotation },
+                    "$push": { "used_hashes": current.clone() },
+                },
             )
             .await?;
         Ok(rotated.modified_count == 1)
@@ -158,6 +185,7 @@ mod tests {
             expires_at: at,
             revoked_at: None,
             revocation_pending: None,
+            last_rotation: None,
         }
     }
 

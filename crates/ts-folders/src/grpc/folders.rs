@@ -1,6 +1,7 @@
 //! `FolderService`: create, list, get, rename, delete and leave.
 
 use tonic::{Request, Response, Status};
+use ts_contract::ids::RequestId;
 use ts_contract::user::UserContext;
 use ts_proto::public::folder_service_server::FolderService;
 use ts_proto::public::*;
@@ -32,7 +33,8 @@ impl FolderService for FoldersApi {
         let folder = self
             .for_user(&request, AuditAction::FolderCreate, |call| async move {
                 let name = check_name("name", &req.name)?;
-                Ok(self.folders.create_folder(&call.user, name).await?)
+                let request = RequestId::parse_optional("request_id", &req.request_id)?;
+                Ok(self.folders.create_folder(&call.user, name, request.as_ref()).await?)
             })
             .await?;
         Ok(Response::new(CreateFolderResponse { folder: Some(folder_message(folder)) }))

@@ -1,7 +1,7 @@
 //! `ItemService`: create, get, list, update, delete and move items.
 
 use tonic::{Request, Response, Status};
-use ts_contract::ids::{FolderId, ItemId};
+use ts_contract::ids::{FolderId, ItemId, RequestId};
 use ts_proto::public::item_service_server::ItemService;
 use ts_proto::public::*;
 
@@ -41,7 +41,8 @@ impl ItemService for FoldersApi {
         let (item, removed_fields) = self
             .in_folder(&request, AuditAction::ItemCreate, &req.folder_id, AccessLevel::Edit, |call, at| async move {
                 let item = check_item(&req.name, &req.description, req.content.clone())?;
-                let stored = self.folders.create_item(&call.user, &at.folder_id, &item).await?;
+                let request = RequestId::parse_optional("request_id", &req.request_id)?;
+                let stored = self.folders.create_item(&call.user, &at.folder_id, &item, request.as_ref()).await?;
                 Ok((stored, item.removed))
             })
             .await?;

@@ -52,26 +52,33 @@ pub(crate) struct Call {
 impl From<FoldersError> for Status {
     fn from(e: FoldersError) -> Status {
         use FoldersError::*;
-        let code = match &e {
-            Id(_) | Invalid(_) | FolderIdRequired | PageToken | PagePosition | ExpectedVersionRange | KindChange
-            | SameTarget | AuditFieldsRequired | LicenseIdRequired => Code::InvalidArgument,
-            FolderNotFound | TargetFolderNotFound | ItemNotFound | MemberNotFound => Code::NotFound,
-            Access { .. } => Code::PermissionDenied,
-            LastManager => Code::FailedPrecondition,
+        use ts_contract::status::{Reason as R, failure, invalid, invalid_field};
+        let (code, reason) = match &e {
+            Id(id) => return invalid_field(&id.field, e.to_string()),
+            Invalid(_) | PageToken | PagePosition | ExpectedVersionRange | KindChange | SameTarget
+            | AuditFieldsRequired | FolderIdRequired | LicenseIdRequired => return invalid(e.to_string()),
+            FolderNotFound | TargetFolderNotFound => (Code::NotFound, R::FolderNotFound),
+            ItemNotFound => (Code::NotFound, R::ItemNotFound),
+            MemberNotFound => (Code::NotFound, R::MemberNotFound),
+            Access { .. } => (Code::PermissionDenied, R::PermissionDenied),
+            LastManager => (Code::FailedPrecondition, R::LastManager),
             SharingRefused(denial) => return ts_contract::status::sharing_refusal(*denial as i32),
-            SharingUnknown | KeysUnavailable | NotYetEverywhere => Code::Unavailable,
-            Stale { .. } | KeptChanging => Code::Aborted,
-            FolderFull => Code::ResourceExhausted,
+            NotYetEverywhere => (Code::Unavailable, R::NotYetEverywhere),
+            SharingUnknown | KeysUnavailable => (Code::Unavailable, R::Unavailable),
+            Stale { .. } => (Code::Aborted, R::VersionConflict),
+            KeptChanging | RequestInProgress => (Code::Aborted, R::Contention),
+            RequestIdReused => (Code::AlreadyExists, R::RequestIdReused),
+            FolderFull => (Code::ResourceExhausted, R::FolderFull),
             Keyvault { refusal, .. } => match refusal {
-                KeyvaultRefusal::NotFound => Code::NotFound,
-                KeyvaultRefusal::InvalidArgument => Code::InvalidArgument,
-                KeyvaultRefusal::FailedPrecondition => Code::FailedPrecondition,
+                KeyvaultRefusal::NotFound => (Code::NotFound, R::NotFound),
+                KeyvaultRefusal::InvalidArgument => return invalid(e.to_string()),
+                KeyvaultRefusal::FailedPrecondition => (Code::FailedPrecondition, R::KeyState),
             },
-            KeysUnreadable | MalformedKey | Incomplete { .. } | Seal { .. } => Code::Internal,
-            Undecryptable { .. } | Undecodable(_) => Code::DataLoss,
+            KeysUnreadable | MalformedKey | Incomplete { .. } | Seal { .. } => (Code::Internal, R::Internal),
+            Undecryptable { .. } | Undecodable(_) => (Code::DataLoss, R::DataLoss),
             Store(cause) => return ts_stores::store_status(cause, "folders", &e.to_string()),
         };
-        Status::new(code, e.to_string())
+        failure(code, reason, e.to_string())
     }
 }
 

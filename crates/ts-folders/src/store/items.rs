@@ -124,6 +124,11 @@ impl Store {
         self.items().find_one(doc! { "_id": id.as_str(), "folder_id": folder_id.as_str() }).await
     }
 
+    /// Whether an item with this id is in any folder.
+    pub async fn item_anywhere(&self, id: &ItemId) -> StoreResult<bool> {
+        Ok(self.items().count_documents(doc! { "_id": id.as_str() }).limit(1).await? > 0)
+    }
+
     /// A page of a folder's items, oldest first, after `after`.
     pub async fn item_page(
         &self,

@@ -1,8 +1,9 @@
 //! `InvitationService`: each handler reads the caller and its request, calls the domain, and
 //! audits the outcome.
 
+use crate::error::InvitationsError;
 use tonic::{Request, Response, Status};
-use ts_contract::ids::FolderId;
+use ts_contract::ids::{FolderId, RequestId};
 use ts_proto::public::invitation_service_server::InvitationService;
 use ts_proto::public::*;
 
@@ -21,7 +22,9 @@ impl InvitationService for InvitationsApi {
             // Only a manager learns whether the rest of the request is well-formed.
             let manager = self.invitations.manager(folder_id.clone()?, &user).await?;
             let (invitee, access) = (invitee_email(&req.invitee_email)?, requested_access(req.access)?);
-            self.invitations.invite(&user, &manager, invitee, access).await
+            let request = RequestId::parse_optional("request_id", &req.request_id)
+                .map_err(|e| InvitationsError::invalid(e.into()))?;
+            self.invitations.invite(&user, &manager, invitee, access, request.as_ref()).await
         }
         .await;
         let view = self.audited(&user, folder_id.as_ref().ok(), "invitation.create", Audit::Always, result).await?;
