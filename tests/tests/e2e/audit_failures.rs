@@ -66,6 +66,8 @@ async fn failed_sign_ins_and_refused_refreshes_reach_the_users_errors() -> anyho
         .into_inner()
         .tokens
         .expect("tokens");
+    // (Past the retry window, in which the same token would get the same answer again.)
+    cluster.clock.advance(std::time::Duration::from_secs(11));
     let err = auth.refresh_session(RefreshSessionRequest { refresh_token: uma.refresh.clone() }).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     let uma = cluster.sign_in("uma@example.com").await?;

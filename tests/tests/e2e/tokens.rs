@@ -186,7 +186,19 @@ async fn refresh_rotates_and_reuse_kills_the_session() -> anyhow::Result<()> {
     assert_ne!(rotated.refresh_token, session.refresh);
     assert_eq!(me(&cluster, &rotated.access_token).await?, "grace@example.com");
 
-    // The old refresh token again: reuse, so the whole session dies.
+    // The old refresh token again within seconds (a client whose answer was lost): the same
+    // new refresh token, and the session lives.
+    let again = auth
+        .refresh_session(RefreshSessionRequest { refresh_token: session.refresh.clone() })
+        .await?
+        .into_inner()
+        .tokens
+        .expect("tokens");
+    assert_eq!(again.refresh_token, rotated.refresh_token);
+    assert_eq!(me(&cluster, &again.access_token).await?, "grace@example.com");
+
+    // After the retry window: reuse, so the whole session dies.
+    cluster.clock.advance(std::time::Duration::from_secs(11));
     let err = auth.refresh_session(RefreshSessionRequest { refresh_token: session.refresh.clone() }).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert!(err.message().contains("already used"), "{}", err.message());
