@@ -60,6 +60,20 @@ pub(crate) struct ListingGenerations {
     folders: HashMap<FolderId, Generation>,
 }
 
+/// The first member of a new folder: its maker, with MANAGE.
+fn first_member(folder_id: &FolderId, user: &UserContext, now: bson::DateTime) -> MemberDoc {
+    MemberDoc {
+        id: MemberDoc::id_of(folder_id, &user.user_id),
+        folder_id: folder_id.clone(),
+        user_id: user.user_id.clone(),
+        email: user.email.clone(),
+        access: AccessLevel::Manage as i32,
+        joined_at: now,
+        invitation_id: None,
+        manage_epoch: Some(uuid::Uuid::new_v4().simple().to_string()),
+    }
+}
+
 /// A folder as its member sees it: the stored document, its opened name and their access.
 #[derive(Debug, Clone)]
 pub struct FolderView {
@@ -140,17 +154,7 @@ impl Folders {
             }
             return Err(e.into());
         }
-        let member = MemberDoc {
-            id: MemberDoc::id_of(&id, &user.user_id),
-            folder_id: id.clone(),
-            user_id: user.user_id.clone(),
-            email: user.email.clone(),
-            access: AccessLevel::Manage as i32,
-            joined_at: now,
-            invitation_id: None,
-            manage_epoch: Some(uuid::Uuid::new_v4().simple().to_string()),
-        };
-        if let Err(e) = self.store.insert_member(&member).await {
+        if let Err(e) = self.store.insert_member(&first_member(&id, user, now)).await {
             // Nothing half-made: without its first member the folder goes too.
             let _ = self.store.delete_folder(&id).await;
             let _ = self.keys.destroy(&id).await;
@@ -170,7 +174,19 @@ impl Folders {
     ) -> Result<FolderView, FoldersError> {
         let access = match self.store.member(&made.id, &user.user_id).await? {
             Some(m) => AccessLevel::try_from(m.access).unwrap_or(AccessLevel::Unspecified),
-            // The first call is still adding its member, or the caller has left since.
+            // The first call stopped (a crash) between the folder and its first member:
+            // the retry finishes it. (A concurrent first call may be adding it right now;
+            // the member's unique id lets only one in.)
+            None if made.created_by_email == user.email && !self.store.has_members(&made.id).await? => {
+                match self.store.insert_member(&first_member(&made.id, user, self.bson_now())).await {
+                    Ok(()) => {}
+                    Err(e) if ts_stores::is_duplicate_key(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.joined(&made.id, &user.user_id).await;
+                AccessLevel::Manage
+            }
+            // The caller has left the folder they made since.
             None => return Err(FoldersError::RequestInProgress),
         };
         let view = self.open_folder(made, access).await?;

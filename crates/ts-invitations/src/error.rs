@@ -78,6 +78,9 @@ pub enum InvitationsError {
     /// The detached accept task did not run to its end.
     #[error("the accept did not finish")]
     AcceptInterrupted,
+    /// The detached create task did not run to its end.
+    #[error("the invitation could not be created; retry with the same request_id")]
+    CreateInterrupted,
     /// Auth could not say whether the invitee may share.
     #[error("cannot check the invitee's license right now; retry later")]
     IdentityUnavailable,
@@ -125,7 +128,7 @@ impl InvitationsError {
             FolderGone => (Code::FailedPrecondition, Reason::FolderGone),
             AlreadySpent => (Code::FailedPrecondition, Reason::InvitationSpent),
             InviterNotManager => (Code::FailedPrecondition, Reason::InviterNotManager),
-            AcceptInterrupted => (Code::Internal, Reason::Internal),
+            AcceptInterrupted | CreateInterrupted => (Code::Internal, Reason::Internal),
             IdentityUnavailable | FoldersUnavailable | Mail(_) | Store(_) => (Code::Unavailable, Reason::Unavailable),
         }
     }

@@ -176,6 +176,11 @@ impl Invitations {
             // A pending invitation to the same email (found inside the same transaction, so
             // two concurrent invites cannot both insert) is refreshed and re-sent instead.
             Some(Cap::Existing(id)) => {
+                // A concurrent retry of this same request made it: its answer, no second email.
+                let existing = self.load(&id).await?;
+                if request_key.is_some() && existing.request_key == request_key {
+                    return Ok(self.view(existing).await);
+                }
                 let refresh = Refresh {
                     expires_at: invitation.expires_at,
                     purge_at: invitation.purge_at,

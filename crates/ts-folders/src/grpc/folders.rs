@@ -34,7 +34,11 @@ impl FolderService for FoldersApi {
             .for_user(&request, AuditAction::FolderCreate, |call| async move {
                 let name = check_name("name", &req.name)?;
                 let request = RequestId::parse_optional("request_id", &req.request_id)?;
-                Ok(self.folders.create_folder(&call.user, name, request.as_ref()).await?)
+                // Its own task: a client that goes away mid-way (a deadline, a dropped
+                // connection) cannot leave a folder without its first member behind.
+                let folders = self.folders.clone();
+                let made = tokio::spawn(async move { folders.create_folder(&call.user, name, request.as_ref()).await });
+                Ok(made.await.map_err(|e| Status::internal(format!("create_folder task failed: {e}")))??)
             })
             .await?;
         Ok(Response::new(CreateFolderResponse { folder: Some(folder_message(folder)) }))

@@ -152,6 +152,11 @@ impl Store {
         self.members().find_one(member_filter(folder_id, user_id)).await
     }
 
+    /// Whether a folder has any member.
+    pub async fn has_members(&self, folder_id: &FolderId) -> StoreResult<bool> {
+        Ok(self.members().count_documents(doc! { "folder_id": folder_id.as_str() }).limit(1).await? > 0)
+    }
+
     /// Removes every membership of a folder, and its spent invitations.
     pub async fn delete_members_of(&self, folder_id: &FolderId) -> StoreResult<()> {
         self.members().delete_many(doc! { "folder_id": folder_id.as_str() }).await?;

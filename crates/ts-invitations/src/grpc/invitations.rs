@@ -24,7 +24,12 @@ impl InvitationService for InvitationsApi {
             let (invitee, access) = (invitee_email(&req.invitee_email)?, requested_access(req.access)?);
             let request = RequestId::parse_optional("request_id", &req.request_id)
                 .map_err(|e| InvitationsError::invalid(e.into()))?;
-            self.invitations.invite(&user, &manager, invitee, access, request.as_ref()).await
+            // Its own task: a client that goes away mid-way cannot leave an invitation that
+            // was stored but never mailed.
+            let (invitations, user) = (self.invitations.clone(), user.clone());
+            tokio::spawn(async move { invitations.invite(&user, &manager, invitee, access, request.as_ref()).await })
+                .await
+                .map_err(|_| InvitationsError::CreateInterrupted)?
         }
         .await;
         let view = self.audited(&user, folder_id.as_ref().ok(), "invitation.create", Audit::Always, result).await?;
