@@ -50,6 +50,8 @@ pub struct RewrapReport {
     pub rewrapped: u64,
     /// Keys that were already under the new master key.
     pub already_done: u64,
+    /// Keys still under another master key after this pass.
+    pub remaining: u64,
 }
 
 /// Per-folder data keys under a KMS master key, with a bounded plaintext cache.
@@ -181,17 +183,21 @@ impl KeyVault {
     /// Re-encrypts every stored key under `new_master_key_id` with KMS ReEncrypt. New keys
     /// are made under it from the start of the pass. Safe to repeat: a key already under the
     /// new master key is skipped, so an interrupted pass resumes where it stopped.
-    pub async fn rewrap_all(&self, new_master_key_id: &str) -> Result<RewrapReport, VaultError> {
+    /// With `limit`, a pass stops after that many keys and reports how many remain.
+    pub async fn rewrap_all(&self, new_master_key_id: &str, limit: Option<u64>) -> Result<RewrapReport, VaultError> {
         let target = self.kms.resolve(new_master_key_id).await?;
         self.store.set_active_master_key(&target).await?;
         let (todo, already_done) = self.store.not_wrapped_by(&target).await?;
-        let mut report = RewrapReport { rewrapped: 0, already_done };
-        for key in todo {
+        let total = todo.len() as u64;
+        let take = usize::try_from(limit.unwrap_or(total)).unwrap_or(usize::MAX);
+        let mut report = RewrapReport { rewrapped: 0, already_done, remaining: total };
+        for key in todo.into_iter().take(take) {
             let ctx = KeyContext { folder_id: &key.folder_id, version: key.version };
             let new = self.kms.rewrap(&key.wrapped, ctx, &target).await?;
             if self.store.replace_wrapped(&key, &new).await? {
                 report.rewrapped += 1;
             }
+            report.remaining -= 1;
         }
         tracing::info!(
             rewrapped = report.rewrapped,

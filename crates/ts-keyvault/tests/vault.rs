@@ -189,13 +189,20 @@ async fn rewrap_moves_every_key_to_the_new_master_key_and_resumes_after_an_inter
     let new_master = create_kms_key(&s.client).await?;
 
     let interrupted = Counting::new(s.kms.clone(), Some(3));
-    let err = s.vault(interrupted).rewrap_all(&new_master).await.unwrap_err();
+    let err = s.vault(interrupted).rewrap_all(&new_master, None).await.unwrap_err();
     assert!(matches!(err, VaultError::KmsUnavailable(_)), "{err:?}");
 
-    let report = s.vault(s.kms.clone()).rewrap_all(&new_master).await?;
-    assert_eq!((report.rewrapped, report.already_done), (4, 3), "the second pass carries on where the first stopped");
-    let again = s.vault(s.kms.clone()).rewrap_all(&new_master).await?;
-    assert_eq!((again.rewrapped, again.already_done), (0, 7));
+    // A pass limited to one key (how the operator CLI shows progress) says how many remain.
+    let step = s.vault(s.kms.clone()).rewrap_all(&new_master, Some(1)).await?;
+    assert_eq!((step.rewrapped, step.already_done, step.remaining), (1, 3, 3));
+    let report = s.vault(s.kms.clone()).rewrap_all(&new_master, None).await?;
+    assert_eq!(
+        (report.rewrapped, report.already_done, report.remaining),
+        (3, 4, 0),
+        "the next passes carry on where the first stopped"
+    );
+    let again = s.vault(s.kms.clone()).rewrap_all(&new_master, None).await?;
+    assert_eq!((again.rewrapped, again.already_done, again.remaining), (0, 7, 0));
 
     let new_arn = s.kms.resolve(&new_master).await?;
     let old_arn = s.kms.resolve(&s.master).await?;

@@ -184,7 +184,7 @@ async fn declines_and_operator_rewraps_are_recorded() -> anyhow::Result<()> {
 
     // An operator's master-key rewrap, refused or not, is in the deployment's trail.
     let mut op = KeyVaultOperatorServiceClient::new(cluster.internal(Service::Keyvault, Peer::Operator).await?);
-    let err = op.rewrap_all(RewrapAllRequest { new_kms_key_id: "  ".into() }).await.unwrap_err();
+    let err = op.rewrap_all(RewrapAllRequest { new_kms_key_id: "  ".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let db = cluster.database().await?;
     let start = Instant::now();

@@ -65,6 +65,17 @@ impl Store {
         self.licenses.find_one(doc! { "_id": id.as_str() }).await
     }
 
+    /// Up to `limit` licenses with ids after `after`, by id.
+    pub async fn licenses_after(&self, after: &str, limit: i64) -> StoreResult<Vec<LicenseDoc>> {
+        self.licenses
+            .find(doc! { "_id": { "$gt": after } })
+            .sort(doc! { "_id": 1 })
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await
+    }
+
     /// The license listing `email` explicitly, the first by id when several do.
     pub async fn license_listing(&self, email: &str) -> StoreResult<Option<LicenseDoc>> {
         self.licenses.find_one(doc! { "emails": email }).sort(doc! { "_id": 1 }).await
