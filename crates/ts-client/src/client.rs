@@ -24,8 +24,11 @@ use crate::{ApiError, Error};
 
 /// The HTTP/2 service calls go through: a tonic channel, or one wrapped in tower layers
 /// (tracing, capture in tests).
-pub type Transport =
-    tower::util::BoxCloneSyncService<http::Request<tonic::body::Body>, http::Response<tonic::body::Body>, TransportError>;
+pub type Transport = tower::util::BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    TransportError,
+>;
 
 /// Why the transport could not carry a call (connection refused, TLS, a layer's refusal).
 #[derive(Debug)]
@@ -141,7 +144,9 @@ impl Client {
     pub async fn start_email_sign_in(&self, email: &str) -> Result<SystemTime, Error> {
         let request = proto::StartEmailVerificationRequest { email: email.to_owned() };
         let r = self
-            .call(Safety::Once, false, request, |t, r| async move { AuthServiceClient::new(t).start_email_verification(r).await })
+            .call(Safety::Once, false, request, |t, r| async move {
+                AuthServiceClient::new(t).start_email_verification(r).await
+            })
             .await?;
         Ok(r.expires_at.and_then(|t| SystemTime::try_from(t).ok()).unwrap_or_else(SystemTime::now))
     }
@@ -150,7 +155,9 @@ impl Client {
     pub async fn complete_email_sign_in(&self, email: &str, code: &str) -> Result<proto::User, Error> {
         let request = proto::CompleteEmailVerificationRequest { email: email.to_owned(), code: code.to_owned() };
         let r = self
-            .call(Safety::Once, false, request, |t, r| async move { AuthServiceClient::new(t).complete_email_verification(r).await })
+            .call(Safety::Once, false, request, |t, r| async move {
+                AuthServiceClient::new(t).complete_email_verification(r).await
+            })
             .await?;
         self.signed_in(r.tokens, r.user).await
     }
@@ -158,13 +165,19 @@ impl Client {
     /// Signs in with an id token from the deployment's SSO issuer; the signed-in user.
     pub async fn sign_in_with_sso(&self, id_token: &str) -> Result<proto::User, Error> {
         let request = proto::SignInWithSsoRequest { id_token: id_token.to_owned() };
-        let r = self
-            .call(Safety::Once, false, request, |t, r| async move { AuthServiceClient::new(t).sign_in_with_sso(r).await })
+        let r =
+            self.call(Safety::Once, false, request, |t, r| async move {
+                AuthServiceClient::new(t).sign_in_with_sso(r).await
+            })
             .await?;
         self.signed_in(r.tokens, r.user).await
     }
 
-    async fn signed_in(&self, tokens: Option<proto::SessionTokens>, user: Option<proto::User>) -> Result<proto::User, Error> {
+    async fn signed_in(
+        &self,
+        tokens: Option<proto::SessionTokens>,
+        user: Option<proto::User>,
+    ) -> Result<proto::User, Error> {
         let user = user.ok_or(Error::Incomplete("user"))?;
         let tokens = live_tokens(tokens.ok_or(Error::Incomplete("tokens"))?, &user.email, &user.id);
         self.inner.sessions.save(&tokens.stored())?;
@@ -181,7 +194,9 @@ impl Client {
     /// ended it).
     pub async fn sign_out(&self) -> Result<(), Error> {
         let ended = self
-            .call(Safety::Once, true, proto::SignOutRequest {}, |t, r| async move { AuthServiceClient::new(t).sign_out(r).await })
+            .call(Safety::Once, true, proto::SignOutRequest {}, |t, r| async move {
+                AuthServiceClient::new(t).sign_out(r).await
+            })
             .await;
         *self.inner.tokens.lock().await = None;
         self.inner.sessions.clear()?;
@@ -233,9 +248,17 @@ impl Client {
     }
 
     /// Sets a member's access level.
-    pub async fn set_member_access(&self, folder_id: &str, user_id: &str, access: AccessLevel) -> Result<proto::Member, Error> {
-        let request =
-            proto::UpdateMemberAccessRequest { folder_id: folder_id.to_owned(), user_id: user_id.to_owned(), access: access as i32 };
+    pub async fn set_member_access(
+        &self,
+        folder_id: &str,
+        user_id: &str,
+        access: AccessLevel,
+    ) -> Result<proto::Member, Error> {
+        let request = proto::UpdateMemberAccessRequest {
+            folder_id: folder_id.to_owned(),
+            user_id: user_id.to_owned(),
+            access: access as i32,
+        };
         self.api().update_member_access(request).await?.member.ok_or(Error::Incomplete("member"))
     }
 
@@ -349,7 +372,10 @@ impl Client {
     }
 
     fn credential_store(&self) -> Result<&Arc<dyn CredentialStore>, Error> {
-        self.inner.credentials.as_ref().ok_or_else(|| Error::Store("no credential store: use Client::with_credentials".into()))
+        self.inner
+            .credentials
+            .as_ref()
+            .ok_or_else(|| Error::Store("no credential store: use Client::with_credentials".into()))
     }
 
     // ---- invitations -------------------------------------------------------------------------
@@ -370,6 +396,37 @@ impl Client {
         self.pages(|c, page| async move {
             let r = c.api().list_my_invitations(proto::ListMyInvitationsRequest { page }).await?;
             Ok((r.invitations, r.page))
+        })
+    }
+
+    /// The pending invitations of a folder (MANAGE only).
+    pub fn folder_invitations(
+        &self,
+        folder_id: &str,
+    ) -> impl Stream<Item = Result<proto::Invitation, Error>> + Send + 'static {
+        let folder_id = folder_id.to_owned();
+        self.pages(move |c, page| {
+            let folder_id = folder_id.clone();
+            async move {
+                let r =
+                    c.api().list_folder_invitations(proto::ListFolderInvitationsRequest { folder_id, page }).await?;
+                Ok((r.invitations, r.page))
+            }
+        })
+    }
+
+    /// A folder's audit trail, newest first (MANAGE only).
+    pub fn folder_audit(
+        &self,
+        folder_id: &str,
+    ) -> impl Stream<Item = Result<proto::AuditEvent, Error>> + Send + 'static {
+        let folder_id = folder_id.to_owned();
+        self.pages(move |c, page| {
+            let folder_id = folder_id.clone();
+            async move {
+                let r = c.api().list_folder_audit(proto::ListFolderAuditRequest { folder_id, page }).await?;
+                Ok((r.events, r.page))
+            }
         })
     }
 
@@ -418,7 +475,9 @@ impl Client {
             // A refresh whose answer is lost may be sent again: the server returns the same
             // new token for a few seconds.
             let refreshed = self
-                .call(Safety::Idempotent, false, request, |t, r| async move { AuthServiceClient::new(t).refresh_session(r).await })
+                .call(Safety::Idempotent, false, request, |t, r| async move {
+                    AuthServiceClient::new(t).refresh_session(r).await
+                })
                 .await;
             match refreshed {
                 Ok(r) => {

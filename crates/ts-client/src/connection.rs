@@ -4,9 +4,9 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use crate::Error;
 use crate::credentials::LocalCredentials;
 use crate::proto::{self, Connection, ReadPreference};
-use crate::Error;
 
 /// Connection-string and option keys whose values are secrets (compared case-insensitively).
 const SECRET_OPTIONS: &[&str] = &[
@@ -166,7 +166,10 @@ pub fn connection_uri(connection: &Connection, credentials: Option<&LocalCredent
         ((p.scheme.to_owned(), user, p.hosts.to_owned(), path.to_owned()), query)
     } else {
         if connection.hosts.is_empty() {
-            return Err(Error::InvalidInput { field: "connection", message: "has neither a connection string nor hosts".into() });
+            return Err(Error::InvalidInput {
+                field: "connection",
+                message: "has neither a connection string nor hosts".into(),
+            });
         }
         let user = creds.username.clone().or_else(|| non_empty(&connection.username));
         let mut params = Vec::new();
@@ -227,7 +230,10 @@ mod tests {
         let (shared, found) = strip_secrets(&c);
         let text = format!("{shared:?}");
         for secret in ["p@ss", "p%40ss", "kp", "px", "tok"] {
-            assert!(!text.contains(&format!("={secret}")) && !text.contains(&format!(":{secret}")), "{secret} in {text}");
+            assert!(
+                !text.contains(&format!("={secret}")) && !text.contains(&format!(":{secret}")),
+                "{secret} in {text}"
+            );
         }
         assert_eq!(shared.connection_string, "mongodb+srv://ana@cluster0.example.net/admin?retryWrites=true");
         assert_eq!(shared.username, "ana");
@@ -247,12 +253,14 @@ mod tests {
             read_preference: ReadPreference::SecondaryPreferred as i32,
             ..Default::default()
         };
-        let bob = LocalCredentials { username: Some("bob".into()), password: Some("b/b pw".into()), ..Default::default() };
+        let bob =
+            LocalCredentials { username: Some("bob".into()), password: Some("b/b pw".into()), ..Default::default() };
         assert_eq!(
             connection_uri(&shared, Some(&bob)).unwrap(),
             "mongodb://bob:b%2Fb%20pw@db1:27017,db2:27017/?replicaSet=rs0&authSource=admin&tls=true&readPreference=secondaryPreferred"
         );
-        let with_string = Connection { connection_string: "mongodb://ana@h:1/app?w=majority".into(), ..Default::default() };
+        let with_string =
+            Connection { connection_string: "mongodb://ana@h:1/app?w=majority".into(), ..Default::default() };
         let pw = LocalCredentials { password: Some("x".into()), ..Default::default() };
         assert_eq!(connection_uri(&with_string, Some(&pw)).unwrap(), "mongodb://ana:x@h:1/app?w=majority");
         assert_eq!(connection_uri(&with_string, None).unwrap(), "mongodb://ana@h:1/app?w=majority");

@@ -146,7 +146,11 @@ impl EncryptedFileStore {
         if passphrase.is_empty() {
             return Err(Error::InvalidInput { field: "passphrase", message: "must not be empty".into() });
         }
-        Ok(EncryptedFileStore { path: path.into(), passphrase: Zeroizing::new(passphrase.to_owned()), lock: Mutex::new(()) })
+        Ok(EncryptedFileStore {
+            path: path.into(),
+            passphrase: Zeroizing::new(passphrase.to_owned()),
+            lock: Mutex::new(()),
+        })
     }
 
     fn key(&self, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, Error> {
@@ -180,11 +184,17 @@ impl EncryptedFileStore {
     fn write_all(&self, all: &BTreeMap<String, LocalCredentials>) -> Result<(), Error> {
         let mut salt = [0u8; 16];
         let mut nonce = [0u8; 12];
-        getrandom::fill(&mut salt).and_then(|_| getrandom::fill(&mut nonce)).map_err(|e| Error::Store(e.to_string()))?;
+        getrandom::fill(&mut salt)
+            .and_then(|_| getrandom::fill(&mut nonce))
+            .map_err(|e| Error::Store(e.to_string()))?;
         let mut buf = Zeroizing::new(serde_json::to_vec(all).map_err(|e| Error::Store(e.to_string()))?);
         let key = aead_key(&*self.key(&salt)?)?;
-        key.seal_in_place_append_tag(ring::aead::Nonce::assume_unique_for_key(nonce), ring::aead::Aad::from(AAD), &mut *buf)
-            .map_err(|_| Error::Store("cannot seal the credentials".into()))?;
+        key.seal_in_place_append_tag(
+            ring::aead::Nonce::assume_unique_for_key(nonce),
+            ring::aead::Aad::from(AAD),
+            &mut *buf,
+        )
+        .map_err(|_| Error::Store("cannot seal the credentials".into()))?;
         let file = SealedFile {
             format: FORMAT,
             kdf: "argon2id".into(),
@@ -293,7 +303,9 @@ mod tests {
         let path = dir.path().join("credentials.json");
         let store = EncryptedFileStore::new(&path, "correct horse").unwrap();
         store.set("item-1", &alice()).unwrap();
-        store.set("item-2", &LocalCredentials { ssh_password: Some("tunnel-pw".into()), ..Default::default() }).unwrap();
+        store
+            .set("item-2", &LocalCredentials { ssh_password: Some("tunnel-pw".into()), ..Default::default() })
+            .unwrap();
         let raw = std::fs::read_to_string(&path).unwrap();
         for secret in ["s3cret-pass", "alice", "tunnel-pw", "item-1"] {
             assert!(!raw.contains(secret), "{secret} in the clear");

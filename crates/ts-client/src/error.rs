@@ -56,7 +56,8 @@ impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
         let details = status.get_error_details();
         let reason_text = details.error_info().map(|i| i.reason.clone()).unwrap_or_default();
-        let reason = ErrorReason::from_str_name(&format!("ERROR_REASON_{reason_text}")).unwrap_or(ErrorReason::Unspecified);
+        let reason =
+            ErrorReason::from_str_name(&format!("ERROR_REASON_{reason_text}")).unwrap_or(ErrorReason::Unspecified);
         let violations = details
             .bad_request()
             .map(|b| {
@@ -67,7 +68,14 @@ impl From<tonic::Status> for ApiError {
             })
             .unwrap_or_default();
         let retry_after = details.retry_info().and_then(|r| r.retry_delay);
-        ApiError { code: status.code(), reason, reason_text, message: status.message().to_owned(), violations, retry_after }
+        ApiError {
+            code: status.code(),
+            reason,
+            reason_text,
+            message: status.message().to_owned(),
+            violations,
+            retry_after,
+        }
     }
 }
 

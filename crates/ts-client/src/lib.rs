@@ -29,9 +29,9 @@ pub mod proto {
 
 pub use client::{Api, Client, ClientConfig, Transport, TransportError};
 pub use connection::{ConnectionInput, SharedConnection, connection_uri, strip_secrets};
-pub use credentials::{CredentialStore, EncryptedFileStore, LocalCredentials, MemoryCredentialStore};
 #[cfg(feature = "keyring")]
 pub use credentials::KeyringStore;
+pub use credentials::{CredentialStore, EncryptedFileStore, LocalCredentials, MemoryCredentialStore};
 pub use error::{ApiError, Error, FieldViolation};
 pub use proto::{AccessLevel, ErrorReason, ItemKind};
 pub use retry::RetryPolicy;

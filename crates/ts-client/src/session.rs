@@ -24,7 +24,10 @@ pub struct StoredSession {
 
 impl std::fmt::Debug for StoredSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredSession").field("email", &self.email).field("user_id", &self.user_id).finish_non_exhaustive()
+        f.debug_struct("StoredSession")
+            .field("email", &self.email)
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,7 +132,11 @@ impl Tokens {
     }
 
     pub fn stored(&self) -> StoredSession {
-        StoredSession { email: self.email.clone(), user_id: self.user_id.clone(), refresh_token: self.refresh_token.clone() }
+        StoredSession {
+            email: self.email.clone(),
+            user_id: self.user_id.clone(),
+            refresh_token: self.refresh_token.clone(),
+        }
     }
 }
 
