@@ -69,7 +69,7 @@ impl Progress {
     /// One more entry fetched.
     pub fn tick(&mut self) {
         self.count += 1;
-        if self.shown && self.count % 100 == 0 {
+        if self.shown && self.count.is_multiple_of(100) {
             eprint!("\rfetched {} {}…", self.count, self.what);
         }
     }

@@ -92,8 +92,8 @@ pub fn invalid_field(field: &str, message: impl Into<String>) -> tonic::Status {
 /// required"), as every field check in this project words it.
 pub fn invalid(message: impl Into<String>) -> tonic::Status {
     let message = message.into();
-    match field_of(&message) {
-        Some(field) => invalid_field(&field.to_owned(), message),
+    match field_of(&message).map(str::to_owned) {
+        Some(field) => invalid_field(&field, message),
         None => failure(tonic::Code::InvalidArgument, Reason::InvalidField, message),
     }
 }

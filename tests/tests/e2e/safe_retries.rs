@@ -163,7 +163,7 @@ where
     Fut: Future<Output = Result<tonic::Response<R>, Status>>,
 {
     let wait = Duration::from_millis(ms);
-    if rung % 2 == 0 {
+    if rung.is_multiple_of(2) {
         request.set_timeout(wait);
         let _ = call(request).await;
     } else {
@@ -584,6 +584,9 @@ async fn a_retried_invitation_sends_no_email_but_counts_against_the_send_rate() 
 // The refresh-token retry window (REFRESH_RETRY_WINDOW = 10 s on the injected clock)
 // ---------------------------------------------------------------------------------------
 
+/// One concurrent refresh: (refresh token, access token), or the refusal's code and reason.
+type RefreshOutcome = Result<(String, String), (Code, Option<String>)>;
+
 async fn refresh(ch: &Channel, token: &str) -> Result<SessionTokens, Status> {
     let reply = AuthServiceClient::new(ch.clone())
         .refresh_session(RefreshSessionRequest { refresh_token: token.into() })
@@ -690,8 +693,7 @@ async fn concurrent_refreshes_with_one_token_get_one_successor_and_keep_the_sess
             }
         }));
     }
-    let results: Vec<Result<(String, String), (Code, Option<String>)>> =
-        futures::future::try_join_all(attempts).await?;
+    let results: Vec<RefreshOutcome> = futures::future::try_join_all(attempts).await?;
     let successes: Vec<&(String, String)> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert!(!successes.is_empty(), "{results:?}");
     let t2 = successes[0].0.clone();

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use http_body_util::BodyExt;
+use teamshare::Service;
 use ts_client::proto::{Connection, ItemKind, item_content};
 use ts_client::{
     AccessLevel, Client, ClientConfig, ConnectionInput, EncryptedFileStore, ErrorReason, LocalCredentials,
     MemorySessionStore, SessionStore, Transport, TransportError,
 };
-use teamshare::Service;
 use ts_testkit::TestCluster;
 
 /// Everything a client sent: each request's path, headers and body bytes.
@@ -118,7 +118,12 @@ async fn two_users_share_a_connection_and_each_keeps_their_own_credentials_on_th
     };
     let mine = LocalCredentials { ssh_password: Some("alice-ssh-secret".into()), ..Default::default() };
     let shared = alice
-        .share_connection(&folder.id, "Production", "read replicas", ConnectionInput { connection: typed, credentials: mine })
+        .share_connection(
+            &folder.id,
+            "Production",
+            "read replicas",
+            ConnectionInput { connection: typed, credentials: mine },
+        )
         .await?;
     assert_eq!(shared.kept_locally, ["password", "key_passphrase", "ssh_password"]);
     let item_id = shared.item.summary.as_ref().expect("summary").id.clone();
@@ -137,11 +142,10 @@ async fn two_users_share_a_connection_and_each_keeps_their_own_credentials_on_th
     assert_eq!(seen_by_bob.summary.as_ref().map(|s| s.kind), Some(ItemKind::Connection as i32));
 
     // Each merges their own credentials into a ready URI.
-    bob.set_credentials(&item_id, &LocalCredentials {
-        username: Some("bob".into()),
-        password: Some("bob-Pa55word".into()),
-        ..Default::default()
-    })?;
+    bob.set_credentials(
+        &item_id,
+        &LocalCredentials { username: Some("bob".into()), password: Some("bob-Pa55word".into()), ..Default::default() },
+    )?;
     let alice_uri = alice.connection_uri(&folder.id, &item_id).await?;
     let bob_uri = bob.connection_uri(&folder.id, &item_id).await?;
     assert_eq!(
@@ -181,7 +185,8 @@ async fn two_users_share_a_connection_and_each_keeps_their_own_credentials_on_th
 async fn a_create_whose_answer_is_lost_is_sent_again_and_makes_one_folder() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let dir = tempfile::tempdir()?;
-    let (carol, sent, _) = user(&cluster, "carol@example.com", dir.path(), Fault::DropFirstAnswer("/CreateFolder")).await?;
+    let (carol, sent, _) =
+        user(&cluster, "carol@example.com", dir.path(), Fault::DropFirstAnswer("/CreateFolder")).await?;
     let folder = carol.create_folder("Only once").await?;
     let listed: Vec<_> = carol.folders().try_collect().await?;
     assert_eq!(listed.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), [folder.id.as_str()], "one folder");

@@ -46,22 +46,26 @@ impl LicenseOperatorService for AuthApi {
             0 => 100,
             n => n.min(500),
         };
-        let result = self.auth.store.licenses_after(&r.page_token, i64::from(size)).await.map_err(AuthError::from).map(|page| {
-            let next_page_token =
-                if page.len() == size as usize { page.last().map(|l| l.id.to_string()).unwrap_or_default() } else { String::new() };
-            let licenses = page
-                .into_iter()
-                .map(|l| License {
-                    license_id: l.id.to_string(),
-                    admin_emails: l.admin_emails,
-                    emails: l.emails,
-                    domains: l.domains,
-                    sharing_enabled: l.sharing_enabled,
-                    blocked: l.blocked,
-                })
-                .collect();
-            ListLicensesResponse { licenses, next_page_token }
-        });
+        let result =
+            self.auth.store.licenses_after(&r.page_token, i64::from(size)).await.map_err(AuthError::from).map(|page| {
+                let next_page_token = if page.len() == size as usize {
+                    page.last().map(|l| l.id.to_string()).unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                let licenses = page
+                    .into_iter()
+                    .map(|l| License {
+                        license_id: l.id.to_string(),
+                        admin_emails: l.admin_emails,
+                        emails: l.emails,
+                        domains: l.domains,
+                        sharing_enabled: l.sharing_enabled,
+                        blocked: l.blocked,
+                    })
+                    .collect();
+                ListLicensesResponse { licenses, next_page_token }
+            });
         self.operator_outcome("", "operator.list_licenses", false, result).await
     }
 }

@@ -13,7 +13,10 @@ impl KeyVaultOperatorService for KeyVaultApi {
         let result = if req.new_kms_key_id.trim().is_empty() {
             Err(Status::invalid_argument("new_kms_key_id is required"))
         } else {
-            self.vault.rewrap_all(req.new_kms_key_id.trim(), (req.limit > 0).then_some(u64::from(req.limit))).await.map_err(Status::from)
+            self.vault
+                .rewrap_all(req.new_kms_key_id.trim(), (req.limit > 0).then_some(u64::from(req.limit)))
+                .await
+                .map_err(Status::from)
         };
         // The key id is not a secret, but it is not the audit trail's business either.
         self.audit.record_in_background(ts_contract::audit::Event {
