@@ -58,7 +58,8 @@ async fn codes_tokens_and_refresh_secrets_are_never_stored_or_logged() -> anyhow
         .into_inner()
         .tokens
         .expect("tokens");
-    // Reuse of a spent refresh token: refused, and logged as a reuse.
+    // Reuse of a spent refresh token (past the retry window): refused, and logged as a reuse.
+    cluster.clock.advance(std::time::Duration::from_secs(11));
     let err =
         auth.refresh_session(RefreshSessionRequest { refresh_token: first.refresh_token.clone() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");

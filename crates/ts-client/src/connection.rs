@@ -8,17 +8,6 @@ use crate::Error;
 use crate::credentials::LocalCredentials;
 use crate::proto::{self, Connection, ReadPreference};
 
-/// Connection-string and option keys whose values are secrets (compared case-insensitively).
-const SECRET_OPTIONS: &[&str] = &[
-    "password",
-    "tlscertificatekeyfilepassword",
-    "sslpemkeypassword",
-    "sslclientcertificatekeypassword",
-    "proxypassword",
-    "authmechanismproperties",
-    "awssessiontoken",
-];
-
 /// A connection to share, with the secrets of the user who shares it (kept on their machine).
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionInput {
@@ -37,38 +26,104 @@ pub struct SharedConnection {
     pub kept_locally: Vec<&'static str>,
 }
 
-/// `connection` without any secret, and the secrets it held: a password in the connection
-/// string's user info, secret options in its query, `options` or `tls_options` (the TLS key
-/// passphrase is kept as `key_passphrase`; other secret options are dropped).
+/// `connection` without any secret, and the secrets it held. Secret option names are those
+/// the server strips too (`ts-secret-names`: percent-decoded, case- and separator-blind):
+/// the password of a connection string, of a host or SSH host written `user:pass@host`, or
+/// after a colon in a user name; secret options in the string's query, `options` and
+/// `tls_options` (the TLS key passphrase as `key_passphrase`, the rest in
+/// `secret_options`); secret `authMechanismProperties` entries; passwords in connection
+/// strings nested in option values.
 pub fn strip_secrets(connection: &Connection) -> (Connection, LocalCredentials) {
     let mut shared = connection.clone();
     let mut found = LocalCredentials::default();
     if !shared.connection_string.is_empty() {
-        let (uri, user, password, passphrase) = strip_uri(&shared.connection_string);
-        shared.connection_string = uri;
-        if shared.username.is_empty()
-            && let Some(u) = user.clone()
-        {
-            shared.username = u;
-        }
-        found.password = password;
-        found.key_passphrase = passphrase;
+        shared.connection_string = strip_uri(&shared.connection_string, &mut found);
     }
+    for host in &mut shared.hosts {
+        *host = strip_host(host, &mut found.password);
+    }
+    shared.ssh_host = strip_host(&shared.ssh_host, &mut found.ssh_password);
+    split_user(&mut shared.username, &mut found.password);
+    split_user(&mut shared.ssh_username, &mut found.ssh_password);
     for map in [&mut shared.options, &mut shared.tls_options] {
-        let secret: Vec<String> = map.keys().filter(|k| is_secret(k)).cloned().collect();
-        for k in secret {
-            if let Some(v) = map.remove(&k)
-                && k.eq_ignore_ascii_case("tlsCertificateKeyFilePassword")
-            {
-                found.key_passphrase.get_or_insert(v);
+        let entries = std::mem::take(map);
+        for (key, value) in entries {
+            if let Some(kept) = strip_option(&key, &value, &mut found) {
+                map.insert(key, kept);
             }
         }
     }
     (shared, found)
 }
 
+/// Keeps `secret` in `slot` unless the user already gave one.
+fn keep(slot: &mut Option<String>, secret: String) {
+    if slot.is_none() && !secret.is_empty() {
+        *slot = Some(secret);
+    }
+}
+
+/// `user:pass@host:port` without its user info (the password kept in `slot`).
+fn strip_host(host: &str, slot: &mut Option<String>) -> String {
+    match host.rsplit_once('@') {
+        Some((info, rest)) => {
+            if let Some((_, pw)) = info.split_once(':') {
+                keep(slot, decode(pw));
+            }
+            rest.to_owned()
+        }
+        None => host.to_owned(),
+    }
+}
+
+/// A user name typed as `user:password` keeps only the user.
+fn split_user(user: &mut String, slot: &mut Option<String>) {
+    if let Some((u, pw)) = user.clone().split_once(':') {
+        keep(slot, pw.to_owned());
+        *user = u.to_owned();
+    }
+}
+
+/// An option's value as it may be shared, or `None` when the whole option is a secret (kept
+/// in `found`). `value` is as the user typed it (not percent-encoded).
+fn strip_option(key: &str, value: &str, found: &mut LocalCredentials) -> Option<String> {
+    if ts_secret_names::is_auth_properties(key) {
+        let kept = strip_properties(value, found);
+        return (!kept.is_empty()).then(|| kept.join(","));
+    }
+    if ts_secret_names::is_secret(key) {
+        if ts_secret_names::normalise(key) == "tlscertificatekeyfilepassword" {
+            keep(&mut found.key_passphrase, value.to_owned());
+        } else {
+            found.secret_options.insert(key.to_owned(), value.to_owned());
+        }
+        return None;
+    }
+    if value.contains("://") {
+        return Some(strip_uri(value, found));
+    }
+    Some(value.to_owned())
+}
+
+/// The entries of an `authMechanismProperties` value that are not secret; the secret ones go
+/// to `found` as `authMechanismProperties.NAME`.
+fn strip_properties<'a>(value: &'a str, found: &mut LocalCredentials) -> Vec<&'a str> {
+    let mut kept = Vec::new();
+    for entry in value.split(',').filter(|e| !e.is_empty()) {
+        let (name, v) = entry.split_once(':').unwrap_or((entry, ""));
+        if ts_secret_names::is_secret(name) {
+            found.secret_options.insert(format!("{AUTH_PROPERTIES}.{}", decode(name)), decode(v));
+        } else {
+            kept.push(entry);
+        }
+    }
+    kept
+}
+
+const AUTH_PROPERTIES: &str = "authMechanismProperties";
+
 fn is_secret(key: &str) -> bool {
-    SECRET_OPTIONS.iter().any(|s| key.eq_ignore_ascii_case(s))
+    ts_secret_names::is_secret(key)
 }
 
 /// The parts of a connection string: scheme, user info, hosts, and the rest (path and query).
@@ -82,7 +137,10 @@ struct UriParts<'a> {
 
 fn split_uri(uri: &str) -> UriParts<'_> {
     let (scheme, rest) = uri.split_once("://").map_or(("mongodb", uri), |(s, r)| (s, r));
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    // The authority ends at the first '/' or '?' after the last '@' (a password may hold
+    // either, unescaped).
+    let from = rest.rfind('@').map_or(0, |at| at + 1);
+    let authority_end = rest[from..].find(['/', '?']).map_or(rest.len(), |i| from + i);
     let (authority, tail) = rest.split_at(authority_end);
     let (userinfo, hosts) = match authority.rfind('@') {
         Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
@@ -96,36 +154,37 @@ fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
-/// A connection string without its password and secret options: (uri, user, password, key
-/// passphrase).
-fn strip_uri(uri: &str) -> (String, Option<String>, Option<String>, Option<String>) {
+/// A connection string without its password and secret options, which go to `found`.
+fn strip_uri(uri: &str, found: &mut LocalCredentials) -> String {
     let p = split_uri(uri);
-    let (user, password) = match p.userinfo {
-        Some(info) => match info.split_once(':') {
-            Some((u, pw)) => (Some(decode(u)), Some(decode(pw))),
-            None => (Some(decode(info)), None),
-        },
-        None => (None, None),
-    };
-    let mut passphrase = None;
-    let kept: Vec<&str> = p
-        .query
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .filter(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            if !is_secret(k) {
-                return true;
-            }
-            if k.eq_ignore_ascii_case("tlsCertificateKeyFilePassword") {
-                passphrase = Some(decode(v));
-            }
-            false
-        })
-        .collect();
-    let userinfo = user.as_deref().map(|u| format!("{}@", encode(u))).unwrap_or_default();
+    let user = p.userinfo.map(|info| match info.split_once(':') {
+        Some((u, pw)) => {
+            keep(&mut found.password, decode(pw));
+            decode(u)
+        }
+        None => decode(info),
+    });
+    let mut kept = Vec::new();
+    for pair in p.query.split('&').filter(|kv| !kv.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (key, value) = (decode(k), decode(v));
+        match strip_option(&key, &value, found) {
+            Some(clean) if clean == value => kept.push(pair.to_owned()),
+            Some(clean) => kept.push(format!("{k}={}", encode_value(&clean))),
+            None => {}
+        }
+    }
+    let userinfo = user.filter(|u| !u.is_empty()).map(|u| format!("{}@", encode(&u))).unwrap_or_default();
     let query = if kept.is_empty() { String::new() } else { format!("?{}", kept.join("&")) };
-    (format!("{}://{userinfo}{}{}{query}", p.scheme, p.hosts, p.path), user, password, passphrase)
+    format!("{}://{userinfo}{}{}{query}", p.scheme, p.hosts, p.path)
+}
+
+/// What may stand unescaped in a query value: unreserved characters and the separators of
+/// `authMechanismProperties` and host lists.
+const VALUE: &AsciiSet = &USERINFO.remove(b':').remove(b',');
+
+fn encode_value(s: &str) -> String {
+    utf8_percent_encode(s, VALUE).to_string()
 }
 
 /// What may stand unescaped in URI user info: RFC 3986 unreserved characters.
@@ -200,6 +259,7 @@ pub fn connection_uri(connection: &Connection, credentials: Option<&LocalCredent
     if let Some(p) = &creds.key_passphrase {
         params.push(format!("tlsCertificateKeyFilePassword={}", encode(p)));
     }
+    merge_secret_options(&mut params, creds);
     let userinfo = match (user, &creds.password) {
         (Some(u), Some(pw)) => format!("{}:{}@", encode(&u), encode(pw)),
         (Some(u), None) => format!("{}@", encode(&u)),
@@ -210,6 +270,30 @@ pub fn connection_uri(connection: &Connection, credentials: Option<&LocalCredent
     };
     let query = if params.is_empty() { String::new() } else { format!("?{}", params.join("&")) };
     Ok(format!("{scheme}://{userinfo}{hosts}{path}{query}"))
+}
+
+/// The user's secret options back into the query: plain ones as `key=value`, secret
+/// `authMechanismProperties` entries into that option (added when the shared one had none).
+fn merge_secret_options(params: &mut Vec<String>, creds: &LocalCredentials) {
+    let prefix = format!("{AUTH_PROPERTIES}.");
+    let mut properties = Vec::new();
+    for (key, value) in &creds.secret_options {
+        match key.strip_prefix(&prefix) {
+            Some(name) => properties.push(format!("{}:{}", encode(name), encode(value))),
+            None => params.push(format!("{}={}", encode(key), encode(value))),
+        }
+    }
+    if properties.is_empty() {
+        return;
+    }
+    let existing = params.iter_mut().find(|p| p.split_once('=').is_some_and(|(k, _)| ts_secret_names::is_auth_properties(k)));
+    match existing {
+        Some(p) => {
+            p.push(',');
+            p.push_str(&properties.join(","));
+        }
+        None => params.push(format!("{AUTH_PROPERTIES}={}", properties.join(","))),
+    }
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -223,23 +307,58 @@ mod tests {
     #[test]
     fn a_password_and_secret_options_never_stay_in_the_shared_connection() {
         let c = Connection {
-            connection_string: "mongodb+srv://ana:p%40ss%3Aword@cluster0.example.net/admin?retryWrites=true&tlsCertificateKeyFilePassword=kp&authMechanismProperties=AWS_SESSION_TOKEN:tok".into(),
+            connection_string: "mongodb+srv://ana:p%40ss%3Aword@cluster0.example.net/admin?retryWrites=true&tlsCertificateKeyFilePassword=kp&authMechanismProperties=AWS_SESSION_TOKEN:tok,SERVICE_NAME:mongodb".into(),
             options: [("proxyPassword".to_owned(), "px".to_owned()), ("appName".to_owned(), "gui".to_owned())].into(),
             ..Default::default()
         };
         let (shared, found) = strip_secrets(&c);
         let text = format!("{shared:?}");
-        for secret in ["p@ss", "p%40ss", "kp", "px", "tok"] {
-            assert!(
-                !text.contains(&format!("={secret}")) && !text.contains(&format!(":{secret}")),
-                "{secret} in {text}"
-            );
+        for secret in ["p@ss", "p%40ss", "=kp", "px\"", "tok"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
         }
-        assert_eq!(shared.connection_string, "mongodb+srv://ana@cluster0.example.net/admin?retryWrites=true");
-        assert_eq!(shared.username, "ana");
+        assert_eq!(
+            shared.connection_string,
+            "mongodb+srv://ana@cluster0.example.net/admin?retryWrites=true&authMechanismProperties=SERVICE_NAME:mongodb"
+        );
         assert_eq!(found.password.as_deref(), Some("p@ss:word"));
         assert_eq!(found.key_passphrase.as_deref(), Some("kp"));
+        assert_eq!(found.secret_options.get("proxyPassword").map(String::as_str), Some("px"));
+        assert_eq!(found.secret_options.get("authMechanismProperties.AWS_SESSION_TOKEN").map(String::as_str), Some("tok"));
         assert!(shared.options.contains_key("appName"));
+        // Merged back, the user's URI has everything again.
+        let uri = connection_uri(&shared, Some(&found)).unwrap();
+        assert!(uri.starts_with("mongodb+srv://ana:p%40ss%3Aword@cluster0.example.net/admin?"), "{uri}");
+        for part in ["tlsCertificateKeyFilePassword=kp", "proxyPassword=px", "SERVICE_NAME:mongodb,AWS_SESSION_TOKEN:tok"] {
+            assert!(uri.contains(part), "{part} missing from {uri}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_found_however_they_are_written() {
+        const S: &str = "Zq8vLw3sEcReT";
+        let cases = [
+            Connection { connection_string: format!("mongodb://u:{S}@h:1/"), ..Default::default() },
+            Connection { connection_string: format!("mongodb://u:p@{S}@h:1/db"), ..Default::default() },
+            Connection { connection_string: format!("mongodb://h:1/?%70assword={S}"), ..Default::default() },
+            Connection { connection_string: format!("mongodb://h:1/?SSH-Pass%2570hrase={S}"), ..Default::default() },
+            Connection { connection_string: format!("mongodb://[::1]:27017,u:{S}@h2/?x=1"), ..Default::default() },
+            Connection { hosts: vec![format!("admin:{S}@db1:27017")], ..Default::default() },
+            Connection { ssh_host: format!("tunnel:{S}@bastion:22"), ..Default::default() },
+            Connection { username: format!("alice:{S}"), ..Default::default() },
+            Connection { ssh_username: format!("t:{S}"), ..Default::default() },
+            Connection { options: [("db_passwd".to_owned(), S.to_owned())].into(), ..Default::default() },
+            Connection { tls_options: [("x-api-key".to_owned(), S.to_owned())].into(), ..Default::default() },
+            Connection { options: [("seed".to_owned(), format!("mongodb://u:{S}@h/"))].into(), ..Default::default() },
+            Connection {
+                options: [("authMechanismProperties".to_owned(), format!("AWS_SESSION_TOKEN:{S}"))].into(),
+                ..Default::default()
+            },
+        ];
+        for c in cases {
+            let (shared, found) = strip_secrets(&c);
+            assert!(!format!("{shared:?}").contains(S), "{c:?} -> {shared:?}");
+            assert!(!found.is_empty(), "{c:?}: the secret was lost instead of kept");
+        }
     }
 
     #[test]

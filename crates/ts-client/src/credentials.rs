@@ -17,7 +17,7 @@ use crate::Error;
 /// One user's credentials for one shared connection. Every field is optional: a user may
 /// keep only a password and take the shared user name. (Not wiped on drop, so that struct
 /// update syntax works; call `zeroize()` when done with one.)
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, Zeroize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalCredentials {
     /// The database user name (overrides the shared one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,6 +40,30 @@ pub struct LocalCredentials {
     /// The SSH private key's passphrase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_key_passphrase: Option<String>,
+    /// Other secret connection options (`proxyPassword`, secret `authMechanismProperties`
+    /// entries as `authMechanismProperties.NAME`), as the user gave them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_options: BTreeMap<String, String>,
+}
+
+impl Zeroize for LocalCredentials {
+    fn zeroize(&mut self) {
+        for field in [
+            &mut self.username,
+            &mut self.password,
+            &mut self.key_passphrase,
+            &mut self.ssh_username,
+            &mut self.ssh_password,
+            &mut self.ssh_private_key,
+            &mut self.ssh_key_passphrase,
+        ] {
+            field.zeroize();
+        }
+        for (mut k, mut v) in std::mem::take(&mut self.secret_options) {
+            k.zeroize();
+            v.zeroize();
+        }
+    }
 }
 
 impl LocalCredentials {
@@ -59,7 +83,11 @@ impl LocalCredentials {
             ("ssh_private_key", &self.ssh_private_key),
             ("ssh_key_passphrase", &self.ssh_key_passphrase),
         ];
-        fields.iter().filter(|(_, v)| v.is_some()).map(|(n, _)| *n).collect()
+        let mut set: Vec<&'static str> = fields.iter().filter(|(_, v)| v.is_some()).map(|(n, _)| *n).collect();
+        if !self.secret_options.is_empty() {
+            set.push("secret_options");
+        }
+        set
     }
 
     /// `self` with the fields `other` sets replaced by `other`'s.
@@ -73,6 +101,7 @@ impl LocalCredentials {
             ssh_password: pick(&self.ssh_password, &other.ssh_password),
             ssh_private_key: pick(&self.ssh_private_key, &other.ssh_private_key),
             ssh_key_passphrase: pick(&self.ssh_key_passphrase, &other.ssh_key_passphrase),
+            secret_options: self.secret_options.iter().chain(&other.secret_options).map(|(k, v)| (k.clone(), v.clone())).collect(),
         }
     }
 }

@@ -13,7 +13,7 @@ use ts_contract::email::Email;
 
 mod connection;
 mod keys;
-mod names;
+use ts_secret_names as names;
 
 /// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;

@@ -1,4 +1,6 @@
-//! Which option names carry secrets. Names are compared normalised: percent-decoded (again
+//! Which connection-option names carry secrets: the one deny list that both the folders
+//! service (which strips secrets from every shared connection it stores) and the client SDK
+//! (which strips them before anything leaves the user's machine) apply. Names are compared normalised: percent-decoded (again
 //! and again, so double encoding does not hide them), lower-cased, and with everything but
 //! letters and digits dropped, so `sshPassphrase`, `SSH_PASSPHRASE`, `ssh-pass%70hrase` and
 //! `ssh%2570assphrase` are one name.
