@@ -226,7 +226,7 @@ pub async fn run(op: Operator, out: &Out) -> anyhow::Result<()> {
         }
         OperatorCommand::Rewrap { kms_key, batch } => {
             let mut keyvault = KeyVaultOperatorServiceClient::new(op.channel(&op.keyvault_url, "keyvault").await?);
-            let (mut rewrapped, mut already_done) = (0u64, None);
+            let (mut rewrapped, mut already_done, mut last_remaining) = (0u64, None, u64::MAX);
             loop {
                 let request = RewrapAllRequest { new_kms_key_id: kms_key.clone(), limit: (*batch).max(1) };
                 let r = keyvault.rewrap_all(request).await.map_err(status)?.into_inner();
@@ -235,7 +235,10 @@ pub async fn run(op: Operator, out: &Out) -> anyhow::Result<()> {
                 if !out.json {
                     eprintln!("rewrapped {rewrapped} of {}; {} remaining", rewrapped + r.remaining, r.remaining);
                 }
-                if r.remaining == 0 || r.rewrapped == 0 {
+                // Done, stuck, or racing another rewrap to another key (remaining never falls).
+                let stalled = r.remaining >= last_remaining;
+                last_remaining = r.remaining;
+                if r.remaining == 0 || r.rewrapped == 0 || stalled {
                     out.show(json!({ "rewrapped": rewrapped, "already_done": before, "remaining": r.remaining }), || {
                         format!("{rewrapped} data keys rewrapped, {before} were already under the new key, {} remaining", r.remaining)
                     });

@@ -116,9 +116,15 @@ pub enum Items {
 pub struct ShareConnection {
     folder_id: String,
     name: String,
-    /// The connection string; a password in it is kept locally, never sent.
+    /// The connection string, without a password (command lines are visible to other users
+    /// of the machine): give the password with --password-stdin, or the whole string with
+    /// --uri-stdin.
+    #[arg(long, required_unless_present = "uri_stdin", conflicts_with = "uri_stdin")]
+    uri: Option<String>,
+    /// Read the connection string from standard input (its password is kept locally, never
+    /// sent); before the password when --password-stdin is given too.
     #[arg(long)]
-    uri: String,
+    uri_stdin: bool,
     #[arg(long, default_value = "")]
     description: String,
     /// SSH tunnel host as host:port.
@@ -395,8 +401,20 @@ impl Context {
             }
             Items::ShareConnection(s) => {
                 let client = self.client_with_credentials()?;
+                let uri = match &s.uri {
+                    Some(uri) => {
+                        let typed = proto::Connection { connection_string: uri.clone(), ..Default::default() };
+                        if ts_client::strip_secrets(&typed)?.1.password.is_some() {
+                            bail!(
+                                "--uri holds a password, visible to anyone who can list processes; use --uri-stdin or --password-stdin"
+                            );
+                        }
+                        uri.clone()
+                    }
+                    None => read_secret_line()?,
+                };
                 let connection = proto::Connection {
-                    connection_string: s.uri.clone(),
+                    connection_string: uri,
                     ssh_host: s.ssh_host.clone().unwrap_or_default(),
                     ssh_username: s.ssh_username.clone().unwrap_or_default(),
                     ..Default::default()

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::metadata::MetadataValue;
 
-use crate::connection::{ConnectionInput, SharedConnection, connection_uri, strip_secrets};
+use crate::connection::{ConnectionInput, SharedConnection, connection_uri, strip_secrets, target_fingerprint};
 use crate::credentials::{CredentialStore, LocalCredentials};
 use crate::proto::audit_service_client::AuditServiceClient;
 use crate::proto::auth_service_client::AuthServiceClient;
@@ -82,7 +82,7 @@ struct Inner {
     config: ClientConfig,
     /// The live tokens; held across a refresh, so that one refresh runs at a time and the
     /// calls waiting behind it use its result.
-    tokens: tokio::sync::Mutex<Option<Tokens>>,
+    tokens: Arc<tokio::sync::Mutex<Option<Tokens>>>,
     sessions: Arc<dyn SessionStore>,
     credentials: Option<Arc<dyn CredentialStore>>,
 }
@@ -114,19 +114,20 @@ impl Client {
             inner: Arc::new(Inner {
                 transport,
                 config,
-                tokens: tokio::sync::Mutex::new(None),
+                tokens: Arc::new(tokio::sync::Mutex::new(None)),
                 sessions,
                 credentials: None,
             }),
         }
     }
 
-    /// This client with `store` holding the user's own connection credentials.
+    /// This client with `store` holding the user's own connection credentials (the same
+    /// session: one refresh at a time across both).
     pub fn with_credentials(self, store: Arc<dyn CredentialStore>) -> Client {
         let inner = Inner {
             transport: self.inner.transport.clone(),
             config: self.inner.config.clone(),
-            tokens: tokio::sync::Mutex::new(None),
+            tokens: self.inner.tokens.clone(),
             sessions: self.inner.sessions.clone(),
             credentials: Some(store),
         };
@@ -180,8 +181,9 @@ impl Client {
     ) -> Result<proto::User, Error> {
         let user = user.ok_or(Error::Incomplete("user"))?;
         let tokens = live_tokens(tokens.ok_or(Error::Incomplete("tokens"))?, &user.email, &user.id);
-        self.inner.sessions.save(&tokens.stored())?;
+        let stored = tokens.stored(&self.inner.config.endpoint);
         *self.inner.tokens.lock().await = Some(tokens);
+        self.inner.sessions.save(&stored)?;
         Ok(user)
     }
 
@@ -298,7 +300,7 @@ impl Client {
         content: item_content::Content,
     ) -> Result<proto::CreateItemResponse, Error> {
         if let item_content::Content::Connection(c) = &content
-            && !strip_secrets(c).1.is_empty()
+            && !strip_secrets(c)?.1.is_empty()
         {
             return Err(Error::InvalidInput {
                 field: "content",
@@ -325,8 +327,9 @@ impl Client {
         input: ConnectionInput,
     ) -> Result<SharedConnection, Error> {
         let store = self.credential_store()?;
-        let (shared, found) = strip_secrets(&input.connection);
-        let mine = found.merged(&input.credentials);
+        let (shared, found) = strip_secrets(&input.connection)?;
+        let mut mine = found.merged(&input.credentials);
+        mine.bound_to = Some(target_fingerprint(&shared));
         let request = proto::CreateItemRequest {
             folder_id: folder_id.to_owned(),
             name: name.to_owned(),
@@ -350,15 +353,33 @@ impl Client {
         let Some(item_content::Content::Connection(c)) = item.content.and_then(|c| c.content) else {
             return Err(Error::InvalidInput { field: "item_id", message: "is not a connection".into() });
         };
-        let mine = self.credential_store()?.get(item_id)?;
-        connection_uri(&c, mine.as_ref())
+        let store = self.credential_store()?;
+        let Some(mut mine) = store.get(item_id)? else { return connection_uri(&c, None) };
+        let target = target_fingerprint(&c);
+        match &mine.bound_to {
+            Some(bound) if *bound != target => {
+                return Err(Error::InvalidInput {
+                    field: "item_id",
+                    message: "the shared connection now points elsewhere (hosts, options, mechanism or TLS changed since your credentials were kept), so they are not used; check it, then keep your credentials for it again".into(),
+                });
+            }
+            Some(_) => {}
+            // Kept without a connection at hand: bound to the first one they are used with.
+            None => {
+                mine.bound_to = Some(target);
+                store.set(item_id, &mine)?;
+            }
+        }
+        connection_uri(&c, Some(&mine))
     }
 
     /// Keeps this user's own credentials for a shared connection (merged over what is kept).
+    /// They are bound anew to the connection as it is at their next use.
     pub fn set_credentials(&self, item_id: &str, credentials: &LocalCredentials) -> Result<(), Error> {
         let store = self.credential_store()?;
-        let kept = store.get(item_id)?.unwrap_or_default();
-        store.set(item_id, &kept.merged(credentials))
+        let mut merged = store.get(item_id)?.unwrap_or_default().merged(credentials);
+        merged.bound_to = None;
+        store.set(item_id, &merged)
     }
 
     /// The credentials kept for a shared connection.
@@ -462,11 +483,22 @@ impl Client {
     /// about to expire (or was refused as expired: `stale`).
     async fn bearer(&self, stale: Option<&str>) -> Result<MetadataValue<tonic::metadata::Ascii>, Error> {
         let mut tokens = self.inner.tokens.lock().await;
+        let endpoint = &self.inner.config.endpoint;
         let refresh_token = match tokens.as_ref() {
             Some(t) if !t.expiring(self.inner.config.refresh_margin) && stale != Some(t.access_token.as_str()) => None,
-            Some(t) => Some((t.refresh_token.clone(), t.email.clone(), t.user_id.clone())),
+            Some(t) => {
+                // Another client of the same store (another process) may have rotated the
+                // token since: its newer one is the one to use.
+                let kept = self.inner.sessions.load()?.filter(|k| &k.endpoint == endpoint && k.user_id == t.user_id);
+                let current = kept.map_or_else(|| t.refresh_token.clone(), |k| k.refresh_token.clone());
+                Some((current, t.email.clone(), t.user_id.clone()))
+            }
             None => {
                 let kept = self.inner.sessions.load()?.ok_or(Error::NotSignedIn)?;
+                // A session is only ever sent to the gateway that opened it.
+                if &kept.endpoint != endpoint {
+                    return Err(Error::NotSignedIn);
+                }
                 Some((kept.refresh_token.clone(), kept.email.clone(), kept.user_id.clone()))
             }
         };
@@ -482,8 +514,10 @@ impl Client {
             match refreshed {
                 Ok(r) => {
                     let fresh = live_tokens(r.tokens.ok_or(Error::Incomplete("tokens"))?, &email, &user_id);
-                    self.inner.sessions.save(&fresh.stored())?;
+                    let stored = fresh.stored(endpoint);
+                    // In memory first: a store that fails to save must not lose the new token.
                     *tokens = Some(fresh);
+                    self.inner.sessions.save(&stored)?;
                 }
                 Err(e) if e.is(ErrorReason::RefreshTokenInvalid) || e.is(ErrorReason::RefreshTokenReused) => {
                     *tokens = None;

@@ -9,12 +9,40 @@ use crate::credentials::LocalCredentials;
 use crate::proto::{self, Connection, ReadPreference};
 
 /// A connection to share, with the secrets of the user who shares it (kept on their machine).
-#[derive(Debug, Clone, Default)]
+/// Its `Debug` shows neither (the connection may still hold a password).
+#[derive(Clone, Default)]
 pub struct ConnectionInput {
     /// The connection as the user typed it; secrets in it are taken out before sharing.
     pub connection: Connection,
     /// The user's own credentials (password, key passphrase, SSH), never shared.
     pub credentials: LocalCredentials,
+}
+
+impl std::fmt::Debug for ConnectionInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionInput").field("credentials", &self.credentials).finish_non_exhaustive()
+    }
+}
+
+/// Which server a connection points at, as a fingerprint: scheme, hosts, replica set,
+/// authentication database and mechanism, user and TLS. Credentials are kept with the
+/// fingerprint of the connection they were given for, so that a member who edits a shared
+/// connection to point elsewhere does not receive the others' passwords.
+pub fn target_fingerprint(c: &Connection) -> String {
+    let (scheme, hosts, user) = if c.connection_string.is_empty() {
+        ("mongodb".to_owned(), c.hosts.join(","), c.username.clone())
+    } else {
+        let p = split_uri(&c.connection_string);
+        let user = p.userinfo.map(|i| decode(i.split_once(':').map_or(i, |(u, _)| u))).unwrap_or_default();
+        let query: Vec<&str> = p.query.split('&').filter(|kv| !kv.is_empty()).collect();
+        (format!("{}{}?{}", p.scheme, p.path, query.join("&")), p.hosts.to_owned(), user)
+    };
+    let text = format!(
+        "{scheme}\n{hosts}\n{}\n{}\n{}\n{user}\n{}\n{}\n{:?}",
+        c.replica_set, c.auth_database, c.auth_mechanism, c.tls, c.ssh_host, c.tls_options
+    );
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What [`crate::Client::share_connection`] made.
@@ -33,11 +61,13 @@ pub struct SharedConnection {
 /// `tls_options` (the TLS key passphrase as `key_passphrase`, the rest in
 /// `secret_options`); secret `authMechanismProperties` entries; passwords in connection
 /// strings nested in option values.
-pub fn strip_secrets(connection: &Connection) -> (Connection, LocalCredentials) {
+/// Refused (nothing to send) when the connection string cannot be split where the driver
+/// would split it.
+pub fn strip_secrets(connection: &Connection) -> Result<(Connection, LocalCredentials), Error> {
     let mut shared = connection.clone();
     let mut found = LocalCredentials::default();
     if !shared.connection_string.is_empty() {
-        shared.connection_string = strip_uri(&shared.connection_string, &mut found);
+        shared.connection_string = strip_uri(&shared.connection_string, &mut found)?;
     }
     for host in &mut shared.hosts {
         *host = strip_host(host, &mut found.password);
@@ -48,12 +78,12 @@ pub fn strip_secrets(connection: &Connection) -> (Connection, LocalCredentials) 
     for map in [&mut shared.options, &mut shared.tls_options] {
         let entries = std::mem::take(map);
         for (key, value) in entries {
-            if let Some(kept) = strip_option(&key, &value, &mut found) {
+            if let Some(kept) = strip_option(&key, &value, &mut found)? {
                 map.insert(key, kept);
             }
         }
     }
-    (shared, found)
+    Ok((shared, found))
 }
 
 /// Keeps `secret` in `slot` unless the user already gave one.
@@ -86,10 +116,10 @@ fn split_user(user: &mut String, slot: &mut Option<String>) {
 
 /// An option's value as it may be shared, or `None` when the whole option is a secret (kept
 /// in `found`). `value` is as the user typed it (not percent-encoded).
-fn strip_option(key: &str, value: &str, found: &mut LocalCredentials) -> Option<String> {
+fn strip_option(key: &str, value: &str, found: &mut LocalCredentials) -> Result<Option<String>, Error> {
     if ts_secret_names::is_auth_properties(key) {
         let kept = strip_properties(value, found);
-        return (!kept.is_empty()).then(|| kept.join(","));
+        return Ok((!kept.is_empty()).then(|| kept.join(",")));
     }
     if ts_secret_names::is_secret(key) {
         if ts_secret_names::normalise(key) == "tlscertificatekeyfilepassword" {
@@ -97,12 +127,12 @@ fn strip_option(key: &str, value: &str, found: &mut LocalCredentials) -> Option<
         } else {
             found.secret_options.insert(key.to_owned(), value.to_owned());
         }
-        return None;
+        return Ok(None);
     }
     if value.contains("://") {
-        return Some(strip_uri(value, found));
+        return strip_uri(value, found).map(Some);
     }
-    Some(value.to_owned())
+    Ok(Some(value.to_owned()))
 }
 
 /// The entries of an `authMechanismProperties` value that are not secret; the secret ones go
@@ -135,19 +165,23 @@ struct UriParts<'a> {
     query: &'a str,
 }
 
+/// Splits a connection string as the MongoDB driver does: the options start at the first
+/// '?'; before it, the user info ends at the last '@', and the hosts at the next '/'.
 fn split_uri(uri: &str) -> UriParts<'_> {
     let (scheme, rest) = uri.split_once("://").map_or(("mongodb", uri), |(s, r)| (s, r));
-    // The authority ends at the first '/' or '?' after the last '@' (a password may hold
-    // either, unescaped).
-    let from = rest.rfind('@').map_or(0, |at| at + 1);
-    let authority_end = rest[from..].find(['/', '?']).map_or(rest.len(), |i| from + i);
-    let (authority, tail) = rest.split_at(authority_end);
-    let (userinfo, hosts) = match authority.rfind('@') {
-        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
-        None => (None, authority),
+    let (before, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (userinfo, after) = match before.rfind('@') {
+        Some(at) => (Some(&before[..at]), &before[at + 1..]),
+        None => (None, before),
     };
-    let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+    let (hosts, path) = after.find('/').map_or((after, ""), |i| after.split_at(i));
     UriParts { scheme, userinfo, hosts, path, query }
+}
+
+/// Whether a host list is only host names, addresses and ports: anything else means the
+/// string was not split where the driver would split it, and nothing is sent.
+fn plain_hosts(hosts: &str) -> bool {
+    !hosts.is_empty() && hosts.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:[]%,".contains(c))
 }
 
 fn decode(s: &str) -> String {
@@ -155,8 +189,14 @@ fn decode(s: &str) -> String {
 }
 
 /// A connection string without its password and secret options, which go to `found`.
-fn strip_uri(uri: &str, found: &mut LocalCredentials) -> String {
+fn strip_uri(uri: &str, found: &mut LocalCredentials) -> Result<String, Error> {
     let p = split_uri(uri);
+    if !plain_hosts(p.hosts) {
+        return Err(Error::InvalidInput {
+            field: "connection",
+            message: "has a connection string whose hosts cannot be told apart from its user info or options; percent-encode '@', '/' and '?' in the user name and password".into(),
+        });
+    }
     let user = p.userinfo.map(|info| match info.split_once(':') {
         Some((u, pw)) => {
             keep(&mut found.password, decode(pw));
@@ -168,7 +208,7 @@ fn strip_uri(uri: &str, found: &mut LocalCredentials) -> String {
     for pair in p.query.split('&').filter(|kv| !kv.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let (key, value) = (decode(k), decode(v));
-        match strip_option(&key, &value, found) {
+        match strip_option(&key, &value, found)? {
             Some(clean) if clean == value => kept.push(pair.to_owned()),
             Some(clean) => kept.push(format!("{k}={}", encode_value(&clean))),
             None => {}
@@ -176,7 +216,7 @@ fn strip_uri(uri: &str, found: &mut LocalCredentials) -> String {
     }
     let userinfo = user.filter(|u| !u.is_empty()).map(|u| format!("{}@", encode(&u))).unwrap_or_default();
     let query = if kept.is_empty() { String::new() } else { format!("?{}", kept.join("&")) };
-    format!("{}://{userinfo}{}{}{query}", p.scheme, p.hosts, p.path)
+    Ok(format!("{}://{userinfo}{}{}{query}", p.scheme, p.hosts, p.path))
 }
 
 /// What may stand unescaped in a query value: unreserved characters and the separators of
@@ -286,7 +326,8 @@ fn merge_secret_options(params: &mut Vec<String>, creds: &LocalCredentials) {
     if properties.is_empty() {
         return;
     }
-    let existing = params.iter_mut().find(|p| p.split_once('=').is_some_and(|(k, _)| ts_secret_names::is_auth_properties(k)));
+    let existing =
+        params.iter_mut().find(|p| p.split_once('=').is_some_and(|(k, _)| ts_secret_names::is_auth_properties(k)));
     match existing {
         Some(p) => {
             p.push(',');
@@ -311,7 +352,7 @@ mod tests {
             options: [("proxyPassword".to_owned(), "px".to_owned()), ("appName".to_owned(), "gui".to_owned())].into(),
             ..Default::default()
         };
-        let (shared, found) = strip_secrets(&c);
+        let (shared, found) = strip_secrets(&c).unwrap();
         let text = format!("{shared:?}");
         for secret in ["p@ss", "p%40ss", "=kp", "px\"", "tok"] {
             assert!(!text.contains(secret), "{secret} in {text}");
@@ -323,12 +364,17 @@ mod tests {
         assert_eq!(found.password.as_deref(), Some("p@ss:word"));
         assert_eq!(found.key_passphrase.as_deref(), Some("kp"));
         assert_eq!(found.secret_options.get("proxyPassword").map(String::as_str), Some("px"));
-        assert_eq!(found.secret_options.get("authMechanismProperties.AWS_SESSION_TOKEN").map(String::as_str), Some("tok"));
+        assert_eq!(
+            found.secret_options.get("authMechanismProperties.AWS_SESSION_TOKEN").map(String::as_str),
+            Some("tok")
+        );
         assert!(shared.options.contains_key("appName"));
         // Merged back, the user's URI has everything again.
         let uri = connection_uri(&shared, Some(&found)).unwrap();
         assert!(uri.starts_with("mongodb+srv://ana:p%40ss%3Aword@cluster0.example.net/admin?"), "{uri}");
-        for part in ["tlsCertificateKeyFilePassword=kp", "proxyPassword=px", "SERVICE_NAME:mongodb,AWS_SESSION_TOKEN:tok"] {
+        for part in
+            ["tlsCertificateKeyFilePassword=kp", "proxyPassword=px", "SERVICE_NAME:mongodb,AWS_SESSION_TOKEN:tok"]
+        {
             assert!(uri.contains(part), "{part} missing from {uri}");
         }
     }
@@ -355,7 +401,7 @@ mod tests {
             },
         ];
         for c in cases {
-            let (shared, found) = strip_secrets(&c);
+            let (shared, found) = strip_secrets(&c).unwrap();
             assert!(!format!("{shared:?}").contains(S), "{c:?} -> {shared:?}");
             assert!(!found.is_empty(), "{c:?}: the secret was lost instead of kept");
         }
@@ -384,5 +430,47 @@ mod tests {
         assert_eq!(connection_uri(&with_string, Some(&pw)).unwrap(), "mongodb://ana:x@h:1/app?w=majority");
         assert_eq!(connection_uri(&with_string, None).unwrap(), "mongodb://ana@h:1/app?w=majority");
         assert!(connection_uri(&Connection::default(), None).is_err());
+    }
+
+    #[test]
+    fn an_at_sign_in_the_options_never_moves_the_split() {
+        // The options start at the first '?': an '@' after it is part of an option value.
+        let c = Connection {
+            connection_string: "mongodb+srv://ana@cluster0.example.net/?tlsCertificateKeyFilePassword=Tr0ub4dor@3"
+                .into(),
+            ..Default::default()
+        };
+        let (shared, found) = strip_secrets(&c).unwrap();
+        assert_eq!(shared.connection_string, "mongodb+srv://ana@cluster0.example.net/");
+        assert_eq!(found.key_passphrase.as_deref(), Some("Tr0ub4dor@3"));
+        let c = Connection {
+            connection_string:
+                "mongodb+srv://ana@cluster0.example.net/?appName=ana@laptop&tlsCertificateKeyFilePassword=S3cr3t".into(),
+            ..Default::default()
+        };
+        let (shared, found) = strip_secrets(&c).unwrap();
+        assert_eq!(shared.connection_string, "mongodb+srv://ana@cluster0.example.net/?appName=ana@laptop");
+        assert_eq!(found.key_passphrase.as_deref(), Some("S3cr3t"));
+        // A raw '/' in a password: the user info still ends at the last '@' before the options.
+        let c = Connection { connection_string: "mongodb://u:a/b@h:1/".into(), ..Default::default() };
+        let (shared, found) = strip_secrets(&c).unwrap();
+        assert_eq!((shared.connection_string.as_str(), found.password.as_deref()), ("mongodb://u@h:1/", Some("a/b")));
+        // Hosts that are not host names: nothing is sent.
+        for bad in ["mongodb://u:pw@h o st/", "mongodb://u:pw@h=1/", "mongodb://"] {
+            let c = Connection { connection_string: bad.into(), ..Default::default() };
+            assert!(strip_secrets(&c).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_follows_where_a_connection_points() {
+        let a = Connection { connection_string: "mongodb://ana@db1:27017/admin?tls=true".into(), ..Default::default() };
+        let moved =
+            Connection { connection_string: "mongodb://ana@evil:27017/admin?tls=true".into(), ..Default::default() };
+        let plain =
+            Connection { connection_string: "mongodb://ana@db1:27017/admin?tls=false".into(), ..Default::default() };
+        assert_eq!(target_fingerprint(&a), target_fingerprint(&a.clone()));
+        assert_ne!(target_fingerprint(&a), target_fingerprint(&moved));
+        assert_ne!(target_fingerprint(&a), target_fingerprint(&plain));
     }
 }

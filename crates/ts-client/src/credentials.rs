@@ -44,6 +44,11 @@ pub struct LocalCredentials {
     /// entries as `authMechanismProperties.NAME`), as the user gave them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_options: BTreeMap<String, String>,
+    /// The fingerprint (`target_fingerprint`) of the connection these credentials were given
+    /// for: while the shared connection points elsewhere they are not merged in. `None`
+    /// until first use, which binds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_to: Option<String>,
 }
 
 impl Zeroize for LocalCredentials {
@@ -101,7 +106,13 @@ impl LocalCredentials {
             ssh_password: pick(&self.ssh_password, &other.ssh_password),
             ssh_private_key: pick(&self.ssh_private_key, &other.ssh_private_key),
             ssh_key_passphrase: pick(&self.ssh_key_passphrase, &other.ssh_key_passphrase),
-            secret_options: self.secret_options.iter().chain(&other.secret_options).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            secret_options: self
+                .secret_options
+                .iter()
+                .chain(&other.secret_options)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            bound_to: other.bound_to.clone(),
         }
     }
 }

@@ -28,7 +28,7 @@ pub mod proto {
 }
 
 pub use client::{Api, Client, ClientConfig, Transport, TransportError};
-pub use connection::{ConnectionInput, SharedConnection, connection_uri, strip_secrets};
+pub use connection::{ConnectionInput, SharedConnection, connection_uri, strip_secrets, target_fingerprint};
 #[cfg(feature = "keyring")]
 pub use credentials::KeyringStore;
 pub use credentials::{CredentialStore, EncryptedFileStore, LocalCredentials, MemoryCredentialStore};

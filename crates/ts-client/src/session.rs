@@ -14,6 +14,9 @@ use crate::Error;
 /// What is kept between runs: the refresh token (rotated on every refresh) and who it is for.
 #[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct StoredSession {
+    /// The gateway it was opened with: a session is never sent anywhere else.
+    #[serde(default)]
+    pub endpoint: String,
     /// The user's email.
     pub email: String,
     /// The user's id.
@@ -25,6 +28,7 @@ pub struct StoredSession {
 impl std::fmt::Debug for StoredSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredSession")
+            .field("endpoint", &self.endpoint)
             .field("email", &self.email)
             .field("user_id", &self.user_id)
             .finish_non_exhaustive()
@@ -101,17 +105,19 @@ impl SessionStore for FileSessionStore {
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     use std::io::Write;
     let fail = |e: std::io::Error| Error::Store(format!("{}: {e}", path.display()));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(fail)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(fail)?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(fail)?;
-    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    // A new file of a random name (O_EXCL, mode 0600): nothing planted at a guessable path
+    // can receive the secret.
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    file.write_all(bytes).and_then(|_| file.as_file().sync_all()).map_err(fail)?;
+    file.persist(path).map_err(|e| fail(e.error)).map(drop)
 }
 
 /// The live tokens of a signed-in client.
@@ -131,8 +137,9 @@ impl Tokens {
         self.access_expires <= SystemTime::now() + margin
     }
 
-    pub fn stored(&self) -> StoredSession {
+    pub fn stored(&self, endpoint: &str) -> StoredSession {
         StoredSession {
+            endpoint: endpoint.to_owned(),
             email: self.email.clone(),
             user_id: self.user_id.clone(),
             refresh_token: self.refresh_token.clone(),
@@ -149,7 +156,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileSessionStore::new(dir.path().join("nested/session.json"));
         assert!(store.load().unwrap().is_none());
-        let s = StoredSession { email: "a@example.com".into(), user_id: "u".into(), refresh_token: "secret".into() };
+        let s = StoredSession {
+            endpoint: "https://x".into(),
+            email: "a@example.com".into(),
+            user_id: "u".into(),
+            refresh_token: "secret".into(),
+        };
         store.save(&s).unwrap();
         #[cfg(unix)]
         {

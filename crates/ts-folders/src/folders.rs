@@ -12,6 +12,7 @@ use ts_stores::cache::{Generation, Tagged};
 use ts_contract::revocation::SHARING_EPOCH_KEY;
 
 use crate::context::{FolderAccess, folder_generation_key, user_folders_generation_key};
+use crate::error::KeyvaultRefusal;
 use crate::paging::{FolderCursor, Page, PageAsk};
 use crate::sealed::{open_field, seal_fields, version_of};
 use crate::store::{FolderDoc, MemberDoc};
@@ -129,7 +130,13 @@ impl Folders {
         {
             return self.folder_made_before(user, made, &name).await;
         }
-        self.keys.create(&id).await?;
+        self.keys.create(&id).await.map_err(|e| match e {
+            // The folder this request made was deleted since, with its keys: the id is spent.
+            FoldersError::Keyvault { refusal: KeyvaultRefusal::FailedPrecondition, .. } if request.is_some() => {
+                FoldersError::RequestIdReused
+            }
+            e => e,
+        })?;
         let key = self.keys.newest(&id).await?;
         let enc = seal_fields(&key, &id, FOLDER_ITEM_ID, &[("name", name.as_bytes())])?;
         let now = self.bson_now();
@@ -154,11 +161,17 @@ impl Folders {
             }
             return Err(e.into());
         }
-        if let Err(e) = self.store.insert_member(&first_member(&id, user, now)).await {
-            // Nothing half-made: without its first member the folder goes too.
-            let _ = self.store.delete_folder(&id).await;
-            let _ = self.keys.destroy(&id).await;
-            return Err(e.into());
+        match self.store.insert_member(&first_member(&id, user, now)).await {
+            Ok(()) => {}
+            // A concurrent retry of this request found the folder without its member and
+            // added it (the member's id is the folder's and the caller's): it stands.
+            Err(e) if request.is_some() && ts_stores::is_duplicate_key(&e) => {}
+            Err(e) => {
+                // Nothing half-made: without its first member the folder goes too.
+                let _ = self.store.delete_folder(&id).await;
+                let _ = self.keys.destroy(&id).await;
+                return Err(e.into());
+            }
         }
         self.joined(&id, &user.user_id).await;
         self.open_folder(folder, AccessLevel::Manage).await

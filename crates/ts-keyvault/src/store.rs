@@ -27,6 +27,7 @@ pub struct StoredKey {
 pub struct KeyStore {
     keys: Collection<Document>,
     settings: Collection<Document>,
+    destroyed: Collection<Document>,
     clock: SharedClock,
 }
 
@@ -58,7 +59,12 @@ pub use ts_stores::is_duplicate_key as is_duplicate;
 impl KeyStore {
     /// The collections in `db`; `clock` dates what is written.
     pub fn new(db: &Database, clock: SharedClock) -> Self {
-        KeyStore { keys: db.collection("data_keys"), settings: db.collection("keyvault_settings"), clock }
+        KeyStore {
+            keys: db.collection("data_keys"),
+            settings: db.collection("keyvault_settings"),
+            destroyed: db.collection("destroyed_folder_keys"),
+            clock,
+        }
     }
 
     /// Creates the unique (folder, version) index.
@@ -93,6 +99,22 @@ impl KeyStore {
             None => doc! { "folder_id": folder_id },
         };
         Ok(self.keys.delete_many(filter).await?.deleted_count)
+    }
+
+    /// Records that a folder's keys are destroyed, before they are: its id never gets a key
+    /// again (a retried create with a client's request id derives the same id).
+    pub async fn tombstone(&self, folder_id: &str) -> mongodb::error::Result<()> {
+        let now = bson_date(self.clock.now());
+        self.destroyed
+            .update_one(doc! { "_id": folder_id }, doc! { "$setOnInsert": { "destroyed_at": now } })
+            .upsert(true)
+            .await
+            .map(drop)
+    }
+
+    /// Whether a folder's keys were destroyed.
+    pub async fn is_destroyed(&self, folder_id: &str) -> mongodb::error::Result<bool> {
+        Ok(self.destroyed.count_documents(doc! { "_id": folder_id }).limit(1).await? > 0)
     }
 
     /// Every stored key not yet wrapped by `master_key_id`, and how many already are.

@@ -121,6 +121,11 @@ impl KeyVault {
         if let Some(existing) = self.store.find(folder_id, None).await? {
             return Ok(existing.version);
         }
+        if self.store.is_destroyed(folder_id).await? {
+            return Err(VaultError::Precondition(
+                "this folder's keys were destroyed; its id cannot have a key again".into(),
+            ));
+        }
         self.add_version(folder_id, 1).await
     }
 
@@ -175,6 +180,7 @@ impl KeyVault {
 
     /// Deletes every version of a folder's key, here and in the cache (crypto-erasure).
     pub async fn destroy(&self, folder_id: &str) -> Result<u64, VaultError> {
+        self.store.tombstone(folder_id).await?;
         let destroyed = self.store.delete(folder_id, None).await?;
         self.cache.evict_folder(folder_id);
         Ok(destroyed)

@@ -248,6 +248,9 @@ async fn destroy_leaves_no_way_to_read_the_folder() -> anyhow::Result<()> {
     }
     // The stored ciphertext is intact but nothing can produce its key any more.
     assert!(Envelope::from_bytes(&sealed).is_ok());
+    // Nor can the id have a key again (a retried create derives the same id).
+    assert!(matches!(vault.create("doomed").await, Err(VaultError::Precondition(_))));
+    assert!(s.stored("doomed").await?.is_empty());
     Ok(())
 }
 

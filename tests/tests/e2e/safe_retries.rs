@@ -1024,3 +1024,23 @@ async fn a_create_folder_cut_between_the_folder_and_its_first_member_is_finished
     assert_eq!(listed.folder.map(|f| f.name), Some("Half made".to_owned()));
     cluster.stop().await
 }
+
+#[tokio::test]
+async fn a_create_folder_retried_after_its_folder_was_deleted_makes_nothing_and_brings_no_key_back()
+-> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let ch = cluster.gateway().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let db = cluster.database().await?;
+    let rid = new_request_id();
+    let made = create_folder(&ch, &alice, "Short lived", &rid).await?;
+    FolderServiceClient::new(ch.clone())
+        .delete_folder(alice.request(DeleteFolderRequest { folder_id: made.id.clone() }))
+        .await?;
+    let again = create_folder(&ch, &alice, "Short lived", &rid).await.unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+    assert_eq!(reason_of(&again).as_deref(), Some("REQUEST_ID_REUSED"));
+    assert_eq!(count(&db, "folders", bson::doc! { "_id": &made.id }).await?, 0);
+    assert_eq!(count(&db, "data_keys", bson::doc! { "folder_id": &made.id }).await?, 0, "no key for the spent id");
+    cluster.stop().await
+}

@@ -238,3 +238,68 @@ async fn sdk_errors_are_typed_and_name_the_field() -> anyhow::Result<()> {
     assert!(matches!(erin.folder(&folder.id).await.unwrap_err(), ts_client::Error::NotSignedIn));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_connection_edited_to_point_elsewhere_receives_nobodys_password() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let dir = tempfile::tempdir()?;
+    let (alice, _, _) = user(&cluster, "alice@example.com", dir.path(), Fault::None).await?;
+    let (mallory, _, _) = user(&cluster, "mallory@example.com", dir.path(), Fault::None).await?;
+    let folder = alice.create_folder("Shared").await?;
+    let typed = Connection {
+        connection_string: "mongodb://alice@db1.internal:27017/admin?tls=true".into(),
+        ..Default::default()
+    };
+    let mine = LocalCredentials { password: Some("alice-Pa55word".into()), ..Default::default() };
+    let shared = alice
+        .share_connection(&folder.id, "Prod", "", ConnectionInput { connection: typed, credentials: mine })
+        .await?;
+    let item = shared.item.summary.expect("summary");
+    let invitation = alice.invite(&folder.id, "mallory@example.com", AccessLevel::Edit).await?;
+    mallory.accept_invitation(&invitation.id).await?;
+    assert!(alice.connection_uri(&folder.id, &item.id).await?.contains("alice-Pa55word"));
+
+    // Mallory (EDIT) points the shared connection at her own server, without TLS.
+    let evil = Connection {
+        connection_string: "mongodb://alice@mallory.example:27017/admin?tls=false&authMechanism=PLAIN".into(),
+        ..Default::default()
+    };
+    mallory
+        .api()
+        .update_item(ts_client::proto::UpdateItemRequest {
+            folder_id: folder.id.clone(),
+            item_id: item.id.clone(),
+            expected_version: item.version,
+            name: item.name.clone(),
+            description: String::new(),
+            content: Some(ts_client::proto::ItemContent { content: Some(item_content::Content::Connection(evil)) }),
+        })
+        .await?;
+    let refused = alice.connection_uri(&folder.id, &item.id).await.unwrap_err();
+    assert!(matches!(refused, ts_client::Error::InvalidInput { field: "item_id", .. }), "{refused:?}");
+    // Alice looks, and decides to keep her credentials for it after all: they bind anew.
+    alice.set_credentials(&item.id, &LocalCredentials::default())?;
+    assert!(
+        alice.connection_uri(&folder.id, &item.id).await?.starts_with("mongodb://alice:alice-Pa55word@mallory.example")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_kept_session_is_never_sent_to_another_gateway() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let dir = tempfile::tempdir()?;
+    let (frank, _, sessions) = user(&cluster, "frank@example.com", dir.path(), Fault::None).await?;
+    frank.create_folder("Mine").await?;
+    assert!(sessions.load()?.is_some());
+    // A client of the same session store told to use another gateway (a typo, a hostile
+    // TEAMSHARE_ENDPOINT): the kept refresh token is not sent there.
+    let (transport, seen) = capturing(&cluster, Fault::None).await?;
+    let mut elsewhere = config(&cluster);
+    elsewhere.endpoint = "https://gateway.attacker.example:8443".into();
+    let other = Client::with_transport(transport, elsewhere, sessions.clone());
+    let e = other.folders().try_collect::<Vec<_>>().await.unwrap_err();
+    assert!(matches!(e, ts_client::Error::NotSignedIn), "{e:?}");
+    assert!(seen.lock().unwrap().paths.is_empty(), "nothing was sent");
+    Ok(())
+}
