@@ -615,13 +615,24 @@ pub struct Api {
     client: Client,
 }
 
+/// A call's retry safety: creates are safe to repeat only with a request id.
+macro_rules! safety {
+    (ByRequestId, $request:expr) => {
+        if $request.request_id.is_empty() { Safety::Once } else { Safety::Idempotent }
+    };
+    ($safety:ident, $request:expr) => {
+        Safety::$safety
+    };
+}
+
 macro_rules! rpcs {
     ($($(#[$doc:meta])* $name:ident: $svc:ident($req:ident) -> $resp:ident, $safety:ident;)*) => {
         impl Api {
             $(
                 $(#[$doc])*
                 pub async fn $name(&self, request: proto::$req) -> Result<proto::$resp, Error> {
-                    self.client.call(Safety::$safety, true, request, |t, r| async move { $svc::new(t).$name(r).await }).await
+                    let safety = safety!($safety, &request);
+                    self.client.call(safety, true, request, |t, r| async move { $svc::new(t).$name(r).await }).await
                 }
             )*
         }
@@ -631,8 +642,8 @@ macro_rules! rpcs {
 rpcs! {
     /// AuthService.GetMe.
     get_me: AuthServiceClient(GetMeRequest) -> GetMeResponse, Idempotent;
-    /// FolderService.CreateFolder (safe to retry when `request_id` is set).
-    create_folder: FolderServiceClient(CreateFolderRequest) -> CreateFolderResponse, Idempotent;
+    /// FolderService.CreateFolder (retried on UNAVAILABLE only when `request_id` is set).
+    create_folder: FolderServiceClient(CreateFolderRequest) -> CreateFolderResponse, ByRequestId;
     /// FolderService.ListFolders.
     list_folders: FolderServiceClient(ListFoldersRequest) -> ListFoldersResponse, Idempotent;
     /// FolderService.GetFolder.
@@ -649,8 +660,8 @@ rpcs! {
     update_member_access: MemberServiceClient(UpdateMemberAccessRequest) -> UpdateMemberAccessResponse, Idempotent;
     /// MemberService.RemoveMember.
     remove_member: MemberServiceClient(RemoveMemberRequest) -> RemoveMemberResponse, Once;
-    /// ItemService.CreateItem (safe to retry when `request_id` is set).
-    create_item: ItemServiceClient(CreateItemRequest) -> CreateItemResponse, Idempotent;
+    /// ItemService.CreateItem (retried on UNAVAILABLE only when `request_id` is set).
+    create_item: ItemServiceClient(CreateItemRequest) -> CreateItemResponse, ByRequestId;
     /// ItemService.GetItem.
     get_item: ItemServiceClient(GetItemRequest) -> GetItemResponse, Idempotent;
     /// ItemService.ListItems.
@@ -662,8 +673,8 @@ rpcs! {
     delete_item: ItemServiceClient(DeleteItemRequest) -> DeleteItemResponse, Once;
     /// ItemService.MoveItem.
     move_item: ItemServiceClient(MoveItemRequest) -> MoveItemResponse, Once;
-    /// InvitationService.CreateInvitation (safe to retry when `request_id` is set).
-    create_invitation: InvitationServiceClient(CreateInvitationRequest) -> CreateInvitationResponse, Idempotent;
+    /// InvitationService.CreateInvitation (retried on UNAVAILABLE only when `request_id` is set).
+    create_invitation: InvitationServiceClient(CreateInvitationRequest) -> CreateInvitationResponse, ByRequestId;
     /// InvitationService.ListMyInvitations.
     list_my_invitations: InvitationServiceClient(ListMyInvitationsRequest) -> ListMyInvitationsResponse, Idempotent;
     /// InvitationService.ListFolderInvitations.
