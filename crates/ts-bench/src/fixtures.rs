@@ -146,7 +146,7 @@ pub async fn filler_invitations(
             expires_at: bson_date(now + TTL),
             purge_at: bson_date(now + TTL + TTL),
             answered_at: None,
-            request_key: None,
+            request_keys: vec![],
         })
         .collect();
     let invitations = stack.database().await?.collection::<InvitationDoc>("invitations");

@@ -2,7 +2,7 @@
 //! directory (`session.json`, mode 0600), the gateway and CA chosen at login in
 //! `settings.json`, and connection credentials in the OS keychain or an encrypted file.
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -219,9 +219,15 @@ pub struct Context {
     store_kind: String,
 }
 
+/// One line of standard input: a secret, so not echoed when it is typed at a terminal.
 fn read_secret_line() -> anyhow::Result<String> {
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("reading standard input")?;
+    let line = if std::io::stdin().is_terminal() {
+        rpassword::read_password().context("reading from the terminal")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("reading standard input")?;
+        line
+    };
     let secret = line.trim_end_matches(['\r', '\n']).to_owned();
     if secret.is_empty() {
         bail!("standard input was empty");

@@ -157,12 +157,25 @@ impl CredentialStore for MemoryCredentialStore {
 struct SealedFile {
     format: u32,
     kdf: String,
+    /// Argon2id's memory (KiB), passes and lanes, as written: a file stays readable when the
+    /// defaults grow.
+    #[serde(default = "default_cost")]
+    cost: [u32; 3],
     salt: String,
     nonce: String,
     ciphertext: String,
 }
 
 const FORMAT: u32 = 1;
+
+/// Argon2id cost for new files: 64 MiB, 3 passes, 1 lane (RFC 9106's second recommendation,
+/// about a quarter second here).
+const COST: [u32; 3] = [65_536, 3, 1];
+
+/// The cost of files written before it was recorded (the argon2 crate's defaults).
+fn default_cost() -> [u32; 3] {
+    [19_456, 2, 1]
+}
 const AAD: &[u8] = b"teamshare local credentials v1";
 
 /// Credentials in one file encrypted under a passphrase (Argon2id, ChaCha20-Poly1305), mode
@@ -193,9 +206,15 @@ impl EncryptedFileStore {
         })
     }
 
-    fn key(&self, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>, Error> {
+    fn key(&self, salt: &[u8], cost: [u32; 3]) -> Result<Zeroizing<[u8; 32]>, Error> {
         let mut key = Zeroizing::new([0u8; 32]);
-        argon2::Argon2::default()
+        let [m, t, p] = cost;
+        if m > 4 * 1024 * 1024 || t > 64 || p > 16 {
+            return Err(Error::Store("the credential file asks for an unreasonable key-derivation cost".into()));
+        }
+        let params =
+            argon2::Params::new(m, t, p, Some(32)).map_err(|e| Error::Store(format!("key derivation: {e}")))?;
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
             .hash_password_into(self.passphrase.as_bytes(), salt, &mut key[..])
             .map_err(|e| Error::Store(format!("key derivation: {e}")))?;
         Ok(key)
@@ -215,7 +234,7 @@ impl EncryptedFileStore {
         let salt = B64.decode(&file.salt).map_err(|_| unreadable())?;
         let nonce: [u8; 12] = B64.decode(&file.nonce).ok().and_then(|n| n.try_into().ok()).ok_or_else(unreadable)?;
         let mut sealed = Zeroizing::new(B64.decode(&file.ciphertext).map_err(|_| unreadable())?);
-        let key = aead_key(&*self.key(&salt)?)?;
+        let key = aead_key(&*self.key(&salt, file.cost)?)?;
         let nonce = ring::aead::Nonce::assume_unique_for_key(nonce);
         let plain = key.open_in_place(nonce, ring::aead::Aad::from(AAD), &mut sealed).map_err(|_| unreadable())?;
         serde_json::from_slice(plain).map_err(|_| unreadable())
@@ -228,7 +247,7 @@ impl EncryptedFileStore {
             .and_then(|_| getrandom::fill(&mut nonce))
             .map_err(|e| Error::Store(e.to_string()))?;
         let mut buf = Zeroizing::new(serde_json::to_vec(all).map_err(|e| Error::Store(e.to_string()))?);
-        let key = aead_key(&*self.key(&salt)?)?;
+        let key = aead_key(&*self.key(&salt, COST)?)?;
         key.seal_in_place_append_tag(
             ring::aead::Nonce::assume_unique_for_key(nonce),
             ring::aead::Aad::from(AAD),
@@ -238,6 +257,7 @@ impl EncryptedFileStore {
         let file = SealedFile {
             format: FORMAT,
             kdf: "argon2id".into(),
+            cost: COST,
             salt: B64.encode(salt),
             nonce: B64.encode(nonce),
             ciphertext: B64.encode(&buf[..]),

@@ -169,7 +169,7 @@ impl Invitations {
             expires_at: bson_date(expires),
             purge_at: bson_date(expires + self.ttl()),
             answered_at: None,
-            request_key: request_key.clone(),
+            request_keys: request_key.iter().cloned().collect(),
         };
         let (folder_cap, invitee_cap) = (self.limits.max_pending_per_folder, self.limits.max_pending_per_invitee);
         match self.store.insert_capped(&invitation, now, folder_cap, invitee_cap).await? {
@@ -178,7 +178,7 @@ impl Invitations {
             Some(Cap::Existing(id)) => {
                 // A concurrent retry of this same request made it: its answer, no second email.
                 let existing = self.load(&id).await?;
-                if request_key.is_some() && existing.request_key == request_key {
+                if request_key.as_ref().is_some_and(|k| existing.request_keys.contains(k)) {
                     return Ok(self.view(existing).await);
                 }
                 let refresh = Refresh {

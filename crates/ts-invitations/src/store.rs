@@ -87,10 +87,10 @@ pub struct InvitationDoc {
     /// When it was answered or revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered_at: Option<DateTime>,
-    /// The id derived from the inviter's `request_id` (AIP-155) of the create that made or
-    /// last refreshed it, so that a retry of that create returns it without mailing again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_key: Option<String>,
+    /// The ids derived from the inviters' `request_id`s (AIP-155) of every create that made or
+    /// refreshed it, so that a retry of any of them returns it without mailing again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_keys: Vec<String>,
 }
 
 /// Access levels are stored as their protobuf numbers.
@@ -212,6 +212,9 @@ pub struct Refresh<'a> {
     pub request_key: Option<&'a str>,
 }
 
+/// How many request keys an invitation keeps (the newest).
+const MAX_REQUEST_KEYS: usize = 20;
+
 /// Invitation persistence: the only code that touches the collections.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -236,7 +239,7 @@ impl Store {
         inv.create_index(IndexModel::builder().keys(doc! { "folder_id": 1, "state": 1, "expires_at": 1 }).build())
             .await?;
         let sparse = IndexOptions::builder().sparse(true).build();
-        inv.create_index(IndexModel::builder().keys(doc! { "request_key": 1 }).options(sparse).build()).await?;
+        inv.create_index(IndexModel::builder().keys(doc! { "request_keys": 1 }).options(sparse).build()).await?;
         let ttl = IndexOptions::builder().expire_after(std::time::Duration::ZERO).name("purge_ttl".to_owned()).build();
         inv.create_index(IndexModel::builder().keys(doc! { "purge_at": 1 }).options(ttl).build()).await?;
         Ok(())
@@ -343,15 +346,18 @@ impl Store {
 
     /// Gives a pending invitation a new term and the manager who invited again.
     pub async fn refresh(&self, id: &InvitationId, r: Refresh<'_>) -> mongodb::error::Result<()> {
-        let mut set = doc! {
+        let set = doc! {
             "expires_at": r.expires_at, "purge_at": r.purge_at, "access": r.access as i32,
             "inviter_email": r.inviter_email, "inviter_user_id": r.inviter_user_id.as_str(),
             "inviter_manage_epoch": r.inviter_manage_epoch,
         };
+        let mut update = doc! { "$set": set };
         if let Some(key) = r.request_key {
-            set.insert("request_key", key);
+            // The newest keys only: a retry comes within seconds, and the list stays small
+            // however often the invitation is refreshed.
+            let keys = doc! { "$each": [key], "$slice": -(MAX_REQUEST_KEYS as i64) };
+            update.insert("$push", doc! { "request_keys": keys });
         }
-        let update = doc! { "$set": set };
         self.invitations
             .update_one(doc! { "_id": id.as_str(), "state": InvitationState::Pending }, update)
             .await
@@ -360,7 +366,7 @@ impl Store {
 
     /// The invitation a create with this request key made or refreshed, if it is still kept.
     pub async fn by_request_key(&self, key: &str) -> mongodb::error::Result<Option<InvitationDoc>> {
-        self.invitations.find_one(doc! { "request_key": key }).await
+        self.invitations.find_one(doc! { "request_keys": key }).await
     }
 
     /// Extends a live invitation to `expires_at`; false when it is not live at `now`.
@@ -430,7 +436,7 @@ mod tests {
             expires_at: at,
             purge_at: at,
             answered_at: None,
-            request_key: None,
+            request_keys: vec![],
         }
     }
 

@@ -554,11 +554,9 @@ async fn a_create_invitation_retried_after_a_lost_answer_mails_the_invitee_exact
     cluster.stop().await
 }
 
-#[tokio::test]
-async fn a_retried_invitation_sends_no_email_but_counts_against_the_send_rate() -> anyhow::Result<()> {
-    // Two sends at once, then one a minute. The retry sends nothing, but the gateway charges
-    // every CreateInvitation before it can know it is a retry (documented in
-    // invitations.proto): a client that retries in a loop meets the limit like any other.
+/// A cluster whose inviters may send two invitations at once, then one a minute; Alice signed
+/// in with a folder named `name`.
+async fn two_sends_then_one_a_minute(name: &str) -> anyhow::Result<(TestCluster, Channel, Session, String)> {
     let cluster = TestCluster::start_with(|c| {
         c.invitation_limits.inviter_burst = 2;
         c.invitation_limits.per_inviter_per_minute = 1;
@@ -566,7 +564,16 @@ async fn a_retried_invitation_sends_no_email_but_counts_against_the_send_rate() 
     .await?;
     let ch = cluster.gateway().await?;
     let alice = cluster.sign_in("alice@example.com").await?;
-    let folder_id = Folders::new(&ch, &alice).create("Budget").await?;
+    let folder_id = Folders::new(&ch, &alice).create(name).await?;
+    Ok((cluster, ch, alice, folder_id))
+}
+
+#[tokio::test]
+async fn a_retried_invitation_sends_no_email_but_counts_against_the_send_rate() -> anyhow::Result<()> {
+    // Two sends at once, then one a minute. The retry sends nothing, but the gateway charges
+    // every CreateInvitation before it can know it is a retry (documented in
+    // invitations.proto): a client that retries in a loop meets the limit like any other.
+    let (cluster, ch, alice, folder_id) = two_sends_then_one_a_minute("Budget").await?;
     let rid = new_request_id();
     let first = create_invitation(&ch, &alice, &folder_id, "bob@example.com", AccessLevel::View, &rid).await?;
     let again = create_invitation(&ch, &alice, &folder_id, "bob@example.com", AccessLevel::View, &rid).await?;
@@ -913,14 +920,7 @@ async fn an_empty_folder_name_is_invalid_argument_with_a_bad_request_naming_name
 
 #[tokio::test]
 async fn the_invitation_send_rate_limit_is_resource_exhausted_rate_limited_with_retry_info() -> anyhow::Result<()> {
-    let cluster = TestCluster::start_with(|c| {
-        c.invitation_limits.inviter_burst = 2;
-        c.invitation_limits.per_inviter_per_minute = 1;
-    })
-    .await?;
-    let ch = cluster.gateway().await?;
-    let alice = cluster.sign_in("alice@example.com").await?;
-    let folder_id = Folders::new(&ch, &alice).create("Spammy").await?;
+    let (cluster, ch, alice, folder_id) = two_sends_then_one_a_minute("Spammy").await?;
     for email in ["r1@example.com", "r2@example.com"] {
         create_invitation(&ch, &alice, &folder_id, email, AccessLevel::View, &new_request_id()).await?;
     }
@@ -1042,5 +1042,29 @@ async fn a_create_folder_retried_after_its_folder_was_deleted_makes_nothing_and_
     assert_eq!(reason_of(&again).as_deref(), Some("REQUEST_ID_REUSED"));
     assert_eq!(count(&db, "folders", bson::doc! { "_id": &made.id }).await?, 0);
     assert_eq!(count(&db, "data_keys", bson::doc! { "folder_id": &made.id }).await?, 0, "no key for the spent id");
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn a_retry_of_an_invitation_refreshed_by_another_create_mails_nobody_again() -> anyhow::Result<()> {
+    // Alice invites Bob (request A); Carol, another manager, invites Bob again (request C),
+    // which refreshes the same pending invitation. Alice's retry of A must still be known.
+    let cluster = TestCluster::start().await?;
+    let ch = cluster.gateway().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let carol = cluster.sign_in("carol@example.com").await?;
+    let folder_id = Folders::new(&ch, &alice).create("Two managers").await?;
+    cluster.add_member(&folder_id, &carol, AccessLevel::Manage).await?;
+    let (a, c) = (new_request_id(), new_request_id());
+    let first = create_invitation(&ch, &alice, &folder_id, "bob@example.com", AccessLevel::View, &a).await?;
+    let second = create_invitation(&ch, &carol, &folder_id, "bob@example.com", AccessLevel::View, &c).await?;
+    assert_eq!(first.id, second.id, "one pending invitation, refreshed");
+    assert_eq!(mails_to(&cluster, "bob@example.com"), 2);
+    let retried = create_invitation(&ch, &alice, &folder_id, "bob@example.com", AccessLevel::View, &a).await?;
+    assert_eq!(retried.id, first.id);
+    assert_eq!(mails_to(&cluster, "bob@example.com"), 2, "the retry mailed nobody");
+    let retried = create_invitation(&ch, &carol, &folder_id, "bob@example.com", AccessLevel::View, &c).await?;
+    assert_eq!(retried.id, first.id);
+    assert_eq!(mails_to(&cluster, "bob@example.com"), 2);
     cluster.stop().await
 }
