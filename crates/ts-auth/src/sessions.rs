@@ -77,30 +77,27 @@ fn bin(bytes: Vec<u8>) -> Binary {
 
 /// The key that seals a rotation's new token: derived from the replaced secret, which the
 /// store never holds, so only the holder of that token can open it.
-fn rotation_key(secret: &[u8]) -> ring::aead::LessSafeKey {
+fn rotation_key(secret: &[u8]) -> ts_crypto::DataKey {
     let mut input = b"teamshare refresh rotation key\0".to_vec();
     input.extend_from_slice(secret);
     let digest = ring::digest::digest(&ring::digest::SHA256, &input);
-    let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, digest.as_ref()).expect("32-byte key");
-    ring::aead::LessSafeKey::new(key)
+    ts_crypto::DataKey::from_slice(1, digest.as_ref()).expect("a SHA-256 digest is 32 bytes")
 }
 
-/// Each key seals exactly one token (a secret is rotated once), so a fixed nonce is unique.
-fn rotation_nonce() -> ring::aead::Nonce {
-    ring::aead::Nonce::assume_unique_for_key([0u8; 12])
+/// Where a rotation's sealed token belongs: its session (the envelope is bound to it).
+fn rotation_field(sid: &SessionId) -> ts_crypto::FieldRef<'_> {
+    ts_crypto::FieldRef { folder_id: sid.as_str(), item_id: "session", field: "last_rotation.sealed_token" }
 }
 
-fn seal_rotation(secret: &[u8], token: &str) -> AuthResult<Vec<u8>> {
-    let mut sealed = token.as_bytes().to_vec();
-    rotation_key(secret)
-        .seal_in_place_append_tag(rotation_nonce(), ring::aead::Aad::empty(), &mut sealed)
-        .map_err(|_| AuthError::Internal("cannot seal the rotated token".into()))?;
-    Ok(sealed)
+fn seal_rotation(sid: &SessionId, secret: &[u8], token: &str) -> AuthResult<Vec<u8>> {
+    ts_crypto::Envelope::seal(&rotation_key(secret), rotation_field(sid), token.as_bytes())
+        .map(|e| e.to_bytes())
+        .map_err(|e| AuthError::Internal(format!("cannot seal the rotated token: {e}")))
 }
 
-fn open_rotation(secret: &[u8], sealed: &[u8]) -> Option<String> {
-    let mut buf = sealed.to_vec();
-    let opened = rotation_key(secret).open_in_place(rotation_nonce(), ring::aead::Aad::empty(), &mut buf).ok()?;
+fn open_rotation(sid: &SessionId, secret: &[u8], sealed: &[u8]) -> Option<String> {
+    let envelope = ts_crypto::Envelope::from_bytes(sealed).ok()?;
+    let opened = envelope.open(&rotation_key(secret), rotation_field(sid)).ok()?;
     String::from_utf8(opened.to_vec()).ok()
 }
 
@@ -227,7 +224,7 @@ impl Auth {
         let rotation = RotationDoc {
             replaced_hash: bin(hash.clone()),
             retry_until: bson_date(self.now() + REFRESH_RETRY_WINDOW),
-            sealed_token: bin(seal_rotation(&secret, &refresh_token)?),
+            sealed_token: bin(seal_rotation(&sid, &secret, &refresh_token)?),
         };
         if !self.store.rotate_refresh(&sid, &bin(current), &bin(new_hash), &rotation).await? {
             // Another request rotated this same token first: a concurrent retry of the same
@@ -251,7 +248,7 @@ impl Auth {
         if session.revoked || !in_window || !ct_eq(&rotation.replaced_hash.bytes, hash) {
             return Ok(None);
         }
-        let Some(token) = open_rotation(secret, &rotation.sealed_token.bytes) else { return Ok(None) };
+        let Some(token) = open_rotation(&session.id, secret, &rotation.sealed_token.bytes) else { return Ok(None) };
         // The new token must still be the current one: once it was used, the old one is
         // plain reuse.
         let still_current = token

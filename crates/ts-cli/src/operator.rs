@@ -4,15 +4,18 @@
 //! `folders`, `keyvault`), which is the TLS server name used whatever the address.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use ts_config::Upstream;
 use ts_proto::internal::folder_key_operator_service_client::FolderKeyOperatorServiceClient;
 use ts_proto::internal::key_vault_operator_service_client::KeyVaultOperatorServiceClient;
 use ts_proto::internal::license_operator_service_client::LicenseOperatorServiceClient;
 use ts_proto::internal::*;
+
+use ts_runtime::client::InternalChannel;
+use ts_runtime::tls::MtlsMaterial;
 
 use crate::output::Out;
 
@@ -109,14 +112,17 @@ enum FolderKey {
 }
 
 impl Operator {
-    async fn channel(&self, url: &str, service: &str) -> anyhow::Result<Channel> {
-        let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(&self.ca)?))
-            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
-            .domain_name(service);
-        let endpoint = Endpoint::from_shared(url.to_owned())?.tls_config(tls)?;
-        endpoint.connect().await.with_context(|| format!("connecting to {service} at {url}"))
+    /// An mTLS channel to an internal service, built as the services build theirs
+    /// (`ts_runtime`): the operator identity, the internal CA, the service's name as the
+    /// expected TLS name.
+    fn channel(&self, url: &str, service: &str) -> anyhow::Result<InternalChannel> {
+        let material = MtlsMaterial::load(
+            ("--internal-ca", self.ca.as_path()),
+            ("--cert", self.cert.as_path()),
+            ("--key", self.key.as_path()),
+        )?;
+        let upstream = Upstream { url: url.to_owned(), server_name: None };
+        Ok(ts_runtime::client::connect(service, &upstream, &material, Duration::from_secs(600))?)
     }
 }
 
@@ -128,7 +134,7 @@ fn status(e: tonic::Status) -> anyhow::Error {
 pub async fn run(op: Operator, out: &Out) -> anyhow::Result<()> {
     match &op.command {
         OperatorCommand::License(l) => {
-            let mut auth = LicenseOperatorServiceClient::new(op.channel(&op.auth_url, "auth").await?);
+            let mut auth = LicenseOperatorServiceClient::new(op.channel(&op.auth_url, "auth")?);
             match l {
                 License::Upsert { license_id, admins, emails, domains } => {
                     let request = UpsertLicenseRequest {
@@ -175,7 +181,7 @@ pub async fn run(op: Operator, out: &Out) -> anyhow::Result<()> {
             }
         }
         OperatorCommand::Sharing(s) => {
-            let mut auth = LicenseOperatorServiceClient::new(op.channel(&op.auth_url, "auth").await?);
+            let mut auth = LicenseOperatorServiceClient::new(op.channel(&op.auth_url, "auth")?);
             let (scope, set) = match s {
                 Sharing::Get(scope) => (scope, None),
                 Sharing::On(scope) => (scope, Some(true)),
@@ -199,7 +205,7 @@ pub async fn run(op: Operator, out: &Out) -> anyhow::Result<()> {
             });
         }
         OperatorCommand::FolderKey(k) => {
-            let mut folders = FolderKeyOperatorServiceClient::new(op.channel(&op.folders_url, "folders").await?);
+            let mut folders = FolderKeyOperatorServiceClient::new(op.channel(&op.folders_url, "folders")?);
             let (key_version, reencrypted, retired) = match k {
                 FolderKey::Rotate { folder_id } => {
                     let r = folders
@@ -225,7 +231,7 @@ pub async fn run(op: Operator, out: &Out) -> anyhow::Result<()> {
             });
         }
         OperatorCommand::Rewrap { kms_key, batch } => {
-            let mut keyvault = KeyVaultOperatorServiceClient::new(op.channel(&op.keyvault_url, "keyvault").await?);
+            let mut keyvault = KeyVaultOperatorServiceClient::new(op.channel(&op.keyvault_url, "keyvault")?);
             let (mut rewrapped, mut already_done, mut last_remaining) = (0u64, None, u64::MAX);
             loop {
                 let request = RewrapAllRequest { new_kms_key_id: kms_key.clone(), limit: (*batch).max(1) };

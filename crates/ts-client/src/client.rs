@@ -77,6 +77,7 @@ impl ClientConfig {
     }
 }
 
+#[derive(Clone)]
 struct Inner {
     transport: Transport,
     config: ClientConfig,
@@ -124,13 +125,8 @@ impl Client {
     /// This client with `store` holding the user's own connection credentials (the same
     /// session: one refresh at a time across both).
     pub fn with_credentials(self, store: Arc<dyn CredentialStore>) -> Client {
-        let inner = Inner {
-            transport: self.inner.transport.clone(),
-            config: self.inner.config.clone(),
-            tokens: self.inner.tokens.clone(),
-            sessions: self.inner.sessions.clone(),
-            credentials: Some(store),
-        };
+        let mut inner = (*self.inner).clone();
+        inner.credentials = Some(store);
         Client { inner: Arc::new(inner) }
     }
 
@@ -239,13 +235,9 @@ impl Client {
 
     /// Every member of a folder.
     pub fn members(&self, folder_id: &str) -> impl Stream<Item = Result<proto::Member, Error>> + Send + 'static {
-        let folder_id = folder_id.to_owned();
-        self.pages(move |c, page| {
-            let folder_id = folder_id.clone();
-            async move {
-                let r = c.api().list_members(proto::ListMembersRequest { folder_id, page }).await?;
-                Ok((r.members, r.page))
-            }
+        self.folder_pages(folder_id, |c, folder_id, page| async move {
+            let r = c.api().list_members(proto::ListMembersRequest { folder_id, page }).await?;
+            Ok((r.members, r.page))
         })
     }
 
@@ -274,13 +266,9 @@ impl Client {
 
     /// Every item of a folder (names and versions, without content).
     pub fn items(&self, folder_id: &str) -> impl Stream<Item = Result<proto::ItemSummary, Error>> + Send + 'static {
-        let folder_id = folder_id.to_owned();
-        self.pages(move |c, page| {
-            let folder_id = folder_id.clone();
-            async move {
-                let r = c.api().list_items(proto::ListItemsRequest { folder_id, page }).await?;
-                Ok((r.items, r.page))
-            }
+        self.folder_pages(folder_id, |c, folder_id, page| async move {
+            let r = c.api().list_items(proto::ListItemsRequest { folder_id, page }).await?;
+            Ok((r.items, r.page))
         })
     }
 
@@ -425,14 +413,9 @@ impl Client {
         &self,
         folder_id: &str,
     ) -> impl Stream<Item = Result<proto::Invitation, Error>> + Send + 'static {
-        let folder_id = folder_id.to_owned();
-        self.pages(move |c, page| {
-            let folder_id = folder_id.clone();
-            async move {
-                let r =
-                    c.api().list_folder_invitations(proto::ListFolderInvitationsRequest { folder_id, page }).await?;
-                Ok((r.invitations, r.page))
-            }
+        self.folder_pages(folder_id, |c, folder_id, page| async move {
+            let r = c.api().list_folder_invitations(proto::ListFolderInvitationsRequest { folder_id, page }).await?;
+            Ok((r.invitations, r.page))
         })
     }
 
@@ -441,13 +424,9 @@ impl Client {
         &self,
         folder_id: &str,
     ) -> impl Stream<Item = Result<proto::AuditEvent, Error>> + Send + 'static {
-        let folder_id = folder_id.to_owned();
-        self.pages(move |c, page| {
-            let folder_id = folder_id.clone();
-            async move {
-                let r = c.api().list_folder_audit(proto::ListFolderAuditRequest { folder_id, page }).await?;
-                Ok((r.events, r.page))
-            }
+        self.folder_pages(folder_id, |c, folder_id, page| async move {
+            let r = c.api().list_folder_audit(proto::ListFolderAuditRequest { folder_id, page }).await?;
+            Ok((r.events, r.page))
         })
     }
 
@@ -457,6 +436,21 @@ impl Client {
     }
 
     // ---- plumbing ----------------------------------------------------------------------------
+
+    /// A listing of one folder as a stream of its entries.
+    fn folder_pages<T, F, Fut>(
+        &self,
+        folder_id: &str,
+        fetch: F,
+    ) -> impl Stream<Item = Result<T, Error>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: Fn(Client, String, Option<proto::PageRequest>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<(Vec<T>, Option<proto::PageResponse>), Error>> + Send + 'static,
+    {
+        let folder_id = folder_id.to_owned();
+        self.pages(move |c, page| fetch(c, folder_id.clone(), page))
+    }
 
     /// A listing as a stream of its entries, fetching page after page as it is read.
     fn pages<T, F, Fut>(&self, fetch: F) -> impl Stream<Item = Result<T, Error>> + Send + 'static

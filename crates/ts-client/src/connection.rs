@@ -152,10 +152,6 @@ fn strip_properties<'a>(value: &'a str, found: &mut LocalCredentials) -> Vec<&'a
 
 const AUTH_PROPERTIES: &str = "authMechanismProperties";
 
-fn is_secret(key: &str) -> bool {
-    ts_secret_names::is_secret(key)
-}
-
 /// The parts of a connection string: scheme, user info, hosts, and the rest (path and query).
 struct UriParts<'a> {
     scheme: &'a str,
@@ -258,7 +254,7 @@ pub fn connection_uri(connection: &Connection, credentials: Option<&LocalCredent
         let query: Vec<String> = p
             .query
             .split('&')
-            .filter(|kv| !kv.is_empty() && !is_secret(kv.split_once('=').map_or(kv, |(k, _)| k)))
+            .filter(|kv| !kv.is_empty() && !ts_secret_names::is_secret(kv.split_once('=').map_or(kv, |(k, _)| k)))
             .map(str::to_owned)
             .collect();
         let path = if p.path.is_empty() { "/" } else { p.path };
@@ -289,7 +285,7 @@ pub fn connection_uri(connection: &Connection, credentials: Option<&LocalCredent
             push("readPreference", rp);
         }
         for (k, v) in connection.tls_options.iter().chain(connection.options.iter()) {
-            if !is_secret(k) {
+            if !ts_secret_names::is_secret(k) {
                 push(k, v);
             }
         }

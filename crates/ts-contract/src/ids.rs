@@ -144,10 +144,14 @@ macro_rules! uuid_ids {
                 }
             }
 
-            /// The id a create by `owner` with the client-chosen `request` makes: the same
-            /// for a retry of that create, so that the store's unique id stops a second one.
-            pub fn from_request(owner: &str, request: &RequestId) -> Self {
-                $name(request.derive(stringify!($name), owner))
+            /// The id a create by `owner` makes: with a client-chosen `request` id, the same
+            /// for every retry of that create, so that the store's unique id stops a second
+            /// one; without, a new random id.
+            pub fn for_create(owner: &str, request: Option<&RequestId>) -> Self {
+                match request {
+                    Some(r) => $name(r.derive(stringify!($name), owner)),
+                    None => Self::new(),
+                }
             }
 
             /// The id as text.

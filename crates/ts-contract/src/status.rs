@@ -42,7 +42,7 @@ pub fn reason_name(reason: Reason) -> &'static str {
 }
 
 /// The reason a status of `code` carries when nothing more precise is known.
-pub fn reason_for_code(code: tonic::Code) -> Reason {
+fn reason_for_code(code: tonic::Code) -> Reason {
     use tonic::Code;
     match code {
         Code::InvalidArgument | Code::OutOfRange => Reason::InvalidField,
@@ -100,7 +100,7 @@ pub fn invalid(message: impl Into<String>) -> tonic::Status {
 
 /// The field path a validation message starts with (`content.connection.hosts[0]`), if its
 /// first word is one.
-pub fn field_of(message: &str) -> Option<&str> {
+fn field_of(message: &str) -> Option<&str> {
     let first = message.split_whitespace().next()?.trim_end_matches([':', ',']);
     let path_like = first.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c));
     let looks_like_field = first.contains(['_', '.', '[']) || KNOWN_BARE_FIELDS.contains(&first);

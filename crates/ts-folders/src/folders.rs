@@ -121,10 +121,7 @@ impl Folders {
         name: String,
         request: Option<&RequestId>,
     ) -> Result<FolderView, FoldersError> {
-        let id = match request {
-            Some(r) => FolderId::from_request(user.user_id.as_str(), r),
-            None => FolderId::new(),
-        };
+        let id = FolderId::for_create(user.user_id.as_str(), request);
         if request.is_some()
             && let Some(made) = self.store.folder(&id).await?
         {
@@ -161,20 +158,26 @@ impl Folders {
             }
             return Err(e.into());
         }
-        match self.store.insert_member(&first_member(&id, user, now)).await {
-            Ok(()) => {}
-            // A concurrent retry of this request found the folder without its member and
-            // added it (the member's id is the folder's and the caller's): it stands.
-            Err(e) if request.is_some() && ts_stores::is_duplicate_key(&e) => {}
-            Err(e) => {
-                // Nothing half-made: without its first member the folder goes too.
-                let _ = self.store.delete_folder(&id).await;
-                let _ = self.keys.destroy(&id).await;
-                return Err(e.into());
-            }
+        if let Err(e) = self.add_first_member(&id, user).await {
+            // Nothing half-made: without its first member the folder goes too.
+            let _ = self.store.delete_folder(&id).await;
+            let _ = self.keys.destroy(&id).await;
+            return Err(e);
         }
-        self.joined(&id, &user.user_id).await;
         self.open_folder(folder, AccessLevel::Manage).await
+    }
+
+    /// Makes `user` the first (MANAGE) member of a new folder. Already there is success: a
+    /// concurrent retry of the same create added it (the member's id is the folder's and the
+    /// user's, and a random folder id is never retried).
+    async fn add_first_member(&self, id: &FolderId, user: &UserContext) -> Result<(), FoldersError> {
+        match self.store.insert_member(&first_member(id, user, self.bson_now())).await {
+            Ok(()) => {}
+            Err(e) if ts_stores::is_duplicate_key(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.joined(id, &user.user_id).await;
+        Ok(())
     }
 
     /// The answer to a retried create whose request made `made`: the folder as the caller
@@ -191,12 +194,7 @@ impl Folders {
             // the retry finishes it. (A concurrent first call may be adding it right now;
             // the member's unique id lets only one in.)
             None if made.created_by_email == user.email && !self.store.has_members(&made.id).await? => {
-                match self.store.insert_member(&first_member(&made.id, user, self.bson_now())).await {
-                    Ok(()) => {}
-                    Err(e) if ts_stores::is_duplicate_key(&e) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                self.joined(&made.id, &user.user_id).await;
+                self.add_first_member(&made.id, user).await?;
                 AccessLevel::Manage
             }
             // The caller has left the folder they made since.

@@ -178,10 +178,7 @@ impl Folders {
         item: &CheckedItem,
         request: Option<&RequestId>,
     ) -> Result<ItemView, FoldersError> {
-        let id = match request {
-            Some(r) => ItemId::from_request(user.user_id.as_str(), r),
-            None => ItemId::new(),
-        };
+        let id = ItemId::for_create(user.user_id.as_str(), request);
         if request.is_some()
             && let Some(made) = self.item_made_before(folder_id, &id, item).await?
         {

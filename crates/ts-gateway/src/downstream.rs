@@ -80,10 +80,8 @@ pub fn public_status(status: Status) -> Status {
         }
         Code::Unavailable | Code::DeadlineExceeded => {
             tracing::warn!(code = ?status.code(), message = status.message(), "backend unavailable");
-            let reason = match reason_of(&status).as_deref() {
-                Some("NOT_YET_EVERYWHERE") => Reason::NotYetEverywhere,
-                _ => Reason::Unavailable,
-            };
+            let not_yet = reason_of(&status).is_some_and(|r| r == status::reason_name(Reason::NotYetEverywhere));
+            let reason = if not_yet { Reason::NotYetEverywhere } else { Reason::Unavailable };
             let message = format!("a backend service is unavailable, retry later (request id {request_id})");
             let wait = retry_delay(&status).unwrap_or(UNAVAILABLE_RETRY);
             status::retry_after(Code::Unavailable, reason, &message, wait)

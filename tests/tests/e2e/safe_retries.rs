@@ -25,6 +25,22 @@ use ts_proto::public::*;
 use ts_testkit::{Folders, Invitations, Session, TestCluster, bearer, query_content};
 
 /// A fresh client-chosen request id, as AIP-155 asks for: a lowercase canonical UUID.
+/// One of several concurrent attempts: its answer, or its refusal's code and reason.
+type Outcome<T> = Result<T, (Code, Option<String>)>;
+
+/// Starts every attempt at once and reads each one's outcome.
+async fn race<T, F>(attempts: Vec<F>) -> anyhow::Result<Vec<Outcome<T>>>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, Status>> + Send + 'static,
+{
+    let running: Vec<_> = attempts
+        .into_iter()
+        .map(|attempt| tokio::spawn(async move { attempt.await.map_err(|s| (s.code(), reason_of(&s))) }))
+        .collect();
+    Ok(futures::future::try_join_all(running).await?)
+}
+
 fn new_request_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -241,14 +257,11 @@ async fn concurrent_create_folders_with_one_request_id_make_exactly_one_folder()
     for _ in 0..8 {
         let mut folders = FolderServiceClient::new(cluster.gateway().await?);
         let request = create_folder_request(&alice, "Raced", &rid);
-        attempts.push(tokio::spawn(async move {
-            match folders.create_folder(request).await {
-                Ok(r) => Ok(r.into_inner().folder.map(|f| f.id).unwrap_or_default()),
-                Err(s) => Err((s.code(), reason_of(&s))),
-            }
-        }));
+        attempts.push(async move {
+            folders.create_folder(request).await.map(|r| r.into_inner().folder.map(|f| f.id).unwrap_or_default())
+        });
     }
-    let results: Vec<Result<String, (Code, Option<String>)>> = futures::future::try_join_all(attempts).await?;
+    let results = race(attempts).await?;
     let ids: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert!(!ids.is_empty(), "no attempt succeeded: {results:?}");
     assert!(ids.iter().all(|id| !id.is_empty() && *id == ids[0]), "different answers: {results:?}");
@@ -457,14 +470,14 @@ async fn concurrent_create_invitations_with_one_request_id_make_one_invitation_a
     for _ in 0..8 {
         let mut invitations = InvitationServiceClient::new(cluster.gateway().await?);
         let request = create_invitation_request(&alice, &folder_id, "bob@example.com", AccessLevel::Edit, &rid);
-        attempts.push(tokio::spawn(async move {
-            match invitations.create_invitation(request).await {
-                Ok(r) => Ok(r.into_inner().invitation.map(|i| i.id).unwrap_or_default()),
-                Err(s) => Err((s.code(), reason_of(&s))),
-            }
-        }));
+        attempts.push(async move {
+            invitations
+                .create_invitation(request)
+                .await
+                .map(|r| r.into_inner().invitation.map(|i| i.id).unwrap_or_default())
+        });
     }
-    let results: Vec<Result<String, (Code, Option<String>)>> = futures::future::try_join_all(attempts).await?;
+    let results = race(attempts).await?;
     let ids: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert!(!ids.is_empty(), "no attempt succeeded: {results:?}");
     assert!(ids.iter().all(|id| *id == ids[0]), "different answers: {results:?}");
@@ -591,9 +604,6 @@ async fn a_retried_invitation_sends_no_email_but_counts_against_the_send_rate() 
 // The refresh-token retry window (REFRESH_RETRY_WINDOW = 10 s on the injected clock)
 // ---------------------------------------------------------------------------------------
 
-/// One concurrent refresh: (refresh token, access token), or the refusal's code and reason.
-type RefreshOutcome = Result<(String, String), (Code, Option<String>)>;
-
 async fn refresh(ch: &Channel, token: &str) -> Result<SessionTokens, Status> {
     let reply = AuthServiceClient::new(ch.clone())
         .refresh_session(RefreshSessionRequest { refresh_token: token.into() })
@@ -693,14 +703,9 @@ async fn concurrent_refreshes_with_one_token_get_one_successor_and_keep_the_sess
     for _ in 0..6 {
         let ch = cluster.gateway().await?;
         let token = session.refresh.clone();
-        attempts.push(tokio::spawn(async move {
-            match refresh(&ch, &token).await {
-                Ok(t) => Ok((t.refresh_token, t.access_token)),
-                Err(s) => Err((s.code(), reason_of(&s))),
-            }
-        }));
+        attempts.push(async move { refresh(&ch, &token).await.map(|t| (t.refresh_token, t.access_token)) });
     }
-    let results: Vec<RefreshOutcome> = futures::future::try_join_all(attempts).await?;
+    let results = race(attempts).await?;
     let successes: Vec<&(String, String)> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert!(!successes.is_empty(), "{results:?}");
     let t2 = successes[0].0.clone();

@@ -49,8 +49,8 @@ pub struct RotationDoc {
     pub replaced_hash: Binary,
     /// Until when presenting the replaced token again returns the same new one.
     pub retry_until: DateTime,
-    /// The new refresh token, sealed (ChaCha20-Poly1305) under a key derived from the
-    /// replaced secret.
+    /// The new refresh token, sealed (a ts-crypto envelope bound to the session) under a key
+    /// derived from the replaced secret.
     pub sealed_token: Binary,
 }
 
