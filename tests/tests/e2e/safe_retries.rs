@@ -22,7 +22,7 @@ use ts_proto::public::item_service_client::ItemServiceClient;
 use ts_proto::public::license_admin_service_client::LicenseAdminServiceClient;
 use ts_proto::public::member_service_client::MemberServiceClient;
 use ts_proto::public::*;
-use ts_testkit::{Folders, Invitations, Session, TestCluster, bearer, query_content};
+use ts_testkit::{Folders, Invitations, Session, TestCluster, as_gateway, bearer, query_content};
 
 /// A fresh client-chosen request id, as AIP-155 asks for: a lowercase canonical UUID.
 /// One of several concurrent attempts: its answer, or its refusal's code and reason.
@@ -1071,5 +1071,67 @@ async fn a_retry_of_an_invitation_refreshed_by_another_create_mails_nobody_again
     let retried = create_invitation(&ch, &carol, &folder_id, "bob@example.com", AccessLevel::View, &c).await?;
     assert_eq!(retried.id, first.id);
     assert_eq!(mails_to(&cluster, "bob@example.com"), 2);
+    cluster.stop().await
+}
+
+#[tokio::test]
+async fn one_request_id_raced_through_two_folders_replicas_makes_one_folder_and_one_item() -> anyhow::Result<()> {
+    // Half the attempts reach the cluster's folders through the gateway, half a second
+    // folders replica directly (as the gateway would call it): the replicas share MongoDB
+    // and keyvault, nothing else.
+    let cluster = TestCluster::start().await?;
+    let replica = cluster.folders_replica().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let (folder_rid, item_rid) = (new_request_id(), new_request_id());
+    let mut attempts = Vec::new();
+    for i in 0..8 {
+        let request = CreateFolderRequest { name: "Twice served".into(), request_id: folder_rid.clone() };
+        let (mut folders, request) = if i % 2 == 0 {
+            (FolderServiceClient::new(cluster.gateway().await?), alice.request(request))
+        } else {
+            (FolderServiceClient::new(replica.channel.clone()), as_gateway(&alice, request))
+        };
+        attempts.push(async move {
+            folders.create_folder(request).await.map(|r| r.into_inner().folder.map(|f| f.id).unwrap_or_default())
+        });
+    }
+    let results = race(attempts).await?;
+    let ids: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert!(!ids.is_empty() && ids.iter().all(|id| *id == ids[0]), "{results:?}");
+    let folder_id = ids[0].clone();
+    let db = cluster.database().await?;
+    assert_eq!(count(&db, "folders", bson::doc! {}).await?, 1, "{results:?}");
+    assert_eq!(count(&db, "members", bson::doc! { "folder_id": &folder_id }).await?, 1);
+    assert_eq!(count(&db, "data_keys", bson::doc! { "folder_id": &folder_id }).await?, 1, "one data key");
+
+    let mut attempts = Vec::new();
+    for i in 0..8 {
+        let request = CreateItemRequest {
+            folder_id: folder_id.clone(),
+            name: "Once".into(),
+            content: Some(query_content("{}")),
+            request_id: item_rid.clone(),
+            ..Default::default()
+        };
+        let (mut items, request) = if i % 2 == 0 {
+            (ItemServiceClient::new(cluster.gateway().await?), alice.request(request))
+        } else {
+            (ItemServiceClient::new(replica.channel.clone()), as_gateway(&alice, request))
+        };
+        attempts.push(async move {
+            items
+                .create_item(request)
+                .await
+                .map(|r| r.into_inner().item.and_then(|i| i.summary).map(|s| s.id).unwrap_or_default())
+        });
+    }
+    let results = race(attempts).await?;
+    let ids: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert!(!ids.is_empty() && ids.iter().all(|id| *id == ids[0]), "{results:?}");
+    assert_eq!(count(&db, "items", bson::doc! { "folder_id": &folder_id }).await?, 1, "{results:?}");
+    let folder =
+        db.collection::<bson::Document>("folders").find_one(bson::doc! { "_id": &folder_id }).await?.expect("folder");
+    assert_eq!(folder.get_i64("items").ok(), Some(1), "the folder counts one item");
+    drop(replica);
     cluster.stop().await
 }
