@@ -43,8 +43,11 @@ k8s:
 	.venv/bin/kubernetes-validate --strict --quiet k8s/*.yaml
 	.venv/bin/python tests/k8s_check.py k8s
 
-# cargo test (not nextest) so that each test binary shares one set of real servers.
+# cargo test (not nextest) so that each test binary shares one set of real servers. The
+# binaries come first: the end-to-end tests drive teamshare-cli, a binary of another package,
+# which `cargo test` alone does not build.
 unit:
+	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --all-targets
 
 # Built with the same features as the tests, so that nothing is compiled twice. The smoke test
