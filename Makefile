@@ -38,10 +38,23 @@ proto:
 	node_modules/.bin/buf lint
 	node_modules/.bin/buf breaking --against proto/releases/teamshare-0.1.binpb
 
-## Kubernetes manifests: schema-valid (strict), and true to the caller table and pod rules.
+## Kubernetes manifests: each overlay rendered with kubectl kustomize (base, dev, prod, and prod
+## with every optional component); every object schema-valid and strict (kubernetes-validate
+## for built-in kinds, the CRDs' schemas for cert-manager, Prometheus Operator and External
+## Secrets resources: tests/k8s_validate.py); the whole true to the caller table and the pod, scaling, egress,
+## identity and secret rules (tests/k8s_check.py); the alert rules accepted by promtool and
+## using only metrics and labels the code exports (tests/alerts_check.py). A few seconds.
+K8S_RENDERS := base overlays/dev overlays/prod overlays/prod-all
+K8S_OUT := target/k8s
 k8s:
-	.venv/bin/kubernetes-validate --strict --quiet k8s/*.yaml
-	.venv/bin/python tests/k8s_check.py k8s
+	@rm -rf $(K8S_OUT) && mkdir -p $(K8S_OUT)
+	@set -e; for k in $(K8S_RENDERS); do \
+		echo "kubectl kustomize k8s/$$k > $(K8S_OUT)/$$(basename $$k).yaml"; \
+		kubectl kustomize k8s/$$k > $(K8S_OUT)/$$(basename $$k).yaml; \
+	done
+	.venv/bin/python tests/k8s_validate.py $(K8S_OUT) $(K8S_OUT)/*.yaml k8s/examples/*.yaml
+	.venv/bin/python tests/k8s_check.py $(K8S_OUT)
+	.venv/bin/python tests/alerts_check.py $(K8S_OUT)/prod-all.yaml
 
 # cargo test (not nextest) so that each test binary shares one set of real servers. The
 # binaries come first: the end-to-end tests drive teamshare-cli, a binary of another package,

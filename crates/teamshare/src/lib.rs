@@ -1,5 +1,5 @@
 //! The `teamshare` binary's library half: starting one service or the whole stack from a
-//! configuration, shared by `main` and by the test kit.
+//! configuration, and migrating every service's schema, shared by `main` and by the test kit.
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -13,6 +13,7 @@ use ts_contract::Peer;
 use ts_contract::clock::SharedClock;
 use ts_runtime::RunError;
 use ts_runtime::server::ServiceServer;
+pub use ts_stores::Migration;
 
 /// One of the five services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -81,6 +82,19 @@ impl Service {
         }
     }
 
+    /// `teamshare migrate` for this service: makes its indexes and records its schema version,
+    /// unless that version (or a newer one) is recorded already. `None` for the gateway,
+    /// which owns no collections.
+    pub async fn migrate(self, config: &Config) -> Result<Option<Migration>, RunError> {
+        Ok(Some(match self {
+            Service::Auth => ts_auth::migrate(config).await?,
+            Service::Keyvault => ts_keyvault::migrate(config).await?,
+            Service::Folders => ts_folders::migrate(config).await?,
+            Service::Invitations => ts_invitations::migrate(config).await?,
+            Service::Gateway => return Ok(None),
+        }))
+    }
+
     /// Builds this service, then serves it on `listener` until `shutdown` completes.
     pub async fn serve(
         self,
@@ -92,6 +106,21 @@ impl Service {
         self.build(config, clock).await?.serve(listener, shutdown).await?;
         Ok(())
     }
+}
+
+/// `teamshare migrate`: brings every service's collections to this build's schema, one
+/// service after the other, and says what each did. Run it once per release, before the new
+/// replicas start (with `production = true` they refuse an older schema); it is idempotent,
+/// and safe to run twice or from two places at once. Reads `[mongodb]` (and `production`).
+pub async fn migrate(config: &Config) -> Result<Vec<(Service, Migration)>, RunError> {
+    let mut done = Vec::new();
+    for service in Service::ALL {
+        if let Some(migration) = service.migrate(config).await? {
+            tracing::info!(service = service.name(), ?migration, "schema migration");
+            done.push((service, migration));
+        }
+    }
+    Ok(done)
 }
 
 /// Runs all five services in this process, each on its own listener and still talking over

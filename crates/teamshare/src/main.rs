@@ -1,12 +1,12 @@
-//! `teamshare`: serve one service, run the whole stack on one machine, or write
-//! development certificates.
+//! `teamshare`: serve one service, run the whole stack on one machine, migrate the schema, or
+//! write development certificates.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use teamshare::{Service, run_stack};
+use teamshare::{Migration, Service, run_stack};
 use ts_config::Config;
 
 /// mimalloc instead of the system allocator: a request allocates and frees many small
@@ -40,6 +40,15 @@ enum Command {
         #[arg(long, env = "TS_CONFIG", default_value = "deploy/dev.toml")]
         config: PathBuf,
     },
+    /// Create every service's indexes and record its schema version in `schema_migrations`,
+    /// once per version: run it before a new release's replicas start (with production = true
+    /// they refuse an older schema). Idempotent; safe to run twice or concurrently.
+    Migrate {
+        /// Configuration file (only `[mongodb]` and `production` are read); `TS_`-prefixed
+        /// environment variables override it.
+        #[arg(long, env = "TS_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Write a development CA, a certificate and key per service and for the operator, the
     /// gateway's public server certificate, and a local master key.
     Certs {
@@ -65,6 +74,7 @@ fn main() -> ExitCode {
             .map_err(|e| format!("cannot write certificates to {}: {e}", out.display())),
         Command::Serve { service, config } => run(config, Some(service)),
         Command::Dev { config } => run(Some(config), None),
+        Command::Migrate { config } => migrate(config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,5 +107,26 @@ fn run(path: Option<PathBuf>, only: Option<Service>) -> Result<(), String> {
         )
         .await
         .map_err(|e| e.to_string())
+    })
+}
+
+fn migrate(path: Option<PathBuf>) -> Result<(), String> {
+    let config = Config::load(path.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let _telemetry =
+            ts_runtime::telemetry::init("teamshare-migrate", &config.telemetry).map_err(|e| e.to_string())?;
+        for (service, migration) in teamshare::migrate(&config).await.map_err(|e| e.to_string())? {
+            let what = match migration {
+                Migration::Applied { from: None } => "indexes created; schema version recorded".to_owned(),
+                Migration::Applied { from: Some(v) } => format!("migrated from schema version {v}"),
+                Migration::Current => "already at this build's schema version; nothing to do".to_owned(),
+                Migration::Newer(v) => {
+                    format!("the database holds newer schema version {v} (this is an older build); left as is")
+                }
+            };
+            println!("{}: {what}", service.name());
+        }
+        Ok(())
     })
 }

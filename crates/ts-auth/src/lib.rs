@@ -28,7 +28,6 @@ use ts_proto::internal::license_operator_service_server::LicenseOperatorServiceS
 use ts_proto::public::auth_service_server::AuthServiceServer;
 use ts_proto::public::license_admin_service_server::LicenseAdminServiceServer;
 use ts_runtime::RunError;
-use ts_runtime::drain_delay;
 use ts_runtime::server::{Access, ServiceServer};
 use ts_runtime::service_mtls;
 use ts_runtime::tls::MtlsMaterial;
@@ -69,10 +68,14 @@ async fn state(config: &Config, mtls: &MtlsMaterial, clock: SharedClock) -> Resu
     let mailer = ts_mail::from_config(require(&config.mail, "mail")?, config.production)?;
     let sso = sso::SsoIssuer::load(&policy.sso).await?;
     let redis = match &config.redis {
-        Some(r) => Some(stores::redis(r)?),
+        Some(r) => Some(stores::redis(r, config.production)?),
         None => None,
     };
-    let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-auth").await?;
+    let db = stores::mongo(require(&config.mongodb, "mongodb")?, config.production, "teamshare-auth").await?;
+    store::SCHEMA
+        .check_at_start(&db, config.production, store::Store::new(db.clone()).ensure_indexes())
+        .await
+        .map_err(|e| RunError::Startup(e.to_string()))?;
     // Folders owns the audit trail: failed sign-ins and license actions are recorded there.
     let folders = ts_runtime::upstream(config, Peer::Folders, mtls)?;
     let audit = ts_runtime::audit::Sink::new(folders.clone());
@@ -94,8 +97,15 @@ async fn state(config: &Config, mtls: &MtlsMaterial, clock: SharedClock) -> Resu
     // The configured default for the deployment may have changed since the last start.
     // (When Redis is away it is retried in the background.)
     let _visible_later = auth.sharing_changed().await;
-    auth.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create auth indexes: {e}")))?;
     Ok(auth)
+}
+
+/// `teamshare migrate` for auth: creates its indexes and records [`store::SCHEMA`] in
+/// `schema_migrations`, once per version. Reads `[mongodb]` only.
+pub async fn migrate(config: &Config) -> Result<stores::Migration, RunError> {
+    let db = stores::mongo(require(&config.mongodb, "mongodb")?, config.production, "teamshare-migrate").await?;
+    let store = store::Store::new(db.clone());
+    store::SCHEMA.migrate(&db, store.ensure_indexes()).await.map_err(|e| RunError::Startup(e.to_string()))
 }
 
 /// Builds auth, ready to serve: reads `[auth]`, `[internal_tls]`, `[accounts]`, `[mail]`,
@@ -106,12 +116,12 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
     let mtls = service_mtls(config, Peer::Auth, section)?;
     let auth = Arc::new(state(config, &mtls, clock).await?);
     let api = AuthApi::new(auth.clone());
-    Ok(ServiceServer::new(Peer::Auth, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
+    Ok(ServiceServer::new(Peer::Auth, Access::Internal(mtls.clone(), Arc::new(allowlist())))
         .service(AuthServiceServer::new(api.clone()))
         .service(LicenseAdminServiceServer::new(api.clone()))
         .service(IdentityServiceServer::new(api.clone()))
         .service(LicenseOperatorServiceServer::new(api))
         .health_listen(section.health_listen)
-        .drain_delay(drain_delay(config))
+        .configured(config)
         .background(move |ended| auth.run_revocation_outbox(ended)))
 }

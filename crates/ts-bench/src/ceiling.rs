@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -96,20 +95,30 @@ pub struct Upstreams {
     pub client_key: PathBuf,
 }
 
-fn server(listen: &Listen) -> anyhow::Result<tonic::transport::Server> {
-    let tls = match &listen.client_ca {
+/// The listener's connections, accepted as the services accept theirs (`ts_runtime::listener`).
+fn incoming(listen: &Listen, listener: TcpListener) -> anyhow::Result<ts_runtime::listener::Incoming> {
+    let every = Duration::from_secs(3600);
+    let tls: std::sync::Arc<dyn Fn() -> _ + Send + Sync> = match &listen.client_ca {
         Some(ca) => {
-            MtlsMaterial::load(("client_ca", ca), ("cert", &listen.cert), ("key", &listen.key))?.server_config()
+            let m = MtlsMaterial::reloading(("client_ca", ca), ("cert", &listen.cert), ("key", &listen.key), every)?;
+            std::sync::Arc::new(move || m.server_config())
         }
-        None => ts_runtime::tls::public_server_config(("cert", &listen.cert), ("key", &listen.key))?,
+        None => {
+            let p = ts_runtime::tls::PublicTls::reloading(("cert", &listen.cert), ("key", &listen.key), every)?;
+            std::sync::Arc::new(move || p.server_config())
+        }
     };
-    Ok(tonic::transport::Server::builder().tls_config(tls)?)
+    let accept = ts_runtime::listener::Accept { tls, proxy_protocol: false, service: "bench" };
+    Ok(ts_runtime::listener::incoming(listener, accept))
 }
 
 /// Serves the echo until the process is stopped.
 pub async fn serve_echo(listen: Listen) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen.listen).await.with_context(|| format!("cannot bind {}", listen.listen))?;
-    server(&listen)?.add_service(HealthServer::new(Echo)).serve_with_incoming(TcpIncoming::from(listener)).await?;
+    tonic::transport::Server::builder()
+        .add_service(HealthServer::new(Echo))
+        .serve_with_incoming(incoming(&listen, listener)?)
+        .await?;
     Ok(())
 }
 
@@ -122,10 +131,14 @@ pub async fn serve_forwarder(listen: Listen, upstreams: Upstreams) -> anyhow::Re
         ("client_key", &upstreams.client_key),
     )?;
     let upstream = Upstream { url: upstreams.upstream, server_name: Some(Peer::Folders.name().to_owned()) };
-    let channel = ts_runtime::client::connect("echo", &upstream, &material, Duration::from_secs(10))?;
+    let settings = ts_runtime::client::Settings { timeout: Duration::from_secs(10), refresh: Duration::from_secs(60) };
+    let channel = ts_runtime::client::connect("echo", &upstream, &material, settings)?;
     let forwarder = Forwarder { upstream: HealthClient::new(channel) };
     let listener = TcpListener::bind(listen.listen).await.with_context(|| format!("cannot bind {}", listen.listen))?;
-    server(&listen)?.add_service(HealthServer::new(forwarder)).serve_with_incoming(TcpIncoming::from(listener)).await?;
+    tonic::transport::Server::builder()
+        .add_service(HealthServer::new(forwarder))
+        .serve_with_incoming(incoming(&listen, listener)?)
+        .await?;
     Ok(())
 }
 

@@ -243,7 +243,7 @@ dir = {mail}
             uri: format!("mongodb://127.0.0.1:{}/?directConnection=true", self.mongo.port).into(),
             database: self.database.clone(),
         };
-        Ok(ts_stores::mongo(&config, "ts-bench").await?)
+        Ok(ts_stores::mongo(&config, false, "ts-bench").await?)
     }
 
     /// Every process of the stack, by name, for the memory report.

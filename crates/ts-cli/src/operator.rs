@@ -122,7 +122,9 @@ impl Operator {
             ("--key", self.key.as_path()),
         )?;
         let upstream = Upstream { url: url.to_owned(), server_name: None };
-        Ok(ts_runtime::client::connect(service, &upstream, &material, Duration::from_secs(600))?)
+        let settings =
+            ts_runtime::client::Settings { timeout: Duration::from_secs(600), refresh: Duration::from_secs(60) };
+        Ok(ts_runtime::client::connect(service, &upstream, &material, settings)?)
     }
 }
 

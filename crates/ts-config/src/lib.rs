@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -103,6 +104,35 @@ pub struct Config {
     /// Where internal services are reached.
     #[serde(default)]
     pub upstreams: UpstreamsConfig,
+    /// Servers close (gracefully, with GOAWAY) HTTP/2 connections older than this, so that
+    /// callers re-balance over replicas added since; default 300.
+    #[serde(default)]
+    pub max_connection_age_secs: Option<u64>,
+    /// How often every certificate, key and CA bundle file is re-read, so that renewals
+    /// (cert-manager) and CA rotations apply without a restart; default 30.
+    #[serde(default)]
+    pub cert_reload_secs: Option<u64>,
+    /// How often callers resolve each upstream's host again (a headless Service's pod
+    /// addresses), to balance calls over the replicas that exist now; default 15.
+    #[serde(default)]
+    pub upstream_dns_refresh_secs: Option<u64>,
+}
+
+impl Config {
+    /// `max_connection_age_secs`, or its default.
+    pub fn max_connection_age(&self) -> Duration {
+        Duration::from_secs(self.max_connection_age_secs.unwrap_or(300).max(1))
+    }
+
+    /// `cert_reload_secs`, or its default.
+    pub fn cert_reload(&self) -> Duration {
+        Duration::from_secs(self.cert_reload_secs.unwrap_or(30).max(1))
+    }
+
+    /// `upstream_dns_refresh_secs`, or its default.
+    pub fn upstream_dns_refresh(&self) -> Duration {
+        Duration::from_secs(self.upstream_dns_refresh_secs.unwrap_or(15).max(1))
+    }
 }
 
 /// Log format.
@@ -130,11 +160,28 @@ pub struct TelemetryConfig {
     /// are exported only when set.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// PEM CA bundle that an `https://` OTLP endpoint's certificate must chain to (without
+    /// it, the system's roots).
+    #[serde(default)]
+    pub otlp_ca_cert: Option<PathBuf>,
+    /// PEM client certificate for an OTLP collector that requires mTLS (with `otlp_key`).
+    #[serde(default)]
+    pub otlp_cert: Option<PathBuf>,
+    /// PEM private key of `otlp_cert`.
+    #[serde(default)]
+    pub otlp_key: Option<PathBuf>,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        TelemetryConfig { log_format: LogFormat::Text, log_filter: default_log_filter(), otlp_endpoint: None }
+        TelemetryConfig {
+            log_format: LogFormat::Text,
+            log_filter: default_log_filter(),
+            otlp_endpoint: None,
+            otlp_ca_cert: None,
+            otlp_cert: None,
+            otlp_key: None,
+        }
     }
 }
 
@@ -477,6 +524,17 @@ pub struct GatewayConfig {
     /// Largest accepted request message, in bytes.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Expect a PROXY protocol v2 header before TLS on every public connection (a load
+    /// balancer that adds one, such as an AWS NLB with proxy protocol on), and take the
+    /// client's address from it. Off by default: with it on, a connection without the header
+    /// is refused.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Networks (CIDR) of proxies in front of the gateway whose `x-forwarded-for` is
+    /// believed: the client's address is the right-most address in it that is not one of
+    /// them. Empty by default (the header is ignored).
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 fn default_downstream_timeout_ms() -> u64 {
@@ -601,6 +659,10 @@ impl Config {
             for p in [&mut g.public_cert, &mut g.public_key, &mut g.cert, &mut g.key] {
                 fix(p);
             }
+        }
+        let t = &mut self.telemetry;
+        for p in [&mut t.otlp_ca_cert, &mut t.otlp_cert, &mut t.otlp_key].into_iter().flatten() {
+            fix(p);
         }
     }
 }

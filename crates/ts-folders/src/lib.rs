@@ -44,7 +44,6 @@ use ts_proto::public::folder_service_server::FolderServiceServer;
 use ts_proto::public::item_service_server::ItemServiceServer;
 use ts_proto::public::member_service_server::MemberServiceServer;
 use ts_runtime::RunError;
-use ts_runtime::drain_delay;
 use ts_runtime::server::{Access, ServiceServer};
 use ts_runtime::service_mtls;
 use ts_runtime::upstream;
@@ -80,6 +79,15 @@ pub fn allowlist() -> Allowlist {
         .allow(<FolderKeyOperatorServiceServer<FoldersApi> as NamedService>::NAME, &[Peer::Operator])
 }
 
+/// `teamshare migrate` for folders: creates its indexes (the audit retention TTL included)
+/// and records [`store::SCHEMA`] in `schema_migrations`, once per version. Reads `[mongodb]`
+/// only.
+pub async fn migrate(config: &Config) -> Result<stores::Migration, RunError> {
+    let db = stores::mongo(require(&config.mongodb, "mongodb")?, config.production, "teamshare-migrate").await?;
+    let store = Store::new(db.clone());
+    store::SCHEMA.migrate(&db, store.ensure_indexes()).await.map_err(|e| RunError::Startup(e.to_string()))
+}
+
 /// Builds folders, ready to serve; `clock` dates items, folders and audit events and rules
 /// retention. Reads `[folders]`, `[internal_tls]`, `[mongodb]`, `[redis]` (optional),
 /// `[audit]`, `[data_key_cache]` and `[upstreams]` keyvault and auth.
@@ -92,9 +100,13 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
     let keyvault = KeyVaultServiceClient::new(upstream(config, Peer::Keyvault, &mtls)?);
     let keys = Arc::new(FolderKeys::new(keyvault, config.data_key_cache.limits()));
     let identity = IdentityServiceClient::new(upstream(config, Peer::Auth, &mtls)?);
-    let redis = config.redis.as_ref().map(stores::redis).transpose()?;
-    let store = Store::new(stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-folders").await?);
-    store.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create folders indexes: {e}")))?;
+    let redis = config.redis.as_ref().map(|r| stores::redis(r, config.production)).transpose()?;
+    let db = stores::mongo(require(&config.mongodb, "mongodb")?, config.production, "teamshare-folders").await?;
+    let store = Store::new(db.clone());
+    store::SCHEMA
+        .check_at_start(&db, config.production, store.ensure_indexes())
+        .await
+        .map_err(|e| RunError::Startup(e.to_string()))?;
     let folders = Folders {
         store,
         keys,
@@ -109,7 +121,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
         audit_retention_days: config.audit.retention_days,
     };
     let api = FoldersApi::new(Arc::new(folders));
-    Ok(ServiceServer::new(Peer::Folders, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
+    Ok(ServiceServer::new(Peer::Folders, Access::Internal(mtls.clone(), Arc::new(allowlist())))
         .service(FolderServiceServer::new(api.clone()))
         .service(MemberServiceServer::new(api.clone()))
         .service(ItemServiceServer::new(api.clone()))
@@ -119,5 +131,5 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
         .service(LicenseAuditServiceServer::new(api.clone()))
         .service(FolderKeyOperatorServiceServer::new(api))
         .health_listen(section.health_listen)
-        .drain_delay(drain_delay(config)))
+        .configured(config))
 }

@@ -12,7 +12,6 @@ use ts_folders::sealed::{key_version, open_field, seal_fields};
 use ts_proto::internal::folder_key_operator_service_client::FolderKeyOperatorServiceClient;
 use ts_proto::internal::key_vault_service_client::KeyVaultServiceClient;
 use ts_proto::internal::{GetDataKeyRequest, ReencryptFolderRequest, RotateFolderKeyRequest};
-use ts_runtime::client::Propagate;
 use ts_testkit::TestCluster;
 
 const FOLDER: &str = "5d1f8f0e-2c4b-4d8e-a1b2-c3d4e5f60718";
@@ -57,8 +56,8 @@ async fn read_all(
 async fn items_written_before_and_after_rotation_read_back_and_the_pass_retires_old_versions() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let items = cluster.database().await?.collection::<Document>("items");
-    let channel = cluster.internal(Service::Keyvault, Peer::Folders).await?;
-    let keys = FolderKeys::new(KeyVaultServiceClient::new(Propagate::new(channel.clone())), CacheLimits::default());
+    let channel = cluster.internal_channel(Service::Keyvault, Peer::Folders)?;
+    let keys = FolderKeys::new(KeyVaultServiceClient::new(channel.clone()), CacheLimits::default());
     keys.create(FOLDER).await?;
 
     write_item(&items, &keys, "a", "orders").await?;
@@ -90,7 +89,7 @@ async fn items_written_before_and_after_rotation_read_back_and_the_pass_retires_
     let again = operator.reencrypt_folder(ReencryptFolderRequest { folder_id: FOLDER.into() }).await?.into_inner();
     assert_eq!((again.key_version, again.reencrypted_items, again.retired_versions), (3, 0, 0));
     let fresh = FolderKeys::new(
-        KeyVaultServiceClient::new(Propagate::new(cluster.internal(Service::Keyvault, Peer::Folders).await?)),
+        KeyVaultServiceClient::new(cluster.internal_channel(Service::Keyvault, Peer::Folders)?),
         CacheLimits::default(),
     );
     assert!(read_all(&items, &fresh).await?.iter().all(|(_, v, _)| *v == 3));

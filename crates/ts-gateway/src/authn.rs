@@ -439,8 +439,20 @@ mod tests {
     /// An identity client whose every call fails (nothing listens on port 9): whatever a
     /// test gets right, it got without asking auth.
     fn unreachable_auth() -> IdentityServiceClient<InternalChannel> {
-        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        IdentityServiceClient::new(ts_runtime::client::Propagate::new(channel))
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let certs = ts_devca::write_dev_certs(dir.path()).expect("development certificates");
+        let material = ts_runtime::tls::MtlsMaterial::load(
+            ("ca", &certs.ca_cert()),
+            ("cert", &certs.cert(ts_contract::Peer::Gateway)),
+            ("key", &certs.key(ts_contract::Peer::Gateway)),
+        )
+        .expect("mTLS material");
+        let upstream = ts_config::Upstream { url: "https://127.0.0.1:9".into(), server_name: None };
+        let settings =
+            ts_runtime::client::Settings { timeout: Duration::from_secs(2), refresh: Duration::from_secs(60) };
+        IdentityServiceClient::new(
+            ts_runtime::client::connect("auth", &upstream, &material, settings).expect("a channel"),
+        )
     }
 
     fn authenticator(redis: Option<fred::clients::Client>) -> Authenticator {

@@ -3,8 +3,10 @@
 //! may see.
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use tonic::{Code, Request, Response, Status};
 use ts_contract::user::CLIENT_ADDR_HEADER;
 use ts_contract::user::UserContext;
@@ -19,6 +21,7 @@ pub async fn forward<Q, R, F, Fut>(
     request: Request<Q>,
     user: Option<UserContext>,
     limit: Duration,
+    trusted_proxies: &[IpNet],
     call: F,
 ) -> Result<Response<R>, Status>
 where
@@ -26,7 +29,7 @@ where
     Fut: Future<Output = Result<Response<R>, Status>>,
 {
     let deadline = client_deadline(&request).map_or(limit, |d| d.min(limit));
-    let client_addr = request.remote_addr().map(|a| a.ip().to_string());
+    let client_addr = client_addr(&request, trusted_proxies).map(|a| a.to_string());
     let mut out = Request::new(request.into_inner());
     if let Some(user) = &user {
         user.attach(out.metadata_mut());
@@ -39,6 +42,36 @@ where
         Ok(response) => Ok(Response::new(response.into_inner())),
         Err(status) => Err(public_status(status)),
     }
+}
+
+/// The client's address: the peer's (or the one its PROXY header named), unless the peer is
+/// a trusted proxy; then the right-most address in `x-forwarded-for` that is not a trusted
+/// proxy (each proxy appends the address it saw, so anything left of that is the client's
+/// to invent). An entry that does not parse ends the walk at the last trusted hop.
+pub fn client_addr<T>(request: &Request<T>, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = request.remote_addr()?.ip().to_canonical();
+    let is_trusted = |a: &IpAddr| trusted.iter().any(|n| n.contains(a));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<&str> = request
+        .metadata()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut hop = peer;
+    for entry in forwarded.into_iter().rev() {
+        let parsed = entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()));
+        let Some(addr) = parsed.map(|a| a.to_canonical()) else { return Some(hop) };
+        if !is_trusted(&addr) {
+            return Some(addr);
+        }
+        hop = addr;
+    }
+    Some(hop)
 }
 
 /// The client's own deadline from its `grpc-timeout` header.

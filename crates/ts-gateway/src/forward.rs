@@ -34,7 +34,7 @@ macro_rules! translate {
                         let caller: Caller = self.authn.$who(&request, || request.get_ref().check()).await?.into();
                         let mut client = self.$client.clone();
                         let call = |r| async move { client.$method(r).await };
-                        let answer = forward(request, caller.user, self.downstream_timeout, call).await;
+                        let answer = forward(request, caller.user, self.downstream_timeout, &self.trusted_proxies, call).await;
                         if let Some(charge) = caller.charge {
                             self.authn.settle(charge, &answer).await;
                         }

@@ -34,7 +34,6 @@ use ts_proto::public::member_service_server::MemberServiceServer;
 use ts_proto::public::system_service_server::SystemServiceServer;
 use ts_runtime::RunError;
 use ts_runtime::client::InternalChannel;
-use ts_runtime::drain_delay;
 use ts_runtime::material;
 use ts_runtime::server::{Access, ServiceServer};
 use ts_runtime::tls;
@@ -47,6 +46,7 @@ use crate::authn::Authenticator;
 pub struct Gateway {
     authn: Arc<Authenticator>,
     downstream_timeout: Duration,
+    trusted_proxies: Arc<[ipnet::IpNet]>,
     auth: AuthServiceClient<InternalChannel>,
     license: LicenseAdminServiceClient<InternalChannel>,
     folders: FolderServiceClient<InternalChannel>,
@@ -72,15 +72,16 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
     }
     let section = require(&config.gateway, "gateway")?;
     let ca = require(&config.internal_tls, "internal_tls")?;
-    let mtls = material(&ca.ca_cert, Peer::Gateway.name(), &section.cert, &section.key)?;
-    let public_tls = tls::public_server_config(
+    let mtls = material(config, &ca.ca_cert, Peer::Gateway.name(), &section.cert, &section.key)?;
+    let public_tls = tls::PublicTls::reloading(
         ("gateway.public_cert", &section.public_cert),
         ("gateway.public_key", &section.public_key),
+        config.cert_reload(),
     )?;
     let auth = upstream(config, Peer::Auth, &mtls)?;
     let folders = upstream(config, Peer::Folders, &mtls)?;
     let invitations = upstream(config, Peer::Invitations, &mtls)?;
-    let redis = config.redis.as_ref().map(ts_stores::redis).transpose()?;
+    let redis = config.redis.as_ref().map(|r| ts_stores::redis(r, config.production)).transpose()?;
     let gw = Gateway {
         authn: Arc::new(
             Authenticator::new(IdentityServiceClient::new(auth.clone()), redis.clone(), clock.clone())
@@ -88,6 +89,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
                 .with_limiter(ratelimit::InviteLimiter::new(&config.invitation_limits, redis, clock)),
         ),
         downstream_timeout: Duration::from_millis(section.downstream_timeout_ms),
+        trusted_proxies: section.trusted_proxies.clone().into(),
         auth: AuthServiceClient::new(auth.clone()),
         license: LicenseAdminServiceClient::new(auth.clone()),
         folders: FolderServiceClient::new(folders.clone()),
@@ -108,5 +110,6 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
         .service(InvitationServiceServer::new(gw.clone()).max_decoding_message_size(max))
         .service(SystemServiceServer::new(gw).max_decoding_message_size(max))
         .health_listen(section.health_listen)
-        .drain_delay(drain_delay(config)))
+        .configured(config)
+        .proxy_protocol(section.proxy_protocol))
 }

@@ -20,7 +20,6 @@ use ts_contract::clock::SharedClock;
 use ts_contract::identity::{Allowlist, Peer};
 use ts_proto::public::invitation_service_server::InvitationServiceServer;
 use ts_runtime::RunError;
-use ts_runtime::drain_delay;
 use ts_runtime::server::{Access, ServiceServer};
 use ts_runtime::service_mtls;
 use ts_runtime::upstream;
@@ -35,6 +34,14 @@ pub fn allowlist() -> Allowlist {
     Allowlist::new().allow(<InvitationServiceServer<InvitationsApi> as NamedService>::NAME, &[Peer::Gateway])
 }
 
+/// `teamshare migrate` for invitations: creates its indexes and records [`store::SCHEMA`] in
+/// `schema_migrations`, once per version. Reads `[mongodb]` only.
+pub async fn migrate(config: &Config) -> Result<stores::Migration, RunError> {
+    let db = stores::mongo(require(&config.mongodb, "mongodb")?, config.production, "teamshare-migrate").await?;
+    let store = store::Store::new(db.clone());
+    store::SCHEMA.migrate(&db, store.ensure_indexes()).await.map_err(|e| RunError::Startup(e.to_string()))
+}
+
 /// Builds invitations, ready to serve; `clock` rules expiry. Reads `[invitations]`,
 /// `[internal_tls]`, `[mongodb]`, `[mail]`, `[invitation_limits]` and `[upstreams]` folders
 /// and auth.
@@ -44,9 +51,12 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
     let folders = upstream(config, Peer::Folders, &mtls)?;
     let identity = clients::Identity::new(upstream(config, Peer::Auth, &mtls)?);
     let mailer = ts_mail::from_config(require(&config.mail, "mail")?, config.production)?;
-    let db = stores::mongo(require(&config.mongodb, "mongodb")?, "teamshare-invitations").await?;
-    let store = store::Store::new(db);
-    store.ensure_indexes().await.map_err(|e| RunError::Startup(format!("cannot create invitations indexes: {e}")))?;
+    let db = stores::mongo(require(&config.mongodb, "mongodb")?, config.production, "teamshare-invitations").await?;
+    let store = store::Store::new(db.clone());
+    store::SCHEMA
+        .check_at_start(&db, config.production, store.ensure_indexes())
+        .await
+        .map_err(|e| RunError::Startup(e.to_string()))?;
     let invitations = Invitations {
         store,
         folders: clients::Folders::new(folders.clone()),
@@ -56,8 +66,8 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
         limits: config.invitation_limits.clone(),
     };
     let api = InvitationsApi::new(invitations, ts_runtime::audit::Sink::new(folders).waiting());
-    Ok(ServiceServer::new(Peer::Invitations, Access::Internal(mtls.server_config(), Arc::new(allowlist())))
+    Ok(ServiceServer::new(Peer::Invitations, Access::Internal(mtls.clone(), Arc::new(allowlist())))
         .service(InvitationServiceServer::new(api))
         .health_listen(section.health_listen)
-        .drain_delay(drain_delay(config)))
+        .configured(config))
 }

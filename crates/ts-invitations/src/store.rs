@@ -215,6 +215,10 @@ pub struct Refresh<'a> {
 /// How many request keys an invitation keeps (the newest).
 const MAX_REQUEST_KEYS: usize = 20;
 
+/// Invitations' schema: raise the version whenever [`Store::ensure_indexes`] changes, so that
+/// `teamshare migrate` runs it again (and production replicas refuse to start until it has).
+pub const SCHEMA: ts_stores::Schema = ts_stores::Schema::new("invitations", 1);
+
 /// Invitation persistence: the only code that touches the collections.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -229,7 +233,8 @@ impl Store {
         Store { invitations: db.collection("invitations"), counters: db.collection("invitation_counters"), db }
     }
 
-    /// Indexes for listing by invitee and by folder, and TTL purge of old invitations.
+    /// Indexes for listing by invitee and by folder, and TTL purge of old invitations: the
+    /// migration step of [`SCHEMA`], run by `teamshare migrate`, not on every start.
     pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
         use mongodb::IndexModel;
         use mongodb::options::IndexOptions;

@@ -56,6 +56,10 @@ fn from_doc(d: &Document) -> Option<StoredKey> {
 
 pub use ts_stores::is_duplicate_key as is_duplicate;
 
+/// Keyvault's schema: raise the version whenever [`KeyStore::ensure_indexes`] changes, so that
+/// `teamshare migrate` runs it again (and production replicas refuse to start until it has).
+pub const SCHEMA: ts_stores::Schema = ts_stores::Schema::new("keyvault", 1);
+
 impl KeyStore {
     /// The collections in `db`; `clock` dates what is written.
     pub fn new(db: &Database, clock: SharedClock) -> Self {
@@ -67,7 +71,8 @@ impl KeyStore {
         }
     }
 
-    /// Creates the unique (folder, version) index.
+    /// Creates the unique (folder, version) index: the migration step of [`SCHEMA`], run by
+    /// `teamshare migrate`, not on every start.
     pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
         let unique = IndexModel::builder()
             .keys(doc! { "folder_id": 1, "version": 1 })

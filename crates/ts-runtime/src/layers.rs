@@ -168,6 +168,7 @@ impl Around for RequestContext {
             peer = peer.map(Peer::name).unwrap_or("-"),
             request_id = %request_id,
             rpc.grpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
         telemetry::set_remote_parent(&span, req.headers());
         let rid = RequestId(request_id);
@@ -188,17 +189,24 @@ impl Around for RequestContext {
             if let Some(v) = header {
                 response.headers_mut().insert(REQUEST_ID_HEADER, v);
             }
-            tracing::Span::current().record("rpc.grpc.status_code", status_code(&response));
+            let code = status_code(&response);
+            let span = tracing::Span::current();
+            span.record("rpc.grpc.status_code", code);
+            if server_error(code) {
+                span.record("otel.status_code", "ERROR");
+            }
             Ok(response)
         };
         Box::pin(CURRENT_REQUEST_ID.scope(rid, fut.instrument(span)))
     }
 }
 
-/// Layer 2: RPC counts and latency by method and status code.
+/// Layer 2: RPC latency by method and status code, as the OpenTelemetry semantic
+/// conventions name it: `rpc.server.call.duration` in seconds, with `rpc.system`,
+/// `rpc.service`, `rpc.method` and the numeric `rpc.grpc.status_code` (its count is the
+/// number of calls).
 #[derive(Clone)]
 pub struct RpcMetrics {
-    requests: Counter<u64>,
     duration: Histogram<f64>,
 }
 
@@ -208,19 +216,47 @@ impl std::fmt::Debug for RpcMetrics {
     }
 }
 
+/// Bucket bounds (seconds) of the RPC duration histograms: from a cached read (a few hundred
+/// microseconds) to a call that ran into its deadline.
+pub const RPC_DURATION_BUCKETS: [f64; 16] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 10.0];
+
+/// The attributes of one RPC's duration.
+pub fn rpc_attributes(service: &str, method: &str, code: i32) -> [KeyValue; 4] {
+    [
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", service.to_owned()),
+        KeyValue::new("rpc.method", method.to_owned()),
+        KeyValue::new("rpc.grpc.status_code", i64::from(code)),
+    ]
+}
+
+/// Whether a server span of an RPC that ended with `code` is an error: per the semantic
+/// conventions, only the codes that say the server failed (a refused or invalid request is
+/// the server doing its job).
+pub fn server_error(code: i32) -> bool {
+    use tonic::Code;
+    matches!(
+        Code::from_i32(code),
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
 impl RpcMetrics {
     /// Instruments from the global meter provider.
     pub fn new() -> Self {
         let meter = opentelemetry::global::meter("teamshare");
         RpcMetrics {
-            requests: meter
-                .u64_counter("rpc.server.requests")
-                .with_description("RPCs handled, by method and status code")
-                .build(),
             duration: meter
-                .f64_histogram("rpc.server.duration")
-                .with_unit("ms")
-                .with_description("RPC latency")
+                .f64_histogram("rpc.server.call.duration")
+                .with_unit("s")
+                .with_description("Duration of RPCs handled, by method and status code")
+                .with_boundaries(RPC_DURATION_BUCKETS.to_vec())
                 .build(),
         }
     }
@@ -244,14 +280,8 @@ impl Around for RpcMetrics {
         Box::pin(async move {
             let start = Instant::now();
             let response = inner.call(req).await?;
-            let code = ts_contract::status::code_name(tonic::Code::from_i32(status_code(&response)));
-            let attrs = [
-                KeyValue::new("rpc.service", service),
-                KeyValue::new("rpc.method", method),
-                KeyValue::new("rpc.grpc.status_code", code),
-            ];
-            layer.requests.add(1, &attrs);
-            layer.duration.record(start.elapsed().as_secs_f64() * 1000.0, &attrs);
+            let attrs = rpc_attributes(&service, &method, status_code(&response));
+            layer.duration.record(start.elapsed().as_secs_f64(), &attrs);
             Ok(response)
         })
     }

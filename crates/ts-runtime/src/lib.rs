@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod client;
 pub mod layers;
+pub mod listener;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
@@ -49,18 +50,26 @@ pub fn insecure_bench_consent(service: &str, config: &Config) -> Result<(), RunE
 }
 
 /// Loads an internal service's mTLS material from `[internal_tls]` and its own section
-/// (named after the service).
+/// (named after the service), re-read every `cert_reload_secs`.
 pub fn service_mtls(config: &Config, service: Peer, section: &ServiceConfig) -> Result<MtlsMaterial, ConfigError> {
     let ca = require(&config.internal_tls, "internal_tls")?;
-    material(&ca.ca_cert, service.name(), &section.cert, &section.key)
+    material(config, &ca.ca_cert, service.name(), &section.cert, &section.key)
 }
 
-/// Loads mTLS material naming `section.cert` and `section.key` in errors.
-pub fn material(ca: &Path, section: &str, cert: &Path, key: &Path) -> Result<MtlsMaterial, ConfigError> {
-    MtlsMaterial::load(
+/// Loads mTLS material naming `section.cert` and `section.key` in errors, re-read every
+/// `cert_reload_secs`.
+pub fn material(
+    config: &Config,
+    ca: &Path,
+    section: &str,
+    cert: &Path,
+    key: &Path,
+) -> Result<MtlsMaterial, ConfigError> {
+    MtlsMaterial::reloading(
         ("internal_tls.ca_cert", ca),
         (&format!("{section}.cert"), cert),
         (&format!("{section}.key"), key),
+        config.cert_reload(),
     )
 }
 
@@ -78,7 +87,8 @@ pub fn upstream(
     callee: Peer,
     material: &MtlsMaterial,
 ) -> Result<client::InternalChannel, ConfigError> {
-    client::connect(callee.name(), config.upstreams.get(callee.name())?, material, INTERNAL_CALL_TIMEOUT)
+    let settings = client::Settings { timeout: INTERNAL_CALL_TIMEOUT, refresh: config.upstream_dns_refresh() };
+    client::connect(callee.name(), config.upstreams.get(callee.name())?, material, settings)
 }
 
 #[cfg(test)]

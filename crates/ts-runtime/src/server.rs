@@ -17,11 +17,13 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 
-use tonic::transport::{Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::layers::{CallerAllowlist, DecodeErrors, Layered, RequestContext, RpcMetrics};
+use crate::listener::{Accept, incoming};
+use crate::tls::{MtlsMaterial, PublicTls};
 use ts_contract::identity::{Allowlist, Peer};
 
 /// Header that carries the request id, in requests between services and in every response.
@@ -30,9 +32,6 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Why a server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The TLS configuration was refused.
-    #[error("tls setup failed: {0}")]
-    Tls(#[source] tonic::transport::Error),
     /// The transport failed while serving.
     #[error("serving failed: {0}")]
     Transport(#[source] tonic::transport::Error),
@@ -50,9 +49,9 @@ pub enum ServeError {
 #[derive(Clone)]
 pub enum Access {
     /// mTLS: a client certificate from the internal CA, and a caller on the allowlist.
-    Internal(ServerTlsConfig, Arc<Allowlist>),
+    Internal(MtlsMaterial, Arc<Allowlist>),
     /// Server-only TLS; callers authenticate per request (access tokens).
-    Public(ServerTlsConfig),
+    Public(PublicTls),
 }
 
 /// The RPC being served, `package.Service/Method`, in request extensions.
@@ -85,6 +84,8 @@ pub struct ServiceServer {
     service_names: Vec<&'static str>,
     health_listen: Option<SocketAddr>,
     drain_delay: Duration,
+    max_connection_age: Option<Duration>,
+    proxy_protocol: bool,
     background: Vec<Background>,
 }
 
@@ -105,6 +106,8 @@ impl ServiceServer {
             service_names: Vec::new(),
             health_listen: None,
             drain_delay: Duration::ZERO,
+            max_connection_age: None,
+            proxy_protocol: false,
             background: Vec::new(),
         }
     }
@@ -150,6 +153,26 @@ impl ServiceServer {
         self
     }
 
+    /// The deployment-wide connection settings: the drain delay and the maximum connection
+    /// age.
+    pub fn configured(self, config: &ts_config::Config) -> Self {
+        self.drain_delay(crate::drain_delay(config)).max_connection_age(config.max_connection_age())
+    }
+
+    /// Closes each connection gracefully (GOAWAY; calls in flight finish) once it is `age`
+    /// old, so that callers connect again and spread over the replicas there are now.
+    pub fn max_connection_age(mut self, age: Duration) -> Self {
+        self.max_connection_age = Some(age);
+        self
+    }
+
+    /// Expects a PROXY protocol v2 header before TLS on every connection and takes the
+    /// client's address from it.
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
+        self
+    }
+
     /// Serves until `shutdown` completes, then turns health NOT_SERVING, waits the drain
     /// delay, stops accepting, and lets in-flight requests finish.
     pub async fn serve(
@@ -180,10 +203,11 @@ impl ServiceServer {
                     .expect("embedded descriptors are valid"),
             );
 
-        let (tls, allowlist) = match self.access {
-            Access::Internal(tls, allow) => (tls, Some(allow)),
-            Access::Public(tls) => (tls, None),
+        let (tls, allowlist): (Arc<dyn Fn() -> _ + Send + Sync>, _) = match self.access {
+            Access::Internal(tls, allow) => (Arc::new(move || tls.server_config()), Some(allow)),
+            Access::Public(tls) => (Arc::new(move || tls.server_config()), None),
         };
+        let accept = Accept { tls, proxy_protocol: self.proxy_protocol, service: self.name };
         let trust_request_ids = allowlist.is_some();
         let guard = tower::ServiceBuilder::new()
             .layer(Layered(RequestContext::new(self.name, trust_request_ids)))
@@ -218,10 +242,13 @@ impl ServiceServer {
         let names = self.service_names.clone();
         let drain = self.drain_delay;
         let signal = drain_then_stop(shutdown, reporter, names, drain, name, stop_tx);
-        let result = Server::builder()
-            .tls_config(tls)
-            .map_err(ServeError::Tls)?
-            .serve_with_incoming_shutdown(guard, accepted(listener), signal)
+        let mut builder = Server::builder();
+        if let Some(age) = self.max_connection_age {
+            // Calls in flight when a connection reaches its age get this long to finish.
+            builder = builder.max_connection_age(age).max_connection_age_grace(MAX_CONNECTION_AGE_GRACE);
+        }
+        let result = builder
+            .serve_with_incoming_shutdown(guard, incoming(listener, accept), signal)
             .await
             .map_err(ServeError::Transport);
         if let Some(task) = health_task {
@@ -236,22 +263,9 @@ impl ServiceServer {
     }
 }
 
-/// Accepted connections with Nagle's algorithm off. `serve_with_incoming` does not set it
-/// (only tonic's own `serve` does), and without it every small response written after a
-/// request waits for the peer's delayed ACK: about 40 ms a call on an idle connection.
-fn accepted(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        // A socket that refuses the option still serves, only slower.
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
-        }
-        Ok(stream)
-    })
-}
+/// How long calls in flight on a connection that reached its maximum age may still take
+/// (longer than any internal deadline).
+pub const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
 
 async fn drain_then_stop(
     shutdown: impl Future<Output = ()>,

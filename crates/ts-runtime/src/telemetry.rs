@@ -122,6 +122,12 @@ pub fn set_remote_parent(span: &tracing::Span, headers: &http::HeaderMap) {
 
 /// Writes the current span's W3C trace context into outgoing `headers`.
 pub fn inject_current(headers: &mut http::HeaderMap) {
-    let cx = tracing::Span::current().context();
+    inject_span(&tracing::Span::current(), headers);
+}
+
+/// Writes `span`'s W3C trace context into outgoing `headers` (the callee's span becomes its
+/// child).
+pub fn inject_span(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    let cx = span.context();
     TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
 }

@@ -343,7 +343,7 @@ mod tests {
         let port = Redis::free_port();
         let redis = start(port);
         let config = RedisConfig { url: format!("redis://127.0.0.1:{port}").into() };
-        let cache = Cache::new(Some(crate::redis(&config).expect("client")));
+        let cache = Cache::new(Some(crate::redis(&config, false).expect("client")));
         let answers: Tagged<&str, u32> = Tagged::new(100, Duration::from_secs(60));
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut first = cache.generation("ts:{f:4}:gen").await;
@@ -406,7 +406,7 @@ mod tests {
         // A client for a Redis that is not there yet (as when a service starts before it):
         // it must connect once Redis is up.
         let config = RedisConfig { url: format!("redis://127.0.0.1:{port}").into() };
-        let client = crate::redis(&config).expect("client");
+        let client = crate::redis(&config, false).expect("client");
         let cache = Cache::new(Some(client.clone()));
         assert!(cache.usable_now());
         assert!(!cache.generation("ts:{f:2}:gen").await.is_known(), "a failed read knows no generation");

@@ -49,7 +49,7 @@ impl LocalRedis {
     /// A connected client, as the services build theirs.
     pub async fn client(&self) -> fred::clients::Client {
         use fred::prelude::*;
-        let client = crate::redis(&self.config()).expect("a valid redis URL");
+        let client = crate::redis(&self.config(), false).expect("a valid redis URL");
         client.wait_for_connect().await.expect("connected to the local redis");
         client
     }

@@ -110,6 +110,8 @@ impl TestCluster {
                 key: certs.key(Peer::Gateway),
                 downstream_timeout_ms: 5_000,
                 max_message_bytes: 4 * 1024 * 1024,
+                proxy_protocol: false,
+                trusted_proxies: Vec::new(),
             }),
             accounts: AccountsConfig {
                 token_signing_keys: vec![certs.token_signing_key()],
@@ -177,6 +179,26 @@ impl TestCluster {
         self.internal_with(service, Identity::from_pem(cert, key)).await
     }
 
+    /// The balanced, reloading channel a service of this cluster uses to call `service`,
+    /// presenting the certificate of `as_peer` (as `ts_runtime::upstream` builds it).
+    pub fn internal_channel(
+        &self,
+        service: Service,
+        as_peer: Peer,
+    ) -> anyhow::Result<ts_runtime::client::InternalChannel> {
+        let material = ts_runtime::tls::MtlsMaterial::load(
+            ("internal_tls.ca_cert", &self.certs.ca_cert()),
+            ("cert", &self.certs.cert(as_peer)),
+            ("key", &self.certs.key(as_peer)),
+        )?;
+        let upstream = Upstream { url: format!("https://{}", self.addr(service)), server_name: None };
+        let settings = ts_runtime::client::Settings {
+            timeout: ts_runtime::INTERNAL_CALL_TIMEOUT,
+            refresh: std::time::Duration::from_secs(60),
+        };
+        Ok(ts_runtime::client::connect(service.name(), &upstream, &material, settings)?)
+    }
+
     /// An mTLS channel to an internal `service`, presenting any identity (such as one from
     /// another CA), trusting the cluster's CA for the server.
     pub async fn internal_with(&self, service: Service, identity: Identity) -> anyhow::Result<Channel> {
@@ -191,7 +213,7 @@ impl TestCluster {
     /// This cluster's database, for tests that inspect what was stored.
     pub async fn database(&self) -> anyhow::Result<mongodb::Database> {
         let mongo = self.config.mongodb.as_ref().context("mongodb configured")?;
-        Ok(ts_stores::mongo(mongo, "teamshare-tests").await?.client().database(&self.database))
+        Ok(ts_stores::mongo(mongo, false, "teamshare-tests").await?.client().database(&self.database))
     }
 
     /// Stops every service gracefully and returns how the stack ended.
@@ -255,5 +277,5 @@ pub async fn fresh_database() -> anyhow::Result<mongodb::Database> {
         uri: format!("mongodb://127.0.0.1:{}/?directConnection=true", servers.mongo.port).into(),
         database: format!("t_{}", uuid::Uuid::new_v4().simple()),
     };
-    Ok(ts_stores::mongo(&config, "teamshare-tests").await?)
+    Ok(ts_stores::mongo(&config, false, "teamshare-tests").await?)
 }

@@ -15,6 +15,7 @@ mod gateway;
 mod invitations;
 mod licenses;
 mod managers;
+mod migrations;
 mod mtls;
 mod replay;
 mod revocation;

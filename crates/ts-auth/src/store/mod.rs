@@ -31,6 +31,10 @@ pub use users::UserDoc;
 /// Result of store operations.
 pub type StoreResult<T> = mongodb::error::Result<T>;
 
+/// Auth's schema: raise the version whenever [`Store::ensure_indexes`] changes, so that
+/// `teamshare migrate` runs it again (and production replicas refuse to start until it has).
+pub const SCHEMA: ts_stores::Schema = ts_stores::Schema::new("auth", 1);
+
 /// Auth persistence: the only code that touches auth's collections.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -92,7 +96,8 @@ impl Store {
         self.db.name()
     }
 
-    /// Unique emails; TTL expiry of codes, sessions and rate counters.
+    /// Unique emails; TTL expiry of codes, sessions and rate counters. The migration step of
+    /// [`SCHEMA`]: run by `teamshare migrate`, not on every start.
     pub async fn ensure_indexes(&self) -> StoreResult<()> {
         let unique = |keys: Document, name: &str| {
             IndexModel::builder()

@@ -25,6 +25,10 @@ pub use self::members::{AccessChange, Added, MemberDoc, Removal, SpentInvitation
 /// A store failure; the domain turns it into `FoldersError::Store`.
 pub type StoreResult<T> = mongodb::error::Result<T>;
 
+/// Folders' schema: raise the version whenever [`Store::ensure_indexes`] changes, so that
+/// `teamshare migrate` runs it again (and production replicas refuse to start until it has).
+pub const SCHEMA: ts_stores::Schema = ts_stores::Schema::new("folders", 1);
+
 /// The sealed part of a folder or item, all that re-encryption reads. Kept loose (a string
 /// id, an optional version) so that a pass never stops on a document it need not understand.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,7 +88,8 @@ impl Store {
         self.db.client().start_session().await
     }
 
-    /// Creates the indexes every query here relies on, and the audit retention TTL.
+    /// Creates the indexes every query here relies on, and the audit retention TTL: the
+    /// migration step of [`SCHEMA`], run by `teamshare migrate`, not on every start.
     pub async fn ensure_indexes(&self) -> StoreResult<()> {
         let unique = IndexOptions::builder().unique(true).name("folder_user_unique".to_owned()).build();
         let members = self.members();
