@@ -102,11 +102,14 @@ impl Scope {
     }
 }
 
-/// A limiter key in Redis. One hash tag for every limiter key: the scripts touch two keys,
-/// and on a Redis Cluster a cross-slot call would fail and silently fall back to
-/// per-gateway limits.
-fn shared_key(scope: &Scope, key: &str) -> String {
-    format!("ts:{{rl:invite}}:{}:{key}", scope.name)
+/// The limiter keys in Redis of one charge, in the order of `scopes`. The scripts touch every
+/// key of a charge at once, so they share one hash tag (on a Redis Cluster a cross-slot call
+/// fails, and the gateway would fall back to per-replica limits): the widest scope's key (the
+/// license, else the inviter), so that different licenses spread over the cluster's slots.
+fn shared_keys(scopes: &[(&Scope, String)]) -> Vec<String> {
+    let tag = scopes.last().map_or("", |(_, k)| k.as_str());
+    let kind = if scopes.iter().any(|(s, _)| s.name == "license") { "l" } else { "u" };
+    scopes.iter().map(|(s, k)| format!("ts:{{rl:{kind}:{tag}}}:invite:{}:{k}", s.name)).collect()
 }
 
 /// Invitation send limits.
@@ -158,7 +161,7 @@ impl InviteLimiter {
         }
         let outcome = match self.shared(&scopes).await {
             Some(outcome) => outcome.map(|()| Charge {
-                keys: scopes.iter().map(|(s, k)| (shared_key(s, k), s.interval.as_millis() as i64)).collect(),
+                keys: shared_keys(&scopes).into_iter().zip(scopes.iter().map(|(s, _)| s.interval.as_millis() as i64)).collect(),
             }),
             None => self.local(&scopes).map(|()| Charge { keys: Vec::new() }),
         };
@@ -193,7 +196,7 @@ impl InviteLimiter {
             return None;
         }
         let now = self.now_ms();
-        let keys: Vec<String> = scopes.iter().map(|(s, k)| shared_key(s, k)).collect();
+        let keys = shared_keys(scopes);
         let mut args: Vec<i64> = vec![now];
         for (s, _) in scopes {
             args.push(s.interval.as_millis() as i64);
@@ -220,5 +223,32 @@ impl InviteLimiter {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keys_of_one_charge_share_a_hash_tag_and_licenses_spread() {
+        let clock = Clock(Arc::new(ts_contract::clock::SystemClock));
+        let (inviter, license) = (Scope::new("inviter", 20, 5, &clock), Scope::new("license", 100, 20, &clock));
+        let tag = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_owned();
+        let charge = |user: &str, lic: Option<&str>| {
+            let mut scopes = vec![(&inviter, user.to_owned())];
+            if let Some(l) = lic {
+                scopes.push((&license, l.to_owned()));
+            }
+            shared_keys(&scopes)
+        };
+        let acme = charge("u1", Some("acme"));
+        assert_eq!(acme.len(), 2);
+        assert_eq!(tag(&acme[0]), tag(&acme[1]), "{acme:?}");
+        assert_ne!(tag(&acme[0]), tag(&charge("u1", Some("globex"))[0]));
+        assert_eq!(tag(&acme[0]), tag(&charge("u2", Some("acme"))[0]), "one license's inviters share its slot");
+        assert_ne!(tag(&charge("u1", None)[0]), tag(&charge("u2", None)[0]));
+        // A user id that happens to equal a license id lands elsewhere.
+        assert_ne!(tag(&charge("acme", None)[0]), tag(&acme[0]));
     }
 }

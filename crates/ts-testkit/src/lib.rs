@@ -11,6 +11,8 @@ pub mod cluster;
 pub mod fixtures;
 pub mod planted;
 pub mod procs;
+pub mod proxy;
+pub mod redis_cluster;
 pub mod replica;
 pub mod users;
 
@@ -20,5 +22,7 @@ pub use fixtures::{
     RawDocument, collections_containing, contains_bytes, dump_database, eventually, query_content, raw_documents,
 };
 pub use procs::{ServerProcess, SharedServers, redis_bytes, redis_dump, shared};
+pub use proxy::CountingProxy;
+pub use redis_cluster::{RedisCluster, redis_cluster};
 pub use replica::{FoldersReplica, as_gateway};
 pub use users::{Session, bearer};

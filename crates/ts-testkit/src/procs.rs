@@ -121,6 +121,11 @@ impl ServerProcess {
         })
     }
 
+    /// Keeps `dir` (the server's working directory) until the server stops.
+    pub fn keep_dir(&mut self, dir: tempfile::TempDir) {
+        self._dir = Some(dir);
+    }
+
     /// Where the server's output goes.
     pub fn log_path(&self) -> &Path {
         &self.log
@@ -226,7 +231,7 @@ pub fn tcp_ready(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
 
-fn redis_ready(port: u16) -> bool {
+pub(crate) fn redis_ready(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
         return false;
     };

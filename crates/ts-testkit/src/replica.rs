@@ -13,6 +13,8 @@ use crate::{Session, TestCluster};
 pub struct FoldersReplica {
     /// An mTLS channel to it, presenting the gateway's certificate.
     pub channel: Channel,
+    /// Where it serves.
+    pub addr: std::net::SocketAddr,
     stop: watch::Sender<bool>,
 }
 
@@ -31,7 +33,11 @@ impl Drop for FoldersReplica {
 impl TestCluster {
     /// Starts another folders replica on the same configuration.
     pub async fn folders_replica(&self) -> anyhow::Result<FoldersReplica> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        self.folders_replica_on(TcpListener::bind("127.0.0.1:0").await?).await
+    }
+
+    /// Starts another folders replica on the same configuration, serving on `listener`.
+    pub async fn folders_replica_on(&self, listener: TcpListener) -> anyhow::Result<FoldersReplica> {
         let addr = listener.local_addr()?;
         let config = self.config.clone();
         let clock: ts_contract::clock::SharedClock = std::sync::Arc::new(self.clock.clone());
@@ -64,7 +70,7 @@ impl TestCluster {
                 Err(e) => return Err(e.into()),
             }
         };
-        Ok(FoldersReplica { channel, stop })
+        Ok(FoldersReplica { channel, addr, stop })
     }
 }
 

@@ -18,6 +18,7 @@ mod managers;
 mod migrations;
 mod mtls;
 mod replay;
+mod replicas;
 mod revocation;
 mod safe_retries;
 mod scrubber;
