@@ -559,7 +559,7 @@ fn setup_lines(o: &Options, repo: &std::path::Path) -> Vec<String> {
         ),
         "raised for the bench (still enforced): sign-in code sends per client address, invitation send rates and bursts, pending invitations per folder; access tokens live 2 h so one sign-in lasts the run; the gateway's downstream deadline is 60 s (the first, cold read of the 100,000-item folder sorts it on the MongoDB-compatible server)".into(),
         format!(
-            "counting: MongoDB commands (`mongodb.commands`), KMS calls (`kms.requests`) and internal RPCs (`rpc.server.requests` of auth, keyvault, folders, invitations, health checks excluded) from the services' OTLP exports every {} ms; Redis commands from `INFO commandstats` (commands inside Lua scripts included, the bench's INFO excluded); trace sampling off (OTEL_TRACES_SAMPLER=always_off); service logs at `{}`",
+            "counting: MongoDB commands (`mongodb.commands`), KMS calls (`kms.requests`) and internal RPCs (calls timed by `rpc.server.call.duration`, its count, in auth, keyvault, folders, invitations, health checks excluded) from the services' OTLP exports every {} ms; Redis commands from `INFO commandstats` (commands inside Lua scripts included, the bench's INFO excluded); trace sampling off (OTEL_TRACES_SAMPLER=always_off); service logs at `{}`",
             o.export_interval_ms, o.log_filter
         ),
     ]);

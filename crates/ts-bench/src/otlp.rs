@@ -1,7 +1,8 @@
 //! An OTLP/gRPC receiver for the bench's own stack: it keeps every counter that each service
-//! exports (per `service.name`, metric and attribute set) and drops traces. The bench reads
-//! counters from it before and after a counting pass, each time only once every service has
-//! exported a collection made after the moment that matters.
+//! exports (per `service.name`, metric and attribute set) and, of each histogram, how many
+//! measurements it took; it drops traces. The bench reads counters from it before and after a
+//! counting pass, each time only once every service has exported a collection made after the
+//! moment that matters.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,7 +27,8 @@ use tonic::{Request, Response, Status};
 pub struct Series {
     /// The exporting process's `service.name` resource attribute.
     pub service: String,
-    /// The metric name, such as `rpc.server.requests`.
+    /// The metric name, such as `mongodb.commands` (a counter) or `rpc.server.call.duration`
+    /// (a histogram, whose value here is its count).
     pub metric: String,
     /// The data point's attributes as `key=value`, sorted.
     pub attrs: Vec<(String, String)>,
@@ -39,7 +41,7 @@ impl Series {
     }
 }
 
-/// Every counter's value at one moment.
+/// Every counter's value (a histogram's count) at one moment.
 pub type Snapshot = HashMap<Series, f64>;
 
 #[derive(Debug, Default)]
@@ -100,18 +102,39 @@ impl Counters {
             let mut newest = None;
             for scope in resource_metrics.scope_metrics {
                 for m in scope.metrics {
-                    let Some(metric::Data::Sum(sum)) = m.data else { continue };
-                    let delta = sum.aggregation_temporality == AggregationTemporality::Delta as i32;
-                    for point in sum.data_points {
-                        let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(point.time_unix_nano);
+                    // (collected at, attributes, value) of every data point of a sum, and of a
+                    // histogram its `count`: how many measurements it took (the calls that
+                    // `rpc.server.call.duration` timed).
+                    let (temporality, points): (i32, Vec<(u64, Vec<KeyValue>, f64)>) = match m.data {
+                        Some(metric::Data::Sum(sum)) => (
+                            sum.aggregation_temporality,
+                            sum.data_points
+                                .into_iter()
+                                .filter_map(|p| {
+                                    let value = match p.value? {
+                                        number_data_point::Value::AsInt(v) => v as f64,
+                                        number_data_point::Value::AsDouble(v) => v,
+                                    };
+                                    Some((p.time_unix_nano, p.attributes, value))
+                                })
+                                .collect(),
+                        ),
+                        Some(metric::Data::Histogram(histogram)) => (
+                            histogram.aggregation_temporality,
+                            histogram
+                                .data_points
+                                .into_iter()
+                                .map(|p| (p.time_unix_nano, p.attributes, p.count as f64))
+                                .collect(),
+                        ),
+                        _ => continue,
+                    };
+                    let delta = temporality == AggregationTemporality::Delta as i32;
+                    for (time_unix_nano, attributes, value) in points {
+                        let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(time_unix_nano);
                         newest = newest.max(Some(at));
-                        let value = match point.value {
-                            Some(number_data_point::Value::AsInt(v)) => v as f64,
-                            Some(number_data_point::Value::AsDouble(v)) => v,
-                            None => continue,
-                        };
                         let mut attrs: Vec<(String, String)> =
-                            point.attributes.iter().map(|kv| (kv.key.clone(), value_text(kv))).collect();
+                            attributes.iter().map(|kv| (kv.key.clone(), value_text(kv))).collect();
                         attrs.sort();
                         let series = Series { service: service.clone(), metric: m.name.clone(), attrs };
                         if delta {

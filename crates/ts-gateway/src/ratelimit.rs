@@ -161,7 +161,10 @@ impl InviteLimiter {
         }
         let outcome = match self.shared(&scopes).await {
             Some(outcome) => outcome.map(|()| Charge {
-                keys: shared_keys(&scopes).into_iter().zip(scopes.iter().map(|(s, _)| s.interval.as_millis() as i64)).collect(),
+                keys: shared_keys(&scopes)
+                    .into_iter()
+                    .zip(scopes.iter().map(|(s, _)| s.interval.as_millis() as i64))
+                    .collect(),
             }),
             None => self.local(&scopes).map(|()| Charge { keys: Vec::new() }),
         };

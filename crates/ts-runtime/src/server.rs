@@ -244,8 +244,11 @@ impl ServiceServer {
         let signal = drain_then_stop(shutdown, reporter, names, drain, name, stop_tx);
         let mut builder = Server::builder();
         if let Some(age) = self.max_connection_age {
-            // Calls in flight when a connection reaches its age get this long to finish.
-            builder = builder.max_connection_age(age).max_connection_age_grace(MAX_CONNECTION_AGE_GRACE);
+            // GOAWAY at that age; calls in flight finish. No `max_connection_age_grace`: in
+            // tonic 0.14 setting it replaces the graceful close by a forced one at age + grace
+            // (a connection is then never drained, only cut, calls and all). Calls in flight
+            // are bounded by their deadlines instead.
+            builder = builder.max_connection_age(age);
         }
         let result = builder
             .serve_with_incoming_shutdown(guard, incoming(listener, accept), signal)
@@ -262,10 +265,6 @@ impl ServiceServer {
         result
     }
 }
-
-/// How long calls in flight on a connection that reached its maximum age may still take
-/// (longer than any internal deadline).
-pub const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
 
 async fn drain_then_stop(
     shutdown: impl Future<Output = ()>,

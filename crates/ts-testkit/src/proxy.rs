@@ -16,6 +16,7 @@ pub struct CountingProxy {
     pub addr: SocketAddr,
     target: Arc<Mutex<Option<SocketAddr>>>,
     upstream_bytes: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     cut: watch::Sender<bool>,
 }
 
@@ -27,8 +28,9 @@ impl CountingProxy {
         let addr = listener.local_addr()?;
         let target = Arc::new(Mutex::new(None));
         let upstream_bytes = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
         let (cut, cut_rx) = watch::channel(false);
-        let (t, bytes) = (target.clone(), upstream_bytes.clone());
+        let (t, bytes, count) = (target.clone(), upstream_bytes.clone(), connections.clone());
         tokio::spawn(async move {
             let mut stop = cut_rx.clone();
             loop {
@@ -36,6 +38,7 @@ impl CountingProxy {
                     accepted = listener.accept() => match accepted { Ok(pair) => pair, Err(_) => continue },
                     _ = stop.wait_for(|c| *c) => return,
                 };
+                count.fetch_add(1, Ordering::SeqCst);
                 let to = *t.lock().unwrap_or_else(|p| p.into_inner());
                 let (bytes, mut stop) = (bytes.clone(), cut_rx.clone());
                 tokio::spawn(async move {
@@ -48,7 +51,7 @@ impl CountingProxy {
                 });
             }
         });
-        Ok(CountingProxy { addr, target, upstream_bytes, cut })
+        Ok(CountingProxy { addr, target, upstream_bytes, connections, cut })
     }
 
     /// Sends new connections to `to`.
@@ -59,6 +62,11 @@ impl CountingProxy {
     /// Bytes carried from callers to the target so far.
     pub fn upstream_bytes(&self) -> u64 {
         self.upstream_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Cuts every connection at once and stops listening, as a killed pod's address does.

@@ -22,7 +22,10 @@ static CLUSTER: OnceLock<Result<RedisCluster, String>> = OnceLock::new();
 
 /// The Redis Cluster of this test binary, started on first use.
 pub fn redis_cluster() -> anyhow::Result<&'static RedisCluster> {
-    CLUSTER.get_or_init(|| RedisCluster::start(3).map_err(|e| format!("{e:#}"))).as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    CLUSTER
+        .get_or_init(|| RedisCluster::start(3).map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn redis_cli() -> anyhow::Result<PathBuf> {
@@ -99,8 +102,11 @@ impl RedisCluster {
     fn wait_ok(&self) -> anyhow::Result<()> {
         let start = Instant::now();
         loop {
-            let states: Vec<bool> =
-                self.nodes.iter().map(|n| self.cli(n.port, &["CLUSTER", "INFO"]).is_ok_and(|s| s.contains("cluster_state:ok"))).collect();
+            let states: Vec<bool> = self
+                .nodes
+                .iter()
+                .map(|n| self.cli(n.port, &["CLUSTER", "INFO"]).is_ok_and(|s| s.contains("cluster_state:ok")))
+                .collect();
             if states.iter().all(|ok| *ok) {
                 return Ok(());
             }

@@ -8,6 +8,7 @@ mod attacks_perf;
 mod audit_failures;
 mod authorization;
 mod cache;
+mod certificates;
 mod cli;
 mod edge;
 mod folders;

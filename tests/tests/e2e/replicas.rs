@@ -7,37 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use ts_proto::public::folder_service_client::FolderServiceClient;
-use ts_proto::public::*;
-use ts_testkit::{CountingProxy, Items, Session, TestCluster, query_content};
+use ts_testkit::{CountingProxy, TestCluster};
 
-/// One round of the real mix through the gateway: a listing and a write, both of which
-/// folders serves.
-async fn one_round(gateway: &tonic::transport::Channel, alice: &Session, folder_id: &str, n: u64) -> Result<(), tonic::Status> {
-    let mut folders = FolderServiceClient::new(gateway.clone());
-    folders.list_folders(alice.request(ListFoldersRequest { page: None })).await?;
-    Items::new(gateway, alice).create(folder_id, &format!("query {n}"), query_content("{}")).await?;
-    Ok(())
-}
-
-/// Calls in a loop until told to stop; returns how many were made and every failure.
-fn load(
-    gateway: tonic::transport::Channel,
-    alice: Session,
-    folder_id: String,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(u64, Vec<tonic::Status>)> {
-    tokio::spawn(async move {
-        let (mut n, mut failures) = (0, Vec::new());
-        while !stop.load(Ordering::SeqCst) {
-            if let Err(s) = one_round(&gateway, &alice, &folder_id, n).await {
-                failures.push(s);
-            }
-            n += 1;
-        }
-        (n, failures)
-    })
-}
+use crate::support::{load, one_round};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_folders_replicas_both_serve_and_one_going_away_fails_no_call() -> anyhow::Result<()> {
@@ -111,5 +83,33 @@ async fn two_folders_replicas_both_serve_and_one_going_away_fails_no_call() -> a
     }
     assert_eq!(failed.load(Ordering::SeqCst), 0, "calls after a replica vanished failed");
     drop(replica);
+    cluster.stop().await
+}
+
+/// Servers close connections at their maximum age (GOAWAY), so that callers connect again and
+/// spread over the replicas there are now; under load, that costs no call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_are_recycled_at_their_maximum_age_and_no_call_fails() -> anyhow::Result<()> {
+    let p1 = CountingProxy::start().await?;
+    let urls = format!("https://localhost:{}", p1.addr.port());
+    let cluster = TestCluster::start_with(|c| {
+        c.max_connection_age_secs = Some(1);
+        c.upstreams.folders = Some(ts_config::Upstream { url: urls.clone(), server_name: Some("folders".into()) });
+    })
+    .await?;
+    p1.point_to(cluster.addr(teamshare::Service::Folders));
+    let gateway = cluster.gateway().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let folder_id = ts_testkit::Folders::new(&gateway, &alice).create("Spread").await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(gateway.clone(), alice.clone(), folder_id.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (calls, failures) = running.await?;
+    assert!(calls > 10, "the load ran ({calls} rounds)");
+    assert!(failures.is_empty(), "calls failed when connections aged out: {failures:?}");
+    // 4 s at 1 s each: the gateway connected again and again (the count is at least 3 even
+    // on a slow machine; without a maximum age it stays 1).
+    assert!(p1.connections() >= 3, "connections recycled: {}", p1.connections());
     cluster.stop().await
 }
