@@ -18,6 +18,7 @@ mod licenses;
 mod managers;
 mod migrations;
 mod mtls;
+mod redis_cluster;
 mod replay;
 mod replicas;
 mod revocation;
