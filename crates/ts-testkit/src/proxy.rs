@@ -17,6 +17,7 @@ pub struct CountingProxy {
     target: Arc<Mutex<Option<SocketAddr>>>,
     upstream_bytes: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
+    proxy_header: Arc<Mutex<Option<SocketAddr>>>,
     cut: watch::Sender<bool>,
 }
 
@@ -29,8 +30,10 @@ impl CountingProxy {
         let target = Arc::new(Mutex::new(None));
         let upstream_bytes = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));
+        let proxy_header = Arc::new(Mutex::new(None));
         let (cut, cut_rx) = watch::channel(false);
-        let (t, bytes, count) = (target.clone(), upstream_bytes.clone(), connections.clone());
+        let (t, bytes, count, header) =
+            (target.clone(), upstream_bytes.clone(), connections.clone(), proxy_header.clone());
         tokio::spawn(async move {
             let mut stop = cut_rx.clone();
             loop {
@@ -40,10 +43,24 @@ impl CountingProxy {
                 };
                 count.fetch_add(1, Ordering::SeqCst);
                 let to = *t.lock().unwrap_or_else(|p| p.into_inner());
+                let source = *header.lock().unwrap_or_else(|p| p.into_inner());
                 let (bytes, mut stop) = (bytes.clone(), cut_rx.clone());
                 tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
                     let Some(to) = to else { return };
-                    let Ok(server) = TcpStream::connect(to).await else { return };
+                    let Ok(mut server) = TcpStream::connect(to).await else { return };
+                    if let Some(source) = source {
+                        let header = ppp::v2::Builder::with_addresses(
+                            ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+                            ppp::v2::Protocol::Stream,
+                            (source, to),
+                        )
+                        .build();
+                        let Ok(header) = header else { return };
+                        if server.write_all(&header).await.is_err() {
+                            return;
+                        }
+                    }
                     tokio::select! {
                         _ = pipe(client, server, bytes) => {}
                         _ = stop.wait_for(|c| *c) => {}
@@ -51,12 +68,18 @@ impl CountingProxy {
                 });
             }
         });
-        Ok(CountingProxy { addr, target, upstream_bytes, connections, cut })
+        Ok(CountingProxy { addr, target, upstream_bytes, connections, proxy_header, cut })
     }
 
     /// Sends new connections to `to`.
     pub fn point_to(&self, to: SocketAddr) {
         *self.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(to);
+    }
+
+    /// Starts every new connection to the target with a PROXY protocol v2 header naming
+    /// `source` as the client, as a load balancer with proxy protocol on does.
+    pub fn send_proxy_header(&self, source: SocketAddr) {
+        *self.proxy_header.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
     }
 
     /// Bytes carried from callers to the target so far.

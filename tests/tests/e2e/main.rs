@@ -10,6 +10,7 @@ mod authorization;
 mod cache;
 mod certificates;
 mod cli;
+mod client_address;
 mod edge;
 mod folders;
 mod gateway;
