@@ -135,7 +135,11 @@ def main():
     # 3. The collector produces these names.
     config = yaml.safe_load(COLLECTOR.read_text())
     grpc = config["receivers"]["otlp"]["protocols"]["grpc"]
-    check({"cert_file", "key_file", "client_ca_file"} <= set(grpc.get("tls", {})), "collector: OTLP/gRPC receiver with mTLS")
+    tls = grpc.get("tls", {})
+    check({"cert_file", "key_file", "reload_interval"} <= set(tls), "collector: OTLP/gRPC receiver with TLS, re-read when renewed")
+    # Services present no client certificate (the exporter reads one only at start: it
+    # would expire under a long-lived pod), so the receiver must not require one.
+    check("client_ca_file" not in tls, "collector: no client certificate required of the services")
     prom = config["exporters"].get("prometheus", {})
     check(prom.get("resource_to_telemetry_conversion", {}).get("enabled") is True,
           "collector: prometheus exporter turns resource attributes into labels (service_name)")

@@ -434,7 +434,7 @@ mod tests {
         config.otlp_key = Some(pem_key.clone());
         assert!(otlp_tls(endpoint, &config).unwrap().is_some());
 
-        fn file(config: &mut TelemetryConfig, name: &str) -> &mut Option<PathBuf> {
+        fn file<'a>(config: &'a mut TelemetryConfig, name: &str) -> &'a mut Option<PathBuf> {
             match name {
                 "telemetry.otlp_ca_cert" => &mut config.otlp_ca_cert,
                 "telemetry.otlp_cert" => &mut config.otlp_cert,
