@@ -108,7 +108,7 @@ fn incoming(listen: &Listen, listener: TcpListener) -> anyhow::Result<ts_runtime
             std::sync::Arc::new(move || p.server_config())
         }
     };
-    let accept = ts_runtime::listener::Accept { tls, proxy_protocol: false, service: "bench" };
+    let accept = ts_runtime::listener::Accept { tls, proxy_from: None, service: "bench" };
     Ok(ts_runtime::listener::incoming(listener, accept))
 }
 

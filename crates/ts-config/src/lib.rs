@@ -526,12 +526,13 @@ pub struct GatewayConfig {
     pub max_message_bytes: usize,
     /// Expect a PROXY protocol v2 header before TLS on every public connection (a load
     /// balancer that adds one, such as an AWS NLB with proxy protocol on), and take the
-    /// client's address from it. Off by default: with it on, a connection without the header
-    /// is refused.
+    /// client's address from it. Off by default. With it on, `trusted_proxies` must name the
+    /// load balancers: a connection from any other peer, or without the header, is refused.
     #[serde(default)]
     pub proxy_protocol: bool,
-    /// Networks (CIDR) of proxies in front of the gateway whose `x-forwarded-for` is
-    /// believed: the client's address is the right-most address in it that is not one of
+    /// Networks (CIDR; IPv4 written as IPv4) of the proxies in front of the gateway: the only
+    /// peers whose PROXY header (with `proxy_protocol`) or `x-forwarded-for` is believed; from
+    /// `x-forwarded-for` the client's address is the right-most entry that is not one of
     /// them. Empty by default (the header is ignored).
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -625,6 +626,15 @@ impl Config {
             ConfigError::Key { key, origin, message }
         })?;
         config.invitation_limits.check()?;
+        if let Some(g) = &config.gateway
+            && g.proxy_protocol
+            && g.trusted_proxies.is_empty()
+        {
+            return Err(ConfigError::key(
+                "gateway.trusted_proxies",
+                "proxy_protocol = true needs the load balancers' networks here: a PROXY header is believed only from them",
+            ));
+        }
         if let Some(dir) = path.and_then(Path::parent) {
             config.resolve_paths(dir);
         }

@@ -44,34 +44,76 @@ where
     }
 }
 
-/// The client's address: the peer's (or the one its PROXY header named), unless the peer is
-/// a trusted proxy; then the right-most address in `x-forwarded-for` that is not a trusted
-/// proxy (each proxy appends the address it saw, so anything left of that is the client's
-/// to invent). An entry that does not parse ends the walk at the last trusted hop.
+/// The client's address, as per-client limits count it: the peer's (or the one its trusted
+/// PROXY header named), unless the peer is a trusted proxy; then the right-most address in
+/// `x-forwarded-for` that is not a trusted proxy (each proxy appends the address it saw, so
+/// anything left of that is the client's to invent). An entry that does not parse ends the
+/// walk at the last trusted hop. An IPv6 client is its /64: one host can take any address of
+/// its prefix, so a finer key would give it endless budgets.
 pub fn client_addr<T>(request: &Request<T>, trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = request.remote_addr()?.ip().to_canonical();
     let is_trusted = |a: &IpAddr| trusted.iter().any(|n| n.contains(a));
     if !is_trusted(&peer) {
-        return Some(peer);
+        return Some(per_client(peer));
     }
-    let forwarded: Vec<&str> = request
+    // Read as bytes: one header line with a stray non-ASCII byte must not hide the address
+    // a trusted proxy appended to it.
+    let lines: Vec<String> = request
         .metadata()
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .map(|v| String::from_utf8_lossy(v.as_encoded_bytes()).into_owned())
         .collect();
     let mut hop = peer;
-    for entry in forwarded.into_iter().rev() {
+    for entry in lines.iter().flat_map(|l| l.split(',')).map(str::trim).collect::<Vec<_>>().into_iter().rev() {
         let parsed = entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()));
-        let Some(addr) = parsed.map(|a| a.to_canonical()) else { return Some(hop) };
+        let Some(addr) = parsed.map(|a| a.to_canonical()) else { return Some(per_client(hop)) };
         if !is_trusted(&addr) {
-            return Some(addr);
+            return Some(per_client(addr));
         }
         hop = addr;
     }
-    Some(hop)
+    Some(per_client(hop))
+}
+
+/// The key one client is counted under: an IPv4 address, or an IPv6 address's /64.
+fn per_client(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+    }
+}
+
+#[cfg(test)]
+mod client_addr_tests {
+    use super::*;
+
+    fn request(peer: &str, forwarded: &[&[u8]]) -> Request<()> {
+        let mut r = Request::new(());
+        let peer: SocketAddr = peer.parse().unwrap();
+        r.extensions_mut()
+            .insert(tonic::transport::server::TcpConnectInfo { local_addr: None, remote_addr: Some(peer) });
+        for f in forwarded {
+            r.metadata_mut().append("x-forwarded-for", tonic::metadata::MetadataValue::try_from(*f).unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies_and_ipv6_by_its_64() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let addr = |peer: &str, f: &[&[u8]]| client_addr(&request(peer, f), &trusted).unwrap().to_string();
+        assert_eq!(addr("203.0.113.1:5", &[b"198.51.100.7"]), "203.0.113.1", "an untrusted peer's header is ignored");
+        assert_eq!(addr("10.0.0.2:5", &[b"198.51.100.7, 203.0.113.5"]), "203.0.113.5", "right-most untrusted");
+        assert_eq!(addr("10.0.0.2:5", &[b"203.0.113.5, 10.0.0.9"]), "203.0.113.5", "trusted hops are skipped");
+        assert_eq!(addr("10.0.0.2:5", &[b"198.51.100.7", b"203.0.113.5"]), "203.0.113.5", "header lines in order");
+        assert_eq!(addr("10.0.0.2:5", &[b"\xFF-junk, 203.0.113.5"]), "203.0.113.5", "a stray byte hides nothing");
+        assert_eq!(addr("10.0.0.2:5", &[b"not-an-address"]), "10.0.0.2", "garbage ends at the last trusted hop");
+        assert_eq!(addr("10.0.0.2:5", &[b"203.0.113.5:443"]), "203.0.113.5");
+        assert_eq!(addr("10.0.0.2:5", &[b"::ffff:203.0.113.5"]), "203.0.113.5", "IPv4-mapped is IPv4");
+        assert_eq!(addr("10.0.0.2:5", &[b"2001:db8:1:2:aaaa::1"]), "2001:db8:1:2::");
+        assert_eq!(addr("[2001:db8:1:2::9]:5", &[]), "2001:db8:1:2::", "one /64, one client");
+    }
 }
 
 /// The client's own deadline from its `grpc-timeout` header.

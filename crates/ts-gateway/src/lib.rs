@@ -111,5 +111,5 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
         .service(SystemServiceServer::new(gw).max_decoding_message_size(max))
         .health_listen(section.health_listen)
         .configured(config)
-        .proxy_protocol(section.proxy_protocol))
+        .proxy_protocol_from(section.proxy_protocol.then(|| section.trusted_proxies.clone().into())))
 }

@@ -85,7 +85,9 @@ pub fn connect(
     });
     // Literal addresses are known at once; names on the first call or resolution.
     shared.install(shared.targets.iter().enumerate().filter_map(|(i, t)| Some((t.literal()?, i))).collect());
-    tokio::spawn(refresh(Arc::downgrade(&shared), material.changes(), settings.refresh));
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| ConfigError::key(&key, "internal channels are opened inside the Tokio runtime"))?;
+    runtime.spawn(refresh(Arc::downgrade(&shared), material.changes(), settings.refresh));
     let duration = opentelemetry::global::meter("teamshare")
         .f64_histogram("rpc.client.call.duration")
         .with_unit("s")
@@ -193,8 +195,12 @@ impl Shared {
     /// flight finish on the connections they started on.
     fn reconnect_all(&self) {
         let tls = self.material.client_config(&self.server_name);
-        let next: Vec<Arc<Backend>> =
-            self.backends().iter().filter_map(|b| self.backend(b.addr, b.target, tls.clone())).collect();
+        // A replica whose connection cannot be rebuilt keeps the one it has.
+        let next: Vec<Arc<Backend>> = self
+            .backends()
+            .iter()
+            .map(|b| self.backend(b.addr, b.target, tls.clone()).unwrap_or_else(|| b.clone()))
+            .collect();
         *self.backends.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         tracing::info!(service = %self.service, "certificates changed: new connections to the upstream use them");
     }
@@ -296,7 +302,11 @@ impl Shared {
                     if !never_reached_a_server(&*e) {
                         return Err(e);
                     }
-                    backend.failed();
+                    // Passed over for a while only when it could not be reached at all (a
+                    // GOAWAY race on a healthy replica is no reason).
+                    if is_connect_error(&*e) {
+                        backend.failed();
+                    }
                     tracing::debug!(service = %self.service, addr = %backend.addr, error = %e, "call never reached the replica; trying another");
                     tried.push(backend.addr);
                     last = Some(e);
@@ -305,6 +315,33 @@ impl Shared {
         }
         Err(last.unwrap_or_else(|| Box::new(tonic::Status::unavailable("no replica answered"))))
     }
+}
+
+fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(e) = source {
+        if e.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The caller's own deadline from a `grpc-timeout` header (`<digits><unit>`, gRPC's format).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// Whether a failed call provably never reached a server, so that sending it again cannot
@@ -386,7 +423,8 @@ impl Service<http::Request<Body>> for Balanced {
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let shared = self.shared.clone();
-        let deadline = shared.settings.timeout;
+        // Attempts, pauses and connecting all fit in the caller's own deadline, when it has one.
+        let deadline = grpc_timeout(req.headers()).map_or(shared.settings.timeout, |d| d.min(shared.settings.timeout));
         Box::pin(async move {
             match tokio::time::timeout(deadline, shared.call(req)).await {
                 Ok(result) => result,
@@ -585,5 +623,21 @@ mod tests {
         let cancelled = h2::Error::from(h2::Reason::CANCEL);
         assert!(!never_reached_a_server(&cancelled));
         assert!(!never_reached_a_server(&tonic::Status::deadline_exceeded("late")));
+    }
+
+    #[test]
+    fn the_callers_deadline_is_read_in_every_unit_and_nonsense_is_none() {
+        let header = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&h)
+        };
+        assert_eq!(header("300m"), Some(Duration::from_millis(300)));
+        assert_eq!(header("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(header("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(header("5u"), Some(Duration::from_micros(5)));
+        assert_eq!(header("m"), None);
+        assert_eq!(header("12x"), None);
+        assert_eq!(header(""), None);
     }
 }

@@ -170,7 +170,11 @@ impl Around for RequestContext {
             rpc.grpc.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        telemetry::set_remote_parent(&span, req.headers());
+        // A trace is continued only from our own services: a public caller's `traceparent`
+        // would let it choose the trace id in our logs, or join a victim's trace.
+        if self.trust_request_ids {
+            telemetry::set_remote_parent(&span, req.headers());
+        }
         let rid = RequestId(request_id);
         req.extensions_mut().insert(rid.clone());
         req.extensions_mut().insert(RpcName(path.trim_start_matches('/').to_owned()));

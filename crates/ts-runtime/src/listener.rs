@@ -70,11 +70,21 @@ impl AsyncWrite for Accepted {
 pub struct Accept {
     /// The TLS configuration in use now (called once per connection).
     pub tls: Arc<dyn Fn() -> Arc<ServerConfig> + Send + Sync>,
-    /// Whether every connection starts with a PROXY protocol v2 header.
-    pub proxy_protocol: bool,
+    /// When set, every connection starts with a PROXY protocol v2 header, believed only from
+    /// a peer in these networks (the load balancers); a connection from anywhere else is
+    /// refused, so no workload that reaches the port can name its own address.
+    pub proxy_from: Option<Arc<[ipnet::IpNet]>>,
     /// Labels logs.
     pub service: &'static str,
 }
+
+/// At most this many handshakes (PROXY header and TLS) run at once per listener; a
+/// connection beyond them is closed at once, so a flood of silent or trickling clients costs
+/// bounded memory and descriptors and leaves the established connections alone.
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+
+/// How long a PROXY header may take to arrive (a load balancer sends it at once).
+const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Accepted TLS connections, as `serve_with_incoming` takes them.
 pub type Incoming = ReceiverStream<io::Result<TlsStream<Accepted>>>;
@@ -83,6 +93,12 @@ pub type Incoming = ReceiverStream<io::Result<TlsStream<Accepted>>>;
 /// stops when the stream is dropped (the server stopped).
 pub fn incoming(listener: TcpListener, accept: Accept) -> Incoming {
     let (tx, rx) = mpsc::channel(128);
+    let meter = opentelemetry::global::meter("teamshare");
+    let refused = meter
+        .u64_counter("tls.handshakes.refused")
+        .with_description("Connections closed before or during their handshake, by why")
+        .build();
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = tokio::select! {
@@ -97,14 +113,27 @@ pub fn incoming(listener: TcpListener, accept: Accept) -> Incoming {
                 },
                 () = tx.closed() => return,
             };
-            let (tx, accept) = (tx.clone(), accept.clone());
+            let why = |reason: &'static str| [opentelemetry::KeyValue::new("reason", reason)];
+            let Ok(permit) = pending.clone().try_acquire_owned() else {
+                refused.add(1, &why("too_many_pending"));
+                continue; // dropped: closed at once
+            };
+            let (tx, accept, refused) = (tx.clone(), accept.clone(), refused.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(tcp, peer, &accept)).await {
+                let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(tcp, peer, &accept)).await;
+                drop(permit);
+                match outcome {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(tls)).await;
                     }
-                    Ok(Err(e)) => tracing::debug!(service = accept.service, %peer, error = %e, "handshake failed"),
-                    Err(_) => tracing::debug!(service = accept.service, %peer, "handshake timed out"),
+                    Ok(Err(e)) => {
+                        refused.add(1, &why("failed"));
+                        tracing::debug!(service = accept.service, %peer, error = %e, "handshake failed");
+                    }
+                    Err(_) => {
+                        refused.add(1, &why("timed_out"));
+                        tracing::debug!(service = accept.service, %peer, "handshake timed out");
+                    }
                 }
             });
         }
@@ -118,7 +147,17 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, accept: &Accept) -> io:
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
     }
-    let remote = if accept.proxy_protocol { read_proxy_header(&mut tcp).await?.unwrap_or(peer) } else { peer };
+    let remote = match &accept.proxy_from {
+        None => peer,
+        Some(trusted) => {
+            let from = peer.ip().to_canonical();
+            if !trusted.iter().any(|n| n.contains(&from)) {
+                return Err(io::Error::new(io::ErrorKind::PermissionDenied, "PROXY header from an untrusted peer"));
+            }
+            let header = tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(&mut tcp)).await;
+            header.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no PROXY header in time"))??.unwrap_or(peer)
+        }
+    };
     let local = tcp.local_addr().ok();
     let conn = Accepted { tcp, local, remote: Some(remote) };
     TlsAcceptor::from((accept.tls)()).accept(conn).await

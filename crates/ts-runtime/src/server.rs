@@ -85,7 +85,7 @@ pub struct ServiceServer {
     health_listen: Option<SocketAddr>,
     drain_delay: Duration,
     max_connection_age: Option<Duration>,
-    proxy_protocol: bool,
+    proxy_from: Option<Arc<[ipnet::IpNet]>>,
     background: Vec<Background>,
 }
 
@@ -107,7 +107,7 @@ impl ServiceServer {
             health_listen: None,
             drain_delay: Duration::ZERO,
             max_connection_age: None,
-            proxy_protocol: false,
+            proxy_from: None,
             background: Vec::new(),
         }
     }
@@ -166,10 +166,10 @@ impl ServiceServer {
         self
     }
 
-    /// Expects a PROXY protocol v2 header before TLS on every connection and takes the
-    /// client's address from it.
-    pub fn proxy_protocol(mut self, on: bool) -> Self {
-        self.proxy_protocol = on;
+    /// Expects a PROXY protocol v2 header before TLS on every connection, from a peer in
+    /// `trusted` (refusing any other), and takes the client's address from it.
+    pub fn proxy_protocol_from(mut self, trusted: Option<Arc<[ipnet::IpNet]>>) -> Self {
+        self.proxy_from = trusted;
         self
     }
 
@@ -207,7 +207,8 @@ impl ServiceServer {
             Access::Internal(tls, allow) => (Arc::new(move || tls.server_config()), Some(allow)),
             Access::Public(tls) => (Arc::new(move || tls.server_config()), None),
         };
-        let accept = Accept { tls, proxy_protocol: self.proxy_protocol, service: self.name };
+        let public = allowlist.is_none();
+        let accept = Accept { tls, proxy_from: self.proxy_from.clone(), service: self.name };
         let trust_request_ids = allowlist.is_some();
         let guard = tower::ServiceBuilder::new()
             .layer(Layered(RequestContext::new(self.name, trust_request_ids)))
@@ -242,7 +243,16 @@ impl ServiceServer {
         let names = self.service_names.clone();
         let drain = self.drain_delay;
         let signal = drain_then_stop(shutdown, reporter, names, drain, name, stop_tx);
-        let mut builder = Server::builder();
+        // Bounds per connection: streams at once, a dead peer found by keepalive, and (on the
+        // public port) how long one request may take, so that a client that trickles a body
+        // without a deadline cannot hold a stream, its buffer or a drain forever.
+        let mut builder = Server::builder()
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+        if public {
+            builder = builder.timeout(PUBLIC_REQUEST_TIMEOUT);
+        }
         if let Some(age) = self.max_connection_age {
             // GOAWAY at that age; calls in flight finish. No `max_connection_age_grace`: in
             // tonic 0.14 setting it replaces the graceful close by a forced one at age + grace
@@ -265,6 +275,13 @@ impl ServiceServer {
         result
     }
 }
+
+/// Streams one connection may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// The longest a public request may take until its response starts (downstream deadlines
+/// are far shorter; a body still arriving after this is cut off).
+pub const PUBLIC_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn drain_then_stop(
     shutdown: impl Future<Output = ()>,

@@ -73,6 +73,8 @@ pub(crate) struct Loaded {
     raw: Raw,
     server: Arc<ServerConfig>,
     not_after: Option<i64>,
+    /// The names the certificate carries (its SANs): a renewal keeps them.
+    identity: Vec<String>,
 }
 
 impl Loaded {
@@ -81,9 +83,17 @@ impl Loaded {
         let chain = CertificateDer::pem_slice_iter(&raw.cert)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ConfigError::key(cert_key, format!("unreadable certificate: {e}")))?;
-        let leaf = chain.first().ok_or_else(|| ConfigError::key(cert_key, "no certificate in the file"))?;
-        let not_after = x509_parser::parse_x509_certificate(leaf)
-            .map(|(_, c)| c.validity().not_after.timestamp())
+        let leaf = chain.first().ok_or_else(|| ConfigError::key(cert_key, "no certificate in the file"))?.clone();
+        let (not_after, identity) = x509_parser::parse_x509_certificate(&leaf)
+            .map(|(_, c)| {
+                let names = c
+                    .subject_alternative_name()
+                    .ok()
+                    .flatten()
+                    .map(|san| san.value.general_names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                    .unwrap_or_default();
+                (c.validity().not_after.timestamp(), names)
+            })
             .map_err(|_| ConfigError::key(cert_key, "unreadable certificate"))?;
         let key = PrivateKeyDer::from_pem_slice(&raw.key)
             .map_err(|e| ConfigError::key(key_key, format!("unreadable private key: {e}")))?;
@@ -96,11 +106,24 @@ impl Loaded {
                 let mut roots = RootCertStore::empty();
                 for cert in CertificateDer::pem_slice_iter(ca) {
                     let cert = cert.map_err(|e| ConfigError::key(ca_key, format!("unreadable CA certificate: {e}")))?;
+                    // A leaf pasted into the bundle would let its key holder mint any identity.
+                    if !is_ca(&cert) {
+                        return Err(ConfigError::key(
+                            ca_key,
+                            "holds a certificate that is not a CA (basicConstraints CA:TRUE, keyCertSign)",
+                        ));
+                    }
                     roots.add(cert).map_err(|e| ConfigError::key(ca_key, format!("unusable CA certificate: {e}")))?;
                 }
                 let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
                     .map_err(|e| ConfigError::key(ca_key, e.to_string()))?;
+                // Our own certificate must chain to the bundle it is read with (and be valid
+                // now): a mis-mounted Secret is refused, not served.
+                let intermediates = chain.get(1..).unwrap_or_default();
+                verifier.verify_client_cert(&leaf, intermediates, rustls::pki_types::UnixTime::now()).map_err(|e| {
+                    ConfigError::key(cert_key, format!("does not chain to {ca_key} or is not valid now: {e}"))
+                })?;
                 builder.with_client_cert_verifier(verifier)
             }
             _ => builder.with_no_client_auth(),
@@ -109,7 +132,7 @@ impl Loaded {
             .with_single_cert(chain, key)
             .map_err(|e| ConfigError::key(key_key, format!("does not fit the certificate in {cert_key}: {e}")))?;
         server.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(Loaded { raw, server: Arc::new(server), not_after: Some(not_after) })
+        Ok(Loaded { raw, server: Arc::new(server), not_after: Some(not_after), identity })
     }
 
     /// Client side of mTLS with this identity: trusts only the CA bundle, expects
@@ -122,6 +145,15 @@ impl Loaded {
         }
         tls
     }
+}
+
+/// Whether `der` is a CA certificate: basicConstraints CA:TRUE and, when key usage is
+/// stated, keyCertSign.
+fn is_ca(der: &CertificateDer<'_>) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return false };
+    let ca = cert.basic_constraints().ok().flatten().is_some_and(|b| b.value.ca);
+    let signs = cert.key_usage().ok().flatten().is_none_or(|k| k.value.key_cert_sign());
+    ca && signs
 }
 
 /// An identity whose files are re-read while anything holds it.
@@ -183,17 +215,26 @@ async fn watch_files(files: Files, current: Weak<watch::Sender<Arc<Loaded>>>, ev
     loop {
         tokio::time::sleep(every).await;
         let Some(current) = current.upgrade() else { return };
-        let raw = match files.read() {
-            Ok(raw) => raw,
-            Err(e) => {
+        // Off the runtime's workers: a hung volume must not stall serving.
+        let reading = files.clone();
+        let read = tokio::time::timeout(Duration::from_secs(10), tokio::task::spawn_blocking(move || reading.read()));
+        let raw = match read.await {
+            Ok(Ok(Ok(raw))) => raw,
+            Ok(Ok(Err(e))) => {
                 tracing::warn!(identity = %name, error = %e, "cannot re-read certificate files; keeping the ones in use");
+                continue;
+            }
+            _ => {
+                tracing::warn!(identity = %name, "re-reading certificate files hung; keeping the ones in use");
                 continue;
             }
         };
         if current.borrow().raw == raw || seen.as_ref() == Some(&raw) {
             continue;
         }
-        match Loaded::check(&files, Raw { ca: raw.ca.clone(), cert: raw.cert.clone(), key: raw.key.clone() }) {
+        let checked = Loaded::check(&files, Raw { ca: raw.ca.clone(), cert: raw.cert.clone(), key: raw.key.clone() })
+            .and_then(|loaded| keeps_identity(&current.borrow(), loaded, &files.cert.0));
+        match checked {
             Ok(loaded) => {
                 current.send_replace(Arc::new(loaded));
                 seen = None;
@@ -206,6 +247,24 @@ async fn watch_files(files: Files, current: Weak<watch::Sender<Arc<Loaded>>>, ev
             }
         }
     }
+}
+
+/// A renewal is the same identity, valid now: another service's certificate mounted by
+/// mistake, or an expired one from a backup, is refused (serving it would be an outage, or
+/// this process acting as someone else).
+fn keeps_identity(current: &Loaded, next: Loaded, cert_key: &str) -> Result<Loaded, ConfigError> {
+    if next.identity != current.identity {
+        return Err(ConfigError::key(
+            cert_key,
+            format!("names {:?}, not {:?} as the certificate in use", next.identity, current.identity),
+        ));
+    }
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    if next.not_after.is_some_and(|end| end <= now) {
+        return Err(ConfigError::key(cert_key, "has expired"));
+    }
+    Ok(next)
 }
 
 /// The mTLS material of one internal identity: its certificate and key, and the CA bundle,
@@ -330,7 +389,7 @@ mod tests {
         let first = tls.inner.now().raw.cert.clone();
 
         // The certificate is replaced but its key not yet: not usable, the old one stays.
-        let (c2, k2) = pair("two");
+        let (c2, k2) = pair("one");
         std::fs::write(&cert, &c2).unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert_eq!(tls.inner.now().raw.cert, first, "a certificate without its key was swapped in");
@@ -341,6 +400,60 @@ mod tests {
             .await
             .expect("the renewed certificate is picked up")
             .unwrap();
+
+        // Someone else's certificate (another name) mounted by mistake is not served.
+        let (c3, k3) = pair("someone-else");
+        std::fs::write(&key, &k3).unwrap();
+        std::fs::write(&cert, &c3).unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(tls.inner.now().raw.cert, c2.as_bytes(), "another identity was swapped in");
+    }
+
+    #[test]
+    fn a_leaf_in_the_ca_bundle_and_a_certificate_from_another_ca_are_refused() {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ts_devca_like::ca("ca");
+        let (leaf, leaf_key) = ts_devca_like::issue(&ca, "folders");
+        let files = |ca_pem: &str, cert: &str, key: &str| {
+            std::fs::write(dir.path().join("ca.crt"), ca_pem).unwrap();
+            std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+            std::fs::write(dir.path().join("tls.key"), key).unwrap();
+            MtlsMaterial::load(
+                ("internal_tls.ca_cert", &dir.path().join("ca.crt")),
+                ("folders.cert", &dir.path().join("tls.crt")),
+                ("folders.key", &dir.path().join("tls.key")),
+            )
+        };
+        assert!(files(&ca.0, &leaf, &leaf_key).is_ok(), "the control: a leaf of the CA in the bundle");
+        let e = files(&format!("{}{leaf}", ca.0), &leaf, &leaf_key).unwrap_err().to_string();
+        assert!(e.contains("internal_tls.ca_cert") && e.contains("not a CA"), "{e}");
+        let other = ts_devca_like::ca("other");
+        let (foreign, foreign_key) = ts_devca_like::issue(&other, "folders");
+        let e = files(&ca.0, &foreign, &foreign_key).unwrap_err().to_string();
+        assert!(e.contains("folders.cert") && e.contains("does not chain"), "{e}");
+    }
+
+    /// A CA and its leaves, as cert-manager makes them.
+    mod ts_devca_like {
+        pub fn ca(name: &str) -> (String, rcgen::Certificate, rcgen::KeyPair) {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+            params.distinguished_name.push(rcgen::DnType::CommonName, name);
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+            let cert = params.self_signed(&key).unwrap();
+            (cert.pem(), cert, key)
+        }
+
+        pub fn issue(ca: &(String, rcgen::Certificate, rcgen::KeyPair), name: &str) -> (String, String) {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+            params.extended_key_usages =
+                vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            let cert = params.signed_by(&key, &ca.1, &ca.2).unwrap();
+            (cert.pem(), key.serialize_pem())
+        }
     }
 
     #[test]

@@ -154,3 +154,55 @@ async fn certificates_renewed_and_a_ca_rotated_under_load_fail_no_call() -> anyh
     crate::support::one_round(&fresh, &alice, &folder, 1).await?;
     cluster.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_mount_keeps_the_identity_in_use() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_with(|c| c.cert_reload_secs = Some(1)).await?;
+    let certs = cluster.certs.clone();
+    let ca = std::fs::read_to_string(certs.ca_cert())?;
+    let operator = PemPair {
+        cert: std::fs::read_to_string(certs.cert(Peer::Operator))?,
+        key: std::fs::read_to_string(certs.key(Peer::Operator))?,
+    };
+    let serving = served_certificate(cluster.addr(Service::Folders), "folders", &ca, &operator).await?;
+    let gateway = cluster.gateway().await?;
+    let alice = cluster.sign_in("alice@example.com").await?;
+    let folder_id = ts_testkit::Folders::new(&gateway, &alice).create("Kept").await?;
+
+    let invitations = (
+        std::fs::read_to_string(certs.cert(Peer::Invitations))?,
+        std::fs::read_to_string(certs.key(Peer::Invitations))?,
+    );
+    let foreign = DevCa::generate("someone else's CA")?.issue_service(Peer::Folders)?;
+    let wrong_mounts = [
+        (
+            "another service's certificate (it would act with invitations' rights)",
+            invitations.0.clone(),
+            invitations.1.clone(),
+            ca.clone(),
+        ),
+        ("a certificate of a CA nobody trusts", foreign.cert.clone(), foreign.key.clone(), ca.clone()),
+        (
+            "a leaf in the CA bundle (its key could mint any identity)",
+            std::fs::read_to_string(certs.cert(Peer::Folders))?,
+            std::fs::read_to_string(certs.key(Peer::Folders))?,
+            format!("{ca}{}", invitations.0),
+        ),
+    ];
+    let (own_cert, own_key) =
+        (std::fs::read_to_string(certs.cert(Peer::Folders))?, std::fs::read_to_string(certs.key(Peer::Folders))?);
+    for (what, cert, key, bundle) in wrong_mounts {
+        replace(&certs.key(Peer::Folders), &key)?;
+        replace(&certs.cert(Peer::Folders), &cert)?;
+        replace(&certs.ca_cert(), &bundle)?;
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let now = served_certificate(cluster.addr(Service::Folders), "folders", &ca, &operator).await?;
+        assert_eq!(now, serving, "{what}: swapped in");
+        crate::support::one_round(&gateway, &alice, &folder_id, 1).await?;
+        // Put things right before the next attempt.
+        replace(&certs.key(Peer::Folders), &own_key)?;
+        replace(&certs.cert(Peer::Folders), &own_cert)?;
+        replace(&certs.ca_cert(), &ca)?;
+    }
+    cluster.stop().await
+}

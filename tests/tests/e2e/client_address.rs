@@ -32,6 +32,7 @@ async fn behind_a_proxy_protocol_load_balancer_each_client_has_its_own_budget() 
         c.accounts.sends_per_client_per_hour = 3;
         if let Some(g) = c.gateway.as_mut() {
             g.proxy_protocol = true;
+            g.trusted_proxies = vec!["127.0.0.0/8".parse().expect("a CIDR")];
         }
     })
     .await?;
@@ -54,6 +55,21 @@ async fn behind_a_proxy_protocol_load_balancer_each_client_has_its_own_budget() 
 
     // A client that connects straight to the gateway, without the header, is refused.
     assert!(cluster.gateway().await.is_err(), "a connection without a PROXY header was served");
+    cluster.stop().await?;
+
+    // A header from a peer that is not a trusted load balancer (any workload that reaches
+    // the port) names nobody: the connection is refused, whatever address it claims.
+    let cluster = TestCluster::start_with(|c| {
+        if let Some(g) = c.gateway.as_mut() {
+            g.proxy_protocol = true;
+            g.trusted_proxies = vec!["10.0.0.0/8".parse().expect("a CIDR")];
+        }
+    })
+    .await?;
+    let forger = CountingProxy::start().await?;
+    forger.point_to(cluster.addr(teamshare::Service::Gateway));
+    forger.send_proxy_header("203.0.113.9:40000".parse::<SocketAddr>()?);
+    assert!(cluster.gateway_at(forger.addr).await.is_err(), "a PROXY header from an untrusted peer was believed");
     cluster.stop().await
 }
 
