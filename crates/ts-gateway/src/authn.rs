@@ -75,6 +75,9 @@ pub struct Authenticator {
     audit: Sink,
     limiter: Option<Arc<InviteLimiter>>,
     redis: Option<fred::clients::Client>,
+    /// Backs off from a Redis (or a cluster shard) that failed, instead of waiting
+    /// `REDIS_WAIT` on every request, and counts the failures.
+    redis_health: ts_stores::cache::Cache,
     clock: SharedClock,
     keys: RwLock<Keys>,
     /// Tokens verified in the last `VERIFIED_FOR`, by digest; emptied when the keys change.
@@ -142,6 +145,7 @@ impl Authenticator {
             identity,
             audit: Sink::default(),
             limiter: None,
+            redis_health: ts_stores::cache::Cache::new(redis.clone()),
             redis,
             clock,
             keys: RwLock::new(Keys::default()),
@@ -212,8 +216,12 @@ impl Authenticator {
         if !refresh_due(keys.tried, Instant::now()) {
             return Ok(());
         }
+        // `tried` is set once the fetch has finished, not before: a request whose client gave
+        // up (a 1 ms deadline) drops this future mid-fetch, and must not leave the gateway
+        // with no keys and no retry for REFRESH_EVERY (every valid token refused).
+        let reply = self.identity.clone().get_token_keys(GetTokenKeysRequest {}).await;
         keys.tried = Some(Instant::now());
-        let reply = self.identity.clone().get_token_keys(GetTokenKeysRequest {}).await.map_err(|s| {
+        let reply = reply.map_err(|s| {
             tracing::warn!(code = ?s.code(), "cannot fetch token keys from auth");
             Status::unavailable("cannot verify access tokens right now; retry later")
         })?;
@@ -275,7 +283,7 @@ impl Authenticator {
     /// auth unable to publish) auth answers.
     async fn session_revoked(&self, sid: &str) -> Result<bool, Status> {
         use fred::prelude::*;
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.redis.as_ref().filter(|_| self.redis_health.usable_now()) {
             let keys = vec![revocation::revoked_key(sid), revocation::FRESH_KEY.to_owned()];
             match tokio::time::timeout(revocation::REDIS_WAIT, redis.mget::<Vec<Option<String>>, _>(keys)).await {
                 Ok(Ok(found)) => match found.as_slice() {
@@ -287,8 +295,11 @@ impl Authenticator {
                     [None, Some(_)] => return Ok(false),
                     _ => tracing::debug!("the redis revocation view is not vouched for; asking auth"),
                 },
-                Ok(Err(e)) => tracing::warn!(error = %e, "redis unavailable for the revocation check; asking auth"),
-                Err(_) => tracing::warn!("redis timed out on the revocation check; asking auth"),
+                Ok(Err(e)) => self.redis_health.mark_failed("revocation check", &e),
+                Err(_) => {
+                    let e = fred::error::Error::new(fred::error::ErrorKind::Timeout, "no answer in time");
+                    self.redis_health.mark_failed("revocation check", &e);
+                }
             }
         }
         if self.recently_live(sid) {
@@ -307,6 +318,11 @@ impl Authenticator {
             self.remember_live(sid, asked);
         }
         Ok(!live)
+    }
+
+    /// Forgets auth's "live" answer for a session that just ended through this gateway.
+    pub fn forget_live(&self, sid: &str) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(sid);
     }
 
     fn recently_live(&self, sid: &str) -> bool {

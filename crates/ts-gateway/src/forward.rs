@@ -32,9 +32,15 @@ macro_rules! translate {
                     // Every error a client sees names its reason (google.rpc.ErrorInfo).
                     async {
                         let caller: Caller = self.authn.$who(&request, || request.get_ref().check()).await?.into();
+                        let session = caller.user.as_ref().map(|u| u.session_id.as_str().to_owned());
                         let mut client = self.$client.clone();
                         let call = |r| async move { client.$method(r).await };
                         let answer = forward(request, caller.user, self.downstream_timeout, &self.trusted_proxies, call).await;
+                        if stringify!($method) == "sign_out" && answer.is_ok() && let Some(sid) = &session {
+                            // This gateway's own "live" answer for the session ends with it,
+                            // even while Redis cannot carry the revocation.
+                            self.authn.forget_live(sid);
+                        }
                         if let Some(charge) = caller.charge {
                             self.authn.settle(charge, &answer).await;
                         }

@@ -174,7 +174,8 @@ fn otlp_tls(endpoint: &str, config: &TelemetryConfig) -> Result<Option<ClientTls
         return match set {
             Some((key, _)) => Err(ConfigError::key(
                 key,
-                format!("is set, but telemetry.otlp_endpoint {endpoint} is not https:// and would not use it"),
+                // The endpoint itself is not quoted: a vendor's may carry a token.
+                "is set, but telemetry.otlp_endpoint is not https:// and would not use it",
             )),
             None => Ok(None),
         };

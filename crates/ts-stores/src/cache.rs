@@ -76,6 +76,7 @@ pub struct Cache {
     /// kept before are retired with the connection they were read over.
     era: Arc<AtomicU64>,
     lookups: Counter<u64>,
+    failures: Counter<u64>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -91,6 +92,10 @@ impl Cache {
             .u64_counter("cache.generation_reads")
             .with_description("generation reads by outcome (ok, error, skipped)")
             .build();
+        let failures = opentelemetry::global::meter("teamshare")
+            .u64_counter("redis.failures")
+            .with_description("failed Redis calls by operation; each makes its caller skip Redis for a few seconds")
+            .build();
         let era = Arc::new(AtomicU64::new(0));
         if let Some(client) = &client {
             use fred::interfaces::EventInterface;
@@ -105,7 +110,7 @@ impl Cache {
                 async { Ok(()) }
             });
         }
-        Cache { client, started: Instant::now(), skip_until_ms: Arc::new(AtomicU64::new(0)), era, lookups }
+        Cache { client, started: Instant::now(), skip_until_ms: Arc::new(AtomicU64::new(0)), era, lookups, failures }
     }
 
     /// Whether Redis is worth trying now (it has not failed in the last few seconds).
@@ -127,6 +132,7 @@ impl Cache {
         let until = (self.started.elapsed() + BACKOFF).as_millis() as u64;
         self.skip_until_ms.store(until, Ordering::Relaxed);
         self.era.fetch_add(1, Ordering::SeqCst);
+        self.failures.add(1, &[KeyValue::new("op", op.to_owned())]);
         tracing::warn!(op, error = %e, "redis unavailable; skipping the cache for a few seconds");
     }
 

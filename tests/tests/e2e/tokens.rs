@@ -226,3 +226,22 @@ async fn with_redis_down_revocation_falls_back_to_auth() -> anyhow::Result<()> {
     assert_refused(me(&cluster, &session.access).await, "revoked session with redis down");
     cluster.stop().await
 }
+
+/// A client that gives up at once (a 1 ms deadline) while a fresh gateway fetches auth's
+/// token keys must not leave that gateway without keys (and without a retry for a while): the
+/// same valid token works on the next call. Four fresh gateways, four chances to cut a fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_call_cut_off_while_keys_are_fetched_leaves_the_gateway_able_to_verify() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let session = cluster.sign_in("ivan@example.com").await?;
+    for _ in 0..4 {
+        let (addr, _stop) = cluster.extra_gateway().await?;
+        let channel = cluster.gateway_at(addr).await?;
+        let mut first = bearer(&session.access, GetMeRequest {});
+        first.set_timeout(std::time::Duration::from_millis(1));
+        let _ = AuthServiceClient::new(channel.clone()).get_me(first).await;
+        let me = AuthServiceClient::new(channel).get_me(bearer(&session.access, GetMeRequest {})).await?;
+        assert_eq!(me.into_inner().user.map(|u| u.email).as_deref(), Some("ivan@example.com"));
+    }
+    cluster.stop().await
+}
