@@ -122,3 +122,75 @@ async fn production_refuses_mongodb_without_tls_naming_the_key_and_never_the_uri
     assert!(!e.contains("127.0.0.1") && !e.contains("directConnection"), "{e}");
     Ok(())
 }
+
+/// What `teamshare migrate` makes of a fresh database, one line per index (collection, name,
+/// keys and options) and per service's recorded version, sorted.
+async fn schema_of(config: &Config) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    teamshare::migrate(config).await?;
+    let db = ts_stores::mongo(config.mongodb.as_ref().expect("configured"), false, "teamshare-tests").await?;
+    let mut indexes = Vec::new();
+    for collection in db.list_collection_names().await? {
+        if collection == MIGRATIONS {
+            continue;
+        }
+        let mut cursor = db.collection::<Document>(&collection).list_indexes().await?;
+        while let Some(index) = cursor.try_next().await? {
+            let options = index.options.as_ref();
+            indexes.push(format!(
+                "index {collection} {} keys={} unique={} ttl={:?} partial={}",
+                options.and_then(|o| o.name.clone()).unwrap_or_default(),
+                index.keys,
+                options.and_then(|o| o.unique).unwrap_or(false),
+                options.and_then(|o| o.expire_after).map(|d| d.as_secs()),
+                options.and_then(|o| o.partial_filter_expression.clone()).map(|p| p.to_string()).unwrap_or_default(),
+            ));
+        }
+    }
+    let mut versions: Vec<String> = db
+        .collection::<Document>(MIGRATIONS)
+        .find(doc! {})
+        .await?
+        .try_collect::<Vec<_>>()
+        .await?
+        .iter()
+        .map(|r| format!("version {} {}", r.get_str("_id").unwrap_or("?"), r.get_i64("version").unwrap_or(-1)))
+        .collect();
+    indexes.sort();
+    versions.sort();
+    Ok((versions, indexes))
+}
+
+/// Production never creates an index its recorded version says it has, so an index added
+/// without raising its service's `SCHEMA` version would never reach an existing database
+/// (and a unique index is what stops a duplicate membership). This test holds the indexes a
+/// fresh migration makes against `tests/schema.snapshot`: a change of indexes must come with a
+/// change of version. After raising the version, `UPDATE_SCHEMA_SNAPSHOT=1` rewrites it.
+#[tokio::test]
+async fn an_index_change_needs_a_new_schema_version() -> anyhow::Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema.snapshot");
+    let (versions, indexes) = schema_of(&fresh_config().await?).await?;
+    let now: Vec<String> = versions.iter().chain(&indexes).cloned().collect();
+    let recorded = std::fs::read_to_string(&path).unwrap_or_default();
+    let was: Vec<String> =
+        recorded.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).map(str::to_owned).collect();
+    let was_versions: Vec<&String> = was.iter().filter(|l| l.starts_with("version ")).collect();
+    let was_indexes: Vec<&String> = was.iter().filter(|l| l.starts_with("index ")).collect();
+    let same_versions = was_versions == versions.iter().collect::<Vec<_>>();
+    let same_indexes = was_indexes == indexes.iter().collect::<Vec<_>>();
+    if same_versions && same_indexes {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        !(same_versions && !recorded.is_empty()),
+        "the indexes changed but no SCHEMA version did: raise the version of the service whose \
+         store changed (its `SCHEMA` constant), so `teamshare migrate` runs on existing databases, \
+         then run this test with UPDATE_SCHEMA_SNAPSHOT=1.\nnow:\n{}",
+        now.join("\n")
+    );
+    if std::env::var("UPDATE_SCHEMA_SNAPSHOT").is_ok() {
+        let header = "# What `teamshare migrate` makes of a fresh database (tests/tests/e2e/migrations.rs).\n";
+        std::fs::write(&path, format!("{header}{}\n", now.join("\n")))?;
+        return Ok(());
+    }
+    anyhow::bail!("a SCHEMA version changed: run this test with UPDATE_SCHEMA_SNAPSHOT=1 to record\n{}", now.join("\n"))
+}
