@@ -2,6 +2,7 @@
 //! the services it called, with the same trace id. Its own test binary, because it installs
 //! the global subscriber.
 
+use opentelemetry::trace::SpanKind;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use tracing_subscriber::layer::SubscriberExt;
@@ -31,10 +32,23 @@ async fn downstream_spans_share_the_gateway_trace_id() -> anyhow::Result<()> {
     })?;
     let trace_id = root.span_context.trace_id();
     let downstream: Vec<_> = spans.iter().filter(|s| s.name == "grpc.health.v1.Health/Check").collect();
-    assert_eq!(downstream.len(), 3, "one health span per backend");
-    for span in downstream {
+    let kind = |k: SpanKind| downstream.iter().filter(move |s| s.span_kind == k).collect::<Vec<_>>();
+    let (clients, servers) = (kind(SpanKind::Client), kind(SpanKind::Server));
+    assert_eq!((clients.len(), servers.len()), (3, 3), "a client and a server span per backend");
+    for span in &downstream {
         assert_eq!(span.span_context.trace_id(), trace_id, "downstream span in another trace");
         assert_ne!(span.span_context.span_id(), root.span_context.span_id());
+    }
+    // Each call: the gateway's client span is a child of its server span, and the backend's
+    // server span a child of that client span.
+    for client in &clients {
+        assert_eq!(client.parent_span_id, root.span_context.span_id(), "client span under the gateway's");
+    }
+    for server in &servers {
+        assert!(
+            clients.iter().any(|c| c.span_context.span_id() == server.parent_span_id),
+            "backend span under a client span"
+        );
     }
     Ok(())
 }

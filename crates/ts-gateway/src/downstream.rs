@@ -118,18 +118,7 @@ mod client_addr_tests {
 
 /// The client's own deadline from its `grpc-timeout` header.
 fn client_deadline<T>(request: &Request<T>) -> Option<Duration> {
-    let v = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+    ts_runtime::client::grpc_timeout(request.metadata().as_ref())
 }
 
 /// Maps an internal service's error to what a public client sees: caller-facing codes keep

@@ -329,7 +329,7 @@ fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The caller's own deadline from a `grpc-timeout` header (`<digits><unit>`, gRPC's format).
-fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     let value = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok()?;
