@@ -21,6 +21,8 @@ import sys
 import promql_parser
 import yaml
 
+from checks import check, finish
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PROMTOOL = REPO / ".venv/bin/promtool"
 COLLECTOR = REPO / "deploy/otel-collector.yaml"
@@ -33,18 +35,6 @@ INSTRUMENT = re.compile(
     r"(?P<chain>(?:\s*\.\s*with_[a-z_]+\((?:[^()]|\([^()]*\))*\))*)", re.S)
 ATTRIBUTE = re.compile(r"KeyValue::new\(\s*\"([a-z0-9_.]+)\"")
 
-failures = []
-passed = 0
-
-
-def check(ok, what):
-    global passed
-    if ok:
-        passed += 1
-    else:
-        failures.append(what)
-        print("FAIL", what)
-    return ok
 
 
 def exported_metrics():
@@ -148,8 +138,7 @@ def main():
     check("prometheus" in pipelines["metrics"]["exporters"] and "otlp" in pipelines["metrics"]["receivers"],
           "collector: metrics pipeline otlp -> prometheus")
     check(any(e.startswith("otlp") for e in pipelines["traces"]["exporters"]), "collector: traces go on over OTLP")
-    print(f"alert rules: {passed} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    finish("alert rules")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import tomllib
 
 import yaml
 
+from checks import check, finish
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 NAMESPACE = "teamshare"
 SERVICES = ["auth", "keyvault", "folders", "invitations", "gateway"]
@@ -57,18 +59,6 @@ DNS = "ns:kube-system/k8s-app=kube-dns"
 ALL_PORTS = "all ports"
 SECRET_FILES = ("tls.crt", "tls.key", "ca.crt")  # what cert-manager puts in its Secrets
 
-failures = []
-passed = 0
-
-
-def check(ok, what):
-    global passed
-    if ok:
-        passed += 1
-    else:
-        failures.append(what)
-        print("FAIL", what)
-    return ok
 
 
 def load(path):
@@ -478,8 +468,7 @@ def main():
         check_identities(r)
         check_secrets(r)
         check_network(r)
-    print(f"k8s manifests: {passed} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
+    finish("k8s manifests")
 
 
 if __name__ == "__main__":

@@ -74,10 +74,10 @@ pub struct Authenticator {
     identity: IdentityServiceClient<InternalChannel>,
     audit: Sink,
     limiter: Option<Arc<InviteLimiter>>,
-    redis: Option<fred::clients::Client>,
-    /// Backs off from a Redis (or a cluster shard) that failed, instead of waiting
-    /// `REDIS_WAIT` on every request, and counts the failures.
-    redis_health: ts_stores::cache::Cache,
+    /// Redis, backed off from when it (or a cluster shard) failed instead of waiting
+    /// `REDIS_WAIT` on every request; shared with the send limiter, so one failure holds for
+    /// both.
+    redis: ts_stores::cache::Cache,
     clock: SharedClock,
     keys: RwLock<Keys>,
     /// Tokens verified in the last `VERIFIED_FOR`, by digest; emptied when the keys change.
@@ -88,7 +88,7 @@ pub struct Authenticator {
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator").field("redis", &self.redis.is_some()).finish_non_exhaustive()
+        f.debug_struct("Authenticator").field("redis", &self.redis.client().is_some()).finish_non_exhaustive()
     }
 }
 
@@ -138,14 +138,13 @@ impl Authenticator {
     /// Checks tokens with keys from `identity`, revocations in `redis`, time from `clock`.
     pub fn new(
         identity: IdentityServiceClient<InternalChannel>,
-        redis: Option<fred::clients::Client>,
+        redis: ts_stores::cache::Cache,
         clock: SharedClock,
     ) -> Self {
         Authenticator {
             identity,
             audit: Sink::default(),
             limiter: None,
-            redis_health: ts_stores::cache::Cache::new(redis.clone()),
             redis,
             clock,
             keys: RwLock::new(Keys::default()),
@@ -283,7 +282,7 @@ impl Authenticator {
     /// auth unable to publish) auth answers.
     async fn session_revoked(&self, sid: &str) -> Result<bool, Status> {
         use fred::prelude::*;
-        if let Some(redis) = self.redis.as_ref().filter(|_| self.redis_health.usable_now()) {
+        if let Some(redis) = self.redis.client().filter(|_| self.redis.usable_now()) {
             let keys = vec![revocation::revoked_key(sid), revocation::FRESH_KEY.to_owned()];
             match tokio::time::timeout(revocation::REDIS_WAIT, redis.mget::<Vec<Option<String>>, _>(keys)).await {
                 Ok(Ok(found)) => match found.as_slice() {
@@ -295,10 +294,10 @@ impl Authenticator {
                     [None, Some(_)] => return Ok(false),
                     _ => tracing::debug!("the redis revocation view is not vouched for; asking auth"),
                 },
-                Ok(Err(e)) => self.redis_health.mark_failed("revocation check", &e),
+                Ok(Err(e)) => self.redis.mark_failed("revocation check", &e),
                 Err(_) => {
                     let e = fred::error::Error::new(fred::error::ErrorKind::Timeout, "no answer in time");
-                    self.redis_health.mark_failed("revocation check", &e);
+                    self.redis.mark_failed("revocation check", &e);
                 }
             }
         }
@@ -472,6 +471,7 @@ mod tests {
     }
 
     fn authenticator(redis: Option<fred::clients::Client>) -> Authenticator {
+        let redis = ts_stores::cache::Cache::new(redis);
         Authenticator::new(unreachable_auth(), redis, Arc::new(ts_contract::clock::SystemClock))
     }
 

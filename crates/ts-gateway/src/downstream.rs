@@ -65,7 +65,7 @@ pub fn client_addr<T>(request: &Request<T>, trusted: &[IpNet]) -> Option<IpAddr>
         .map(|v| String::from_utf8_lossy(v.as_encoded_bytes()).into_owned())
         .collect();
     let mut hop = peer;
-    for entry in lines.iter().flat_map(|l| l.split(',')).map(str::trim).collect::<Vec<_>>().into_iter().rev() {
+    for entry in lines.iter().rev().flat_map(|l| l.rsplit(',')).map(str::trim) {
         let parsed = entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()));
         let Some(addr) = parsed.map(|a| a.to_canonical()) else { return Some(per_client(hop)) };
         if !is_trusted(&addr) {

@@ -82,6 +82,8 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
     let folders = upstream(config, Peer::Folders, &mtls)?;
     let invitations = upstream(config, Peer::Invitations, &mtls)?;
     let redis = config.redis.as_ref().map(|r| ts_stores::redis(r, config.production)).transpose()?;
+    // One view of Redis's health for the revocation check and the send limits.
+    let redis = ts_stores::cache::Cache::new(redis);
     let gw = Gateway {
         authn: Arc::new(
             Authenticator::new(IdentityServiceClient::new(auth.clone()), redis.clone(), clock.clone())

@@ -115,7 +115,6 @@ fn shared_keys(scopes: &[(&Scope, String)]) -> Vec<String> {
 /// Invitation send limits.
 pub struct InviteLimiter {
     redis: ts_stores::cache::Cache,
-    client: Option<fred::clients::Client>,
     clock: Clock,
     inviter: Scope,
     license: Scope,
@@ -124,7 +123,7 @@ pub struct InviteLimiter {
 
 impl std::fmt::Debug for InviteLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InviteLimiter").field("redis", &self.client.is_some()).finish_non_exhaustive()
+        f.debug_struct("InviteLimiter").field("redis", &self.redis.client().is_some()).finish_non_exhaustive()
     }
 }
 
@@ -138,11 +137,10 @@ fn exhausted(scope: &str, wait: Duration) -> Status {
 
 impl InviteLimiter {
     /// Limits from `[invitation_limits]`, shared through `redis` when there is one.
-    pub fn new(limits: &InvitationLimits, redis: Option<fred::clients::Client>, clock: SharedClock) -> Arc<Self> {
+    pub fn new(limits: &InvitationLimits, redis: ts_stores::cache::Cache, clock: SharedClock) -> Arc<Self> {
         let clock = Clock(clock);
         Arc::new(InviteLimiter {
-            redis: ts_stores::cache::Cache::new(redis.clone()),
-            client: redis,
+            redis,
             inviter: Scope::new("inviter", limits.per_inviter_per_minute, limits.inviter_burst, &clock),
             license: Scope::new("license", limits.per_license_per_minute, limits.license_burst, &clock),
             clock,
@@ -179,7 +177,7 @@ impl InviteLimiter {
     /// as it was. Best effort: if Redis fails the charge simply stands.
     pub async fn refund(&self, charge: Charge) {
         use fred::prelude::*;
-        let (Some(client), false) = (self.client.as_ref(), charge.keys.is_empty()) else { return };
+        let (Some(client), false) = (self.redis.client(), charge.keys.is_empty()) else { return };
         let now = self.now_ms();
         let (keys, intervals): (Vec<String>, Vec<i64>) = charge.keys.into_iter().unzip();
         let args: Vec<i64> = std::iter::once(now).chain(intervals).collect();
@@ -194,7 +192,7 @@ impl InviteLimiter {
 
     async fn shared(&self, scopes: &[(&Scope, String)]) -> Option<Result<(), (&'static str, Duration)>> {
         use fred::prelude::*;
-        let client = self.client.as_ref()?;
+        let client = self.redis.client()?;
         if !self.redis.usable_now() {
             return None;
         }

@@ -317,15 +317,15 @@ impl Shared {
     }
 }
 
+/// `e` and every error under it.
+fn sources<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
 fn is_connect_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(e);
-    while let Some(e) = source {
-        if e.downcast_ref::<tonic::ConnectError>().is_some() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    sources(e).any(|e| e.downcast_ref::<tonic::ConnectError>().is_some())
 }
 
 /// The caller's own deadline from a `grpc-timeout` header (`<digits><unit>`, gRPC's format).
@@ -348,13 +348,9 @@ pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
 /// do anything twice: the connection could not be made, or the server refused the stream
 /// unprocessed (REFUSED_STREAM, or a GOAWAY that left it out), or the request never left.
 fn never_reached_a_server(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(e);
-    while let Some(e) = source {
-        if e.downcast_ref::<tonic::ConnectError>().is_some() {
-            return true;
-        }
-        if let Some(h) = e.downcast_ref::<hyper::Error>()
-            && h.is_canceled()
+    for e in sources(e) {
+        if e.downcast_ref::<tonic::ConnectError>().is_some()
+            || e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled)
         {
             return true;
         }
@@ -362,7 +358,6 @@ fn never_reached_a_server(e: &(dyn std::error::Error + 'static)) -> bool {
             return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
                 || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR));
         }
-        source = e.source();
     }
     false
 }
@@ -524,8 +519,7 @@ where
 /// The status code a client sees for a call that failed without a response: the status the
 /// error carries, else UNAVAILABLE for a connection or HTTP/2 failure, else UNKNOWN.
 fn error_code(e: &(dyn std::error::Error + 'static)) -> i32 {
-    let mut source = Some(e);
-    while let Some(e) = source {
+    for e in sources(e) {
         if let Some(status) = e.downcast_ref::<tonic::Status>() {
             return status.code() as i32;
         }
@@ -535,7 +529,6 @@ fn error_code(e: &(dyn std::error::Error + 'static)) -> i32 {
         {
             return tonic::Code::Unavailable as i32;
         }
-        source = e.source();
     }
     tonic::Code::Unknown as i32
 }

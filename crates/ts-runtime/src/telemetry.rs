@@ -7,7 +7,6 @@
 //! JSON log lines carry them as `trace_id` and `span_id`, so a log backend joins a request's
 //! lines across services.
 
-use std::path::Path;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
@@ -27,7 +26,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use ts_config::{ConfigError, LogFormat, TelemetryConfig, check_file};
+use ts_config::{ConfigError, LogFormat, TelemetryConfig};
 
 /// Flushes and stops the exporters when dropped; keep it alive for the life of `main`.
 #[derive(Default)]
@@ -183,26 +182,21 @@ fn otlp_tls(endpoint: &str, config: &TelemetryConfig) -> Result<Option<ClientTls
     let mut tls = ClientTlsConfig::new();
     tls = match &config.otlp_ca_cert {
         Some(path) => {
-            let pem = read_pem("telemetry.otlp_ca_cert", path)?;
+            let pem = crate::tls::read("telemetry.otlp_ca_cert", path)?;
             certificates("telemetry.otlp_ca_cert", &pem)?;
             tls.ca_certificate(Certificate::from_pem(pem))
         }
         None => tls.with_native_roots(),
     };
     if let Some((cert_path, key_path)) = identity {
-        let cert = read_pem("telemetry.otlp_cert", cert_path)?;
+        let cert = crate::tls::read("telemetry.otlp_cert", cert_path)?;
         certificates("telemetry.otlp_cert", &cert)?;
-        let key = read_pem("telemetry.otlp_key", key_path)?;
+        let key = crate::tls::read("telemetry.otlp_key", key_path)?;
         PrivateKeyDer::from_pem_slice(&key)
             .map_err(|e| ConfigError::key("telemetry.otlp_key", format!("unreadable private key: {e}")))?;
         tls = tls.identity(Identity::from_pem(cert, key));
     }
     Ok(Some(tls))
-}
-
-fn read_pem(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    check_file(key, path)?;
-    std::fs::read(path).map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display())))
 }
 
 /// Checks that `pem` holds at least one certificate and that every one parses, so a bad file

@@ -32,7 +32,8 @@ pub fn install_crypto_provider() {
 /// How long a TLS handshake (and a PROXY header before it) may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+/// Reads a PEM file named by config entry `key`, naming the key in every error.
+pub(crate) fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     check_file(key, path)?;
     let bytes =
         std::fs::read(path).map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display())))?;
@@ -61,7 +62,7 @@ impl Files {
 }
 
 /// The bytes of one reading.
-#[derive(PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct Raw {
     ca: Option<Vec<u8>>,
     cert: Vec<u8>,
@@ -232,7 +233,7 @@ async fn watch_files(files: Files, current: Weak<watch::Sender<Arc<Loaded>>>, ev
         if current.borrow().raw == raw || seen.as_ref() == Some(&raw) {
             continue;
         }
-        let checked = Loaded::check(&files, Raw { ca: raw.ca.clone(), cert: raw.cert.clone(), key: raw.key.clone() })
+        let checked = Loaded::check(&files, raw.clone())
             .and_then(|loaded| keeps_identity(&current.borrow(), loaded, &files.cert.0));
         match checked {
             Ok(loaded) => {

@@ -113,6 +113,11 @@ impl Cache {
         Cache { client, started: Instant::now(), skip_until_ms: Arc::new(AtomicU64::new(0)), era, lookups, failures }
     }
 
+    /// The Redis client, whether or not it is worth trying now (see [`Cache::usable_now`]).
+    pub fn client(&self) -> Option<&fred::clients::Client> {
+        self.client.as_ref()
+    }
+
     /// Whether Redis is worth trying now (it has not failed in the last few seconds).
     pub fn usable_now(&self) -> bool {
         self.usable().is_some()

@@ -84,6 +84,19 @@ impl TestCluster {
         sign_in(self.gateway().await?, &self.mail_dir, email).await
     }
 
+    /// Makes (or replaces) license `license_id`: `admin` administers it, every account at
+    /// `domain` belongs to it.
+    pub async fn upsert_license(&self, license_id: &str, admin: &str, domain: &str) -> anyhow::Result<()> {
+        let request = ts_proto::internal::UpsertLicenseRequest {
+            license_id: license_id.into(),
+            admin_emails: vec![admin.into()],
+            emails: vec![],
+            domains: vec![domain.into()],
+        };
+        self.license_operator().await?.upsert_license(request).await?;
+        Ok(())
+    }
+
     /// The operator's client for licenses and the Team Sharing switch.
     pub async fn license_operator(&self) -> anyhow::Result<LicenseOperatorServiceClient<Channel>> {
         Ok(LicenseOperatorServiceClient::new(self.internal(Service::Auth, Peer::Operator).await?))

@@ -81,16 +81,7 @@ async fn failed_sign_ins_and_refused_refreshes_reach_the_users_errors() -> anyho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_license_action_reaches_the_actors_errors() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
-    cluster
-        .license_operator()
-        .await?
-        .upsert_license(ts_proto::internal::UpsertLicenseRequest {
-            license_id: "acme".into(),
-            admin_emails: vec!["admin@acme.test".into()],
-            emails: vec![],
-            domains: vec!["acme.test".into()],
-        })
-        .await?;
+    cluster.upsert_license("acme", "admin@acme.test", "acme.test").await?;
     let mallory = cluster.sign_in("mallory@acme.test").await?;
     let mut api = LicenseAdminServiceClient::new(cluster.gateway().await?);
     let err = api

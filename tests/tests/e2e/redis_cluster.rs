@@ -38,16 +38,7 @@ async fn send_limits_hold_across_two_gateways_on_a_redis_cluster() -> anyhow::Re
         (l.license_burst, l.per_license_per_minute) = (6, 60);
     })
     .await?;
-    cluster
-        .license_operator()
-        .await?
-        .upsert_license(ts_proto::internal::UpsertLicenseRequest {
-            license_id: "acme".into(),
-            admin_emails: vec!["admin@acme.test".into()],
-            emails: vec![],
-            domains: vec!["acme.test".into()],
-        })
-        .await?;
+    cluster.upsert_license("acme", "admin@acme.test", "acme.test").await?;
     let (addr, _stop) = cluster.extra_gateway().await?;
     let gateways = [cluster.gateway().await?, cluster.gateway_at(addr).await?];
     let alice = cluster.sign_in("alice@acme.test").await?;
