@@ -7,7 +7,6 @@
 //! JSON log lines carry them as `trace_id` and `span_id`, so a log backend joins a request's
 //! lines across services.
 
-
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry_sdk::Resource;
