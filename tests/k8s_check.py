@@ -3,6 +3,8 @@
 overlay) keep the promises of DESIGN.md §1 and §7 and of the README's Kubernetes section.
 
 - Pods: non-root, read-only, limits, gRPC probes, no Kubernetes API token, one image.
+  CronJobs (the master-key retirement) run teamshare-cli as the operator: its label, service
+  account, certificate and NetworkPolicies, and a generated ConfigMap.
 - Scaling: an HPA and a PDB per service, and no `replicas` where an HPA owns the count.
 - Traffic: NetworkPolicy ingress equals the caller table (plus the operator Job on the
   services that serve operator RPCs); egress equals DNS, the stores each pod uses and the
@@ -34,11 +36,12 @@ SERVICES = ["auth", "keyvault", "folders", "invitations", "gateway"]
 INTERNAL = ["auth", "keyvault", "folders", "invitations"]
 OPERATOR, MIGRATE, COLLECTOR = "teamshare-operator", "teamshare-migrate", "otel-collector"
 
-CALLERS = {  # callee -> who may call it (DESIGN.md §1; auth and keyvault send folders audit events)
+CALLERS = {  # callee -> who may call it (DESIGN.md §1; auth and keyvault send folders audit events;
+    # auth asks folders and invitations for their part of exports, erasures and retention)
     "auth": {"gateway", "folders", "invitations", OPERATOR},
     "keyvault": {"folders", OPERATOR},
     "folders": {"gateway", "invitations", "auth", "keyvault", OPERATOR},
-    "invitations": {"gateway"},
+    "invitations": {"gateway", "auth"},
 }
 # The external systems each workload talks to, by port: MongoDB, Redis, KMS (and STS), SMTP,
 # the trace backend.
@@ -104,6 +107,15 @@ class Render:
                     tmpl["metadata"]["labels"], tmpl["spec"])
         job = examples["operator-job"]
         self.workloads[OPERATOR] = (job["spec"]["template"]["metadata"]["labels"], job["spec"]["template"]["spec"])
+        # CronJobs: name -> (pod labels, pod spec); checked as pods, and as the operator.
+        self.cronjobs = {}
+        for name, d in self.get("CronJob").items():
+            tmpl = d["spec"]["jobTemplate"]["spec"]["template"]
+            self.cronjobs[name] = (tmpl["metadata"].get("labels", {}), tmpl["spec"])
+
+    def pods(self):
+        """Every pod template: the workloads' and the CronJobs'."""
+        return list(self.workloads.items()) + [(f"cronjob/{n}", w) for n, w in self.cronjobs.items()]
 
     def get(self, kind):
         return self.by_kind.get(kind, {})
@@ -146,7 +158,7 @@ def check_pods(r):
     for name, dep in r.get("Deployment").items():
         check(not (name in hpa_targets and "replicas" in dep["spec"]),
               r.say(f"{name}: no `replicas` on a Deployment its HPA owns (an apply would reset the count)"))
-    for name, (labels, pod) in r.workloads.items():
+    for name, (labels, pod) in r.pods():
         check(pod.get("securityContext", {}).get("runAsNonRoot") is True, r.say(f"{name}: pod runs as non-root"))
         check(pod.get("automountServiceAccountToken") is False, r.say(f"{name}: no Kubernetes API token in the pod"))
         sa = r.get("ServiceAccount").get(pod.get("serviceAccountName", "default"))
@@ -307,7 +319,7 @@ def check_secrets(r):
     external = {e["spec"]["target"]["name"]: {d["secretKey"] for d in e["spec"].get("data", [])}
                 for e in r.examples["externalsecrets"]}
     wanted = {}  # secret -> keys read
-    for name, (_, pod) in r.workloads.items():
+    for name, (_, pod) in r.pods():
         vols = {v["name"]: v for v in pod.get("volumes", [])}
         for c in pod["containers"]:
             for e in c.get("env", []):
@@ -338,6 +350,41 @@ def check_secrets(r):
     url = stores.get("stringData", {}).get("redis-url", "")
     check(uri.startswith("mongodb+srv://") or "tls=true" in uri, "example MongoDB URI uses TLS (production refuses plaintext)")
     check(url.startswith(("rediss://", "rediss-cluster://")), "example Redis URL uses TLS (production refuses plaintext)")
+
+
+# ------------------------------------------------------------------------------ cronjobs
+
+
+def check_cronjobs(r, image):
+    """A CronJob runs teamshare-cli as the operator: the operator's label (so exactly the
+    operator's NetworkPolicies apply), service account and certificate, the services' image,
+    one run at a time, and its settings from a generated ConfigMap."""
+    _, operator_pod = r.workloads[OPERATOR]
+    op_labels = r.workloads[OPERATOR][0]
+    pols = r.get("NetworkPolicy")
+    cms = r.get("ConfigMap")
+    for name, (labels, pod) in r.cronjobs.items():
+        cj = r.get("CronJob")[name]["spec"]
+        check(labels.get("app.kubernetes.io/name") == OPERATOR,
+              r.say(f"cronjob/{name}: pods carry app.kubernetes.io/name={OPERATOR}"))
+        mine = {n for n, np in pols.items() if matches(np["spec"]["podSelector"], labels)}
+        theirs = {n for n, np in pols.items() if matches(np["spec"]["podSelector"], op_labels)}
+        check(mine == theirs, r.say(f"cronjob/{name}: the operator's NetworkPolicies apply, no others ({sorted(mine)})"))
+        check(pod.get("serviceAccountName") == OPERATOR, r.say(f"cronjob/{name}: runs as {OPERATOR}"))
+        check(any(v.get("secret", {}).get("secretName") == "operator-mtls" for v in pod.get("volumes", [])),
+              r.say(f"cronjob/{name}: mounts operator-mtls"))
+        c = pod["containers"][0]
+        check(c.get("command") == ["/usr/local/bin/teamshare-cli"] and (c.get("args") or [""])[0] == "operator",
+              r.say(f"cronjob/{name}: runs `teamshare-cli operator ...`"))
+        check(c["image"] == image, r.say(f"cronjob/{name}: runs the services' image ({c['image']})"))
+        check(cj.get("concurrencyPolicy") == "Forbid", r.say(f"cronjob/{name}: one run at a time"))
+        check(pod.get("restartPolicy") == "Never" and "backoffLimit" in cj["jobTemplate"]["spec"]
+              and cj["jobTemplate"]["spec"].get("ttlSecondsAfterFinished", 0) > 0,
+              r.say(f"cronjob/{name}: restartPolicy Never, backoffLimit, ttlSecondsAfterFinished"))
+        refs = {e["valueFrom"]["configMapKeyRef"]["name"] for e in c.get("env", [])
+                if "configMapKeyRef" in e.get("valueFrom", {})}
+        for ref in refs:
+            check(ref in cms and generated(ref), r.say(f"cronjob/{name}: ConfigMap {ref} is generated"))
 
 
 # ---------------------------------------------------------------------- network policy
@@ -457,6 +504,11 @@ def main():
     examples["externalsecrets"] = [d for d in renders["prod-all"] if d["kind"] == "ExternalSecret"]
     check(examples["externalsecrets"], "prod-all renders the external-secrets component")
     check(any(d["kind"] == "PrometheusRule" for d in renders["prod-all"]), "prod-all renders the prometheus component")
+    retire = [d for d in renders["prod-all"] if d["kind"] == "CronJob" and d["metadata"]["name"] == "master-key-retirement"]
+    check(retire and retire[0]["spec"].get("suspend") is True,
+          "prod-all renders the master-key-retirement component, suspended until an operator sets the old key")
+    check(not any(d["kind"] == "CronJob" for n in ("base", "dev", "prod") for d in renders[n]),
+          "base, dev and prod run no CronJob (the master-key retirement is opt-in)")
     check(not any(d["kind"] in ("PrometheusRule", "ServiceMonitor", "ExternalSecret")
                   for n in ("base", "dev", "prod") for d in renders[n]),
           "base, dev and prod apply without the Prometheus Operator's and External Secrets' CRDs")
@@ -467,6 +519,7 @@ def main():
         check_config(r, image)
         check_identities(r)
         check_secrets(r)
+        check_cronjobs(r, image)
         check_network(r)
     finish("k8s manifests")
 

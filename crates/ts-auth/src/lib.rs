@@ -9,6 +9,7 @@
 pub use ts_contract::email;
 pub mod grpc;
 pub mod licenses;
+pub mod privacy;
 pub mod sessions;
 pub mod signing;
 pub mod sso;
@@ -26,7 +27,9 @@ use ts_proto::internal::identity_service_server::IdentityServiceServer;
 use ts_proto::internal::license_audit_service_client::LicenseAuditServiceClient;
 use ts_proto::internal::license_operator_service_server::LicenseOperatorServiceServer;
 use ts_proto::public::auth_service_server::AuthServiceServer;
+use ts_proto::internal::privacy_operator_service_server::PrivacyOperatorServiceServer;
 use ts_proto::public::license_admin_service_server::LicenseAdminServiceServer;
+use ts_proto::public::privacy_service_server::PrivacyServiceServer;
 use ts_runtime::RunError;
 use ts_runtime::server::{Access, ServiceServer};
 use ts_runtime::service_mtls;
@@ -46,6 +49,8 @@ pub fn allowlist() -> Allowlist {
             &[Peer::Gateway, Peer::Folders, Peer::Invitations],
         )
         .allow(<LicenseOperatorServiceServer<AuthApi> as NamedService>::NAME, &[Peer::Operator])
+        .allow(<PrivacyServiceServer<AuthApi> as NamedService>::NAME, &[Peer::Gateway])
+        .allow(<PrivacyOperatorServiceServer<AuthApi> as NamedService>::NAME, &[Peer::Operator])
 }
 
 /// Builds the auth state from `[accounts]`, `[mail]`, `[mongodb]`, `[redis]` and `[upstreams]`
@@ -80,6 +85,18 @@ async fn state(config: &Config, mtls: &MtlsMaterial, clock: SharedClock) -> Resu
     let folders = ts_runtime::upstream(config, Peer::Folders, mtls)?;
     let audit = ts_runtime::audit::Sink::new(folders.clone());
     let license_audit = Some(LicenseAuditServiceClient::new(folders));
+    // Exports and erasures: folders and invitations, with a deadline fit for a large account.
+    let settings = |config: &Config| ts_runtime::client::Settings {
+        timeout: privacy::PRIVACY_CALL_TIMEOUT,
+        refresh: config.upstream_dns_refresh(),
+    };
+    let privacy_channel = |callee: Peer| {
+        ts_runtime::client::connect(callee.name(), config.upstreams.get(callee.name())?, mtls, settings(config))
+    };
+    let privacy = state::PrivacyClients {
+        folders: privacy_channel(Peer::Folders)?,
+        invitations: privacy_channel(Peer::Invitations)?,
+    };
     let auth = Auth {
         store: store::Store::new(db),
         clock,
@@ -92,6 +109,8 @@ async fn state(config: &Config, mtls: &MtlsMaterial, clock: SharedClock) -> Resu
         views: ts_stores::cache::Tagged::new(100_000, std::time::Duration::from_secs(60)),
         redis,
         audit,
+        privacy,
+        retention: config.retention.clone(),
         license_audit,
     };
     // The configured default for the deployment may have changed since the last start.
@@ -120,8 +139,14 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
         .service(AuthServiceServer::new(api.clone()))
         .service(LicenseAdminServiceServer::new(api.clone()))
         .service(IdentityServiceServer::new(api.clone()))
-        .service(LicenseOperatorServiceServer::new(api))
+        .service(LicenseOperatorServiceServer::new(api.clone()))
+        .service(PrivacyServiceServer::new(api.clone()))
+        .service(PrivacyOperatorServiceServer::new(api))
         .health_listen(section.health_listen)
         .configured(config)
+        .background({
+            let auth = auth.clone();
+            move |ended| auth.run_privacy_jobs(ended)
+        })
         .background(move |ended| auth.run_revocation_outbox(ended)))
 }

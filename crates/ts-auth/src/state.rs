@@ -31,12 +31,47 @@ pub struct Auth {
     pub(crate) views: ts_stores::cache::Tagged<ts_contract::ids::UserId, crate::sessions::UserView>,
     /// Folders' audit trail, where failed sign-ins and license actions are recorded.
     pub(crate) audit: ts_runtime::audit::Sink,
+    /// Folders' and invitations' parts of exports and erasures.
+    pub(crate) privacy: PrivacyClients,
+    /// What the retention job purges.
+    pub(crate) retention: ts_config::RetentionConfig,
     /// Folders' reader of a license's events, for license admins.
     pub(crate) license_audit: Option<
         ts_proto::internal::license_audit_service_client::LicenseAuditServiceClient<
             ts_runtime::client::InternalChannel,
         >,
     >,
+}
+
+/// The channels to folders and invitations for exports and erasures (a longer deadline than
+/// other internal calls: an account may hold many items).
+#[derive(Debug, Clone)]
+pub struct PrivacyClients {
+    /// Folders.
+    pub folders: ts_runtime::client::InternalChannel,
+    /// Invitations.
+    pub invitations: ts_runtime::client::InternalChannel,
+}
+
+impl PrivacyClients {
+    /// Folders' `FolderPrivacyService`.
+    pub(crate) fn folders(
+        &self,
+    ) -> ts_proto::internal::folder_privacy_service_client::FolderPrivacyServiceClient<ts_runtime::client::InternalChannel>
+    {
+        ts_proto::internal::folder_privacy_service_client::FolderPrivacyServiceClient::new(self.folders.clone())
+    }
+
+    /// Invitations' `InvitationPrivacyService`.
+    pub(crate) fn invitations(
+        &self,
+    ) -> ts_proto::internal::invitation_privacy_service_client::InvitationPrivacyServiceClient<
+        ts_runtime::client::InternalChannel,
+    > {
+        ts_proto::internal::invitation_privacy_service_client::InvitationPrivacyServiceClient::new(
+            self.invitations.clone(),
+        )
+    }
 }
 
 impl std::fmt::Debug for Auth {
@@ -81,6 +116,13 @@ pub enum AuthError {
     /// (the sharing epoch could not be replaced in Redis); the same request again is safe.
     #[error("the change is saved but may not be seen everywhere yet; retry the same request")]
     NotYetEverywhere,
+    /// The person is the last MANAGE member of these folders, which have other members:
+    /// `(folders/<id>, description)` each.
+    #[error("the account is the last manager of folders with other members")]
+    LastManager(Vec<(String, String)>),
+    /// Another service did not answer; the work resumes (UNAVAILABLE).
+    #[error("{0}")]
+    Upstream(String),
     /// Anything else that is our fault.
     #[error("{0}")]
     Internal(String),
@@ -104,6 +146,19 @@ impl From<AuthError> for Status {
             }
             e @ AuthError::NotYetEverywhere => {
                 status::failure(Code::Unavailable, Reason::NotYetEverywhere, e.to_string())
+            }
+            AuthError::LastManager(folders) => {
+                let violations: Vec<_> =
+                    folders.into_iter().map(|(subject, description)| ("LAST_MANAGER", subject, description)).collect();
+                status::precondition_failed(
+                    Reason::LastManager,
+                    "hand management over or delete these folders first; you are their last manager",
+                    &violations,
+                )
+            }
+            AuthError::Upstream(m) => {
+                tracing::warn!(error = %m, "a service auth depends on failed");
+                status::failure(Code::Unavailable, Reason::Unavailable, "a service is unavailable; retry later")
             }
             AuthError::Internal(m) => {
                 tracing::error!(error = %m, "auth internal error");

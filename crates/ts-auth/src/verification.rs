@@ -131,7 +131,8 @@ impl Auth {
             self.store.delete_code(email.as_str()).await?;
             return Err(e.into());
         }
-        tracing::info!(email = %email, "verification code sent");
+        // No address in logs: an erased person must not stay behind in them (PRIVACY.md).
+        tracing::info!(domain = %email.domain(), "verification code sent");
         Ok(expires)
     }
 

@@ -138,7 +138,7 @@ pub async fn filler_invitations(
             folder_id: folder_id.clone(),
             invitee_email: format!("filler-{tag}-{i}@example.com"),
             inviter_email: inviter.email.clone(),
-            inviter_user_id: inviter_user_id.clone(),
+            inviter_user_id: Some(inviter_user_id.clone()),
             access: AccessLevel::View,
             inviter_manage_epoch: String::new(),
             state: InvitationState::Pending,

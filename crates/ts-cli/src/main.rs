@@ -74,6 +74,12 @@ enum Command {
         /// The connection item.
         item_id: String,
     },
+    /// Your data (GDPR): a copy of everything held about you (PRIVACY.md).
+    #[command(subcommand)]
+    Privacy(user::Privacy),
+    /// Your account: erase it (GDPR; PRIVACY.md).
+    #[command(subcommand)]
+    Account(user::Account),
     /// Operator commands over mTLS with the operator certificate.
     Operator(operator::Operator),
 }
@@ -118,5 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { folder_id } => ctx()?.audit(&folder_id, &out).await,
         Command::Credentials(c) => ctx()?.credentials(&c, &out),
         Command::Uri { folder_id, item_id } => ctx()?.uri(&folder_id, &item_id, &out).await,
+        Command::Privacy(c) => ctx()?.privacy(&c, &out).await,
+        Command::Account(c) => ctx()?.account(&c, &out).await,
     }
 }

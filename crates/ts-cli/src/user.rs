@@ -12,8 +12,8 @@ use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use ts_client::proto::{self, item_content};
 use ts_client::{
-    AccessLevel, Client, ClientConfig, ConnectionInput, CredentialStore, EncryptedFileStore, FileSessionStore,
-    LocalCredentials,
+    AccessLevel, Client, ClientConfig, ConnectionInput, CredentialStore, EncryptedFileStore, ExportDocument,
+    ExportPart, FileSessionStore, LocalCredentials,
 };
 
 use crate::output::{self, Out, Progress};
@@ -202,6 +202,32 @@ pub enum Credentials {
     Show { item_id: String },
     /// Forget the credentials kept for a connection.
     Forget { item_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Privacy {
+    /// Export everything held about you (account, memberships, invitations, items you shared
+    /// or last edited, sessions, audit events where you are the actor) as one JSON file,
+    /// readable by you only. Progress goes to standard error.
+    Export {
+        /// The file to write (written whole or not at all, mode 0600: it holds personal data).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Account {
+    /// Erase your account: every session ends; your account, memberships and invitations are
+    /// removed; your email is replaced by a pseudonym where it remains (items you shared or
+    /// edited, folders you created, invitations you sent, audit events); folders where you are
+    /// the only member are deleted with their keys. Refused while you are the last manager of
+    /// a folder that has other members. Signs you out here.
+    Delete {
+        /// Your email, typed again.
+        #[arg(long)]
+        confirm: String,
+    },
 }
 
 /// Settings remembered at login.
@@ -546,6 +572,66 @@ impl Context {
         Ok(())
     }
 
+    pub async fn privacy(&self, c: &Privacy, out: &Out) -> anyhow::Result<()> {
+        match c {
+            Privacy::Export { out: path } => {
+                let client = self.client()?;
+                let mut parts = std::pin::pin!(client.export_my_data());
+                let mut document = ExportDocument::new();
+                let mut progress = ExportProgress::new(out.json);
+                while let Some(part) = parts.next().await {
+                    let part = part.inspect_err(|_| progress.done())?;
+                    progress.tick(&part);
+                    document.push(&part);
+                }
+                progress.done();
+                document.write(path)?;
+                let s = document.check_complete()?;
+                let v = json!({ "file": path.display().to_string(), "export_time": output::time(&s.export_time),
+                    "memberships": s.memberships, "invitations": s.invitations, "items": s.items,
+                    "sessions": s.sessions, "audit_events": s.audit_events });
+                out.show(v, || {
+                    format!(
+                        "exported your data to {}: your account, {} memberships, {} invitations, {} items, {} sessions, {} audit events",
+                        path.display(),
+                        s.memberships,
+                        s.invitations,
+                        s.items,
+                        s.sessions,
+                        s.audit_events
+                    )
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn account(&self, c: &Account, out: &Out) -> anyhow::Result<()> {
+        match c {
+            Account::Delete { confirm } => {
+                let r = self.client()?.delete_my_account(confirm).await?;
+                let v = json!({ "pseudonym": r.pseudonym, "deleted_folder_ids": r.deleted_folder_ids,
+                    "memberships_removed": r.memberships_removed, "invitations_removed": r.invitations_removed,
+                    "signed_out": true });
+                out.show(v, || {
+                    let folders = if r.deleted_folder_ids.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        r.deleted_folder_ids.join(", ")
+                    };
+                    format!(
+                        "your account is erased; where your email remains it now reads {}\n\
+                         {} memberships and {} invitations removed\n\
+                         folders deleted (you were their only member): {folders}\n\
+                         signed out on this machine",
+                        r.pseudonym, r.memberships_removed, r.invitations_removed
+                    )
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn credentials(&self, c: &Credentials, out: &Out) -> anyhow::Result<()> {
         let store = self.credential_store()?;
         match c {
@@ -593,6 +679,64 @@ fn absolute(p: &Path) -> anyhow::Result<String> {
 
 fn list_or_none(names: &[&str]) -> String {
     if names.is_empty() { "nothing".into() } else { names.join(", ") }
+}
+
+/// An export's counts on standard error as its parts arrive: one line rewritten in place on a
+/// terminal, else a line every 500 parts (none with --json); the totals at the end.
+struct ExportProgress {
+    /// Memberships, invitations, items, sessions, audit events.
+    counts: [u64; 5],
+    terminal: bool,
+    quiet: bool,
+    parts: u64,
+    last: std::time::Instant,
+}
+
+impl ExportProgress {
+    fn new(json: bool) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        ExportProgress { counts: [0; 5], terminal, quiet: json && !terminal, parts: 0, last: std::time::Instant::now() }
+    }
+
+    fn line(&self) -> String {
+        let [m, i, it, s, e] = self.counts;
+        format!("exported {m} memberships, {i} invitations, {it} items, {s} sessions, {e} audit events")
+    }
+
+    fn tick(&mut self, part: &ExportPart) {
+        let slot = match part {
+            ExportPart::Membership(_) => 0,
+            ExportPart::Invitation(_) => 1,
+            ExportPart::Item(_) => 2,
+            ExportPart::Session(_) => 3,
+            ExportPart::AuditEvent(_) => 4,
+            ExportPart::Account(_) | ExportPart::Summary(_) => return,
+        };
+        self.counts[slot] += 1;
+        self.parts += 1;
+        if self.quiet {
+            return;
+        }
+        if self.terminal {
+            if self.last.elapsed() >= std::time::Duration::from_millis(100) {
+                self.last = std::time::Instant::now();
+                eprint!("\r{}…", self.line());
+            }
+        } else if self.parts.is_multiple_of(500) {
+            eprintln!("{}…", self.line());
+        }
+    }
+
+    fn done(&self) {
+        if self.quiet {
+            return;
+        }
+        if self.terminal {
+            eprintln!("\r{}.  ", self.line());
+        } else {
+            eprintln!("{}.", self.line());
+        }
+    }
 }
 
 /// Every entry of a listing as output rows, with progress on a terminal.

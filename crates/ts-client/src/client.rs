@@ -2,9 +2,11 @@
 //! with the chores done (token, refresh, errors, retries, paging, request ids).
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::metadata::MetadataValue;
 
@@ -17,10 +19,11 @@ use crate::proto::invitation_service_client::InvitationServiceClient;
 use crate::proto::item_service_client::ItemServiceClient;
 use crate::proto::license_admin_service_client::LicenseAdminServiceClient;
 use crate::proto::member_service_client::MemberServiceClient;
+use crate::proto::privacy_service_client::PrivacyServiceClient;
 use crate::proto::{self, AccessLevel, ErrorReason, item_content};
 use crate::retry::{RetryPolicy, Safety};
 use crate::session::{SessionStore, Tokens};
-use crate::{ApiError, Error};
+use crate::{ApiError, Error, ExportDocument, ExportPart};
 
 /// The HTTP/2 service calls go through: a tonic channel, or one wrapped in tower layers
 /// (tracing, capture in tests).
@@ -435,6 +438,50 @@ impl Client {
         self.api().accept_invitation(proto::AcceptInvitationRequest { invitation_id: invitation_id.to_owned() }).await
     }
 
+    // ---- privacy (GDPR) ------------------------------------------------------------------
+
+    /// Everything the service holds about the user (the rights of access and portability),
+    /// part by part as it streams: the account first, then memberships, invitations sent and
+    /// received, the items they shared or last edited, their sessions, the audit events where
+    /// they are the actor, and the summary last. Opening the stream is retried like a read; a
+    /// stream broken part-way ends with its error (export again: it is read-only).
+    pub fn export_my_data(&self) -> impl Stream<Item = Result<ExportPart, Error>> + Send + 'static {
+        let api = self.api();
+        futures::stream::once(async move { api.export_my_data(proto::ExportMyDataRequest {}).await })
+            .try_flatten()
+            .map(|message| message.and_then(|m| m.part.ok_or(Error::Incomplete("an export part"))))
+            .boxed()
+    }
+
+    /// Exports everything held about the user into one JSON document at `path`
+    /// ([`ExportDocument`]: the account, an array per part, the summary), readable by its
+    /// owner only and written whole or not at all; the summary.
+    pub async fn export_my_data_to(&self, path: impl AsRef<Path>) -> Result<proto::ExportSummary, Error> {
+        let mut document = ExportDocument::new();
+        let mut parts = std::pin::pin!(self.export_my_data());
+        while let Some(part) = parts.next().await {
+            document.push(&part?);
+        }
+        document.write(path.as_ref())?;
+        Ok(document.check_complete()?.clone())
+    }
+
+    /// Erases the user's account (the right to erasure): every session ends, the account,
+    /// memberships and invitations go, the email is replaced by a pseudonym where it remains,
+    /// and folders where the user was the only member are deleted with their keys.
+    /// `confirm_email` is the user's email typed again. Safe to retry (the service completes
+    /// an erasure interrupted part-way). Refused with `LAST_MANAGER` while the user is the
+    /// last manager of folders that have other members (the error names them). On success
+    /// the session kept here is forgotten; credentials kept in a [`CredentialStore`] are the
+    /// user's own and stay until forgotten.
+    pub async fn delete_my_account(&self, confirm_email: &str) -> Result<proto::DeleteMyAccountResponse, Error> {
+        let request = proto::DeleteMyAccountRequest { confirm_email: confirm_email.to_owned() };
+        let erased = self.api().delete_my_account(request).await?;
+        *self.inner.tokens.lock().await = None;
+        self.inner.sessions.clear()?;
+        Ok(erased)
+    }
+
     // ---- plumbing ----------------------------------------------------------------------------
 
     /// A listing of one folder as a stream of its entries.
@@ -609,6 +656,23 @@ pub struct Api {
     client: Client,
 }
 
+impl Api {
+    /// PrivacyService.ExportMyData: the stream of export messages. Opening it is retried on
+    /// UNAVAILABLE like a read; a stream broken part-way ends with its error.
+    pub async fn export_my_data(
+        &self,
+        request: proto::ExportMyDataRequest,
+    ) -> Result<BoxStream<'static, Result<proto::ExportMyDataResponse, Error>>, Error> {
+        let stream = self
+            .client
+            .call(Safety::Idempotent, true, request, |t, r| async move {
+                PrivacyServiceClient::new(t).export_my_data(r).await
+            })
+            .await?;
+        Ok(stream.map_err(Error::from).boxed())
+    }
+}
+
 /// A call's retry safety: creates are safe to repeat only with a request id.
 macro_rules! safety {
     (ByRequestId, $request:expr) => {
@@ -693,4 +757,8 @@ rpcs! {
     get_license_sharing_state: LicenseAdminServiceClient(GetLicenseSharingStateRequest) -> GetLicenseSharingStateResponse, Idempotent;
     /// LicenseAdminService.ListLicenseAudit.
     list_license_audit: LicenseAdminServiceClient(ListLicenseAuditRequest) -> ListLicenseAuditResponse, Idempotent;
+    /// PrivacyService.DeleteMyAccount (safe to retry: a second call finds nothing left, and an
+    /// erasure interrupted part-way is completed by the service). Leaves the local session as
+    /// it is; `Client::delete_my_account` forgets it.
+    delete_my_account: PrivacyServiceClient(DeleteMyAccountRequest) -> DeleteMyAccountResponse, Idempotent;
 }

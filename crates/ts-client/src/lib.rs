@@ -8,6 +8,10 @@
 //! AIP-155 `request_id`) are retried on UNAVAILABLE with backoff and jitter; other writes are
 //! not. Listings are async streams.
 //!
+//! A person's rights over their data (GDPR, UK GDPR): [`Client::export_my_data`] streams
+//! everything held about them, [`Client::export_my_data_to`] writes it as one JSON document
+//! ([`ExportDocument`], mode 0600), and [`Client::delete_my_account`] erases the account.
+//!
 //! Connection passwords are never shared: [`Client::share_connection`] strips every secret
 //! from a connection before it leaves the machine and keeps it in a local
 //! [`CredentialStore`] under the new item's id; [`Client::connection_uri`] merges a shared
@@ -18,6 +22,7 @@ mod client;
 mod connection;
 mod credentials;
 mod error;
+mod export;
 mod retry;
 mod session;
 
@@ -33,6 +38,7 @@ pub use connection::{ConnectionInput, SharedConnection, connection_uri, strip_se
 pub use credentials::KeyringStore;
 pub use credentials::{CredentialStore, EncryptedFileStore, LocalCredentials, MemoryCredentialStore};
 pub use error::{ApiError, Error, FieldViolation};
+pub use export::{ExportDocument, ExportPart};
 pub use proto::{AccessLevel, ErrorReason, ItemKind};
 pub use retry::RetryPolicy;
 pub use session::{FileSessionStore, MemorySessionStore, SessionStore, StoredSession};

@@ -80,6 +80,9 @@ pub struct Config {
     /// Audit trail retention.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// What the retention job (run by auth) purges, and how often (PRIVACY.md).
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Invitation expiry and anti-spam limits.
     #[serde(default)]
     pub invitation_limits: InvitationLimits,
@@ -437,6 +440,42 @@ impl Default for AuditConfig {
 
 fn default_retention_days() -> u32 {
     365
+}
+
+/// The retention job: auth runs it every `interval_secs` (and on the operator's
+/// `RunRetention`), purging expired codes, ended sessions, closed invitations and audit
+/// events past `audit.retention_days`, and completing unfinished erasures.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Seconds between runs; default 3600.
+    #[serde(default = "default_retention_interval")]
+    pub interval_secs: u64,
+    /// Days a session is kept after it expired or ended; default 30.
+    #[serde(default = "default_thirty")]
+    pub ended_sessions_days: u32,
+    /// Days an invitation is kept after it was accepted, declined, revoked or expired;
+    /// default 30.
+    #[serde(default = "default_thirty")]
+    pub closed_invitations_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            interval_secs: default_retention_interval(),
+            ended_sessions_days: default_thirty(),
+            closed_invitations_days: default_thirty(),
+        }
+    }
+}
+
+fn default_retention_interval() -> u64 {
+    3600
+}
+
+fn default_thirty() -> u32 {
+    30
 }
 
 /// Bounds on cached plaintext data keys.

@@ -78,6 +78,25 @@ pub fn failure(code: tonic::Code, reason: Reason, message: impl Into<String>) ->
     tonic::Status::with_error_details(code, message, d)
 }
 
+/// FAILED_PRECONDITION with `reason` and a `PreconditionFailure` listing each subject that
+/// stands in the way: `(type, subject, description)`, such as `("LAST_MANAGER",
+/// "folders/<id>", "<folder name>")`. The message names the subjects too.
+pub fn precondition_failed(
+    reason: Reason,
+    message: &str,
+    violations: &[(&str, String, String)],
+) -> tonic::Status {
+    use tonic_types::StatusExt;
+    let mut d = details(reason);
+    let mut subjects = Vec::with_capacity(violations.len());
+    for (kind, subject, description) in violations {
+        d.add_precondition_failure_violation(*kind, subject.clone(), description.clone());
+        subjects.push(subject.as_str());
+    }
+    let message = if subjects.is_empty() { message.to_owned() } else { format!("{message}: {}", subjects.join(", ")) };
+    tonic::Status::with_error_details(tonic::Code::FailedPrecondition, message, d)
+}
+
 /// INVALID_ARGUMENT for a request field: `ErrorInfo` `INVALID_FIELD` and a `BadRequest`
 /// violation naming `field`; `message` names it too, never its value.
 pub fn invalid_field(field: &str, message: impl Into<String>) -> tonic::Status {

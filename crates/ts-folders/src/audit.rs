@@ -207,7 +207,10 @@ impl Folders {
         };
         if let Err(err) = self.store.insert_event(&event).await {
             tracing::error!(error = %err, action = e.action, code = e.status_code, "cannot write audit event");
+            return;
         }
+        // An erased account's event (one that raced its erasure) names its pseudonym only.
+        self.pseudonymise_if_erased(&event).await;
     }
 
     /// Records an event that another service reports.

@@ -8,6 +8,7 @@ use ts_proto::internal::SharingDenial;
 use ts_proto::public::AccessLevel;
 
 use crate::items::MAX_ITEMS_PER_FOLDER;
+use crate::privacy::Blocker;
 
 /// A keyvault refusal that folders passes on to its caller as it came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,18 @@ pub enum FoldersError {
     /// The change would leave the folder without a MANAGE member (FAILED_PRECONDITION).
     #[error("a folder must keep at least one MANAGE member; give someone else MANAGE first")]
     LastManager,
+    /// An erasure that would leave folders with members but no manager: the user is their
+    /// last MANAGE member (FAILED_PRECONDITION, LAST_MANAGER, a PreconditionFailure naming
+    /// each folder).
+    #[error("the user is the last MANAGE member of {} folder(s) with other members", .0.len())]
+    LastManagerOf(Vec<Blocker>),
+    /// The caller's account was erased (UNAUTHENTICATED, UNKNOWN_USER): a write that raced
+    /// its erasure was undone.
+    #[error("the account was erased")]
+    Erased,
+    /// An erasure kept finding a folder's members changed under it (ABORTED).
+    #[error("the folder's members kept changing during the erasure; run it again")]
+    MembersKeptChanging,
     /// Auth says the caller may not share right now (`ts_contract::status::sharing_refusal`).
     #[error("sharing refused: {0:?}")]
     SharingRefused(SharingDenial),
@@ -188,5 +201,30 @@ mod tests {
         let down = Status::from(FoldersError::Store(outage));
         assert_eq!(down.code(), Code::Unavailable);
         assert!(!down.message().contains("refused"), "the cause stays in the logs");
+    }
+
+    #[test]
+    fn a_refused_erasure_names_each_folder_and_an_erased_account_is_unknown() {
+        use ts_contract::ids::FolderId;
+        use ts_contract::status::reason_of;
+
+        use crate::privacy::Blocker;
+
+        let (f1, f2) = (FolderId::new(), FolderId::new());
+        let blocking = vec![
+            Blocker { folder_id: f1.clone(), folder_name: "Ops".into(), other_members: 2 },
+            Blocker { folder_id: f2.clone(), folder_name: "Dev".into(), other_members: 1 },
+        ];
+        let refused = Status::from(FoldersError::LastManagerOf(blocking));
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert_eq!(reason_of(&refused).as_deref(), Some("LAST_MANAGER"));
+        assert!(refused.message().contains(&format!("folders/{f1}")), "{}", refused.message());
+        assert!(refused.message().contains(&format!("folders/{f2}")), "{}", refused.message());
+
+        let erased = Status::from(FoldersError::Erased);
+        assert_eq!(erased.code(), Code::Unauthenticated);
+        assert_eq!(reason_of(&erased).as_deref(), Some("UNKNOWN_USER"));
+        assert_eq!(erased.message(), "the account was erased");
+        assert_eq!(Status::from(FoldersError::MembersKeptChanging).code(), Code::Aborted);
     }
 }

@@ -114,8 +114,20 @@ impl Folders {
 
     /// A new folder named `name` (checked), with `user` as its first MANAGE member.
     /// With a client `request` id, a retry returns the folder the first call made (one folder,
-    /// one data key), and the same id with another name is refused.
+    /// one data key), and the same id with another name is refused. It makes a membership
+    /// and names the caller's email, so an erasure that raced it is run again
+    /// (`unless_erased`), which deletes it.
     pub(crate) async fn create_folder(
+        &self,
+        user: &UserContext,
+        name: String,
+        request: Option<&RequestId>,
+    ) -> Result<FolderView, FoldersError> {
+        let made = self.make_folder(user, name, request).await;
+        self.unless_erased(&user.user_id, &user.email, made).await
+    }
+
+    async fn make_folder(
         &self,
         user: &UserContext,
         name: String,

@@ -116,7 +116,8 @@ impl Folders {
         self.keys.version(&d.folder_id, version).await
     }
 
-    async fn open_item(&self, d: ItemDoc, with_body: bool) -> Result<ItemView, FoldersError> {
+    /// Opens a stored item: its name, and its description and content `with_body`.
+    pub(crate) async fn open_item(&self, d: ItemDoc, with_body: bool) -> Result<ItemView, FoldersError> {
         if cfg!(feature = "insecure-bench") {
             let body = with_body.then(|| ItemBody { description: String::new(), content: ItemContent::default() });
             return Ok(ItemView { doc: d, name: String::new(), body });
@@ -171,7 +172,20 @@ impl Folders {
     }
 
     /// A new item in a folder (the caller was checked for EDIT), unless the folder is full.
+    /// It names the caller's email, so an erasure that raced it is run again
+    /// (`unless_erased`).
     pub(crate) async fn create_item(
+        &self,
+        user: &UserContext,
+        folder_id: &FolderId,
+        item: &CheckedItem,
+        request: Option<&RequestId>,
+    ) -> Result<ItemView, FoldersError> {
+        let made = self.make_item(user, folder_id, item, request).await;
+        self.unless_erased(&user.user_id, &user.email, made).await
+    }
+
+    async fn make_item(
         &self,
         user: &UserContext,
         folder_id: &FolderId,
@@ -285,8 +299,21 @@ impl Folders {
     }
 
     /// Replaces an item's fields if it is still at `expected_version` (the caller was
-    /// checked for EDIT; `item` is checked and of the item's kind).
+    /// checked for EDIT; `item` is checked and of the item's kind). It names the caller's
+    /// email, so an erasure that raced it is run again (`unless_erased`).
     pub(crate) async fn update_item(
+        &self,
+        user: &UserContext,
+        folder_id: &FolderId,
+        id: &ItemId,
+        item: &CheckedItem,
+        expected_version: u64,
+    ) -> Result<ItemView, FoldersError> {
+        let updated = self.rewrite_item(user, folder_id, id, item, expected_version).await;
+        self.unless_erased(&user.user_id, &user.email, updated).await
+    }
+
+    async fn rewrite_item(
         &self,
         user: &UserContext,
         folder_id: &FolderId,
@@ -350,8 +377,21 @@ impl Folders {
     }
 
     /// Moves an item at `expected_version` into `to` (both folders checked for EDIT),
-    /// sealing it anew there, unless `to` is full.
+    /// sealing it anew there, unless `to` is full. It names the caller's email, so an
+    /// erasure that raced it is run again (`unless_erased`).
     pub(crate) async fn move_item(
+        &self,
+        user: &UserContext,
+        from: &FolderId,
+        to: &FolderId,
+        id: &ItemId,
+        expected_version: u64,
+    ) -> Result<ItemView, FoldersError> {
+        let moved = self.relocate_item(user, from, to, id, expected_version).await;
+        self.unless_erased(&user.user_id, &user.email, moved).await
+    }
+
+    async fn relocate_item(
         &self,
         user: &UserContext,
         from: &FolderId,

@@ -1,15 +1,16 @@
 //! The folders service: shared folders, members and access levels, encrypted items, and the
-//! audit trail (DESIGN.md §5). It owns the `folders`, `members`, `items` and `audit_events`
-//! collections, calls keyvault for data keys and auth for "may share right now", and caches
-//! memberships and item ciphertexts in Redis.
+//! audit trail (DESIGN.md §5). It owns the `folders`, `members`, `items`, `audit_events` and
+//! `erased_users` collections, calls keyvault for data keys and auth for "may share right
+//! now", and caches memberships and item ciphertexts in Redis.
 //!
 //! Callers (mTLS identity): the gateway for user-facing RPCs; invitations (and the gateway)
 //! for membership look-ups and audit events; auth and keyvault for audit events (auth also
-//! reads a license's events for its admins); the operator for key rotation.
+//! reads a license's events for its admins, and runs exports and erasures); the operator for
+//! key rotation.
 //!
 //! Layers: `grpc/` translates each proto service (one file each) and holds the one mapping
-//! from `FoldersError` to `tonic::Status`; `folders`, `members`, `items`, `audit`, `context`
-//! and `rotation` are the domain on `Folders`; `store/` reads and writes typed documents.
+//! from `FoldersError` to `tonic::Status`; `folders`, `members`, `items`, `audit`, `context`,
+//! `rotation` and `privacy` are the domain on `Folders`; `store/` reads and writes typed documents.
 #![forbid(unsafe_code)]
 
 mod audit;
@@ -21,6 +22,7 @@ mod items;
 pub mod keys;
 mod members;
 pub mod paging;
+mod privacy;
 pub mod rotation;
 pub mod sealed;
 mod state;
@@ -36,6 +38,7 @@ use ts_contract::identity::{Allowlist, Peer};
 use ts_proto::internal::audit_ingest_service_server::AuditIngestServiceServer;
 use ts_proto::internal::folder_key_operator_service_server::FolderKeyOperatorServiceServer;
 use ts_proto::internal::folder_membership_service_server::FolderMembershipServiceServer;
+use ts_proto::internal::folder_privacy_service_server::FolderPrivacyServiceServer;
 use ts_proto::internal::identity_service_client::IdentityServiceClient;
 use ts_proto::internal::key_vault_service_client::KeyVaultServiceClient;
 use ts_proto::internal::license_audit_service_server::LicenseAuditServiceServer;
@@ -76,6 +79,7 @@ pub fn allowlist() -> Allowlist {
             &[Peer::Invitations, Peer::Gateway, Peer::Auth, Peer::Keyvault],
         )
         .allow(<LicenseAuditServiceServer<FoldersApi> as NamedService>::NAME, &[Peer::Auth])
+        .allow(<FolderPrivacyServiceServer<FoldersApi> as NamedService>::NAME, &[Peer::Auth])
         .allow(<FolderKeyOperatorServiceServer<FoldersApi> as NamedService>::NAME, &[Peer::Operator])
 }
 
@@ -119,6 +123,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
         listings: folders::kept_listings(),
         clock,
         audit_retention_days: config.audit.retention_days,
+        erased: privacy::ErasedIds::new(),
     };
     let api = FoldersApi::new(Arc::new(folders));
     Ok(ServiceServer::new(Peer::Folders, Access::Internal(mtls.clone(), Arc::new(allowlist())))
@@ -129,6 +134,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
         .service(FolderMembershipServiceServer::new(api.clone()))
         .service(AuditIngestServiceServer::new(api.clone()))
         .service(LicenseAuditServiceServer::new(api.clone()))
+        .service(FolderPrivacyServiceServer::new(api.clone()))
         .service(FolderKeyOperatorServiceServer::new(api))
         .health_listen(section.health_listen)
         .configured(config))

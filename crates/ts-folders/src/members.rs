@@ -164,8 +164,15 @@ impl Folders {
     }
 
     /// Adds the member an accepted invitation makes, spending the invitation; idempotent for
-    /// a retried accept. NOT_FOUND when the folder is gone.
+    /// a retried accept. NOT_FOUND when the folder is gone. An erasure of the invitee that
+    /// raced it is run again (`unless_erased`), which takes the membership away.
     pub(crate) async fn add_invited(&self, invited: Invited) -> Result<Added, FoldersError> {
+        let (user_id, email) = (invited.user_id.clone(), invited.email.clone());
+        let added = self.add_invited_member(invited).await;
+        self.unless_erased(&user_id, email.as_str(), added).await
+    }
+
+    async fn add_invited_member(&self, invited: Invited) -> Result<Added, FoldersError> {
         let now = self.bson_now();
         let member = MemberDoc {
             id: MemberDoc::id_of(&invited.folder_id, &invited.user_id),

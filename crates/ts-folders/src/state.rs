@@ -1,6 +1,7 @@
 //! `Folders`, the domain state every operation runs on: the store, data keys, auth's
 //! identity service, the Redis generations and what is kept in memory under them, and the clock. The gRPC edge holds one and calls its
-//! operations (in `folders`, `members`, `items`, `audit`, `context` and `rotation`).
+//! operations (in `folders`, `members`, `items`, `audit`, `context`, `rotation` and
+//! `privacy`).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,6 +15,7 @@ use ts_stores::cache::{Cache, Tagged};
 use crate::context::Answers;
 use crate::items::{KeptItem, KeptPage, PageKey};
 use crate::keys::FolderKeys;
+use crate::privacy::ErasedIds;
 use crate::store::{FolderDoc, Store};
 
 /// The folders domain: what every operation needs.
@@ -34,6 +36,9 @@ pub struct Folders {
     pub(crate) listings: Tagged<crate::folders::ListingKey, crate::folders::KeptListing>,
     pub(crate) clock: SharedClock,
     pub(crate) audit_retention_days: u32,
+    /// Erased user ids seen (tombstones, never removed), so that a write by one of them
+    /// does not read MongoDB twice.
+    pub(crate) erased: ErasedIds,
 }
 
 impl std::fmt::Debug for Folders {

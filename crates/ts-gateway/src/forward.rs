@@ -15,6 +15,7 @@ use ts_proto::public::invitation_service_server::InvitationService;
 use ts_proto::public::item_service_server::ItemService;
 use ts_proto::public::license_admin_service_server::LicenseAdminService;
 use ts_proto::public::member_service_server::MemberService;
+use ts_proto::public::privacy_service_server::PrivacyService;
 use ts_proto::public::*;
 
 use crate::Gateway;
@@ -108,3 +109,56 @@ translate!(InvitationService via invitations {
     sharing revoke_invitation(RevokeInvitationRequest) -> RevokeInvitationResponse;
     inviting resend_invitation(ResendInvitationRequest) -> ResendInvitationResponse;
 });
+
+/// How long an export may take to start answering (a large account's first parts come from
+/// folders).
+const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The export's parts as they arrive from auth, each failure made public.
+type ExportParts = tonic::codegen::BoxStream<ExportMyDataResponse>;
+
+#[tonic::async_trait]
+impl PrivacyService for Gateway {
+    async fn export_my_data(
+        &self,
+        request: Request<ExportMyDataRequest>,
+    ) -> Result<Response<ExportParts>, Status> {
+        use futures::StreamExt;
+        async {
+            let user = self.authn.required(&request, || request.get_ref().check()).await?;
+            let mut client = self.privacy.clone();
+            let call = |r| async move { client.export_my_data(r).await };
+            let parts = forward(request, user, EXPORT_TIMEOUT, &self.trusted_proxies, call).await?.into_inner();
+            let public = parts.map(|part| {
+                part.map_err(|s| ts_contract::status::ensure_reason(crate::downstream::public_status(s)))
+            });
+            Ok(Response::new(Box::pin(public) as ExportParts))
+        }
+        .await
+        .map_err(ts_contract::status::ensure_reason)
+    }
+
+    async fn delete_my_account(
+        &self,
+        request: Request<DeleteMyAccountRequest>,
+    ) -> Result<Response<DeleteMyAccountResponse>, Status> {
+        async {
+            let user = self.authn.required(&request, || request.get_ref().check()).await?;
+            let session = user.as_ref().map(|u| u.session_id.as_str().to_owned());
+            let mut client = self.privacy.clone();
+            let call = |r| async move { client.delete_my_account(r).await };
+            // An erasure asks folders and invitations in turn: the downstream deadline is
+            // too short for a large account.
+            let answer = forward(request, user, EXPORT_TIMEOUT, &self.trusted_proxies, call).await;
+            if answer.is_ok()
+                && let Some(sid) = &session
+            {
+                // The session ended with the account, even while Redis cannot say so.
+                self.authn.forget_live(sid);
+            }
+            answer
+        }
+        .await
+        .map_err(ts_contract::status::ensure_reason)
+    }
+}

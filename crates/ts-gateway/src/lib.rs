@@ -31,6 +31,8 @@ use ts_proto::public::license_admin_service_client::LicenseAdminServiceClient;
 use ts_proto::public::license_admin_service_server::LicenseAdminServiceServer;
 use ts_proto::public::member_service_client::MemberServiceClient;
 use ts_proto::public::member_service_server::MemberServiceServer;
+use ts_proto::public::privacy_service_client::PrivacyServiceClient;
+use ts_proto::public::privacy_service_server::PrivacyServiceServer;
 use ts_proto::public::system_service_server::SystemServiceServer;
 use ts_runtime::RunError;
 use ts_runtime::client::InternalChannel;
@@ -54,6 +56,7 @@ pub struct Gateway {
     items: ItemServiceClient<InternalChannel>,
     audit: AuditServiceClient<InternalChannel>,
     invitations: InvitationServiceClient<InternalChannel>,
+    privacy: PrivacyServiceClient<InternalChannel>,
     backends: Vec<(&'static str, InternalChannel)>,
 }
 
@@ -99,6 +102,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
         items: ItemServiceClient::new(folders.clone()),
         audit: AuditServiceClient::new(folders.clone()),
         invitations: InvitationServiceClient::new(invitations.clone()),
+        privacy: PrivacyServiceClient::new(auth.clone()),
         backends: vec![("auth", auth), ("folders", folders), ("invitations", invitations)],
     };
     let max = section.max_message_bytes;
@@ -110,6 +114,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
         .service(ItemServiceServer::new(gw.clone()).max_decoding_message_size(max))
         .service(AuditServiceServer::new(gw.clone()).max_decoding_message_size(max))
         .service(InvitationServiceServer::new(gw.clone()).max_decoding_message_size(max))
+        .service(PrivacyServiceServer::new(gw.clone()).max_decoding_message_size(max))
         .service(SystemServiceServer::new(gw).max_decoding_message_size(max))
         .health_listen(section.health_listen)
         .configured(config)

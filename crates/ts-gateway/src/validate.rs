@@ -93,6 +93,9 @@ checks! {
     DeclineInvitationRequest { id invitation_id }
     RevokeInvitationRequest { id invitation_id }
     ResendInvitationRequest { id invitation_id }
+
+    ExportMyDataRequest {}
+    DeleteMyAccountRequest { email confirm_email }
 }
 
 #[cfg(test)]

@@ -102,11 +102,12 @@ impl Folders {
             .collect())
     }
 
-    /// Makes `user` a member by `invitation`, which folders spends in the same transaction.
-    /// A deleted folder is `FolderGone`.
+    /// Makes `user` a member by `invitation`, which folders spends in the same transaction,
+    /// if `inviter` (who sent it) still holds MANAGE. A deleted folder is `FolderGone`.
     pub async fn add_member(
         &self,
         invitation: &InvitationDoc,
+        inviter: &UserId,
         user: &UserContext,
     ) -> Result<AddOutcome, InvitationsError> {
         let request = AddMemberRequest {
@@ -115,7 +116,7 @@ impl Folders {
             email: user.email.clone(),
             access: invitation.access as i32,
             invitation_id: invitation.id.to_string(),
-            inviter_user_id: invitation.inviter_user_id.to_string(),
+            inviter_user_id: inviter.to_string(),
             inviter_manage_epoch: invitation.inviter_manage_epoch.clone(),
         };
         let added = match self.membership.clone().add_member(request).await {

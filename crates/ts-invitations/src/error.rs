@@ -51,6 +51,12 @@ pub enum InvitationsError {
         /// When the oldest of them expires.
         retry_after: Duration,
     },
+    /// The invitee's address is being erased: nobody may invite it until the erasure ends.
+    #[error("this address cannot be invited right now")]
+    InviteeErasing,
+    /// The inviting account was erased (a request that was under way when it was).
+    #[error("the account was erased")]
+    InviterErased,
     /// The invitation expired before it was accepted.
     #[error("this invitation expired; ask for a new one")]
     Expired,
@@ -102,6 +108,11 @@ impl From<IdError> for InvitationsError {
 }
 
 impl InvitationsError {
+    /// The INVALID_ARGUMENT answer for request field `field`, with what is wrong with it.
+    pub(crate) fn field(field: &str, problem: impl std::fmt::Display) -> Self {
+        InvitationsError::InvalidArgument(format!("{field} {problem}"))
+    }
+
     /// The INVALID_ARGUMENT answer of a shared request-field check, with its message.
     pub(crate) fn invalid(status: Status) -> Self {
         InvitationsError::InvalidArgument(status.message().to_owned())
@@ -119,7 +130,8 @@ impl InvitationsError {
             FolderCapReached { .. } | InviteeCapReached { .. } => {
                 (Code::ResourceExhausted, Reason::InvitationCapReached)
             }
-            SharingNotAllowed => (Code::FailedPrecondition, Reason::InviteeCannotShare),
+            SharingNotAllowed | InviteeErasing => (Code::FailedPrecondition, Reason::InviteeCannotShare),
+            InviterErased => (Code::Unauthenticated, Reason::UnknownUser),
             Expired => (Code::FailedPrecondition, Reason::InvitationExpired),
             Declined => (Code::FailedPrecondition, Reason::InvitationDeclined),
             Revoked => (Code::FailedPrecondition, Reason::InvitationRevoked),

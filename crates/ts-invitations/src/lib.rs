@@ -1,14 +1,17 @@
 //! The invitations service: invitations to folders, expiring, with caps on pending
 //! invitations per invitee and per folder enforced without races (DESIGN.md §6). It owns the
 //! `invitations` and `invitation_counters` collections, calls folders (membership, audit)
-//! and auth (users, licenses), and mails invitees.
+//! and auth (users, licenses), and mails invitees. It also does its part of exports,
+//! erasures and retention (`privacy`) for auth.
 //!
-//! Callers (mTLS identity): the gateway only.
+//! Callers (mTLS identity): the gateway (`InvitationService`) and auth
+//! (`InvitationPrivacyService`).
 #![forbid(unsafe_code)]
 
 pub mod clients;
 pub mod error;
 mod grpc;
+pub mod privacy;
 pub mod service;
 pub mod store;
 
@@ -18,6 +21,7 @@ use tonic::server::NamedService;
 use ts_config::{Config, require};
 use ts_contract::clock::SharedClock;
 use ts_contract::identity::{Allowlist, Peer};
+use ts_proto::internal::invitation_privacy_service_server::InvitationPrivacyServiceServer;
 use ts_proto::public::invitation_service_server::InvitationServiceServer;
 use ts_runtime::RunError;
 use ts_runtime::server::{Access, ServiceServer};
@@ -31,7 +35,9 @@ pub use crate::service::Invitations;
 
 /// Who may call which invitations RPCs (DESIGN.md §1).
 pub fn allowlist() -> Allowlist {
-    Allowlist::new().allow(<InvitationServiceServer<InvitationsApi> as NamedService>::NAME, &[Peer::Gateway])
+    Allowlist::new()
+        .allow(<InvitationServiceServer<InvitationsApi> as NamedService>::NAME, &[Peer::Gateway])
+        .allow(<InvitationPrivacyServiceServer<InvitationsApi> as NamedService>::NAME, &[Peer::Auth])
 }
 
 /// `teamshare migrate` for invitations: creates its indexes and records [`store::SCHEMA`] in
@@ -67,7 +73,8 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
     };
     let api = InvitationsApi::new(invitations, ts_runtime::audit::Sink::new(folders).waiting());
     Ok(ServiceServer::new(Peer::Invitations, Access::Internal(mtls.clone(), Arc::new(allowlist())))
-        .service(InvitationServiceServer::new(api))
+        .service(InvitationServiceServer::new(api.clone()))
+        .service(InvitationPrivacyServiceServer::new(api))
         .health_listen(section.health_listen)
         .configured(config))
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use ts_config::InvitationLimits;
 use ts_contract::clock::{SharedClock, bson_date};
 use ts_contract::email::Email;
-use ts_contract::ids::{FolderId, InvitationId, RequestId};
+use ts_contract::ids::{FolderId, InvitationId, RequestId, UserId};
 use ts_contract::user::UserContext;
 use ts_mail::{Mailer, Message};
 use ts_proto::public::AccessLevel;
@@ -161,7 +161,7 @@ impl Invitations {
             folder_id: manager.folder_id.clone(),
             invitee_email: invitee.as_str().to_owned(),
             inviter_email: user.email.clone(),
-            inviter_user_id: user.user_id.clone(),
+            inviter_user_id: Some(user.user_id.clone()),
             access,
             inviter_manage_epoch: manager.manage_epoch.clone(),
             state: InvitationState::Pending,
@@ -192,9 +192,13 @@ impl Invitations {
                     request_key: request_key.as_deref(),
                 };
                 self.store.refresh(&id, refresh).await?;
+                // The refresh ran outside the transaction that checked the erasure marks.
+                self.unless_erased(&invitee, &user.user_id).await?;
                 self.send(invitee.as_str(), &user.email, &manager.folder_name, expires).await?;
                 Ok(self.view(self.load(&id).await?).await)
             }
+            Some(Cap::InviteeErasing) => Err(InvitationsError::InviteeErasing),
+            Some(Cap::InviterErased) => Err(InvitationsError::InviterErased),
             Some(Cap::Folder) => Err(InvitationsError::FolderCapReached {
                 cap: folder_cap,
                 retry_after: self.next_expiry(Scope::Folder(&manager.folder_id)).await,
@@ -205,7 +209,12 @@ impl Invitations {
                 cap: invitee_cap,
             }),
             None => {
-                if let Err(e) = self.send(invitee.as_str(), &user.email, &manager.folder_name, expires).await {
+                // No mail for an invitation an erasure that began since the insert deletes.
+                let sent = match self.unless_erased(&invitee, &user.user_id).await {
+                    Ok(()) => self.send(invitee.as_str(), &user.email, &manager.folder_name, expires).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = sent {
                     // Nothing half-made: an invitation nobody was told about is removed.
                     let _ = self.store.delete(&invitation.id).await;
                     return Err(e);
@@ -265,7 +274,12 @@ impl Invitations {
             InvitationState::Declined => return Err(InvitationsError::Declined),
             InvitationState::Revoked => return Err(InvitationsError::Revoked),
         }
-        match self.folders.add_member(&invitation, user).await {
+        let Some(inviter) = invitation.inviter_user_id.clone() else {
+            // The inviter's account was erased: nobody's MANAGE stands behind the invitation
+            // any more (and folders adds a member without an inviter unchecked).
+            return Err(InvitationsError::InviterNotManager);
+        };
+        match self.folders.add_member(&invitation, &inviter, user).await {
             Ok(AddOutcome::Member(access)) => Ok(Accepted { folder_id: invitation.folder_id, access }),
             Ok(AddOutcome::AlreadySpent) => Err(InvitationsError::AlreadySpent),
             Ok(AddOutcome::InviterNotManager) => {
@@ -299,7 +313,13 @@ impl Invitations {
         let extended =
             self.store.extend(&invitation.id, self.now(), bson_date(expires), bson_date(expires + self.ttl())).await?;
         if !extended {
+            // Deleted meanwhile (an erasure of the address deletes it): never there.
+            self.load(&invitation.id).await?;
             return Err(InvitationsError::NotResendable);
+        }
+        if self.store.erasure_marks(&invitation.invitee_email, &user.user_id).await?.invitee_erasing {
+            // The erasure of the address deletes it (or did): no mail to it.
+            return Err(InvitationsError::InvitationNotFound);
         }
         let m = self.folders.membership(&invitation.folder_id, &user.user_id).await?;
         self.send(&invitation.invitee_email, &user.email, &m.folder_name, expires).await?;
@@ -310,9 +330,11 @@ impl Invitations {
         self.store.get(id).await?.ok_or(InvitationsError::InvitationNotFound)
     }
 
-    /// Moves a pending invitation to `state`; `NotPending` when it was answered already.
+    /// Moves a pending invitation to `state`; `NotPending` when it was answered already,
+    /// `InvitationNotFound` when it was deleted meanwhile (an erasure deletes invitations).
     async fn finish(&self, id: &InvitationId, state: InvitationState) -> Result<(), InvitationsError> {
         if !self.store.finish(id, state, self.now()).await? {
+            self.load(id).await?;
             return Err(InvitationsError::NotPending);
         }
         Ok(())
@@ -354,6 +376,26 @@ impl Invitations {
         self.mailer.send(message).await.map_err(InvitationsError::Mail)
     }
 
+    /// Checks, after an invite wrote its invitation, that no erasure began meanwhile: one that
+    /// marked the counters before this write refuses the invite; one that marks them after it
+    /// finds the invitation in its scan. An erased inviter's invitations are erased again here,
+    /// since the erasure's scan may have run before the write.
+    async fn unless_erased(&self, invitee: &Email, inviter: &UserId) -> Result<(), InvitationsError> {
+        let marks = self.store.erasure_marks(invitee.as_str(), inviter).await?;
+        if let Some(pseudonym) = &marks.inviter_erased {
+            if !pseudonym.is_empty() {
+                self.store.erase_inviter(inviter, pseudonym).await?;
+            }
+            return Err(InvitationsError::InviterErased);
+        }
+        if marks.invitee_erasing {
+            // The erasure's scan deletes the invitation, or deleted it before this write (which
+            // then changed nothing).
+            return Err(InvitationsError::InviteeErasing);
+        }
+        Ok(())
+    }
+
     /// When the oldest live invitation of `scope` expires: capacity frees up then.
     async fn next_expiry(&self, scope: Scope<'_>) -> Duration {
         let now = self.now();
@@ -364,18 +406,30 @@ impl Invitations {
     async fn list(&self, scope: Scope<'_>, page: Page) -> Result<Listed, InvitationsError> {
         let (docs, more) = self.store.page(scope, self.now(), page.after.as_ref(), page.size).await?;
         let next = if more { docs.last().map(PageCursor::after) } else { None };
-        // Every inviter's standing in one folders call (a failure shows rows without folder
-        // names, as one failed look-up does below).
-        let pairs: Vec<_> = docs.iter().map(|d| (&d.folder_id, &d.inviter_user_id)).collect();
-        let inviters: Vec<Option<Membership>> = match self.folders.memberships(&pairs).await {
-            Ok(found) if found.len() == docs.len() => found.into_iter().map(Some).collect(),
-            _ => vec![None; docs.len()],
+        Ok(Listed { invitations: self.views(docs).await, next })
+    }
+
+    /// Invitations as shown, with every inviter's standing asked for in one folders call (a
+    /// failure shows rows without folder names, as one failed look-up does in `view`). An
+    /// invitation whose inviter was erased names nobody to ask about: no folder name.
+    pub(crate) async fn views(&self, docs: Vec<InvitationDoc>) -> Vec<InvitationView> {
+        let pairs: Vec<(&FolderId, &UserId)> =
+            docs.iter().filter_map(|d| d.inviter_user_id.as_ref().map(|u| (&d.folder_id, u))).collect();
+        let found: Vec<Option<Membership>> = if pairs.is_empty() {
+            Vec::new()
+        } else {
+            match self.folders.memberships(&pairs).await {
+                Ok(found) if found.len() == pairs.len() => found.into_iter().map(Some).collect(),
+                _ => vec![None; pairs.len()],
+            }
         };
-        let mut invitations = Vec::with_capacity(docs.len());
-        for (d, inviter) in docs.into_iter().zip(inviters) {
-            invitations.push(self.shown(d, inviter).await);
+        let mut found = found.into_iter();
+        let mut views = Vec::with_capacity(docs.len());
+        for d in docs {
+            let inviter = if d.inviter_user_id.is_some() { found.next().flatten() } else { None };
+            views.push(self.shown(d, inviter).await);
         }
-        Ok(Listed { invitations, next })
+        views
     }
 
     /// The invitation as shown. The folder's name is sealed in folders, so it is asked for
@@ -383,8 +437,10 @@ impl Invitations {
     /// deleted is revoked (deleting a folder revokes its pending invitations); so is one
     /// whose inviter no longer manages the folder.
     async fn view(&self, invitation: InvitationDoc) -> InvitationView {
-        let inviter: Option<Membership> =
-            self.folders.membership(&invitation.folder_id, &invitation.inviter_user_id).await.ok();
+        let inviter: Option<Membership> = match &invitation.inviter_user_id {
+            Some(u) => self.folders.membership(&invitation.folder_id, u).await.ok(),
+            None => None,
+        };
         self.shown(invitation, inviter).await
     }
 

@@ -6,6 +6,11 @@
 //! counter document per folder and per invitee: concurrent invites on the same folder or
 //! invitee then conflict, one is retried, and its count sees the other's insert.
 //!
+//! An erasure (BeginErasure) marks the same counter documents: `invitee:<email>` gets
+//! `erasing: true` until FinishErasure deletes it, `inviter:<user id>` gets `erased: true` for
+//! good. An invite's transaction reads them back from its own touches, so an invite and an
+//! erasure conflict like two invites do, and no invite slips in after the erasure's scan.
+//!
 //! Field names and state strings are read by other services and tests directly; they must
 //! not change.
 
@@ -13,6 +18,7 @@ use std::time::SystemTime;
 
 use bson::{Bson, DateTime, Document, doc};
 use futures::{FutureExt, TryStreamExt};
+use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 use ts_contract::clock::bson_date;
@@ -67,8 +73,11 @@ pub struct InvitationDoc {
     pub invitee_email: String,
     /// Who invited, as shown to the invitee.
     pub inviter_email: String,
-    /// Who invited: their MANAGE right is what the invitation stands on.
-    pub inviter_user_id: UserId,
+    /// Who invited: their MANAGE right is what the invitation stands on. Absent once the
+    /// inviter's account was erased (their email is then a pseudonym): such an invitation can
+    /// never make a membership again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inviter_user_id: Option<UserId>,
     /// The access the invitee gets.
     #[serde(with = "stored_access")]
     pub access: AccessLevel,
@@ -109,14 +118,68 @@ mod stored_access {
 }
 
 /// One document of the `invitation_counters` collection: touched inside every invite's
-/// transaction so that concurrent invites of one folder or one invitee conflict.
+/// transaction so that concurrent invites of one folder, one invitee or one inviter conflict,
+/// with each other and with an erasure.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CounterDoc {
-    /// `folder:<id>` or `invitee:<email>`.
+    /// `folder:<id>`, `invitee:<email>` or `inviter:<user id>`.
     #[serde(rename = "_id")]
     pub key: String,
-    /// How many invites touched it.
+    /// How many invites touched it (absent on one an erasure made).
+    #[serde(default)]
     pub touch: i64,
+    /// On `invitee:<email>` from BeginErasure until FinishErasure: nobody may invite the address.
+    #[serde(default)]
+    pub erasing: bool,
+    /// On `inviter:<user id>` from BeginErasure on, for good: the account was erased.
+    #[serde(default)]
+    pub erased: bool,
+    /// On an erased `inviter:<user id>`: what replaced their email, so that an invite that
+    /// raced the erasure can be erased the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudonym: Option<String>,
+}
+
+/// The counter document of a folder.
+fn folder_key(id: &FolderId) -> String {
+    format!("folder:{id}")
+}
+
+/// The counter document of an invitee; its `_id` holds the address.
+fn invitee_key(email: &str) -> String {
+    format!("invitee:{email}")
+}
+
+/// The counter document of an inviter.
+fn inviter_key(id: &UserId) -> String {
+    format!("inviter:{id}")
+}
+
+/// What an erasure left on the counter documents of one invite.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErasureMarks {
+    /// The invitee's address is being erased.
+    pub invitee_erasing: bool,
+    /// The inviter's account was erased: the pseudonym that replaced their email.
+    pub inviter_erased: Option<String>,
+}
+
+/// Whose invitations an export or an erasure is about, in any state.
+#[derive(Debug, Clone, Copy)]
+pub enum Involving<'a> {
+    /// Sent to this email.
+    Invitee(&'a str),
+    /// Sent by this user.
+    Inviter(&'a UserId),
+}
+
+impl Involving<'_> {
+    fn filter(self) -> Document {
+        match self {
+            Involving::Invitee(email) => doc! { "invitee_email": email },
+            Involving::Inviter(user_id) => doc! { "inviter_user_id": user_id.as_str() },
+        }
+    }
 }
 
 /// What an invite that was kept by the store's caps and checks found instead.
@@ -128,6 +191,10 @@ pub enum Cap {
     Folder,
     /// Pending invitations of the invitee.
     Invitee,
+    /// The invitee's address is being erased.
+    InviteeErasing,
+    /// The inviter's account was erased.
+    InviterErased,
 }
 
 /// Whose invitations a list or an expiry look-up is about.
@@ -217,7 +284,9 @@ const MAX_REQUEST_KEYS: usize = 20;
 
 /// Invitations' schema: raise the version whenever [`Store::ensure_indexes`] changes, so that
 /// `teamshare migrate` runs it again (and production replicas refuse to start until it has).
-pub const SCHEMA: ts_stores::Schema = ts_stores::Schema::new("invitations", 1);
+///
+/// Version 2: invitations by inviter (exports and erasures).
+pub const SCHEMA: ts_stores::Schema = ts_stores::Schema::new("invitations", 2);
 
 /// Invitation persistence: the only code that touches the collections.
 #[derive(Debug, Clone)]
@@ -233,8 +302,9 @@ impl Store {
         Store { invitations: db.collection("invitations"), counters: db.collection("invitation_counters"), db }
     }
 
-    /// Indexes for listing by invitee and by folder, and TTL purge of old invitations: the
-    /// migration step of [`SCHEMA`], run by `teamshare migrate`, not on every start.
+    /// Indexes for listing by invitee and by folder, for finding an inviter's invitations, and
+    /// TTL purge of old invitations: the migration step of [`SCHEMA`], run by `teamshare
+    /// migrate`, not on every start.
     pub async fn ensure_indexes(&self) -> mongodb::error::Result<()> {
         use mongodb::IndexModel;
         use mongodb::options::IndexOptions;
@@ -242,6 +312,9 @@ impl Store {
         inv.create_index(IndexModel::builder().keys(doc! { "invitee_email": 1, "state": 1, "expires_at": 1 }).build())
             .await?;
         inv.create_index(IndexModel::builder().keys(doc! { "folder_id": 1, "state": 1, "expires_at": 1 }).build())
+            .await?;
+        // Exports and erasures find an inviter's invitations (in creation order for exports).
+        inv.create_index(IndexModel::builder().keys(doc! { "inviter_user_id": 1, "created_at": 1, "_id": 1 }).build())
             .await?;
         let sparse = IndexOptions::builder().sparse(true).build();
         inv.create_index(IndexModel::builder().keys(doc! { "request_keys": 1 }).options(sparse).build()).await?;
@@ -267,14 +340,26 @@ impl Store {
                 async move {
                     let (folder, invitee) =
                         (Scope::Folder(&invitation.folder_id), Scope::Invitee(&invitation.invitee_email));
-                    for key in
-                        [format!("folder:{}", invitation.folder_id), format!("invitee:{}", invitation.invitee_email)]
-                    {
-                        counters
-                            .update_one(doc! { "_id": key }, doc! { "$inc": { "touch": 1_i64 } })
+                    // The inviter first, so that an erased account is told so before anything else.
+                    let mut keys = Vec::with_capacity(3);
+                    keys.extend(invitation.inviter_user_id.as_ref().map(inviter_key));
+                    keys.push(folder_key(&invitation.folder_id));
+                    keys.push(invitee_key(&invitation.invitee_email));
+                    for key in keys {
+                        // Read back from the touch itself: an erasure that marks the document
+                        // before this transaction commits conflicts with it (it is retried and
+                        // sees the mark), one that marks it after sees this invitation.
+                        let counter = counters
+                            .find_one_and_update(doc! { "_id": key }, doc! { "$inc": { "touch": 1_i64 } })
                             .upsert(true)
+                            .return_document(ReturnDocument::After)
                             .session(&mut *session)
                             .await?;
+                        match counter {
+                            Some(c) if c.erased => return Ok(Some(Cap::InviterErased)),
+                            Some(c) if c.erasing => return Ok(Some(Cap::InviteeErasing)),
+                            _ => {}
+                        }
                     }
                     // After the counter touches: a concurrent invite of the same email
                     // conflicts here, so it sees this one's insert on its retry.
@@ -403,7 +488,26 @@ impl Store {
         after: Option<&PageCursor>,
         size: usize,
     ) -> mongodb::error::Result<(Vec<InvitationDoc>, bool)> {
-        let mut filter = scope.live(now);
+        self.paged(scope.live(now), after, size).await
+    }
+
+    /// Up to `size` invitations involving `who`, in any state, in creation order after
+    /// `after`; and whether more follow.
+    pub async fn involving_page(
+        &self,
+        who: Involving<'_>,
+        after: Option<&PageCursor>,
+        size: usize,
+    ) -> mongodb::error::Result<(Vec<InvitationDoc>, bool)> {
+        self.paged(who.filter(), after, size).await
+    }
+
+    async fn paged(
+        &self,
+        mut filter: Document,
+        after: Option<&PageCursor>,
+        size: usize,
+    ) -> mongodb::error::Result<(Vec<InvitationDoc>, bool)> {
         if let Some(cursor) = after {
             filter.extend(cursor.filter());
         }
@@ -420,6 +524,112 @@ impl Store {
         docs.truncate(size);
         Ok((docs, more))
     }
+
+    /// Starts the erasure of `email` (and of the account `user_id`, when it has one):
+    /// marks the counter documents first (no invite to the address until
+    /// [`Store::finish_erasure`], none by the account ever), then deletes every invitation to
+    /// the address and every pending one by the account, and makes the rest by the account
+    /// (or naming the address as their inviter) name `pseudonym` instead. Returns how many
+    /// invitations were deleted. Idempotent.
+    pub async fn begin_erasure(
+        &self,
+        email: &str,
+        user_id: Option<&UserId>,
+        pseudonym: &str,
+    ) -> mongodb::error::Result<u64> {
+        // The marks before the scan: an invite that commits after them is refused, one that
+        // committed before is found below.
+        self.counters
+            .update_one(doc! { "_id": invitee_key(email) }, doc! { "$set": { "erasing": true } })
+            .upsert(true)
+            .await?;
+        if let Some(user_id) = user_id {
+            self.counters
+                .update_one(
+                    doc! { "_id": inviter_key(user_id) },
+                    doc! { "$set": { "erased": true, "pseudonym": pseudonym } },
+                )
+                .upsert(true)
+                .await?;
+        }
+        let mut removed = self.delete_to(email).await?;
+        if let Some(user_id) = user_id {
+            removed += self.erase_inviter(user_id, pseudonym).await?;
+        }
+        // An address can name the inviter of invitations without (any longer) being an
+        // account's: it goes too.
+        self.invitations
+            .update_many(doc! { "inviter_email": email }, doc! { "$set": { "inviter_email": pseudonym } })
+            .await?;
+        Ok(removed)
+    }
+
+    /// Deletes every invitation to `email`, in any state; how many.
+    pub async fn delete_to(&self, email: &str) -> mongodb::error::Result<u64> {
+        Ok(self.invitations.delete_many(Involving::Invitee(email).filter()).await?.deleted_count)
+    }
+
+    /// Deletes the pending invitations by `user_id` and makes the rest name `pseudonym` as
+    /// their inviter, without the user id (or the request keys derived from it); how many were
+    /// deleted.
+    pub async fn erase_inviter(&self, user_id: &UserId, pseudonym: &str) -> mongodb::error::Result<u64> {
+        let mut pending = Involving::Inviter(user_id).filter();
+        pending.insert("state", InvitationState::Pending);
+        let removed = self.invitations.delete_many(pending).await?.deleted_count;
+        self.invitations
+            .update_many(
+                Involving::Inviter(user_id).filter(),
+                doc! {
+                    "$set": { "inviter_email": pseudonym },
+                    "$unset": { "inviter_user_id": "", "request_keys": "" },
+                },
+            )
+            .await?;
+        Ok(removed)
+    }
+
+    /// Ends the erasure of `email`: deletes any invitation to it (and any pending one by
+    /// `user_id`) that is still there, then its counter document (whose `_id` holds the
+    /// address), so that it may be invited again. Returns how many invitations were deleted.
+    /// Idempotent; the account's own mark stays.
+    pub async fn finish_erasure(&self, email: &str, user_id: Option<&UserId>) -> mongodb::error::Result<u64> {
+        let mut removed = self.delete_to(email).await?;
+        if let Some(user_id) = user_id {
+            let mut pending = Involving::Inviter(user_id).filter();
+            pending.insert("state", InvitationState::Pending);
+            removed += self.invitations.delete_many(pending).await?.deleted_count;
+        }
+        self.counters.delete_one(doc! { "_id": invitee_key(email) }).await?;
+        Ok(removed)
+    }
+
+    /// The erasure marks on the counter documents of an invite of `email` by `inviter`.
+    pub async fn erasure_marks(&self, email: &str, inviter: &UserId) -> mongodb::error::Result<ErasureMarks> {
+        let keys = doc! { "_id": { "$in": [invitee_key(email), inviter_key(inviter)] } };
+        let found: Vec<CounterDoc> = self.counters.find(keys).await?.try_collect().await?;
+        let mut marks = ErasureMarks::default();
+        for c in found {
+            marks.invitee_erasing |= c.erasing;
+            if c.erased {
+                marks.inviter_erased = Some(c.pseudonym.unwrap_or_default());
+            }
+        }
+        Ok(marks)
+    }
+
+    /// Deletes the invitations that closed before `before`: answered (accepted, declined) or
+    /// revoked then, or pending but expired then. Returns how many.
+    pub async fn purge_closed(&self, before: SystemTime) -> mongodb::error::Result<u64> {
+        let before = bson_date(before);
+        let pending = InvitationState::Pending;
+        let filter = doc! { "$or": [
+            { "state": { "$ne": pending }, "answered_at": { "$lt": before } },
+            // Closed without a recorded time (none are written so): by its term.
+            { "state": { "$ne": pending }, "answered_at": { "$exists": false }, "expires_at": { "$lt": before } },
+            { "state": pending, "expires_at": { "$lt": before } },
+        ] };
+        Ok(self.invitations.delete_many(filter).await?.deleted_count)
+    }
 }
 
 #[cfg(test)]
@@ -433,7 +643,7 @@ mod tests {
             folder_id: FolderId::new(),
             invitee_email: "bob@example.com".into(),
             inviter_email: "alice@example.com".into(),
-            inviter_user_id: UserId::new(),
+            inviter_user_id: Some(UserId::new()),
             access: AccessLevel::Edit,
             inviter_manage_epoch: "epoch".into(),
             state: InvitationState::Pending,
@@ -488,6 +698,40 @@ mod tests {
             assert_eq!(bson::to_bson(&state).unwrap(), Bson::String(text.into()));
             assert_eq!(Bson::from(state), Bson::String(text.into()));
         }
+    }
+
+    #[test]
+    fn invitations_of_an_erased_inviter_hold_no_user_id() {
+        let mut d = sample();
+        d.inviter_user_id = None;
+        let stored = bson::to_document(&d).unwrap();
+        assert!(!stored.contains_key("inviter_user_id"), "{stored:?}");
+        assert_eq!(bson::from_document::<InvitationDoc>(stored).unwrap(), d);
+    }
+
+    #[test]
+    fn counter_documents_load_with_or_without_marks() {
+        let touched: CounterDoc = bson::from_document(doc! { "_id": "folder:x", "touch": 3_i64 }).unwrap();
+        assert_eq!((touched.touch, touched.erasing, touched.erased, touched.pseudonym), (3, false, false, None));
+        let erasing: CounterDoc =
+            bson::from_document(doc! { "_id": "invitee:bob@example.com", "erasing": true }).unwrap();
+        assert_eq!((erasing.touch, erasing.erasing, erasing.erased), (0, true, false));
+        let erased: CounterDoc = bson::from_document(
+            doc! { "_id": "inviter:u", "erased": true, "pseudonym": "erased-0123456789abcdef0123" },
+        )
+        .unwrap();
+        assert!(erased.erased && !erased.erasing);
+        assert_eq!(erased.pseudonym.as_deref(), Some("erased-0123456789abcdef0123"));
+        let id = UserId::new();
+        assert_eq!(inviter_key(&id), format!("inviter:{id}"));
+        assert_eq!(invitee_key("bob@example.com"), "invitee:bob@example.com");
+    }
+
+    #[test]
+    fn involving_filters_name_the_stored_fields() {
+        let id = UserId::new();
+        assert_eq!(Involving::Invitee("bob@example.com").filter(), doc! { "invitee_email": "bob@example.com" });
+        assert_eq!(Involving::Inviter(&id).filter(), doc! { "inviter_user_id": id.as_str() });
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! The master-key providers behind one trait: AWS KMS (or a compatible endpoint) and, for a
 //! single machine, a local key file. Providers wrap and unwrap data keys with an encryption
-//! context of `{folder_id, key_version}`; the plaintext master key never leaves AWS KMS.
+//! context of `{folder_id, key_version}`; the plaintext master key never leaves AWS KMS. An old
+//! master key is retired through the same trait (described, disabled, scheduled for deletion),
+//! which only AWS KMS can do.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::DataKeySpec;
+use aws_sdk_kms::types::{DataKeySpec, KeyState};
 use secrecy::ExposeSecret;
 use ts_config::{Config, ConfigError, KmsProvider, check_file, require};
 use ts_crypto::{DataKey, Envelope, FieldRef};
@@ -45,7 +48,52 @@ pub enum KmsError {
     /// KMS refused: wrong context, wrong or disabled master key, corrupt blob.
     #[error("kms refused: {0}")]
     Rejected(String),
+    /// The provider cannot do this at all (the local provider has no KMS key to retire).
+    #[error("{0}")]
+    Unsupported(String),
 }
+
+/// A master key as KMS describes it, for retiring it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterKeyInfo {
+    /// The canonical id (ARN), as stored with the data keys it wraps.
+    pub arn: String,
+    /// The provider's bare key id: what DisableKey and ScheduleKeyDeletion are given (moto, the
+    /// test KMS, takes no ARN there).
+    pub key_id: String,
+    /// Where the key is in its life.
+    pub state: MasterKeyState,
+    /// When KMS deletes the key, once its deletion is scheduled.
+    pub deletion_date: Option<SystemTime>,
+}
+
+/// A master key's state in KMS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeyState {
+    /// Usable.
+    Enabled,
+    /// Refuses every cryptographic operation until enabled again.
+    Disabled,
+    /// Disabled, and deleted for good at its deletion date unless the deletion is cancelled.
+    PendingDeletion,
+    /// Any other state, as KMS spells it (such as `PendingImport` or `Unavailable`).
+    Other(String),
+}
+
+impl MasterKeyState {
+    /// The state as KMS spells it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            MasterKeyState::Enabled => "Enabled",
+            MasterKeyState::Disabled => "Disabled",
+            MasterKeyState::PendingDeletion => "PendingDeletion",
+            MasterKeyState::Other(s) => s,
+        }
+    }
+}
+
+/// What the local provider answers to the calls that retire a master key.
+pub const LOCAL_CANNOT_RETIRE: &str = "the local provider has no key to retire; replace the key file";
 
 /// A master-key provider.
 #[tonic::async_trait]
@@ -63,6 +111,14 @@ pub trait Kms: Send + Sync + 'static {
     ) -> Result<WrappedKey, KmsError>;
     /// The canonical id (ARN) of a key id or alias, as stored with wrapped keys.
     async fn resolve(&self, master_key_id: &str) -> Result<String, KmsError>;
+    /// A master key's ids and state, or `None` when KMS has no such key (never had, or has
+    /// deleted it).
+    async fn describe(&self, master_key_id: &str) -> Result<Option<MasterKeyInfo>, KmsError>;
+    /// Disables a master key: KMS refuses to unwrap anything with it until it is enabled again.
+    async fn disable(&self, key_id: &str) -> Result<(), KmsError>;
+    /// Schedules a master key's deletion after `pending_window_days` (7 to 30); returns the
+    /// deletion date when KMS says it.
+    async fn schedule_deletion(&self, key_id: &str, pending_window_days: u32) -> Result<Option<SystemTime>, KmsError>;
 }
 
 /// The provider `[kms]` names, and the master key id new data keys are made under.
@@ -225,6 +281,50 @@ impl Kms for AwsKms {
             .and_then(|m| m.arn().map(str::to_owned))
             .ok_or_else(|| KmsError::Rejected(format!("DescribeKey: no ARN for {master_key_id}")))
     }
+
+    async fn describe(&self, master_key_id: &str) -> Result<Option<MasterKeyInfo>, KmsError> {
+        let out = match self.client.describe_key().key_id(master_key_id).send().await {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found_exception()) => return Ok(None),
+            Err(e) => return Err(classify("DescribeKey", e)),
+        };
+        let meta = out
+            .key_metadata()
+            .ok_or_else(|| KmsError::Rejected(format!("DescribeKey: no metadata for {master_key_id}")))?;
+        let arn = meta.arn().ok_or_else(|| KmsError::Rejected(format!("DescribeKey: no ARN for {master_key_id}")))?;
+        let state = match meta.key_state() {
+            Some(KeyState::Enabled) => MasterKeyState::Enabled,
+            Some(KeyState::Disabled) => MasterKeyState::Disabled,
+            Some(KeyState::PendingDeletion) => MasterKeyState::PendingDeletion,
+            Some(other) => MasterKeyState::Other(other.as_str().to_owned()),
+            None => MasterKeyState::Other("unknown".to_owned()),
+        };
+        Ok(Some(MasterKeyInfo {
+            arn: arn.to_owned(),
+            key_id: meta.key_id().to_owned(),
+            state,
+            deletion_date: meta.deletion_date().and_then(|d| SystemTime::try_from(*d).ok()),
+        }))
+    }
+
+    async fn disable(&self, key_id: &str) -> Result<(), KmsError> {
+        self.client.disable_key().key_id(key_id).send().await.map(drop).map_err(|e| classify("DisableKey", e))
+    }
+
+    async fn schedule_deletion(&self, key_id: &str, pending_window_days: u32) -> Result<Option<SystemTime>, KmsError> {
+        let days = i32::try_from(pending_window_days).map_err(|_| {
+            KmsError::Rejected(format!("ScheduleKeyDeletion: {pending_window_days} days is out of range"))
+        })?;
+        let out = self
+            .client
+            .schedule_key_deletion()
+            .key_id(key_id)
+            .pending_window_in_days(days)
+            .send()
+            .await
+            .map_err(|e| classify("ScheduleKeyDeletion", e))?;
+        Ok(out.deletion_date().and_then(|d| SystemTime::try_from(*d).ok()))
+    }
 }
 
 /// Id recorded for keys wrapped by the local provider.
@@ -280,11 +380,23 @@ impl Kms for LocalKms {
     }
 
     async fn rewrap(&self, _wrapped: &WrappedKey, _ctx: KeyContext<'_>, _new: &str) -> Result<WrappedKey, KmsError> {
-        Err(KmsError::Rejected("master-key rewrap needs the aws provider".into()))
+        Err(KmsError::Unsupported("master-key rewrap needs the aws provider".into()))
     }
 
     async fn resolve(&self, master_key_id: &str) -> Result<String, KmsError> {
         Ok(master_key_id.to_owned())
+    }
+
+    async fn describe(&self, _master_key_id: &str) -> Result<Option<MasterKeyInfo>, KmsError> {
+        Err(KmsError::Unsupported(LOCAL_CANNOT_RETIRE.into()))
+    }
+
+    async fn disable(&self, _key_id: &str) -> Result<(), KmsError> {
+        Err(KmsError::Unsupported(LOCAL_CANNOT_RETIRE.into()))
+    }
+
+    async fn schedule_deletion(&self, _key_id: &str, _days: u32) -> Result<Option<SystemTime>, KmsError> {
+        Err(KmsError::Unsupported(LOCAL_CANNOT_RETIRE.into()))
     }
 }
 
@@ -314,6 +426,7 @@ impl<K> Measured<K> {
             Ok(_) => "ok",
             Err(KmsError::Unavailable(_)) => "unavailable",
             Err(KmsError::Rejected(_)) => "rejected",
+            Err(KmsError::Unsupported(_)) => "unsupported",
         };
         let attrs = [
             opentelemetry::KeyValue::new("provider", self.provider),
@@ -357,6 +470,27 @@ impl<K: Kms> Kms for Measured<K> {
         let started = std::time::Instant::now();
         let result = self.inner.resolve(master_key_id).await;
         self.record("resolve", started, &result);
+        result
+    }
+
+    async fn describe(&self, master_key_id: &str) -> Result<Option<MasterKeyInfo>, KmsError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.describe(master_key_id).await;
+        self.record("describe", started, &result);
+        result
+    }
+
+    async fn disable(&self, key_id: &str) -> Result<(), KmsError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.disable(key_id).await;
+        self.record("disable", started, &result);
+        result
+    }
+
+    async fn schedule_deletion(&self, key_id: &str, pending_window_days: u32) -> Result<Option<SystemTime>, KmsError> {
+        let started = std::time::Instant::now();
+        let result = self.inner.schedule_deletion(key_id, pending_window_days).await;
+        self.record("schedule_deletion", started, &result);
         result
     }
 }

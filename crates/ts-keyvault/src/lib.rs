@@ -1,7 +1,10 @@
 //! The keyvault service: one data key per folder, with versions, wrapped by the master key
-//! in KMS (DESIGN.md §3). It owns the `data_keys` and `keyvault_settings` collections and
-//! stores only wrapped keys; plaintext keys live in a bounded memory cache. Only folders may
-//! call `KeyVaultService`; only the operator may call `KeyVaultOperatorService`.
+//! in KMS (DESIGN.md §3). It owns the `data_keys`, `keyvault_settings`,
+//! `destroyed_folder_keys` and `master_key_retirements` collections and stores only wrapped
+//! keys; plaintext keys live in a bounded memory cache. Only folders may call
+//! `KeyVaultService`; only the operator may call `KeyVaultOperatorService` (the master-key
+//! rewrap, and retiring the old master key so that deleted folders' keys in backups die with
+//! it).
 #![forbid(unsafe_code)]
 
 pub mod grpc;

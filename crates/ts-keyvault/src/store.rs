@@ -1,5 +1,10 @@
 //! The `data_keys` collection: one document per (folder, version), holding only the wrapped
-//! key; and the `keyvault_settings` collection, holding the active master key after a rewrap.
+//! key and the master key that wrapped it; the `keyvault_settings` collection, holding the
+//! active master key after a rewrap; and `master_key_retirements`, one document per old master
+//! key being retired (keyed by its ARN; no index beyond `_id`).
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, Document, doc};
@@ -22,12 +27,44 @@ pub struct StoredKey {
     pub wrapped: WrappedKey,
 }
 
+/// An old master key's retirement: when keyvault disabled it in KMS and when it scheduled its
+/// deletion there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retirement {
+    /// The key's canonical id (its ARN), as stored with the data keys it wrapped.
+    pub master_key_id: String,
+    /// The provider's bare key id, as DisableKey and ScheduleKeyDeletion are given it.
+    pub kms_key_id: String,
+    /// When keyvault disabled it (or first found it disabled): the backup retention window
+    /// runs from here.
+    pub disabled_at: SystemTime,
+    /// The backup retention window, in days, of the call that recorded the latest step.
+    pub backup_retention_days: u32,
+    /// When keyvault scheduled its deletion (or first found it pending deletion).
+    pub deletion_scheduled_at: Option<SystemTime>,
+    /// When KMS deletes it, as KMS said.
+    pub kms_deletion_date: Option<SystemTime>,
+}
+
+fn retirement_from_doc(d: &Document) -> Option<Retirement> {
+    let time = |field: &str| d.get_datetime(field).ok().map(|t| t.to_system_time());
+    Some(Retirement {
+        master_key_id: d.get_str("_id").ok()?.to_owned(),
+        kms_key_id: d.get_str("kms_key_id").ok()?.to_owned(),
+        disabled_at: time("disabled_at")?,
+        backup_retention_days: d.get_i64("backup_retention_days").ok().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+        deletion_scheduled_at: time("deletion_scheduled_at"),
+        kms_deletion_date: time("kms_deletion_date"),
+    })
+}
+
 /// Data-key persistence.
 #[derive(Debug, Clone)]
 pub struct KeyStore {
     keys: Collection<Document>,
     settings: Collection<Document>,
     destroyed: Collection<Document>,
+    retirements: Collection<Document>,
     clock: SharedClock,
 }
 
@@ -67,8 +104,14 @@ impl KeyStore {
             keys: db.collection("data_keys"),
             settings: db.collection("keyvault_settings"),
             destroyed: db.collection("destroyed_folder_keys"),
+            retirements: db.collection("master_key_retirements"),
             clock,
         }
+    }
+
+    /// The time on the clock this store dates what it writes with.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 
     /// Creates the unique (folder, version) index: the migration step of [`SCHEMA`], run by
@@ -160,5 +203,95 @@ impl KeyStore {
             .upsert(true)
             .await
             .map(|_| ())
+    }
+
+    /// How many stored keys each master key wraps, most first (then by id). Reads every key's
+    /// `master_key_id` once: an operator's occasional question, not a request path.
+    pub async fn wrapped_counts(&self) -> mongodb::error::Result<Vec<(String, u64)>> {
+        let mut cursor = self.keys.find(doc! {}).projection(doc! { "master_key_id": 1 }).await?;
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        while let Some(d) = cursor.try_next().await? {
+            let id = d.get_str("master_key_id").unwrap_or_default().to_owned();
+            *counts.entry(id).or_default() += 1;
+        }
+        let mut counts: Vec<(String, u64)> = counts.into_iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(counts)
+    }
+
+    /// How many stored keys are wrapped under any of `master_key_ids` (one key's ARN and bare
+    /// id, say).
+    pub async fn count_wrapped_by(&self, master_key_ids: &[String]) -> mongodb::error::Result<u64> {
+        let mut total = 0;
+        for id in master_key_ids {
+            total += self.keys.count_documents(doc! { "master_key_id": id }).await?;
+        }
+        Ok(total)
+    }
+
+    /// Every recorded retirement, oldest first.
+    pub async fn retirements(&self) -> mongodb::error::Result<Vec<Retirement>> {
+        let docs: Vec<Document> =
+            self.retirements.find(doc! {}).sort(doc! { "disabled_at": 1, "_id": 1 }).await?.try_collect().await?;
+        Ok(docs.iter().filter_map(retirement_from_doc).collect())
+    }
+
+    /// The retirement of a master key, by its ARN or its bare KMS key id.
+    pub async fn retirement(&self, id: &str) -> mongodb::error::Result<Option<Retirement>> {
+        if let Some(d) = self.retirements.find_one(doc! { "_id": id }).await? {
+            return Ok(retirement_from_doc(&d));
+        }
+        Ok(self.retirements.find_one(doc! { "kms_key_id": id }).await?.as_ref().and_then(retirement_from_doc))
+    }
+
+    /// Records that a master key was disabled at `at`, starting (or starting over) its backup
+    /// retention window and forgetting any deletion recorded before.
+    pub async fn record_disabled(
+        &self,
+        master_key_id: &str,
+        kms_key_id: &str,
+        at: SystemTime,
+        backup_retention_days: u32,
+    ) -> mongodb::error::Result<Retirement> {
+        let update = doc! {
+            "$set": {
+                "kms_key_id": kms_key_id,
+                "disabled_at": bson_date(at),
+                "backup_retention_days": i64::from(backup_retention_days),
+            },
+            "$unset": { "deletion_scheduled_at": "", "kms_deletion_date": "" },
+        };
+        self.retirements.update_one(doc! { "_id": master_key_id }, update).upsert(true).await?;
+        Ok(Retirement {
+            master_key_id: master_key_id.to_owned(),
+            kms_key_id: kms_key_id.to_owned(),
+            disabled_at: at,
+            backup_retention_days,
+            deletion_scheduled_at: None,
+            kms_deletion_date: None,
+        })
+    }
+
+    /// Records that a disabled master key's deletion was scheduled at `at`, for KMS to carry out
+    /// at `kms_deletion_date`.
+    pub async fn record_deletion_scheduled(
+        &self,
+        retirement: &Retirement,
+        at: SystemTime,
+        kms_deletion_date: SystemTime,
+        backup_retention_days: u32,
+    ) -> mongodb::error::Result<Retirement> {
+        let update = doc! { "$set": {
+            "deletion_scheduled_at": bson_date(at),
+            "kms_deletion_date": bson_date(kms_deletion_date),
+            "backup_retention_days": i64::from(backup_retention_days),
+        }};
+        self.retirements.update_one(doc! { "_id": &retirement.master_key_id }, update).await?;
+        Ok(Retirement {
+            deletion_scheduled_at: Some(at),
+            kms_deletion_date: Some(kms_deletion_date),
+            backup_retention_days,
+            ..retirement.clone()
+        })
     }
 }

@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use bson::{Document, doc};
 use futures::TryStreamExt;
-use ts_contract::clock::SystemClock;
+use ts_contract::clock::{ManualClock, SystemClock};
 use ts_crypto::{CacheLimits, DataKey, Envelope, FieldRef};
-use ts_keyvault::kms::{AwsKms, KeyContext, Kms, KmsError, LocalKms, WrappedKey};
+use ts_keyvault::kms::{AwsKms, KeyContext, Kms, KmsError, LocalKms, MasterKeyInfo, WrappedKey};
 use ts_keyvault::store::KeyStore;
+use ts_keyvault::vault::RetireStep;
 use ts_keyvault::{KeyVault, VaultError};
 use ts_testkit::{ServerProcess, create_kms_key, fresh_database, kms_client, shared};
 
@@ -44,6 +46,15 @@ impl Kms for Counting {
     }
     async fn resolve(&self, master: &str) -> Result<String, KmsError> {
         self.inner.resolve(master).await
+    }
+    async fn describe(&self, master: &str) -> Result<Option<MasterKeyInfo>, KmsError> {
+        self.inner.describe(master).await
+    }
+    async fn disable(&self, key_id: &str) -> Result<(), KmsError> {
+        self.inner.disable(key_id).await
+    }
+    async fn schedule_deletion(&self, key_id: &str, days: u32) -> Result<Option<SystemTime>, KmsError> {
+        self.inner.schedule_deletion(key_id, days).await
     }
 }
 
@@ -303,5 +314,104 @@ async fn the_local_provider_binds_keys_to_their_context() -> anyhow::Result<()> 
     assert!(rejected(r), "other master key");
     // The control: the right context opens it.
     assert_eq!(kms.unwrap(&stored.wrapped, KeyContext { folder_id: "f", version: 1 }).await?.version(), 1);
+    Ok(())
+}
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A key's state as KMS spells it (`Enabled`, `Disabled`, `PendingDeletion`).
+async fn key_state(client: &aws_sdk_kms::Client, key_id: &str) -> anyhow::Result<String> {
+    let out = client.describe_key().key_id(key_id).send().await?;
+    Ok(out.key_metadata().and_then(|m| m.key_state()).map(|s| s.as_str().to_owned()).unwrap_or_default())
+}
+
+#[tokio::test]
+async fn retiring_the_old_master_key_disables_it_then_schedules_its_deletion_after_the_backup_window()
+-> anyhow::Result<()> {
+    let s = setup().await?;
+    let clock = ManualClock::default();
+    let vault = KeyVault::new(
+        s.kms.clone(),
+        KeyStore::new(&s.db, Arc::new(clock.clone())),
+        s.master.clone(),
+        CacheLimits::default(),
+    );
+    vault.create("f1").await?;
+    vault.create("f2").await?;
+    let old_arn = s.kms.resolve(&s.master).await?;
+
+    // The key new data keys are made under is never retired.
+    let err = vault.retire_master_key(&s.master, 30, 7).await.unwrap_err();
+    assert!(matches!(&err, VaultError::Precondition(m) if m.contains("current master key")), "{err:?}");
+    // Nor is a key that still wraps a stored data key: the refusal says how many.
+    let new_master = create_kms_key(&s.client).await?;
+    assert_eq!(vault.rewrap_all(&new_master, Some(1)).await?.remaining, 1);
+    let err = vault.retire_master_key(&s.master, 30, 7).await.unwrap_err();
+    assert!(matches!(&err, VaultError::Precondition(m) if m.starts_with("1 stored data keys")), "{err:?}");
+    assert_eq!(key_state(&s.client, &s.master).await?, "Enabled");
+    assert_eq!(vault.rewrap_all(&new_master, None).await?.remaining, 0);
+    // AWS KMS allows a pending window of 7 to 30 days only.
+    assert!(matches!(vault.retire_master_key(&s.master, 30, 6).await, Err(VaultError::Precondition(_))));
+
+    let new_arn = s.kms.resolve(&new_master).await?;
+    let status = vault.master_key_status().await?;
+    assert_eq!((status.current.as_str(), status.configured.as_str()), (new_arn.as_str(), s.master.as_str()));
+    assert_eq!(status.wrapped, vec![(new_arn.clone(), 2)]);
+    assert!(status.retirements.is_empty());
+
+    let disabled = vault.retire_master_key(&s.master, 30, 7).await?;
+    assert_eq!(disabled.step, RetireStep::Disabled);
+    assert_eq!(disabled.retirement.master_key_id, old_arn);
+    assert_eq!(disabled.next_step_at, Some(disabled.retirement.disabled_at + DAY * 30));
+    assert_eq!(key_state(&s.client, &s.master).await?, "Disabled");
+
+    // Enabled again by hand (to restore an old backup, say): disabled again, and the backup
+    // retention window starts over.
+    clock.advance(DAY * 10);
+    s.client.enable_key().key_id(&s.master).send().await?;
+    let again = vault.retire_master_key(&s.master, 30, 7).await?;
+    assert_eq!(again.step, RetireStep::Disabled);
+    assert_eq!(again.next_step_at, Some(clock_now(&clock) + DAY * 30));
+    assert_eq!(key_state(&s.client, &s.master).await?, "Disabled");
+
+    clock.advance(DAY * 29);
+    let waiting = vault.retire_master_key(&s.master, 30, 7).await?;
+    assert_eq!(waiting.step, RetireStep::Waiting);
+    assert_eq!(key_state(&s.client, &s.master).await?, "Disabled");
+
+    clock.advance(DAY * 2);
+    let scheduled = vault.retire_master_key(&s.master, 30, 7).await?;
+    assert_eq!(scheduled.step, RetireStep::DeletionScheduled);
+    assert_eq!(scheduled.next_step_at, None);
+    assert!(scheduled.retirement.deletion_scheduled_at.is_some() && scheduled.retirement.kms_deletion_date.is_some());
+    assert_eq!(key_state(&s.client, &s.master).await?, "PendingDeletion");
+
+    let done = vault.retire_master_key(&s.master, 30, 7).await?;
+    assert_eq!((done.step, done.kms_state.as_deref()), (RetireStep::Done, Some("PendingDeletion")));
+    let status = vault.master_key_status().await?;
+    assert_eq!(status.retirements.len(), 1);
+    assert_eq!(status.retirements[0].master_key_id, old_arn);
+    assert!(status.retirements[0].deletion_scheduled_at.is_some());
+
+    // Live data never needed the old key: every folder still reads, under the new one.
+    let cold = s.vault(s.kms.clone());
+    assert_eq!(cold.get("f1", Some(1)).await?.version(), 1);
+    assert_eq!(cold.get("f2", Some(1)).await?.version(), 1);
+    Ok(())
+}
+
+fn clock_now(clock: &ManualClock) -> SystemTime {
+    use ts_contract::clock::Clock;
+    clock.now()
+}
+
+#[tokio::test]
+async fn the_local_provider_has_no_master_key_to_retire() -> anyhow::Result<()> {
+    let db = fresh_database().await?;
+    let kms: Arc<dyn Kms> = Arc::new(LocalKms::new([9; 32]));
+    let vault = KeyVault::new(kms, KeyStore::new(&db, Arc::new(SystemClock)), "local".into(), CacheLimits::default());
+    vault.create("f").await?;
+    let err = vault.retire_master_key("local", 30, 30).await.unwrap_err();
+    assert!(matches!(&err, VaultError::Precondition(m) if m == ts_keyvault::kms::LOCAL_CANNOT_RETIRE), "{err:?}");
     Ok(())
 }

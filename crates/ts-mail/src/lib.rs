@@ -19,9 +19,10 @@ pub struct Message {
     pub body: String,
 }
 
-/// Why a message was not sent. Never includes the body (it may hold a code).
+/// Why a message was not sent. Never includes the body (it may hold a code), and its
+/// message never names the recipient (logs must not keep an address: PRIVACY.md).
 #[derive(Debug, thiserror::Error)]
-#[error("mail not sent to {to}: {reason}")]
+#[error("mail not sent: {reason}")]
 pub struct MailError {
     /// Recipient.
     pub to: String,
@@ -113,7 +114,8 @@ impl Mailer for FileMailer {
         tokio::fs::write(&path, bytes)
             .await
             .map_err(|e| MailError { to: message.to.clone(), reason: e.to_string() })?;
-        tracing::info!(to = %message.to, subject = %message.subject, file = %path.display(), "development mail written");
+        // Neither the recipient nor the subject (it names the inviter): logs keep no address.
+        tracing::info!(file = %path.display(), "development mail written");
         Ok(())
     }
 }

@@ -289,6 +289,12 @@ where
         self.entries.get(key).map(|(_, value)| value)
     }
 
+    /// Forgets what is kept at `key` in this process (an erasure: memory must not keep a
+    /// person's data until it expires; other processes' copies are retired by generation).
+    pub fn remove(&self, key: &K) {
+        self.entries.invalidate(key);
+    }
+
     /// Keeps `value` as a hint only ([`Tagged::peek`]): no generation will ever match it.
     pub fn hint(&self, key: K, value: V) {
         self.entries.insert(key, (Arc::from(""), value));

@@ -183,6 +183,19 @@ impl ServerProcess {
         )
     }
 
+    /// Starts a Redis server that keeps nothing on disk on `port` (a Redis "restarted"
+    /// empty where the services expect it).
+    pub fn redis_on(port: u16) -> anyhow::Result<ServerProcess> {
+        let dir = tempfile::tempdir()?;
+        let dir_arg = dir.path().to_string_lossy().into_owned();
+        let port_arg = port.to_string();
+        let bin = which("redis-server")?;
+        let args = ["--port", &port_arg, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", &dir_arg];
+        let mut proc = Self::start_on("redis", &bin, &args, &[], port, redis_ready)?;
+        proc.keep_dir(dir);
+        Ok(proc)
+    }
+
     /// Starts an SMTP server (aiosmtpd) that prints every message it receives to its log.
     pub fn smtp() -> anyhow::Result<ServerProcess> {
         let python = venv_bin("python")?;

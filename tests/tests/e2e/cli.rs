@@ -189,6 +189,50 @@ async fn the_cli_drives_the_sharing_story_and_keeps_passwords_on_each_machine() 
 }
 
 #[tokio::test]
+async fn the_cli_exports_a_users_data_to_a_private_file_and_erases_the_account() -> anyhow::Result<()> {
+    let cluster = TestCluster::start().await?;
+    let carol = Terminal::new(&cluster)?;
+    carol.login(&cluster, "carol@example.com").await?;
+    let folder = carol.json(&["folders", "create", "Carol's queries"], None).await?;
+    let folder_id = text(&folder["id"]);
+    carol
+        .json(
+            &["items", "share-query", &folder_id, "Open orders", "--database", "shop", "--collection", "orders"],
+            None,
+        )
+        .await?;
+
+    // The export: one JSON document, in a directory made for it, readable by its owner only.
+    let file = carol.home.path().join("exports/my-data.json");
+    let summary = carol.json(&["privacy", "export", "--out", &file.to_string_lossy()], None).await?;
+    assert_eq!((summary["memberships"].as_u64(), summary["items"].as_u64()), (Some(1), Some(1)), "{summary}");
+    let export: Value = serde_json::from_slice(&std::fs::read(&file)?)?;
+    assert_eq!(export["account"]["user"]["email"], "carol@example.com");
+    assert_eq!(export["memberships"][0]["folder_id"], folder["id"]);
+    assert_eq!(export["items"][0]["item"]["content"]["query"]["collection"], "orders");
+    let sessions = export["sessions"].as_array().context("sessions")?;
+    assert!(sessions.iter().any(|s| s["current"] == true), "{sessions:?}");
+    assert_eq!(export["summary"]["items"], summary["items"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file)?.permissions().mode() & 0o777, 0o600);
+    }
+
+    // Erasure: a wrong confirmation is refused (non-zero exit, the reason); the right one erases
+    // the account, deletes the folder only Carol was in, and signs out here.
+    let wrong = carol.run(&["account", "delete", "--confirm", "someone@example.com"], None).await?;
+    assert!(!wrong.ok && wrong.stderr.contains("INVALID_FIELD"), "{}", wrong.stderr);
+    let erased = carol.json(&["account", "delete", "--confirm", "carol@example.com"], None).await?;
+    assert!(text(&erased["pseudonym"]).starts_with("erased-"), "{erased}");
+    assert_eq!(erased["deleted_folder_ids"], serde_json::json!([folder["id"]]));
+    assert!(!carol.home.path().join("session.json").exists());
+    let after = carol.run(&["whoami"], None).await?;
+    assert!(!after.ok && after.stderr.contains("not signed in"), "{}", after.stderr);
+    cluster.stop().await
+}
+
+#[tokio::test]
 async fn operator_commands_run_over_mtls_with_the_operator_certificate() -> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let alice = cluster.sign_in("alice@example.com").await?;

@@ -17,6 +17,7 @@ mod gateway;
 mod invitations;
 mod licenses;
 mod managers;
+mod master_key;
 mod migrations;
 mod mtls;
 mod redis_cluster;

@@ -13,6 +13,8 @@ mod auth;
 mod identity;
 mod license_admin;
 mod license_operator;
+mod privacy;
+mod privacy_operator;
 
 use ts_contract::audit::{Event, OPERATOR};
 use ts_runtime::audit::audited;
@@ -37,7 +39,7 @@ pub(super) fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(t)
 }
 
-pub(super) fn user_message(u: &UserView) -> User {
+pub(crate) fn user_message(u: &UserView) -> User {
     User {
         id: u.id.to_string(),
         email: u.email.clone(),

@@ -7,6 +7,7 @@
 
 mod codes;
 mod counters;
+mod erasures;
 mod licenses;
 mod sessions;
 mod settings;
@@ -23,6 +24,7 @@ use serde::de::DeserializeOwned;
 
 pub use codes::CodeDoc;
 pub use counters::CounterDoc;
+pub use erasures::{DONE, ErasureDoc, RUNNING};
 pub use licenses::LicenseDoc;
 pub use sessions::{RotationDoc, SessionDoc, Sessions};
 pub use settings::SettingsDoc;
@@ -33,7 +35,7 @@ pub type StoreResult<T> = mongodb::error::Result<T>;
 
 /// Auth's schema: raise the version whenever [`Store::ensure_indexes`] changes, so that
 /// `teamshare migrate` runs it again (and production replicas refuse to start until it has).
-pub const SCHEMA: ts_stores::Schema = ts_stores::Schema::new("auth", 1);
+pub const SCHEMA: ts_stores::Schema = ts_stores::Schema::new("auth", 2);
 
 /// Auth persistence: the only code that touches auth's collections.
 #[derive(Debug, Clone)]
@@ -45,6 +47,7 @@ pub struct Store {
     licenses: Collection<LicenseDoc>,
     settings: Collection<SettingsDoc>,
     counters: Collection<CounterDoc>,
+    erasures: Collection<ErasureDoc>,
 }
 
 /// A document read with a projection of `_id` alone.
@@ -87,6 +90,7 @@ impl Store {
             licenses: db.collection("licenses"),
             settings: db.collection("settings"),
             counters: db.collection("rate_counters"),
+            erasures: db.collection("erasures"),
             db,
         }
     }
@@ -118,6 +122,8 @@ impl Store {
         self.sessions.create_index(IndexModel::builder().keys(doc! { "revocation_pending": 1 }).build()).await?;
         self.codes.create_index(ttl("purge_at")).await?;
         self.counters.create_index(ttl("expires_at")).await?;
+        // The erasures a crashed run left unfinished, found by the background runner.
+        self.erasures.create_index(IndexModel::builder().keys(doc! { "state": 1, "attempt_at": 1 }).build()).await?;
         Ok(())
     }
 }

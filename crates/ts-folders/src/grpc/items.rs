@@ -26,7 +26,8 @@ fn summary(v: &ItemView) -> ItemSummary {
     }
 }
 
-fn item_message(v: ItemView) -> Item {
+/// An opened item as GetItem answers it (also for exports).
+pub(super) fn item_message(v: ItemView) -> Item {
     let summary = Some(summary(&v));
     match v.body {
         Some(body) => Item { summary, description: body.description, content: Some(body.content) },

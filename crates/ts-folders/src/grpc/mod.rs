@@ -13,6 +13,7 @@ mod key_operator;
 mod license_audit;
 mod members;
 mod membership;
+mod privacy;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -62,6 +63,17 @@ impl From<FoldersError> for Status {
             MemberNotFound => (Code::NotFound, R::MemberNotFound),
             Access { .. } => (Code::PermissionDenied, R::PermissionDenied),
             LastManager => (Code::FailedPrecondition, R::LastManager),
+            LastManagerOf(blocking) => {
+                let violations: Vec<(&str, String, String)> = blocking
+                    .iter()
+                    .map(|b| ("LAST_MANAGER", format!("folders/{}", b.folder_id), b.folder_name.clone()))
+                    .collect();
+                let message = "the user is the last MANAGE member of folders that have other members (hand \
+                               management over or delete them first)";
+                return ts_contract::status::precondition_failed(R::LastManager, message, &violations);
+            }
+            Erased => (Code::Unauthenticated, R::UnknownUser),
+            MembersKeptChanging => (Code::Aborted, R::Contention),
             SharingRefused(denial) => return ts_contract::status::sharing_refusal(*denial as i32),
             NotYetEverywhere => (Code::Unavailable, R::NotYetEverywhere),
             SharingUnknown | KeysUnavailable => (Code::Unavailable, R::Unavailable),

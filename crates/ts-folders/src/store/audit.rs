@@ -3,7 +3,7 @@
 //! kept as the recording service reported them (bounded, possibly empty), not parsed: the
 //! trail records what was claimed, and an event is never refused for its folder id's shape.
 
-use bson::{DateTime, doc};
+use bson::{DateTime, Document, doc};
 use serde::{Deserialize, Serialize};
 use ts_contract::ids::{FolderId, UserId};
 
@@ -58,6 +58,22 @@ pub enum EventScope<'a> {
     },
     /// A license's events.
     License(&'a str),
+    /// The events where a person is the actor: by their user id, or by their email where no
+    /// user id is named (before they had an account, or without one).
+    Actor {
+        /// The user, if they have an account.
+        user_id: Option<&'a UserId>,
+        /// Their email.
+        email: &'a str,
+    },
+}
+
+/// The events whose actor is `user_id` or `email` (an erasure replaces both).
+fn acted_by(user_id: Option<&UserId>, email: &str) -> Document {
+    match user_id {
+        Some(u) => doc! { "$or": [{ "actor_user_id": u.as_str() }, { "actor_email": email }] },
+        None => doc! { "actor_email": email },
+    }
 }
 
 impl Store {
@@ -84,11 +100,45 @@ impl Store {
                 doc! { "$and": [mine, { "status_code": { "$ne": "OK" } }] }
             }
             EventScope::License(license_id) => doc! { "license_id": license_id },
+            EventScope::Actor { user_id, email } => {
+                let theirs = match user_id {
+                    Some(u) => doc! { "$or": [
+                        { "actor_user_id": u.as_str() },
+                        { "actor_user_id": "", "actor_email": email },
+                    ] },
+                    None => doc! { "actor_user_id": "", "actor_email": email },
+                };
+                // Under `$and`, so that a cursor's `$or` below does not replace it.
+                doc! { "$and": [theirs] }
+            }
         };
         if let Some(c) = after {
             let at = c.time;
             filter.insert("$or", vec![doc! { "time": { "$lt": at } }, doc! { "time": at, "_id": { "$lt": &c.id } }]);
         }
         find_page(&self.events(), filter, doc! { "time": -1, "_id": -1 }, size).await
+    }
+
+    /// Names `pseudonym` as the actor of every event by `user_id` or `email`, and drops the
+    /// user id; how many changed.
+    pub async fn pseudonymise_events(
+        &self,
+        user_id: Option<&UserId>,
+        email: &str,
+        pseudonym: &str,
+    ) -> StoreResult<u64> {
+        let set = doc! { "$set": { "actor_email": pseudonym, "actor_user_id": "" } };
+        Ok(self.events().update_many(acted_by(user_id, email), set).await?.modified_count)
+    }
+
+    /// Names `pseudonym` as the actor of the event `id`, and drops its user id.
+    pub async fn pseudonymise_event(&self, id: &str, pseudonym: &str) -> StoreResult<()> {
+        let set = doc! { "$set": { "actor_email": pseudonym, "actor_user_id": "" } };
+        self.events().update_one(doc! { "_id": id }, set).await.map(drop)
+    }
+
+    /// Deletes the events whose retention ended before `before`; how many.
+    pub async fn purge_events(&self, before: DateTime) -> StoreResult<u64> {
+        Ok(self.events().delete_many(doc! { "expires_at": { "$lt": before } }).await?.deleted_count)
     }
 }

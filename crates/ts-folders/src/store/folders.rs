@@ -6,7 +6,7 @@ use bson::{DateTime, Document, doc};
 use serde::{Deserialize, Serialize};
 use ts_contract::ids::FolderId;
 
-use super::{SealedDoc, Store, StoreResult};
+use super::{SealedDoc, Store, StoreResult, strings};
 
 /// A folder as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,5 +78,16 @@ impl Store {
             )
             .await
             .map(drop)
+    }
+
+    /// The ids of the folders `email` created.
+    pub async fn folders_created_by(&self, email: &str) -> StoreResult<Vec<String>> {
+        Ok(strings(self.folders().distinct("_id", doc! { "created_by_email": email }).await?))
+    }
+
+    /// Names `pseudonym` instead of `email` as the creator of every folder; how many changed.
+    pub async fn pseudonymise_folders(&self, email: &str, pseudonym: &str) -> StoreResult<u64> {
+        let set = doc! { "$set": { "created_by_email": pseudonym } };
+        Ok(self.folders().update_many(doc! { "created_by_email": email }, set).await?.modified_count)
     }
 }

@@ -10,7 +10,7 @@ use mongodb::{ClientSession, Collection};
 use serde::{Deserialize, Serialize};
 use ts_contract::ids::{FolderId, ItemId};
 
-use super::{FolderDoc, SealedDoc, Store, StoreResult, find_page};
+use super::{FolderDoc, SealedDoc, Store, StoreResult, find_page, strings};
 use crate::paging::ItemCursor;
 
 /// An item as stored; its user-typed fields are sealed in `enc`.
@@ -145,6 +145,46 @@ impl Store {
             );
         }
         find_page(&self.items(), filter, doc! { "created_at": 1, "_id": 1 }, size).await
+    }
+
+    /// A page of a folder's items that `email` shared or changed last, oldest first, after
+    /// `after` (for an export).
+    pub async fn item_page_by(
+        &self,
+        folder_id: &FolderId,
+        email: &str,
+        after: Option<&ItemCursor>,
+        size: usize,
+    ) -> StoreResult<(Vec<ItemDoc>, bool)> {
+        let theirs = doc! { "$or": [{ "shared_by_email": email }, { "updated_by_email": email }] };
+        let mut page = doc! { "folder_id": folder_id.as_str() };
+        if let Some(c) = after {
+            let at = c.created_at;
+            page.insert(
+                "$or",
+                vec![doc! { "created_at": { "$gt": at } }, doc! { "created_at": at, "_id": { "$gt": &c.id } }],
+            );
+        }
+        find_page(&self.items(), doc! { "$and": [page, theirs] }, doc! { "created_at": 1, "_id": 1 }, size).await
+    }
+
+    /// The ids of the folders holding an item that `email` shared or changed last.
+    pub async fn folders_with_items_by(&self, email: &str) -> StoreResult<Vec<String>> {
+        let theirs = doc! { "$or": [{ "shared_by_email": email }, { "updated_by_email": email }] };
+        Ok(strings(self.items().distinct("folder_id", theirs).await?))
+    }
+
+    /// Names `pseudonym` instead of `email` as the sharer and the last editor of every item,
+    /// leaving versions and times as they were; how many documents changed.
+    pub async fn pseudonymise_items(&self, email: &str, pseudonym: &str) -> StoreResult<u64> {
+        let items = self.items();
+        let shared = items
+            .update_many(doc! { "shared_by_email": email }, doc! { "$set": { "shared_by_email": pseudonym } })
+            .await?;
+        let updated = items
+            .update_many(doc! { "updated_by_email": email }, doc! { "$set": { "updated_by_email": pseudonym } })
+            .await?;
+        Ok(shared.modified_count + updated.modified_count)
     }
 
     /// Rewrites an item's sealed fields if it is still at `expected_version`; false if not.

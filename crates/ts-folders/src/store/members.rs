@@ -164,6 +164,31 @@ impl Store {
         Ok(())
     }
 
+    /// The member of a folder other than `user_id` who joined first (the longest-standing),
+    /// if there is one.
+    pub async fn earliest_other_member(
+        &self,
+        folder_id: &FolderId,
+        user_id: &UserId,
+    ) -> StoreResult<Option<MemberDoc>> {
+        self.members()
+            .find_one(doc! { "folder_id": folder_id.as_str(), "user_id": { "$ne": user_id.as_str() } })
+            .sort(doc! { "joined_at": 1, "_id": 1 })
+            .await
+    }
+
+    /// How many members a folder has besides `user_id`.
+    pub async fn count_other_members(&self, folder_id: &FolderId, user_id: &UserId) -> StoreResult<u64> {
+        self.members()
+            .count_documents(doc! { "folder_id": folder_id.as_str(), "user_id": { "$ne": user_id.as_str() } })
+            .await
+    }
+
+    /// Removes the spent invitations that made `user_id`'s memberships; how many.
+    pub async fn delete_spent_of(&self, user_id: &UserId) -> StoreResult<u64> {
+        Ok(self.spent().delete_many(doc! { "user_id": user_id.as_str() }).await?.deleted_count)
+    }
+
     /// A page of a folder's members by email then user id, after `after`.
     pub async fn member_page(
         &self,

@@ -1,9 +1,11 @@
 //! The folders service's collections as typed documents: `folders`, `members` (with
-//! `spent_invitations`), `items` and `audit_events`, one file each. Every filter and update
-//! is written here; the domain reads and writes whole typed documents, and field names stay
-//! exactly as stored (operator tools, other crates' tests and existing data depend on them).
+//! `spent_invitations`), `items`, `audit_events` and `erased_users`, one file each. Every
+//! filter and update is written here; the domain reads and writes whole typed documents, and
+//! field names stay exactly as stored (operator tools, other crates' tests and existing data
+//! depend on them).
 
 mod audit;
+mod erased;
 mod folders;
 mod items;
 mod members;
@@ -18,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use self::audit::{AuditEventDoc, EventScope};
+pub use self::erased::ErasedUserDoc;
 pub use self::folders::FolderDoc;
 pub use self::items::{ItemDoc, ItemWrite, Slots};
 pub use self::members::{AccessChange, Added, MemberDoc, Removal, SpentInvitationDoc};
@@ -27,7 +30,9 @@ pub type StoreResult<T> = mongodb::error::Result<T>;
 
 /// Folders' schema: raise the version whenever [`Store::ensure_indexes`] changes, so that
 /// `teamshare migrate` runs it again (and production replicas refuse to start until it has).
-pub const SCHEMA: ts_stores::Schema = ts_stores::Schema::new("folders", 1);
+/// Version 2: the indexes an erasure reads by (items and folders by email, spent invitations
+/// by user).
+pub const SCHEMA: ts_stores::Schema = ts_stores::Schema::new("folders", 2);
 
 /// The sealed part of a folder or item, all that re-encryption reads. Kept loose (a string
 /// id, an optional version) so that a pass never stops on a document it need not understand.
@@ -84,6 +89,10 @@ impl Store {
         self.db.collection(ts_contract::audit::COLLECTION)
     }
 
+    fn erased(&self) -> Collection<ErasedUserDoc> {
+        self.db.collection("erased_users")
+    }
+
     async fn session(&self) -> StoreResult<ClientSession> {
         self.db.client().start_session().await
     }
@@ -97,10 +106,17 @@ impl Store {
             .create_index(IndexModel::builder().keys(doc! { "folder_id": 1, "user_id": 1 }).options(unique).build())
             .await?;
         members.create_index(IndexModel::builder().keys(doc! { "user_id": 1, "folder_id": 1 }).build()).await?;
-        self.items()
+        let items = self.items();
+        items
             .create_index(IndexModel::builder().keys(doc! { "folder_id": 1, "created_at": 1, "_id": 1 }).build())
             .await?;
-        self.spent().create_index(IndexModel::builder().keys(doc! { "folder_id": 1 }).build()).await?;
+        // An erasure finds the email it replaces without reading every item or folder.
+        items.create_index(IndexModel::builder().keys(doc! { "shared_by_email": 1 }).build()).await?;
+        items.create_index(IndexModel::builder().keys(doc! { "updated_by_email": 1 }).build()).await?;
+        self.folders().create_index(IndexModel::builder().keys(doc! { "created_by_email": 1 }).build()).await?;
+        let spent = self.spent();
+        spent.create_index(IndexModel::builder().keys(doc! { "folder_id": 1 }).build()).await?;
+        spent.create_index(IndexModel::builder().keys(doc! { "user_id": 1 }).build()).await?;
         let events = self.events();
         events.create_index(IndexModel::builder().keys(doc! { "folder_id": 1, "time": -1 }).build()).await?;
         events.create_index(IndexModel::builder().keys(doc! { "actor_user_id": 1, "time": -1 }).build()).await?;
@@ -110,6 +126,18 @@ impl Store {
         events.create_index(IndexModel::builder().keys(doc! { "expires_at": 1 }).options(ttl).build()).await?;
         Ok(())
     }
+}
+
+/// The string values of a `distinct` answer (ids are stored as strings; anything else is
+/// skipped).
+fn strings(values: Vec<Bson>) -> Vec<String> {
+    values
+        .into_iter()
+        .filter_map(|v| match v {
+            Bson::String(s) => Some(s),
+            _ => None,
+        })
+        .collect()
 }
 
 /// One page of `coll` matching `filter` in `sort` order, and whether more follow (one

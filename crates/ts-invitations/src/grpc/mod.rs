@@ -3,6 +3,7 @@
 //! proto messages and `InvitationsError` into `tonic::Status` (through its one `From`).
 
 mod invitations;
+mod privacy;
 
 use std::future::Future;
 
@@ -19,7 +20,7 @@ use crate::error::InvitationsError;
 use crate::service::{InvitationView, Invitations, Listed, Page};
 use crate::store::{InvitationState, PageCursor};
 
-/// Handlers of `InvitationService`.
+/// Handlers of `InvitationService` and `InvitationPrivacyService`.
 #[derive(Clone)]
 pub struct InvitationsApi {
     invitations: Invitations,

@@ -27,7 +27,7 @@ impl KeyVaultApi {
 impl From<VaultError> for Status {
     fn from(e: VaultError) -> Status {
         match &e {
-            VaultError::NotFound { .. } => Status::not_found(e.to_string()),
+            VaultError::NotFound { .. } | VaultError::UnknownMasterKey(_) => Status::not_found(e.to_string()),
             VaultError::Precondition(m) => Status::failed_precondition(m.clone()),
             VaultError::KmsUnavailable(_) => {
                 tracing::warn!(error = %e, "kms unavailable");
