@@ -155,7 +155,7 @@ enum MasterKey {
     },
 }
 
-/// `master-key rewrap` (and the older `rewrap`).
+// `master-key rewrap` and the older `rewrap` (no doc comment: each variant's is its help).
 #[derive(Debug, Args)]
 struct Rewrap {
     /// The new KMS key id, ARN or alias.
@@ -404,7 +404,10 @@ async fn master_key_status(op: &Operator, out: &Out) -> anyhow::Result<()> {
         "wrapped_data_keys": wrapped, "retirements": r.retirements.iter().map(retirement_json).collect::<Vec<_>>() });
     out.show(v, || {
         let mut lines = vec![format!("current master key: {}", r.current_kms_key_id)];
-        if r.configured_kms_key_id != r.current_kms_key_id {
+        // The configured id may be the current key's bare id, which KMS spells as an ARN.
+        let same = r.configured_kms_key_id == r.current_kms_key_id
+            || r.current_kms_key_id.ends_with(&format!(":key/{}", r.configured_kms_key_id));
+        if !same {
             lines.push(format!("configured kms.key_id: {} (a rewrap's key takes precedence)", r.configured_kms_key_id));
         }
         lines.push("data keys by KMS key:".into());

@@ -39,6 +39,8 @@ requests!(
     DeclineInvitationRequest,
     DeleteFolderRequest,
     DeleteItemRequest,
+    DeleteMyAccountRequest,
+    ExportMyDataRequest,
     GetFolderRequest,
     GetItemRequest,
     GetLicenseSharingStateRequest,
