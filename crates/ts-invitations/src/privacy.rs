@@ -8,7 +8,7 @@
 //! rest by the account name the pseudonym as their inviter, without the user id or the
 //! request keys derived from it. The counter documents keep invites out meanwhile
 //! (`crate::store`): `invitee:<email>` until FinishErasure deletes it (its `_id` holds the
-//! address), `inviter:<user id>` for good.
+//! address), `inviter:<digest of the user id>` for good.
 
 use std::time::SystemTime;
 

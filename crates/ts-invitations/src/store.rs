@@ -7,7 +7,7 @@
 //! invitee then conflict, one is retried, and its count sees the other's insert.
 //!
 //! An erasure (BeginErasure) marks the same counter documents: `invitee:<email>` gets
-//! `erasing: true` until FinishErasure deletes it, `inviter:<user id>` gets `erased: true` for
+//! `erasing: true` until FinishErasure deletes it, `inviter:<digest of the user id>` gets `erased: true` for
 //! good. An invite's transaction reads them back from its own touches, so an invite and an
 //! erasure conflict like two invites do, and no invite slips in after the erasure's scan.
 //!
@@ -122,7 +122,7 @@ mod stored_access {
 /// with each other and with an erasure.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CounterDoc {
-    /// `folder:<id>`, `invitee:<email>` or `inviter:<user id>`.
+    /// `folder:<id>`, `invitee:<email>` or `inviter:<digest of the user id>`.
     #[serde(rename = "_id")]
     pub key: String,
     /// How many invites touched it (absent on one an erasure made).
@@ -131,10 +131,10 @@ pub struct CounterDoc {
     /// On `invitee:<email>` from BeginErasure until FinishErasure: nobody may invite the address.
     #[serde(default)]
     pub erasing: bool,
-    /// On `inviter:<user id>` from BeginErasure on, for good: the account was erased.
+    /// On `inviter:<digest of the user id>` from BeginErasure on, for good: the account was erased.
     #[serde(default)]
     pub erased: bool,
-    /// On an erased `inviter:<user id>`: what replaced their email, so that an invite that
+    /// On an erased `inviter:<digest of the user id>`: what replaced their email, so that an invite that
     /// raced the erasure can be erased the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pseudonym: Option<String>,
@@ -151,8 +151,12 @@ fn invitee_key(email: &str) -> String {
 }
 
 /// The counter document of an inviter.
+/// An inviter's counter key: a digest of the user id, so that no invitation document holds
+/// an erased account's id (the counter outlives the account for good).
 fn inviter_key(id: &UserId) -> String {
-    format!("inviter:{id}")
+    let digest = ring::digest::digest(&ring::digest::SHA256, id.as_str().as_bytes());
+    let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("inviter:{hex}")
 }
 
 /// What an erasure left on the counter documents of one invite.
@@ -723,7 +727,8 @@ mod tests {
         assert!(erased.erased && !erased.erasing);
         assert_eq!(erased.pseudonym.as_deref(), Some("erased-0123456789abcdef0123"));
         let id = UserId::new();
-        assert_eq!(inviter_key(&id), format!("inviter:{id}"));
+        assert!(inviter_key(&id).starts_with("inviter:") && !inviter_key(&id).contains(id.as_str()));
+        assert_eq!(inviter_key(&id).len(), "inviter:".len() + 32);
         assert_eq!(invitee_key("bob@example.com"), "invitee:bob@example.com");
     }
 
