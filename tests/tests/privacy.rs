@@ -101,16 +101,32 @@ async fn export(cluster: &TestCluster, who: &Session) -> anyhow::Result<Vec<Part
     Ok(parts.into_iter().filter_map(|p| p.part).collect())
 }
 
-async fn delete_account(cluster: &TestCluster, who: &Session, confirm: &str) -> Result<DeleteMyAccountResponse, tonic::Status> {
-    let mut client = PrivacyServiceClient::new(cluster.gateway().await.map_err(|e| tonic::Status::internal(e.to_string()))?);
-    client.delete_my_account(who.request(DeleteMyAccountRequest { confirm_email: confirm.into() })).await.map(|r| r.into_inner())
+async fn delete_account(
+    cluster: &TestCluster,
+    who: &Session,
+    confirm: &str,
+) -> Result<DeleteMyAccountResponse, tonic::Status> {
+    let mut client =
+        PrivacyServiceClient::new(cluster.gateway().await.map_err(|e| tonic::Status::internal(e.to_string()))?);
+    client
+        .delete_my_account(who.request(DeleteMyAccountRequest { confirm_email: confirm.into() }))
+        .await
+        .map(|r| r.into_inner())
 }
 
-async fn privacy_operator(cluster: &TestCluster) -> anyhow::Result<PrivacyOperatorServiceClient<tonic::transport::Channel>> {
+async fn privacy_operator(
+    cluster: &TestCluster,
+) -> anyhow::Result<PrivacyOperatorServiceClient<tonic::transport::Channel>> {
     Ok(PrivacyOperatorServiceClient::new(cluster.internal(Service::Auth, Peer::Operator).await?))
 }
 
-async fn update_item(cluster: &TestCluster, who: &Session, folder_id: &str, item_id: &str, version: u64) -> anyhow::Result<()> {
+async fn update_item(
+    cluster: &TestCluster,
+    who: &Session,
+    folder_id: &str,
+    item_id: &str,
+    version: u64,
+) -> anyhow::Result<()> {
     let mut items = ItemServiceClient::new(cluster.gateway().await?);
     items
         .update_item(who.request(UpdateItemRequest {
@@ -126,7 +142,8 @@ async fn update_item(cluster: &TestCluster, who: &Session, folder_id: &str, item
 }
 
 async fn list_items(cluster: &TestCluster, who: &Session, folder_id: &str) -> Result<Vec<ItemSummary>, tonic::Status> {
-    let mut items = ItemServiceClient::new(cluster.gateway().await.map_err(|e| tonic::Status::internal(e.to_string()))?);
+    let mut items =
+        ItemServiceClient::new(cluster.gateway().await.map_err(|e| tonic::Status::internal(e.to_string()))?);
     let reply = items.list_items(who.request(ListItemsRequest { folder_id: folder_id.into(), page: None })).await?;
     Ok(reply.into_inner().items)
 }
@@ -177,16 +194,21 @@ async fn each_participants_export_holds_their_part_and_nothing_more() -> anyhow:
     assert!(matches!(parts.last(), Some(Part::Summary(_))), "the summary comes last");
     let Some(Part::Account(account)) = parts.first() else { unreachable!() };
     let user = account.user.as_ref().expect("user");
-    assert_eq!((user.email.as_str(), user.id.as_str(), user.email_verified), (s.bob.email.as_str(), s.bob.user_id.as_str(), true));
+    assert_eq!(
+        (user.email.as_str(), user.id.as_str(), user.email_verified),
+        (s.bob.email.as_str(), s.bob.user_id.as_str(), true)
+    );
     assert!(account.create_time.is_some() && account.verify_time.is_some());
 
-    let memberships: Vec<_> = parts.iter().filter_map(|p| if let Part::Membership(m) = p { Some(m) } else { None }).collect();
+    let memberships: Vec<_> =
+        parts.iter().filter_map(|p| if let Part::Membership(m) = p { Some(m) } else { None }).collect();
     let mut folders: Vec<_> = memberships.iter().map(|m| (m.folder_name.as_str(), m.access)).collect();
     folders.sort();
     assert_eq!(folders, [("Bob's own", AccessLevel::Manage as i32), ("Team", AccessLevel::Edit as i32)]);
     assert!(memberships.iter().any(|m| m.folder_id == s.own && m.created_by_caller));
 
-    let invitations: Vec<_> = parts.iter().filter_map(|p| if let Part::Invitation(i) = p { Some(i) } else { None }).collect();
+    let invitations: Vec<_> =
+        parts.iter().filter_map(|p| if let Part::Invitation(i) = p { Some(i) } else { None }).collect();
     let received: Vec<_> = invitations
         .iter()
         .filter(|i| i.direction == InvitationDirection::Received as i32)
@@ -205,7 +227,8 @@ async fn each_participants_export_holds_their_part_and_nothing_more() -> anyhow:
     assert_eq!(sent, ["erin.exp@example.com"]);
 
     let items: Vec<_> = parts.iter().filter_map(|p| if let Part::Item(i) = p { Some(i) } else { None }).collect();
-    let by_id = |id: &str| items.iter().find(|i| i.item.as_ref().and_then(|i| i.summary.as_ref()).is_some_and(|s| s.id == id));
+    let by_id =
+        |id: &str| items.iter().find(|i| i.item.as_ref().and_then(|i| i.summary.as_ref()).is_some_and(|s| s.id == id));
     let edited = by_id(&s.alice_item).expect("the item bob edited last");
     assert!(!edited.shared_by_caller && edited.last_edited_by_caller);
     assert_eq!(edited.item.as_ref().map(|i| i.description.as_str()), Some("edited"), "decrypted whole");
@@ -215,7 +238,8 @@ async fn each_participants_export_holds_their_part_and_nothing_more() -> anyhow:
 
     let sessions: Vec<_> = parts.iter().filter_map(|p| if let Part::Session(x) = p { Some(x) } else { None }).collect();
     assert_eq!(sessions.iter().filter(|x| x.current).count(), 1, "the export's own session is marked");
-    let events: Vec<_> = parts.iter().filter_map(|p| if let Part::AuditEvent(e) = p { Some(e) } else { None }).collect();
+    let events: Vec<_> =
+        parts.iter().filter_map(|p| if let Part::AuditEvent(e) = p { Some(e) } else { None }).collect();
     assert!(events.iter().any(|e| e.action == "item.create"), "bob's own actions: {events:?}");
     assert!(events.iter().all(|e| e.actor_email == s.bob.email), "only bob's events");
 
@@ -233,7 +257,10 @@ async fn each_participants_export_holds_their_part_and_nothing_more() -> anyhow:
     let parts = export(&cluster, &s.alice).await?;
     let text = format!("{parts:?}");
     assert!(text.contains("dave.exp@example.com"), "alice sees the invitation she sent");
-    assert!(!text.contains("erin.exp") && !text.contains("Bob's own") && !text.contains("Private"), "nothing of bob's own folder");
+    assert!(
+        !text.contains("erin.exp") && !text.contains("Bob's own") && !text.contains("Private"),
+        "nothing of bob's own folder"
+    );
     let items = parts.iter().filter(|p| matches!(p, Part::Item(_))).count();
     assert_eq!(items, 1, "the item alice shared (bob edited it)");
 
@@ -273,7 +300,10 @@ async fn an_erased_account_leaves_no_trace_and_its_folders_keep_working() -> any
     let mut auth = ts_proto::public::auth_service_client::AuthServiceClient::new(cluster.gateway().await?);
     auth.start_email_verification(StartEmailVerificationRequest { email: s.bob.email.to_uppercase() }).await?;
     let wrong = auth
-        .complete_email_verification(CompleteEmailVerificationRequest { email: s.bob.email.clone(), code: "000000".into() })
+        .complete_email_verification(CompleteEmailVerificationRequest {
+            email: s.bob.email.clone(),
+            code: "000000".into(),
+        })
         .await;
     assert!(wrong.is_err());
     let before = places_holding(&cluster, &s.bob.email).await?;
@@ -297,9 +327,13 @@ async fn an_erased_account_leaves_no_trace_and_its_folders_keep_working() -> any
     let bobs = items.iter().find(|i| i.id == s.bob_item).expect("bob's item stays");
     assert_eq!(bobs.shared_by_email, erased.pseudonym);
     let edited = items.iter().find(|i| i.id == s.alice_item).expect("alice's item");
-    assert_eq!((edited.shared_by_email.as_str(), edited.updated_by_email.as_str()), (s.alice.email.as_str(), erased.pseudonym.as_str()));
+    assert_eq!(
+        (edited.shared_by_email.as_str(), edited.updated_by_email.as_str()),
+        (s.alice.email.as_str(), erased.pseudonym.as_str())
+    );
     let mut members = MemberServiceClient::new(cluster.gateway().await?);
-    let listed = members.list_members(s.alice.request(ListMembersRequest { folder_id: s.team.clone(), page: None })).await?;
+    let listed =
+        members.list_members(s.alice.request(ListMembersRequest { folder_id: s.team.clone(), page: None })).await?;
     let emails: Vec<_> = listed.into_inner().members.into_iter().map(|m| m.email).collect();
     assert_eq!(emails, [s.alice.email.clone()]);
     update_item(&cluster, &s.alice, &s.team, &s.bob_item, 1).await?;
@@ -417,7 +451,8 @@ async fn an_erasure_interrupted_part_way_is_completed() -> anyhow::Result<()> {
     let interrupted = delete_account(&cluster, &s.bob, &s.bob.email).await;
     assert_code!(interrupted, Code::Unavailable);
     let db = cluster.database().await?;
-    let job = db.collection::<bson::Document>("erasures").find_one(bson::doc! {}).await?.expect("the erasure is recorded");
+    let job =
+        db.collection::<bson::Document>("erasures").find_one(bson::doc! {}).await?.expect("the erasure is recorded");
     assert_eq!(job.get_str("state")?, "running");
     assert!(!documents_holding_id(&cluster, &s.bob.user_id).await?.is_empty(), "part-way: the account is still there");
 
@@ -482,12 +517,20 @@ async fn a_concurrent_accept_or_invitation_cannot_bring_back_what_was_erased() -
     // While an erasure of an address runs, nobody can invite it; afterwards they can again.
     let carol_email = "carol.race@example.com";
     let folder = cluster.folders(&alice).await?.create("After").await?;
-    let mut invitations_as_auth = ts_proto::internal::invitation_privacy_service_client::InvitationPrivacyServiceClient::new(
-        cluster.internal(Service::Invitations, Peer::Auth).await?,
-    );
-    let running = EraseInvitationsRequest { user_id: String::new(), email: carol_email.into(), pseudonym: "erased-00000000000000000000".into() };
+    let mut invitations_as_auth =
+        ts_proto::internal::invitation_privacy_service_client::InvitationPrivacyServiceClient::new(
+            cluster.internal(Service::Invitations, Peer::Auth).await?,
+        );
+    let running = EraseInvitationsRequest {
+        user_id: String::new(),
+        email: carol_email.into(),
+        pseudonym: "erased-00000000000000000000".into(),
+    };
     invitations_as_auth.begin_erasure(running.clone()).await?;
-    assert_code!(cluster.invitations(&alice).await?.send(&folder, carol_email, AccessLevel::View).await, Code::FailedPrecondition);
+    assert_code!(
+        cluster.invitations(&alice).await?.send(&folder, carol_email, AccessLevel::View).await,
+        Code::FailedPrecondition
+    );
     invitations_as_auth.finish_erasure(running).await?;
     cluster.invitations(&alice).await?.send(&folder, carol_email, AccessLevel::View).await?;
     cluster.stop().await

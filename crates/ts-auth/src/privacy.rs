@@ -17,10 +17,10 @@ use ts_contract::email::Email;
 use ts_contract::ids::UserId;
 use ts_contract::status::Reason;
 use ts_contract::user::UserContext;
-use ts_proto::public::ExportedAccount;
 use ts_proto::internal::{
     CheckErasureRequest, EraseInvitationsRequest, EraseUserRequest, PurgeRequest, RunRetentionResponse,
 };
+use ts_proto::public::ExportedAccount;
 
 use crate::sessions::user_generation_key;
 use crate::state::{Auth, AuthError, AuthResult};
@@ -98,7 +98,11 @@ fn upstream(what: &str, status: tonic::Status) -> AuthError {
 
 /// What the caller of an export sees when a part of it could not be read.
 pub fn export_failed() -> tonic::Status {
-    ts_contract::status::failure(Code::Unavailable, Reason::Unavailable, "the export could not be completed; retry later")
+    ts_contract::status::failure(
+        Code::Unavailable,
+        Reason::Unavailable,
+        "the export could not be completed; retry later",
+    )
 }
 
 impl Auth {
@@ -149,7 +153,8 @@ impl Auth {
             .blocking
             .into_iter()
             .map(|b| {
-                let description = format!("folder {:?} has {} other member(s) and no other manager", b.folder_name, b.other_members);
+                let description =
+                    format!("folder {:?} has {} other member(s) and no other manager", b.folder_name, b.other_members);
                 (format!("folders/{}", b.folder_id), description)
             })
             .collect();
@@ -233,7 +238,9 @@ impl Auth {
             if self.store.revocation_pending_of(u).await? {
                 // Deleting the sessions now would let the outbox vouch for a Redis that does
                 // not hold their revocation yet; the next run finishes once it does.
-                return Err(AuthError::Upstream("session revocations are not in redis yet; the erasure resumes".into()));
+                return Err(AuthError::Upstream(
+                    "session revocations are not in redis yet; the erasure resumes".into(),
+                ));
             }
             self.store.delete_user(u).await?;
             self.store.delete_sessions_of(u).await?;
@@ -243,11 +250,7 @@ impl Auth {
             }
         }
         // 5. Invitations to the address may be made again (a new fact, typed by someone else).
-        self.privacy
-            .invitations()
-            .finish_erasure(erase_invitations)
-            .await
-            .map_err(|s| upstream("invitations", s))?;
+        self.privacy.invitations().finish_erasure(erase_invitations).await.map_err(|s| upstream("invitations", s))?;
         let outcome = doc! {
             "deleted_folder_ids": out.deleted_folder_ids.clone(),
             "handed_over_folder_ids": out.handed_over_folder_ids.clone(),

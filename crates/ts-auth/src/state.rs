@@ -57,8 +57,9 @@ impl PrivacyClients {
     /// Folders' `FolderPrivacyService`.
     pub(crate) fn folders(
         &self,
-    ) -> ts_proto::internal::folder_privacy_service_client::FolderPrivacyServiceClient<ts_runtime::client::InternalChannel>
-    {
+    ) -> ts_proto::internal::folder_privacy_service_client::FolderPrivacyServiceClient<
+        ts_runtime::client::InternalChannel,
+    > {
         ts_proto::internal::folder_privacy_service_client::FolderPrivacyServiceClient::new(self.folders.clone())
     }
 

@@ -81,11 +81,7 @@ pub fn failure(code: tonic::Code, reason: Reason, message: impl Into<String>) ->
 /// FAILED_PRECONDITION with `reason` and a `PreconditionFailure` listing each subject that
 /// stands in the way: `(type, subject, description)`, such as `("LAST_MANAGER",
 /// "folders/<id>", "<folder name>")`. The message names the subjects too.
-pub fn precondition_failed(
-    reason: Reason,
-    message: &str,
-    violations: &[(&str, String, String)],
-) -> tonic::Status {
+pub fn precondition_failed(reason: Reason, message: &str, violations: &[(&str, String, String)]) -> tonic::Status {
     use tonic_types::StatusExt;
     let mut d = details(reason);
     let mut subjects = Vec::with_capacity(violations.len());

@@ -119,19 +119,15 @@ type ExportParts = tonic::codegen::BoxStream<ExportMyDataResponse>;
 
 #[tonic::async_trait]
 impl PrivacyService for Gateway {
-    async fn export_my_data(
-        &self,
-        request: Request<ExportMyDataRequest>,
-    ) -> Result<Response<ExportParts>, Status> {
+    async fn export_my_data(&self, request: Request<ExportMyDataRequest>) -> Result<Response<ExportParts>, Status> {
         use futures::StreamExt;
         async {
             let user = self.authn.required(&request, || request.get_ref().check()).await?;
             let mut client = self.privacy.clone();
             let call = |r| async move { client.export_my_data(r).await };
             let parts = forward(request, user, EXPORT_TIMEOUT, &self.trusted_proxies, call).await?.into_inner();
-            let public = parts.map(|part| {
-                part.map_err(|s| ts_contract::status::ensure_reason(crate::downstream::public_status(s)))
-            });
+            let public = parts
+                .map(|part| part.map_err(|s| ts_contract::status::ensure_reason(crate::downstream::public_status(s))));
             Ok(Response::new(Box::pin(public) as ExportParts))
         }
         .await

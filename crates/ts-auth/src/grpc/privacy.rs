@@ -71,10 +71,7 @@ async fn forward(
 
 #[tonic::async_trait]
 impl PrivacyService for AuthApi {
-    async fn export_my_data(
-        &self,
-        request: Request<ExportMyDataRequest>,
-    ) -> Result<Response<Parts>, Status> {
+    async fn export_my_data(&self, request: Request<ExportMyDataRequest>) -> Result<Response<Parts>, Status> {
         let user = caller(&request)?;
         let account = match self.auth.export_account(&user).await {
             Ok(a) => a,

@@ -66,10 +66,7 @@ impl Store {
             set.insert("had_account", true);
         }
         self.erasures
-            .find_one_and_update(
-                doc! { "_id": pseudonym },
-                doc! { "$set": set, "$setOnInsert": { "started_at": now } },
-            )
+            .find_one_and_update(doc! { "_id": pseudonym }, doc! { "$set": set, "$setOnInsert": { "started_at": now } })
             .upsert(true)
             .return_document(mongodb::options::ReturnDocument::After)
             .await?
