@@ -312,7 +312,7 @@ async fn an_erased_account_leaves_no_trace_and_its_folders_keep_working() -> any
     // Confirmation in another letter case is the same address.
     let erased = delete_account(&cluster, &s.bob, &s.bob.email.to_uppercase()).await?;
     assert!(erased.pseudonym.starts_with("erased-"), "{erased:?}");
-    assert_eq!(erased.deleted_folder_ids, [s.own.clone()], "the folder bob alone was in");
+    assert_eq!(erased.deleted_folder_ids, [s.own.as_str()], "the folder bob alone was in");
     assert_eq!(erased.memberships_removed, 1, "Team");
 
     // Background effects (the erasure's own audit event) land first.
@@ -335,7 +335,7 @@ async fn an_erased_account_leaves_no_trace_and_its_folders_keep_working() -> any
     let listed =
         members.list_members(s.alice.request(ListMembersRequest { folder_id: s.team.clone(), page: None })).await?;
     let emails: Vec<_> = listed.into_inner().members.into_iter().map(|m| m.email).collect();
-    assert_eq!(emails, [s.alice.email.clone()]);
+    assert_eq!(emails, [s.alice.email.as_str()]);
     update_item(&cluster, &s.alice, &s.team, &s.bob_item, 1).await?;
     // Bob's own folder is gone with its keys; his tokens are dead.
     assert_code!(list_items(&cluster, &s.alice, &s.own).await, Code::NotFound);

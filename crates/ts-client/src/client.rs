@@ -463,7 +463,7 @@ impl Client {
             document.push(&part?);
         }
         document.write(path.as_ref())?;
-        Ok(document.check_complete()?.clone())
+        Ok(*document.check_complete()?)
     }
 
     /// Erases the user's account (the right to erasure): every session ends, the account,

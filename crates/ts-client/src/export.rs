@@ -46,7 +46,7 @@ impl ExportDocument {
             Part::Item(i) => self.items.push(exported_item(i)),
             Part::Session(s) => self.sessions.push(session(s)),
             Part::AuditEvent(e) => self.audit_events.push(audit_event(e)),
-            Part::Summary(s) => self.summary = Some(s.clone()),
+            Part::Summary(s) => self.summary = Some(*s),
         }
     }
 

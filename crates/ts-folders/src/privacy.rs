@@ -81,8 +81,8 @@ pub enum ExportPart {
     },
     /// An item the user shared or changed last, opened whole.
     Item {
-        /// The item.
-        item: ItemView,
+        /// The item (boxed: far larger than the other parts).
+        item: Box<ItemView>,
         /// The user shared it.
         shared_by_caller: bool,
         /// The user changed it last.
@@ -253,7 +253,7 @@ impl Folders {
                 let shared_by_caller = d.shared_by_email == email;
                 let last_edited_by_caller = d.updated_by_email == email;
                 let item = self.open_item(d, true).await?;
-                if !emit(ExportPart::Item { item, shared_by_caller, last_edited_by_caller }).await {
+                if !emit(ExportPart::Item { item: Box::new(item), shared_by_caller, last_edited_by_caller }).await {
                     return Ok(false);
                 }
             }

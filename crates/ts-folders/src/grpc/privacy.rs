@@ -47,7 +47,7 @@ fn part_message(part: ExportPart) -> ExportMyDataResponse {
             created_by_caller,
         }),
         ExportPart::Item { item, shared_by_caller, last_edited_by_caller } => {
-            Part::Item(ExportedItem { item: Some(item_message(item)), shared_by_caller, last_edited_by_caller })
+            Part::Item(ExportedItem { item: Some(item_message(*item)), shared_by_caller, last_edited_by_caller })
         }
         ExportPart::Event(event) => Part::AuditEvent(event_message(event)),
     };
