@@ -18,7 +18,8 @@ use ts_contract::ids::UserId;
 use ts_contract::status::Reason;
 use ts_contract::user::UserContext;
 use ts_proto::internal::{
-    CheckErasureRequest, EraseInvitationsRequest, EraseUserRequest, PurgeRequest, RunRetentionResponse,
+    BeginErasureRequest, CheckErasureRequest, EraseUserRequest, FinishErasureRequest, PurgeAuditEventsRequest,
+    PurgeClosedRequest, RunRetentionResponse,
 };
 use ts_proto::public::ExportedAccount;
 
@@ -30,8 +31,10 @@ use crate::verification::hex;
 /// How a pseudonym starts; the rest is 20 hex digits (80 bits) of a keyed hash.
 pub const PSEUDONYM_PREFIX: &str = "erased-";
 /// An erasure whose last attempt began longer ago than this is taken up again by the
-/// background runner (it outlasts a request's deadline, so it never doubles a live run).
-const STALLED_AFTER: Duration = Duration::from_secs(120);
+/// background runner: longer than a live run can last (its three calls to folders and
+/// invitations, each bounded by `PRIVACY_CALL_TIMEOUT`). Were one still alive, it could no
+/// longer mark the erasure done (`ErasureDoc::attempt`).
+const STALLED_AFTER: Duration = Duration::from_secs(600);
 /// How often the background runner looks for stalled erasures.
 const RESUME_EVERY: Duration = Duration::from_secs(30);
 /// Deadline of one call to folders or invitations for an erasure or export.
@@ -186,55 +189,101 @@ impl Auth {
         self.run_erasure(&job).await
     }
 
-    /// Runs every step of `job` (all idempotent) and marks it done.
+    /// Runs every step of `job` (all idempotent) and marks it done, if this run still owns
+    /// it. An account made for the address after the erasure began is erased with it.
     async fn run_erasure(&self, job: &ErasureDoc) -> AuthResult<Erased> {
         let Some(email) = job.email.clone() else {
             // Done already: its outcome is what it removed.
-            return Ok(Erased { pseudonym: job.pseudonym.clone(), ..Erased::default() });
+            return Ok(Erased { pseudonym: job.pseudonym.clone(), had_account: job.had_account, ..Erased::default() });
         };
         let pseudonym = job.pseudonym.clone();
-        let user_id = job.user_id.clone();
-        let uid = user_id.as_ref().map(UserId::to_string).unwrap_or_default();
+        let mut user_id = job.user_id.clone();
         let mut out = Erased { pseudonym: pseudonym.clone(), had_account: job.had_account, ..Erased::default() };
+        for round in 0.. {
+            if let Some(found) = self.store.user_id_by_email(&email).await?
+                && user_id.as_ref() != Some(&found)
+            {
+                // Signed up before the sign-in check could see this erasure (or before a
+                // resumed run): erased too.
+                self.store.erasure_found_account(&pseudonym, &found).await?;
+                user_id = Some(found);
+                out.had_account = true;
+            }
+            self.erase_steps(&email, &pseudonym, user_id.as_ref(), &mut out).await?;
+            if self.store.user_id_by_email(&email).await?.is_none() {
+                break;
+            }
+            if round == 2 {
+                return Err(AuthError::Upstream("accounts keep being made for an address being erased".into()));
+            }
+        }
+        // 5. Invitations to the address may be made again (a new fact, typed by someone else).
+        let uid = user_id.as_ref().map(UserId::to_string).unwrap_or_default();
+        let finish = FinishErasureRequest { user_id: uid, email: email.clone(), pseudonym: pseudonym.clone() };
+        self.privacy.invitations().finish_erasure(finish).await.map_err(|s| upstream("invitations", s))?;
+        let outcome = doc! {
+            "deleted_folder_ids": out.deleted_folder_ids.clone(),
+            "handed_over_folder_ids": out.handed_over_folder_ids.clone(),
+            "memberships_removed": i64::from(out.memberships_removed),
+            "invitations_removed": i64::from(out.invitations_removed),
+            "license_lists": i64::from(out.license_lists),
+        };
+        let attempt = job.attempt.clone().unwrap_or_default();
+        if !self.store.finish_erasure(&pseudonym, &attempt, outcome, bson_now(self.now())).await? {
+            // Another run took it over (a repeated request, the background runner): it
+            // finishes the record, after its own last step.
+            return Ok(out);
+        }
+        self.audit.record_in_background(Event {
+            actor_email: if job.requested_by == Requester::Operator.name() {
+                ts_contract::audit::OPERATOR.to_owned()
+            } else {
+                pseudonym.clone()
+            },
+            action: "privacy.erase".into(),
+            ..Default::default()
+        });
+        tracing::info!(%pseudonym, "erasure finished");
+        Ok(out)
+    }
 
+    /// Steps 1 to 4 of an erasure, for one account (or none).
+    async fn erase_steps(
+        &self,
+        email: &str,
+        pseudonym: &str,
+        user_id: Option<&UserId>,
+        out: &mut Erased,
+    ) -> AuthResult<()> {
+        let uid = user_id.map(UserId::to_string).unwrap_or_default();
+        let (email, pseudonym) = (email.to_owned(), pseudonym.to_owned());
         // 1. Every session ends: nothing the person starts from now on gets past a gateway.
-        if let Some(u) = &user_id {
+        if let Some(u) = user_id {
             self.revoke_sessions(Sessions::OfUsers(std::slice::from_ref(u)), "account erased").await?;
         }
         // 2. Invitations: none can be made to the email (until 5) or by the account (for
         //    good); those to the email and pending ones by the account are deleted.
-        let erase_invitations =
-            EraseInvitationsRequest { user_id: uid.clone(), email: email.clone(), pseudonym: pseudonym.clone() };
-        let removed = self
-            .privacy
-            .invitations()
-            .begin_erasure(erase_invitations.clone())
-            .await
-            .map_err(|s| upstream("invitations", s))?
-            .into_inner();
-        out.invitations_removed = removed.removed;
+        let begin = BeginErasureRequest { user_id: uid.clone(), email: email.clone(), pseudonym: pseudonym.clone() };
+        let removed =
+            self.privacy.invitations().begin_erasure(begin).await.map_err(|s| upstream("invitations", s))?.into_inner();
+        out.invitations_removed += removed.removed;
         // 3. Folders: a tombstone first (no membership for the account again), memberships,
         //    folders they alone were in (keys destroyed), the email in items, folders and audit.
-        let erase_user = EraseUserRequest {
-            user_id: uid.clone(),
-            email: email.clone(),
-            pseudonym: pseudonym.clone(),
-            hand_over_management: true,
-        };
+        let erase_user = EraseUserRequest { user_id: uid, email: email.clone(), pseudonym, hand_over_management: true };
         let folders =
             self.privacy.folders().erase_user(erase_user).await.map_err(|s| upstream("folders", s))?.into_inner();
-        out.deleted_folder_ids = folders.deleted_folder_ids;
-        out.handed_over_folder_ids = folders.handed_over_folder_ids;
-        out.memberships_removed = folders.memberships_removed;
+        out.deleted_folder_ids.extend(folders.deleted_folder_ids);
+        out.handed_over_folder_ids.extend(folders.handed_over_folder_ids);
+        out.memberships_removed += folders.memberships_removed;
         // 4. Auth's own documents.
         self.store.delete_code(&email).await?;
         let lists = self.store.pull_license_email(&email).await?;
-        out.license_lists = u32::try_from(lists).unwrap_or(u32::MAX);
+        out.license_lists += u32::try_from(lists).unwrap_or(u32::MAX);
         if lists > 0 {
             // Who belongs to which license changed.
             self.sharing_changed().await?;
         }
-        if let Some(u) = &user_id {
+        if let Some(u) = user_id {
             if self.store.revocation_pending_of(u).await? {
                 // Deleting the sessions now would let the outbox vouch for a Redis that does
                 // not hold their revocation yet; the next run finishes once it does.
@@ -249,27 +298,12 @@ impl Auth {
                 return Err(AuthError::NotYetEverywhere);
             }
         }
-        // 5. Invitations to the address may be made again (a new fact, typed by someone else).
-        self.privacy.invitations().finish_erasure(erase_invitations).await.map_err(|s| upstream("invitations", s))?;
-        let outcome = doc! {
-            "deleted_folder_ids": out.deleted_folder_ids.clone(),
-            "handed_over_folder_ids": out.handed_over_folder_ids.clone(),
-            "memberships_removed": i64::from(out.memberships_removed),
-            "invitations_removed": i64::from(out.invitations_removed),
-            "license_lists": i64::from(out.license_lists),
-        };
-        self.store.finish_erasure(&pseudonym, outcome, bson_now(self.now())).await?;
-        self.audit.record_in_background(Event {
-            actor_email: if job.requested_by == Requester::Operator.name() {
-                ts_contract::audit::OPERATOR.to_owned()
-            } else {
-                pseudonym.clone()
-            },
-            action: "privacy.erase".into(),
-            ..Default::default()
-        });
-        tracing::info!(%pseudonym, "erasure finished");
-        Ok(out)
+        Ok(())
+    }
+
+    /// Whether an erasure of `email` is running (no sign-in meanwhile).
+    pub(crate) async fn erasure_running(&self, email: &str) -> AuthResult<bool> {
+        Ok(self.store.erasure_is_running(&self.pseudonym(email)).await?)
     }
 
     /// Completes every erasure a crash (or a failing dependency) left unfinished; how many.
@@ -282,8 +316,13 @@ impl Auth {
                 return Ok(done);
             };
             tracing::info!(pseudonym = %job.pseudonym, "resuming an unfinished erasure");
-            self.run_erasure(&job).await?;
-            done += 1;
+            // One that fails again waits for its next turn; the others still run now.
+            match self.run_erasure(&job).await {
+                Ok(_) => done += 1,
+                Err(e) => {
+                    tracing::warn!(pseudonym = %job.pseudonym, error = %e, "an erasure could not be completed yet")
+                }
+            }
         }
     }
 
@@ -294,8 +333,12 @@ impl Auth {
         let before = |d: Duration| bson_now(now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH));
         let retention = &self.retention;
         let codes = self.store.purge_codes(bson_now(now)).await?;
-        let sessions = self.store.purge_sessions(before(days(retention.ended_sessions_days))).await?;
-        let closed = PurgeRequest { before: Some(timestamp(before(days(retention.closed_invitations_days)))) };
+        // Never a revocation an access token may still need (Redis may have to be given it
+        // again), whatever the setting.
+        let token_life = Duration::from_secs(self.policy.access_token_ttl_secs + 60);
+        let ended = days(retention.ended_sessions_days).max(token_life);
+        let sessions = self.store.purge_sessions(before(ended)).await?;
+        let closed = PurgeClosedRequest { before: Some(timestamp(before(days(retention.closed_invitations_days)))) };
         let invitations = self
             .privacy
             .invitations()
@@ -304,7 +347,7 @@ impl Auth {
             .map_err(|s| upstream("invitations", s))?
             .into_inner()
             .removed;
-        let expired = PurgeRequest { before: Some(prost_types::Timestamp::from(now)) };
+        let expired = PurgeAuditEventsRequest { before: Some(prost_types::Timestamp::from(now)) };
         let audit_events =
             self.privacy.folders().purge_audit_events(expired).await.map_err(|s| upstream("folders", s))?.into_inner();
         let erasures_completed = self.resume_erasures().await?;

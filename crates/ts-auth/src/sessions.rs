@@ -105,9 +105,18 @@ impl Auth {
     /// Marks `email` verified, creating the user on first sight; returns the user id.
     pub(crate) async fn verified_user(&self, email: &Email, via: &str) -> AuthResult<UserId> {
         for _ in 0..2 {
-            let result = self.store.mark_verified(email.as_str(), via, bson_date(self.now()), &UserId::new()).await;
+            let new_id = UserId::new();
+            let result = self.store.mark_verified(email.as_str(), via, bson_date(self.now()), &new_id).await;
             match result {
                 Ok(Some(user)) => {
+                    // Checked after the write: an erasure that began before it finds this
+                    // account when it looks again; one that began after sees no session.
+                    if self.erasure_running(email.as_str()).await? {
+                        if user.id == new_id {
+                            self.store.delete_user(&user.id).await?;
+                        }
+                        return Err(AuthError::Erasing);
+                    }
                     self.generations.invalidate(&user_generation_key(&user.id)).await;
                     return Ok(user.id);
                 }

@@ -121,6 +121,10 @@ pub enum AuthError {
     /// `(folders/<id>, description)` each.
     #[error("the account is the last manager of folders with other members")]
     LastManager(Vec<(String, String)>),
+    /// The address is being erased: no sign-in until the erasure is done
+    /// (FAILED_PRECONDITION, ACCOUNT_BEING_ERASED).
+    #[error("this address is being erased; retry in a few minutes")]
+    Erasing,
     /// Another service did not answer; the work resumes (UNAVAILABLE).
     #[error("{0}")]
     Upstream(String),
@@ -156,6 +160,9 @@ impl From<AuthError> for Status {
                     "hand management over or delete these folders first; you are their last manager",
                     &violations,
                 )
+            }
+            e @ AuthError::Erasing => {
+                status::failure(Code::FailedPrecondition, Reason::AccountBeingErased, e.to_string())
             }
             AuthError::Upstream(m) => {
                 tracing::warn!(error = %m, "a service auth depends on failed");

@@ -251,7 +251,8 @@ pub async fn run(op: Operator, out: &Out) -> anyhow::Result<()> {
                     out.show(v, || {
                         let list = |ids: &[String]| if ids.is_empty() { "none".to_owned() } else { ids.join(", ") };
                         format!(
-                            "{email} erased ({}); now reads {}\n\
+                            // Not the address: this output lands in job logs.
+                            "erased ({}); now reads {}\n\
                              {} memberships, {} invitations removed; removed from {} license lists\n\
                              folders deleted: {}\n\
                              folders handed over: {}",

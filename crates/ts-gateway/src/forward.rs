@@ -110,9 +110,9 @@ translate!(InvitationService via invitations {
     inviting resend_invitation(ResendInvitationRequest) -> ResendInvitationResponse;
 });
 
-/// How long an export may take to start answering (a large account's first parts come from
-/// folders).
-const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long an export or an erasure may take (a large account's parts come from folders and
+/// invitations in turn).
+pub const PRIVACY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The export's parts as they arrive from auth, each failure made public.
 type ExportParts = tonic::codegen::BoxStream<ExportMyDataResponse>;
@@ -125,7 +125,7 @@ impl PrivacyService for Gateway {
             let user = self.authn.required(&request, || request.get_ref().check()).await?;
             let mut client = self.privacy.clone();
             let call = |r| async move { client.export_my_data(r).await };
-            let parts = forward(request, user, EXPORT_TIMEOUT, &self.trusted_proxies, call).await?.into_inner();
+            let parts = forward(request, user, PRIVACY_TIMEOUT, &self.trusted_proxies, call).await?.into_inner();
             let public = parts
                 .map(|part| part.map_err(|s| ts_contract::status::ensure_reason(crate::downstream::public_status(s))));
             Ok(Response::new(Box::pin(public) as ExportParts))
@@ -145,7 +145,7 @@ impl PrivacyService for Gateway {
             let call = |r| async move { client.delete_my_account(r).await };
             // An erasure asks folders and invitations in turn: the downstream deadline is
             // too short for a large account.
-            let answer = forward(request, user, EXPORT_TIMEOUT, &self.trusted_proxies, call).await;
+            let answer = forward(request, user, PRIVACY_TIMEOUT, &self.trusted_proxies, call).await;
             if answer.is_ok()
                 && let Some(sid) = &session
             {

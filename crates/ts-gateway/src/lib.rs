@@ -84,6 +84,14 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
     let auth = upstream(config, Peer::Auth, &mtls)?;
     let folders = upstream(config, Peer::Folders, &mtls)?;
     let invitations = upstream(config, Peer::Invitations, &mtls)?;
+    // Exports and erasures ask folders and invitations in turn: a longer deadline than the
+    // other calls' (the same channel's would cut them at ten seconds).
+    let privacy = ts_runtime::client::connect(
+        Peer::Auth.name(),
+        config.upstreams.get(Peer::Auth.name())?,
+        &mtls,
+        ts_runtime::client::Settings { timeout: forward::PRIVACY_TIMEOUT, refresh: config.upstream_dns_refresh() },
+    )?;
     let redis = config.redis.as_ref().map(|r| ts_stores::redis(r, config.production)).transpose()?;
     // One view of Redis's health for the revocation check and the send limits.
     let redis = ts_stores::cache::Cache::new(redis);
@@ -102,7 +110,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
         items: ItemServiceClient::new(folders.clone()),
         audit: AuditServiceClient::new(folders.clone()),
         invitations: InvitationServiceClient::new(invitations.clone()),
-        privacy: PrivacyServiceClient::new(auth.clone()),
+        privacy: PrivacyServiceClient::new(privacy),
         backends: vec![("auth", auth), ("folders", folders), ("invitations", invitations)],
     };
     let max = section.max_message_bytes;

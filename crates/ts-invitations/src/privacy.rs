@@ -18,7 +18,7 @@ use ts_contract::ids::UserId;
 
 use crate::error::InvitationsError;
 use crate::service::{InvitationView, Invitations};
-use crate::store::{Involving, PageCursor};
+use crate::store::{InvitationState, Involving, PageCursor};
 
 /// How every pseudonym starts (auth makes them).
 const PSEUDONYM_PREFIX: &str = "erased-";
@@ -121,8 +121,17 @@ async fn next_page(mut at: ExportAt, size: usize) -> Result<Option<(ExportPage, 
     // Shown exactly as ListMyInvitations and ListFolderInvitations show them (one folders
     // call per page for the inviters' standing and the folder names).
     let views = at.invitations.views(docs).await;
-    let page: Vec<Result<Exported, InvitationsError>> =
-        views.into_iter().map(|view| Ok(Exported { view, direction })).collect();
+    let page: Vec<Result<Exported, InvitationsError>> = views
+        .into_iter()
+        .map(|mut view| {
+            // A folder's current name only while the invitation is open: a closed one's
+            // folder may be one the person can no longer see (revoked, declined, removed).
+            if view.expired || view.invitation.state != InvitationState::Pending {
+                view.folder_name.clear();
+            }
+            Ok(Exported { view, direction })
+        })
+        .collect();
     Ok(Some((stream::iter(page), at)))
 }
 

@@ -132,11 +132,30 @@ impl std::fmt::Debug for SmtpMailer {
     }
 }
 
+/// `text` with every occurrence of `address` (in any letter case) replaced by
+/// `<recipient>`.
+fn without(text: &str, address: &str) -> String {
+    if address.is_empty() {
+        return text.to_owned();
+    }
+    let (lower, needle) = (text.to_ascii_lowercase(), address.to_ascii_lowercase());
+    let mut out = String::with_capacity(text.len());
+    let mut rest = 0;
+    while let Some(at) = lower[rest..].find(&needle) {
+        out.push_str(&text[rest..rest + at]);
+        out.push_str("<recipient>");
+        rest += at + needle.len();
+    }
+    out.push_str(&text[rest..]);
+    out
+}
+
 #[tonic::async_trait]
 impl Mailer for SmtpMailer {
     async fn send(&self, message: Message) -> Result<(), MailError> {
         use lettre::AsyncTransport;
-        let fail = |reason: String| MailError { to: message.to.clone(), reason };
+        // A server may echo the recipient ("550 <bob@…>: rejected"): the reason never keeps it.
+        let fail = |reason: String| MailError { to: message.to.clone(), reason: without(&reason, &message.to) };
         let to = message.to.parse().map_err(|e: lettre::address::AddressError| fail(e.to_string()))?;
         let email = lettre::Message::builder()
             .from(self.from.clone())
@@ -153,6 +172,13 @@ impl Mailer for SmtpMailer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_reason_never_names_the_recipient() {
+        let reason = without("550 5.1.1 <Bob@Example.com>: Recipient address rejected", "bob@example.com");
+        assert_eq!(reason, "550 5.1.1 <<recipient>>: Recipient address rejected");
+        assert_eq!(without("timed out", "bob@example.com"), "timed out");
+    }
 
     #[test]
     fn the_file_mailer_is_refused_in_production() {

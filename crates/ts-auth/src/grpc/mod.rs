@@ -92,8 +92,12 @@ impl AuthApi {
     pub(super) async fn audit_attempt(&self, email: Option<crate::email::Email>, action: &str, status: &Status) {
         let Some(email) = email else { return };
         let user_id = self.auth.user_id_by_email(&email).await.ok().flatten();
+        // An erased address stays erased: anyone trying it afterwards is recorded under its
+        // pseudonym (if the record cannot be read, under the pseudonym too).
+        let pseudonym = self.auth.pseudonym(email.as_str());
+        let erased = user_id.is_none() && !matches!(self.auth.store.erasure(&pseudonym).await, Ok(None));
         self.auth.audit.record_in_background(Event {
-            actor_email: email.as_str().to_owned(),
+            actor_email: if erased { pseudonym } else { email.as_str().to_owned() },
             actor_user_id: user_id.map(String::from).unwrap_or_default(),
             action: action.to_owned(),
             code: status.code(),

@@ -46,15 +46,34 @@ async fn failed(tx: &tokio::sync::mpsc::Sender<Result<ExportMyDataResponse, Stat
     let _ = tx.send(Err(crate::privacy::export_failed())).await;
 }
 
-/// Forwards every part of `parts` to `tx`, counting them; false when the caller went away.
-async fn forward(
+/// An internal stream's message that carries one export part.
+trait Carries {
+    fn data(self) -> Option<ExportMyDataResponse>;
+}
+
+impl Carries for ts_proto::internal::ExportUserDataResponse {
+    fn data(self) -> Option<ExportMyDataResponse> {
+        self.data
+    }
+}
+
+impl Carries for ts_proto::internal::ExportUserInvitationsResponse {
+    fn data(self) -> Option<ExportMyDataResponse> {
+        self.data
+    }
+}
+
+/// Forwards every part of `parts` to `tx`, counting them; false when the caller went away
+/// or the stream failed (the caller is told).
+async fn forward<M: Carries>(
     tx: &tokio::sync::mpsc::Sender<Result<ExportMyDataResponse, Status>>,
-    mut parts: tonic::Streaming<ExportMyDataResponse>,
+    mut parts: tonic::Streaming<M>,
     counts: &mut Counts,
 ) -> bool {
     loop {
         match parts.message().await {
-            Ok(Some(part)) => {
+            Ok(Some(message)) => {
+                let Some(part) = message.data() else { continue };
                 counts.add(&part.part);
                 if tx.send(Ok(part)).await.is_err() {
                     return false;
@@ -91,13 +110,12 @@ impl PrivacyService for AuthApi {
             if tx.send(part(Part::Account(account))).await.is_err() {
                 return;
             }
-            let whose = ts_proto::internal::UserDataRequest {
-                user_id: user.user_id.to_string(),
-                email: user.email.clone(),
-                session_id: user.session_id.to_string(),
-            };
+            let (user_id, email) = (user.user_id.to_string(), user.email.clone());
+            let folders_part =
+                ts_proto::internal::ExportUserDataRequest { user_id: user_id.clone(), email: email.clone() };
+            let invitations_part = ts_proto::internal::ExportUserInvitationsRequest { user_id, email };
             // Folders' parts (memberships, items, audit events), then invitations'.
-            match auth.privacy.folders().export_user_data(whose.clone()).await {
+            match auth.privacy.folders().export_user_data(folders_part).await {
                 Ok(parts) => {
                     if !forward(&tx, parts.into_inner(), &mut counts).await {
                         return;
@@ -105,7 +123,7 @@ impl PrivacyService for AuthApi {
                 }
                 Err(status) => return failed(&tx, status).await,
             }
-            match auth.privacy.invitations().export_user_invitations(whose).await {
+            match auth.privacy.invitations().export_user_invitations(invitations_part).await {
                 Ok(parts) => {
                     if !forward(&tx, parts.into_inner(), &mut counts).await {
                         return;
@@ -146,8 +164,13 @@ impl PrivacyService for AuthApi {
         request: Request<DeleteMyAccountRequest>,
     ) -> Result<Response<DeleteMyAccountResponse>, Status> {
         let user = caller(&request)?;
-        let confirm = &request.get_ref().confirm_email;
-        match self.auth.delete_account(&user, confirm).await {
+        let confirm = request.get_ref().confirm_email.clone();
+        // Its own task: a caller that hangs up does not stop an erasure half-way.
+        let (auth, who) = (self.auth.clone(), user.clone());
+        let erased = tokio::spawn(async move { auth.delete_account(&who, &confirm).await })
+            .await
+            .unwrap_or_else(|e| Err(AuthError::Internal(format!("the erasure task failed: {e}"))));
+        match erased {
             Ok(erased) => Ok(Response::new(DeleteMyAccountResponse {
                 pseudonym: erased.pseudonym,
                 deleted_folder_ids: erased.deleted_folder_ids,
@@ -172,6 +195,10 @@ impl AuthApi {
     ) -> Result<crate::privacy::Erased, AuthError> {
         let email = crate::email::Email::parse(email)
             .map_err(|why| AuthError::InvalidArgument(format!("email is not a valid address: {why}")))?;
-        self.auth.erase(&email, None, hand_over, Requester::Operator).await
+        // Its own task: a caller that hangs up does not stop an erasure half-way.
+        let auth = self.auth.clone();
+        tokio::spawn(async move { auth.erase(&email, None, hand_over, Requester::Operator).await })
+            .await
+            .unwrap_or_else(|e| Err(AuthError::Internal(format!("the erasure task failed: {e}"))))
     }
 }

@@ -36,6 +36,10 @@ pub struct ErasureDoc {
     /// Last (re)started, so that only one runner takes a stalled erasure at a time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_at: Option<DateTime>,
+    /// The run that owns it now: only that run marks it done (a run that was taken over
+    /// finishes nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
     /// Finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime>,
@@ -60,7 +64,10 @@ impl Store {
         requested_by: &str,
         now: DateTime,
     ) -> StoreResult<ErasureDoc> {
-        let mut set = doc! { "email": email, "state": RUNNING, "requested_by": requested_by, "attempt_at": now };
+        let mut set = doc! {
+            "email": email, "state": RUNNING, "requested_by": requested_by, "attempt_at": now,
+            "attempt": uuid::Uuid::new_v4().to_string(),
+        };
         if let Some(u) = user_id {
             set.insert("user_id", u.as_str());
             set.insert("had_account", true);
@@ -79,24 +86,48 @@ impl Store {
         self.erasures
             .find_one_and_update(
                 doc! { "state": RUNNING, "attempt_at": { "$lt": stale } },
-                doc! { "$set": { "attempt_at": now } },
+                doc! { "$set": { "attempt_at": now, "attempt": uuid::Uuid::new_v4().to_string() } },
             )
             .return_document(mongodb::options::ReturnDocument::After)
             .await
     }
 
-    /// Marks the erasure done and forgets the email and user id it held.
-    pub async fn finish_erasure(&self, pseudonym: &str, outcome: Document, now: DateTime) -> StoreResult<()> {
-        self.erasures
+    /// Marks the erasure done and forgets the email and user id it held, if run `attempt`
+    /// still owns it; false when another run took it over (that run finishes it).
+    pub async fn finish_erasure(
+        &self,
+        pseudonym: &str,
+        attempt: &str,
+        outcome: Document,
+        now: DateTime,
+    ) -> StoreResult<bool> {
+        let done = self
+            .erasures
             .update_one(
-                doc! { "_id": pseudonym },
+                doc! { "_id": pseudonym, "state": RUNNING, "attempt": attempt },
                 doc! {
                     "$set": { "state": DONE, "finished_at": now, "outcome": outcome },
-                    "$unset": { "email": "", "user_id": "", "attempt_at": "" },
+                    "$unset": { "email": "", "user_id": "", "attempt_at": "", "attempt": "" },
                 },
+            )
+            .await?;
+        Ok(done.modified_count == 1)
+    }
+
+    /// Records the account an erasure found after it began (made while it ran).
+    pub async fn erasure_found_account(&self, pseudonym: &str, user_id: &UserId) -> StoreResult<()> {
+        self.erasures
+            .update_one(
+                doc! { "_id": pseudonym, "state": RUNNING },
+                doc! { "$set": { "user_id": user_id.as_str(), "had_account": true } },
             )
             .await
             .map(drop)
+    }
+
+    /// Whether an erasure of `pseudonym` is running.
+    pub async fn erasure_is_running(&self, pseudonym: &str) -> StoreResult<bool> {
+        Ok(self.erasures.count_documents(doc! { "_id": pseudonym, "state": RUNNING }).limit(1).await? > 0)
     }
 
     /// An erasure, if there is one.
@@ -167,7 +198,8 @@ impl Store {
     }
 
     /// Retention: sessions that expired, or ended, before `before` and whose revocation is
-    /// no longer waiting for Redis.
+    /// no longer waiting for Redis (the caller keeps `before` older than an access token's
+    /// life, so that a Redis that lost its data can be given every revocation that matters).
     pub async fn purge_sessions(&self, before: DateTime) -> StoreResult<u64> {
         let ended = doc! {
             "$or": [ { "expires_at": { "$lt": before } }, { "revoked": true, "revoked_at": { "$lt": before } } ],

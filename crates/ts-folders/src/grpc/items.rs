@@ -43,7 +43,16 @@ impl ItemService for FoldersApi {
             .in_folder(&request, AuditAction::ItemCreate, &req.folder_id, AccessLevel::Edit, |call, at| async move {
                 let item = check_item(&req.name, &req.description, req.content.clone())?;
                 let request = RequestId::parse_optional("request_id", &req.request_id)?;
-                let stored = self.folders.create_item(&call.user, &at.folder_id, &item, request.as_ref()).await?;
+                // Its own task: a write stamping the caller's email always reaches its check
+                // against an erasure that raced it, whoever hangs up.
+                let (folders, user, folder_id, checked) =
+                    (self.folders.clone(), call.user.clone(), at.folder_id.clone(), item.clone());
+                let stored =
+                    tokio::spawn(
+                        async move { folders.create_item(&user, &folder_id, &checked, request.as_ref()).await },
+                    )
+                    .await
+                    .map_err(|e| Status::internal(format!("create_item task failed: {e}")))??;
                 Ok((stored, item.removed))
             })
             .await?;
@@ -79,8 +88,14 @@ impl ItemService for FoldersApi {
             .in_folder(&request, AuditAction::ItemUpdate, &req.folder_id, AccessLevel::Edit, |call, at| async move {
                 let id = ItemId::parse("item_id", &req.item_id)?;
                 let item = check_item(&req.name, &req.description, req.content.clone())?;
-                let f = &self.folders;
-                let stored = f.update_item(&call.user, &at.folder_id, &id, &item, req.expected_version).await?;
+                // Its own task, as CreateItem's.
+                let (folders, user, folder_id, checked) =
+                    (self.folders.clone(), call.user.clone(), at.folder_id.clone(), item.clone());
+                let expected = req.expected_version;
+                let stored =
+                    tokio::spawn(async move { folders.update_item(&user, &folder_id, &id, &checked, expected).await })
+                        .await
+                        .map_err(|e| Status::internal(format!("update_item task failed: {e}")))??;
                 Ok((stored, item.removed))
             })
             .await?;
@@ -106,8 +121,14 @@ impl ItemService for FoldersApi {
                 // seen it: a folder they cannot reach answers first.
                 let to = self.folders.require_target(&call.user.user_id, &from.folder_id, target).await?;
                 let id = ItemId::parse("item_id", &req.item_id)?;
-                let f = &self.folders;
-                Ok(f.move_item(&call.user, &from.folder_id, &to.folder_id, &id, req.expected_version).await?)
+                // Its own task, as CreateItem's.
+                let (folders, user, from, to) =
+                    (self.folders.clone(), call.user.clone(), from.folder_id.clone(), to.folder_id.clone());
+                let expected = req.expected_version;
+                let moved = tokio::spawn(async move { folders.move_item(&user, &from, &to, &id, expected).await })
+                    .await
+                    .map_err(|e| Status::internal(format!("move_item task failed: {e}")))??;
+                Ok(moved)
             })
             .await?;
         Ok(Response::new(MoveItemResponse { item: Some(item_message(item)) }))

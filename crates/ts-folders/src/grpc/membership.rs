@@ -85,7 +85,13 @@ impl FolderMembershipService for FoldersApi {
             inviter,
             inviter_epoch: req.inviter_manage_epoch,
         };
-        let (created, refusal, access) = match self.folders.add_invited(invited).await? {
+        // Its own task: the membership always reaches its check against an erasure that
+        // raced it, whoever hangs up.
+        let folders = self.folders.clone();
+        let added = tokio::spawn(async move { folders.add_invited(invited).await })
+            .await
+            .map_err(|e| Status::internal(format!("add_member task failed: {e}")))??;
+        let (created, refusal, access) = match added {
             Added::Created(l) => (true, AddMemberRefusal::Unspecified, l),
             Added::Existing(l) => (false, AddMemberRefusal::Unspecified, l),
             Added::Refused(r) => (false, r, AccessLevel::Unspecified),

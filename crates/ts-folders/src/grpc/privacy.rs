@@ -9,8 +9,8 @@ use tracing::Instrument;
 use ts_contract::ids::UserId;
 use ts_proto::internal::folder_privacy_service_server::FolderPrivacyService;
 use ts_proto::internal::{
-    BlockingFolder, CheckErasureRequest, CheckErasureResponse, EraseUserRequest, EraseUserResponse, PurgeRequest,
-    PurgeResponse, UserDataRequest,
+    BlockingFolder, CheckErasureRequest, CheckErasureResponse, EraseUserRequest, EraseUserResponse,
+    ExportUserDataRequest, ExportUserDataResponse, PurgeAuditEventsRequest, PurgeAuditEventsResponse,
 };
 use ts_proto::public::export_my_data_response::Part;
 use ts_proto::public::{ExportMyDataResponse, ExportedItem, ExportedMembership};
@@ -37,7 +37,7 @@ fn purge_before(before: Option<prost_types::Timestamp>) -> Result<SystemTime, Fo
 }
 
 /// An export part as the public export message carries it.
-fn part_message(part: ExportPart) -> ExportMyDataResponse {
+fn part_message(part: ExportPart) -> ExportUserDataResponse {
     let part = match part {
         ExportPart::Membership { folder, joined_at, created_by_caller } => Part::Membership(ExportedMembership {
             folder_id: folder.doc.id.to_string(),
@@ -51,21 +51,21 @@ fn part_message(part: ExportPart) -> ExportMyDataResponse {
         }
         ExportPart::Event(event) => Part::AuditEvent(event_message(event)),
     };
-    ExportMyDataResponse { part: Some(part) }
+    ExportUserDataResponse { data: Some(ExportMyDataResponse { part: Some(part) }) }
 }
 
 #[tonic::async_trait]
 impl FolderPrivacyService for FoldersApi {
     async fn export_user_data(
         &self,
-        request: Request<UserDataRequest>,
-    ) -> Result<Response<BoxStream<ExportMyDataResponse>>, Status> {
+        request: Request<ExportUserDataRequest>,
+    ) -> Result<Response<BoxStream<ExportUserDataResponse>>, Status> {
         let req = request.into_inner();
         let user_id = optional_user("user_id", &req.user_id)?;
         let email = check_email("email", &req.email)?;
         // Its own task, page by page into a bounded channel: a reader that goes away ends it
         // (its next send fails), and nothing waits in memory beyond the buffer.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<ExportMyDataResponse, Status>>(EXPORT_BUFFER);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<ExportUserDataResponse, Status>>(EXPORT_BUFFER);
         let folders = self.folders.clone();
         let export = async move {
             let parts = tx.clone();
@@ -78,7 +78,7 @@ impl FolderPrivacyService for FoldersApi {
             }
         };
         tokio::spawn(export.in_current_span());
-        let stream: BoxStream<ExportMyDataResponse> =
+        let stream: BoxStream<ExportUserDataResponse> =
             Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|part| (part, rx)) }));
         Ok(Response::new(stream))
     }
@@ -122,10 +122,13 @@ impl FolderPrivacyService for FoldersApi {
         }))
     }
 
-    async fn purge_audit_events(&self, request: Request<PurgeRequest>) -> Result<Response<PurgeResponse>, Status> {
+    async fn purge_audit_events(
+        &self,
+        request: Request<PurgeAuditEventsRequest>,
+    ) -> Result<Response<PurgeAuditEventsResponse>, Status> {
         let before = purge_before(request.into_inner().before)?;
         let removed = self.folders.purge_audit_events(before).await?;
-        Ok(Response::new(PurgeResponse { removed }))
+        Ok(Response::new(PurgeAuditEventsResponse { removed }))
     }
 }
 

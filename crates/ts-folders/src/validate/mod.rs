@@ -23,7 +23,7 @@ pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A checked item, ready to seal.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CheckedItem {
     /// Kind, from the content.
     pub kind: ItemKind,

@@ -11,7 +11,8 @@ use ts_contract::email::Email;
 use ts_contract::ids::UserId;
 use ts_proto::internal::invitation_privacy_service_server::InvitationPrivacyService;
 use ts_proto::internal::{
-    EraseInvitationsRequest, EraseInvitationsResponse, PurgeRequest, PurgeResponse, UserDataRequest,
+    BeginErasureRequest, BeginErasureResponse, ExportUserInvitationsRequest, ExportUserInvitationsResponse,
+    FinishErasureRequest, FinishErasureResponse, PurgeClosedRequest, PurgeClosedResponse,
 };
 use ts_proto::public::export_my_data_response::Part;
 use ts_proto::public::{ExportMyDataResponse, ExportedInvitation, InvitationDirection};
@@ -32,13 +33,13 @@ fn subject(user_id: &str, email: &str) -> Result<Subject, InvitationsError> {
 }
 
 /// An exported invitation as one message of the export stream.
-fn part(exported: Exported) -> ExportMyDataResponse {
+fn part(exported: Exported) -> ExportUserInvitationsResponse {
     let direction = match exported.direction {
         Direction::Received => InvitationDirection::Received,
         Direction::Sent => InvitationDirection::Sent,
     };
     let invitation = ExportedInvitation { invitation: Some(message(exported.view)), direction: direction as i32 };
-    ExportMyDataResponse { part: Some(Part::Invitation(invitation)) }
+    ExportUserInvitationsResponse { data: Some(ExportMyDataResponse { part: Some(Part::Invitation(invitation)) }) }
 }
 
 /// A count as the 32-bit reply field carries it.
@@ -50,43 +51,46 @@ fn count(n: u64) -> u32 {
 impl InvitationPrivacyService for InvitationsApi {
     async fn export_user_invitations(
         &self,
-        request: Request<UserDataRequest>,
-    ) -> Result<Response<BoxStream<ExportMyDataResponse>>, Status> {
+        request: Request<ExportUserInvitationsRequest>,
+    ) -> Result<Response<BoxStream<ExportUserInvitationsResponse>>, Status> {
         let req = request.into_inner();
         let subject = subject(&req.user_id, &req.email)?;
-        let parts: BoxStream<ExportMyDataResponse> =
+        let parts: BoxStream<ExportUserInvitationsResponse> =
             Box::pin(self.invitations.clone().export(subject).map(|r| r.map(part).map_err(Status::from)));
         Ok(Response::new(parts))
     }
 
     async fn begin_erasure(
         &self,
-        request: Request<EraseInvitationsRequest>,
-    ) -> Result<Response<EraseInvitationsResponse>, Status> {
+        request: Request<BeginErasureRequest>,
+    ) -> Result<Response<BeginErasureResponse>, Status> {
         let req = request.into_inner();
         let subject = subject(&req.user_id, &req.email)?;
         let pseudonym = Pseudonym::parse("pseudonym", &req.pseudonym)?;
         let removed = self.invitations.begin_erasure(&subject, &pseudonym).await?;
-        Ok(Response::new(EraseInvitationsResponse { removed: count(removed) }))
+        Ok(Response::new(BeginErasureResponse { removed: count(removed) }))
     }
 
     async fn finish_erasure(
         &self,
-        request: Request<EraseInvitationsRequest>,
-    ) -> Result<Response<EraseInvitationsResponse>, Status> {
+        request: Request<FinishErasureRequest>,
+    ) -> Result<Response<FinishErasureResponse>, Status> {
         let req = request.into_inner();
         // The pseudonym is not needed to finish (nothing is renamed any more).
         let subject = subject(&req.user_id, &req.email)?;
         let removed = self.invitations.finish_erasure(&subject).await?;
-        Ok(Response::new(EraseInvitationsResponse { removed: count(removed) }))
+        Ok(Response::new(FinishErasureResponse { removed: count(removed) }))
     }
 
-    async fn purge_closed(&self, request: Request<PurgeRequest>) -> Result<Response<PurgeResponse>, Status> {
+    async fn purge_closed(
+        &self,
+        request: Request<PurgeClosedRequest>,
+    ) -> Result<Response<PurgeClosedResponse>, Status> {
         let before = request.into_inner().before.ok_or_else(|| InvitationsError::field("before", "is required"))?;
         let before =
             SystemTime::try_from(before).map_err(|_| InvitationsError::field("before", "is not a valid time"))?;
         let removed = self.invitations.purge_closed(before).await?;
-        Ok(Response::new(PurgeResponse { removed }))
+        Ok(Response::new(PurgeClosedResponse { removed }))
     }
 }
 

@@ -17,7 +17,9 @@ use teamshare::Service;
 use tonic::Code;
 use ts_contract::identity::Peer;
 use ts_proto::internal::privacy_operator_service_client::PrivacyOperatorServiceClient;
-use ts_proto::internal::{EraseInvitationsRequest, EraseSubjectRequest, RunRetentionRequest, UpsertLicenseRequest};
+use ts_proto::internal::{
+    BeginErasureRequest, EraseSubjectRequest, FinishErasureRequest, RunRetentionRequest, UpsertLicenseRequest,
+};
 use ts_proto::public::export_my_data_response::Part;
 use ts_proto::public::item_service_client::ItemServiceClient;
 use ts_proto::public::member_service_client::MemberServiceClient;
@@ -25,8 +27,10 @@ use ts_proto::public::privacy_service_client::PrivacyServiceClient;
 use ts_proto::public::*;
 use ts_testkit::{Session, TestCluster, assert_code, query_content};
 
+mod attacks;
+
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -39,7 +43,7 @@ impl Write for Capture {
 }
 
 /// Every log line of every service in this binary, at every level.
-fn logs() -> &'static Capture {
+pub(crate) fn logs() -> &'static Capture {
     static LOGS: OnceLock<Capture> = OnceLock::new();
     LOGS.get_or_init(|| {
         let logs = Capture::default();
@@ -57,12 +61,16 @@ fn logs() -> &'static Capture {
 
 /// Where `needle` occurs, in any letter case: MongoDB collections (raw BSON of every
 /// document of the cluster's database), Redis (every key and value) and the logs.
-async fn places_holding(cluster: &TestCluster, needle: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn places_holding(cluster: &TestCluster, needle: &str) -> anyhow::Result<Vec<String>> {
     places_holding_with(cluster, ts_testkit::shared()?.redis.port, needle).await
 }
 
 /// As `places_holding`, for a cluster on its own Redis at `redis_port`.
-async fn places_holding_with(cluster: &TestCluster, redis_port: u16, needle: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn places_holding_with(
+    cluster: &TestCluster,
+    redis_port: u16,
+    needle: &str,
+) -> anyhow::Result<Vec<String>> {
     let needle = needle.to_ascii_lowercase();
     let mut found = Vec::new();
     let docs = ts_testkit::raw_documents(&cluster.database().await?).await?;
@@ -94,14 +102,14 @@ async fn documents_holding_id(cluster: &TestCluster, user_id: &str) -> anyhow::R
     Ok(found)
 }
 
-async fn export(cluster: &TestCluster, who: &Session) -> anyhow::Result<Vec<Part>> {
+pub(crate) async fn export(cluster: &TestCluster, who: &Session) -> anyhow::Result<Vec<Part>> {
     let mut client = PrivacyServiceClient::new(cluster.gateway().await?);
     let stream = client.export_my_data(who.request(ExportMyDataRequest {})).await?.into_inner();
     let parts: Vec<ExportMyDataResponse> = stream.try_collect().await?;
     Ok(parts.into_iter().filter_map(|p| p.part).collect())
 }
 
-async fn delete_account(
+pub(crate) async fn delete_account(
     cluster: &TestCluster,
     who: &Session,
     confirm: &str,
@@ -114,7 +122,7 @@ async fn delete_account(
         .map(|r| r.into_inner())
 }
 
-async fn privacy_operator(
+pub(crate) async fn privacy_operator(
     cluster: &TestCluster,
 ) -> anyhow::Result<PrivacyOperatorServiceClient<tonic::transport::Channel>> {
     Ok(PrivacyOperatorServiceClient::new(cluster.internal(Service::Auth, Peer::Operator).await?))
@@ -462,7 +470,7 @@ async fn an_erasure_interrupted_part_way_is_completed() -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let report = loop {
         // Past the time a live run could still be at it, so the run takes the erasure up.
-        cluster.clock.advance(Duration::from_secs(180));
+        cluster.clock.advance(Duration::from_secs(700));
         match operator.run_retention(RunRetentionRequest {}).await.map(|r| r.into_inner()) {
             Ok(r) if r.erasures_completed == 1 => break r,
             other => anyhow::ensure!(tokio::time::Instant::now() < deadline, "not completed: {other:?}"),
@@ -521,17 +529,16 @@ async fn a_concurrent_accept_or_invitation_cannot_bring_back_what_was_erased() -
         ts_proto::internal::invitation_privacy_service_client::InvitationPrivacyServiceClient::new(
             cluster.internal(Service::Invitations, Peer::Auth).await?,
         );
-    let running = EraseInvitationsRequest {
-        user_id: String::new(),
-        email: carol_email.into(),
-        pseudonym: "erased-00000000000000000000".into(),
-    };
-    invitations_as_auth.begin_erasure(running.clone()).await?;
+    let pseudonym = "erased-00000000000000000000";
+    let running =
+        BeginErasureRequest { user_id: String::new(), email: carol_email.into(), pseudonym: pseudonym.into() };
+    invitations_as_auth.begin_erasure(running).await?;
     assert_code!(
         cluster.invitations(&alice).await?.send(&folder, carol_email, AccessLevel::View).await,
         Code::FailedPrecondition
     );
-    invitations_as_auth.finish_erasure(running).await?;
+    let done = FinishErasureRequest { user_id: String::new(), email: carol_email.into(), pseudonym: pseudonym.into() };
+    invitations_as_auth.finish_erasure(done).await?;
     cluster.invitations(&alice).await?.send(&folder, carol_email, AccessLevel::View).await?;
     cluster.stop().await
 }
