@@ -68,7 +68,8 @@ fn retire(old: &str, backup_retention_days: u32) -> RetireMasterKeyRequest {
 }
 
 #[tokio::test]
-async fn retiring_the_old_master_key_makes_a_deleted_folder_unreadable_in_every_backup() -> anyhow::Result<()> {
+async fn retiring_the_old_master_key_disables_it_then_schedules_its_deletion_after_the_backup_window()
+-> anyhow::Result<()> {
     let cluster = TestCluster::start().await?;
     let servers = tokio::task::spawn_blocking(ts_testkit::shared).await??;
     let kms = ts_testkit::kms_client(servers.kms.port);
