@@ -31,10 +31,12 @@ use crate::verification::hex;
 /// How a pseudonym starts; the rest is 20 hex digits (80 bits) of a keyed hash.
 pub const PSEUDONYM_PREFIX: &str = "erased-";
 /// An erasure whose last attempt began longer ago than this is taken up again by the
-/// background runner: longer than a live run can last (its three calls to folders and
-/// invitations, each bounded by `PRIVACY_CALL_TIMEOUT`). Were one still alive, it could no
-/// longer mark the erasure done (`ErasureDoc::attempt`).
+/// background runner: longer than a live run can last (`RUN_BUDGET`). Were one still
+/// alive, it stops at its next step and cannot mark the erasure done (`ErasureDoc::attempt`).
 const STALLED_AFTER: Duration = Duration::from_secs(600);
+/// The longest one run of an erasure may last (then it stops, and is taken up again after
+/// `STALLED_AFTER`): shorter than `STALLED_AFTER`, so two runs never overlap by design.
+const RUN_BUDGET: Duration = Duration::from_secs(480);
 /// How often the background runner looks for stalled erasures.
 const RESUME_EVERY: Duration = Duration::from_secs(30);
 /// Deadline of one call to folders or invitations for an erasure or export.
@@ -192,6 +194,25 @@ impl Auth {
     /// Runs every step of `job` (all idempotent) and marks it done, if this run still owns
     /// it. An account made for the address after the erasure began is erased with it.
     async fn run_erasure(&self, job: &ErasureDoc) -> AuthResult<Erased> {
+        let run = tokio::time::timeout(RUN_BUDGET, self.run_erasure_within_budget(job)).await;
+        let result = run.unwrap_or_else(|_| Err(AuthError::Upstream("the erasure ran out of time; it resumes".into())));
+        if result.is_err()
+            && let Some(email) = &job.email
+            && matches!(self.store.erasure(&job.pseudonym).await, Ok(Some(j)) if j.state == crate::store::DONE)
+        {
+            // Another run finished meanwhile; this one may have marked the address as being
+            // erased again after that run's last step: take the mark away once more.
+            let finish =
+                FinishErasureRequest { user_id: String::new(), email: email.clone(), pseudonym: job.pseudonym.clone() };
+            if let Err(s) = self.privacy.invitations().finish_erasure(finish).await {
+                tracing::warn!(error = %s.message(), "an erasure overtaken by another could not tidy up");
+            }
+        }
+        result
+    }
+
+    /// `run_erasure` without its time budget.
+    async fn run_erasure_within_budget(&self, job: &ErasureDoc) -> AuthResult<Erased> {
         let Some(email) = job.email.clone() else {
             // Done already: its outcome is what it removed.
             return Ok(Erased { pseudonym: job.pseudonym.clone(), had_account: job.had_account, ..Erased::default() });
@@ -199,7 +220,13 @@ impl Auth {
         let pseudonym = job.pseudonym.clone();
         let mut user_id = job.user_id.clone();
         let mut out = Erased { pseudonym: pseudonym.clone(), had_account: job.had_account, ..Erased::default() };
+        let attempt = job.attempt.clone().unwrap_or_default();
+        // A run another one took over stops at its next step: its steps are the other's now.
+        let overtaken = || async { Ok::<bool, AuthError>(!self.store.owns_erasure(&pseudonym, &attempt).await?) };
         for round in 0.. {
+            if overtaken().await? {
+                return Ok(out);
+            }
             if let Some(found) = self.store.user_id_by_email(&email).await?
                 && user_id.as_ref() != Some(&found)
             {
@@ -217,6 +244,11 @@ impl Auth {
                 return Err(AuthError::Upstream("accounts keep being made for an address being erased".into()));
             }
         }
+        if overtaken().await? {
+            return Ok(out);
+        }
+        // A code asked for while the account was erased goes too (no new one is sent now).
+        self.store.delete_code(&email).await?;
         // 5. Invitations to the address may be made again (a new fact, typed by someone else).
         let uid = user_id.as_ref().map(UserId::to_string).unwrap_or_default();
         let finish = FinishErasureRequest { user_id: uid, email: email.clone(), pseudonym: pseudonym.clone() };
@@ -228,7 +260,6 @@ impl Auth {
             "invitations_removed": i64::from(out.invitations_removed),
             "license_lists": i64::from(out.license_lists),
         };
-        let attempt = job.attempt.clone().unwrap_or_default();
         if !self.store.finish_erasure(&pseudonym, &attempt, outcome, bson_now(self.now())).await? {
             // Another run took it over (a repeated request, the background runner): it
             // finishes the record, after its own last step.
@@ -284,6 +315,8 @@ impl Auth {
             self.sharing_changed().await?;
         }
         if let Some(u) = user_id {
+            // Again: a session a racing sign-in opened after step 1 ends too.
+            self.revoke_sessions(Sessions::OfUsers(std::slice::from_ref(u)), "account erased").await?;
             if self.store.revocation_pending_of(u).await? {
                 // Deleting the sessions now would let the outbox vouch for a Redis that does
                 // not hold their revocation yet; the next run finishes once it does.
@@ -292,7 +325,8 @@ impl Auth {
                 ));
             }
             self.store.delete_user(u).await?;
-            self.store.delete_sessions_of(u).await?;
+            let token_life = Duration::from_secs(self.policy.access_token_ttl_secs + 60);
+            self.store.strip_sessions_of(u, bson_now(self.now() + token_life)).await?;
             self.views.remove(u);
             if !self.generations.invalidate(&user_generation_key(u)).await {
                 return Err(AuthError::NotYetEverywhere);

@@ -97,6 +97,10 @@ impl Auth {
     /// Sends a new code to `email`, replacing any earlier one.
     pub async fn start_verification(&self, raw_email: &str, client: &str) -> AuthResult<SystemTime> {
         let email = Email::parse(raw_email).map_err(|m| AuthError::InvalidArgument(format!("email {m}")))?;
+        if self.erasure_running(email.as_str()).await? {
+            // No code (keyed by the address) is made while the address is being erased.
+            return Err(AuthError::Erasing);
+        }
         self.take_rate("per-email", email.as_str(), self.policy.sends_per_email_per_hour, HOUR).await?;
         if !client.is_empty() {
             self.take_rate("per-client", client, self.policy.sends_per_client_per_hour, HOUR).await?;

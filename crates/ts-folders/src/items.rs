@@ -220,7 +220,9 @@ impl Folders {
         let written = match written {
             // A concurrent retry of the same request made it first.
             Err(e) if request.is_some() && ts_stores::is_duplicate_key(&e) => {
-                return self.item_made_before(folder_id, &id, item).await?.ok_or(FoldersError::RequestIdReused);
+                // Not readable yet: the first attempt (its own task, still running after its
+                // caller gave up) has not committed. The client asks again.
+                return self.item_made_before(folder_id, &id, item).await?.ok_or(FoldersError::RequestInProgress);
             }
             other => other,
         };

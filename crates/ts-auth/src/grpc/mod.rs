@@ -113,6 +113,13 @@ impl AuthApi {
     pub(super) async fn sign_in(&self, email: crate::email::Email, via: &str) -> Result<(SessionTokens, User), Status> {
         let user_id = self.auth.verified_user(&email, via).await?;
         let issued = self.auth.open_session(&user_id, email.as_str()).await?;
+        // Checked again once the session exists: an erasure that began in between may have
+        // revoked this account's sessions before this one was made.
+        if self.auth.erasure_running(email.as_str()).await? {
+            let user = std::slice::from_ref(&user_id);
+            self.auth.revoke_sessions(crate::store::Sessions::OfUsers(user), "account erased").await?;
+            return Err(AuthError::Erasing.into());
+        }
         let view = self.auth.user_view(&user_id).await?;
         tracing::info!(%user_id, via, "signed in");
         Ok((tokens(&issued), user_message(&view)))

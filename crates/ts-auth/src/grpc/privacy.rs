@@ -165,24 +165,24 @@ impl PrivacyService for AuthApi {
     ) -> Result<Response<DeleteMyAccountResponse>, Status> {
         let user = caller(&request)?;
         let confirm = request.get_ref().confirm_email.clone();
-        // Its own task: a caller that hangs up does not stop an erasure half-way.
-        let (auth, who) = (self.auth.clone(), user.clone());
-        let erased = tokio::spawn(async move { auth.delete_account(&who, &confirm).await })
-            .await
-            .unwrap_or_else(|e| Err(AuthError::Internal(format!("the erasure task failed: {e}"))));
-        match erased {
-            Ok(erased) => Ok(Response::new(DeleteMyAccountResponse {
-                pseudonym: erased.pseudonym,
-                deleted_folder_ids: erased.deleted_folder_ids,
-                memberships_removed: erased.memberships_removed,
-                invitations_removed: erased.invitations_removed,
-            })),
-            Err(e) => {
-                let status = Status::from(e);
-                self.audit_user(&user, "", "privacy.delete_account", status.code());
-                Err(status)
+        // Its own task, failures audited there: a caller that hangs up (or a deadline) stops
+        // neither the erasure half-way nor the record of how it ended.
+        let (api, who) = (self.clone(), user.clone());
+        let erased = tokio::spawn(async move {
+            let erased = api.auth.delete_account(&who, &confirm).await.map_err(Status::from);
+            if let Err(status) = &erased {
+                api.audit_user(&who, "", "privacy.delete_account", status.code());
             }
-        }
+            erased
+        })
+        .await
+        .unwrap_or_else(|e| Err(Status::from(AuthError::Internal(format!("the erasure task failed: {e}")))))?;
+        Ok(Response::new(DeleteMyAccountResponse {
+            pseudonym: erased.pseudonym,
+            deleted_folder_ids: erased.deleted_folder_ids,
+            memberships_removed: erased.memberships_removed,
+            invitations_removed: erased.invitations_removed,
+        }))
     }
 }
 

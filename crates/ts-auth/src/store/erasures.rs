@@ -166,9 +166,32 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Deletes every session of a user (their revocations must be in Redis already).
-    pub async fn delete_sessions_of(&self, user_id: &UserId) -> StoreResult<u64> {
-        Ok(self.sessions.delete_many(doc! { "user_id": user_id.as_str() }).await?.deleted_count)
+    /// Strips every session of a user down to what revocation still needs (its id, when it
+    /// was revoked, until when a token of it could live): the user id and the refresh
+    /// hashes go. The retention job deletes what is left once no token can need it; until
+    /// then a Redis that lost its data is given these revocations again.
+    pub async fn strip_sessions_of(&self, user_id: &UserId, keep_until: DateTime) -> StoreResult<u64> {
+        let stripped = self
+            .sessions
+            .update_many(
+                doc! { "user_id": user_id.as_str() },
+                doc! {
+                    "$unset": { "user_id": "", "refresh_hash": "", "used_hashes": "", "last_rotation": "" },
+                    "$max": { "expires_at": keep_until },
+                },
+            )
+            .await?;
+        Ok(stripped.modified_count)
+    }
+
+    /// Whether run `attempt` still owns the running erasure of `pseudonym`.
+    pub async fn owns_erasure(&self, pseudonym: &str, attempt: &str) -> StoreResult<bool> {
+        let found = self
+            .erasures
+            .count_documents(doc! { "_id": pseudonym, "state": RUNNING, "attempt": attempt })
+            .limit(1)
+            .await?;
+        Ok(found > 0)
     }
 
     /// The licenses whose address or admin lists name `email`.

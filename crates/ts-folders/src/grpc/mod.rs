@@ -163,7 +163,15 @@ impl FoldersApi {
     {
         let call = self.begin(request, action, folder_id, sharing_epoch).await?;
         let event = event(&call, action, folder_id);
-        audited(&*self.folders, event, action.mutating(), body(call).await).await
+        // A mutating body may hand its write to a task of its own, which lands even when the
+        // caller goes away; the trail then records the call as CANCELLED rather than nothing.
+        let mut cut_off =
+            action.mutating().then(|| CutOff { folders: Some(self.folders.clone()), event: event.clone() });
+        let result = body(call).await;
+        if let Some(c) = cut_off.as_mut() {
+            c.folders = None;
+        }
+        audited(&*self.folders, event, action.mutating(), result).await
     }
 
     /// Identifies the caller and checks with auth that they may share right now. A refusal
@@ -185,6 +193,23 @@ impl FoldersApi {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Records, when dropped still armed (the caller went away mid-call), its event as CANCELLED.
+struct CutOff {
+    folders: Option<Arc<Folders>>,
+    event: Event,
+}
+
+impl Drop for CutOff {
+    fn drop(&mut self) {
+        use ts_runtime::audit::Trail;
+        let (Some(folders), Ok(runtime)) = (self.folders.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let event = Event { code: Code::Cancelled, ..self.event.clone() };
+        runtime.spawn(async move { folders.record(event).await });
     }
 }
 
