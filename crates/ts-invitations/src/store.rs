@@ -632,7 +632,25 @@ impl Store {
             { "state": { "$ne": pending }, "answered_at": { "$exists": false }, "expires_at": { "$lt": before } },
             { "state": pending, "expires_at": { "$lt": before } },
         ] };
-        Ok(self.invitations.delete_many(filter).await?.deleted_count)
+        let removed = self.invitations.delete_many(filter).await?.deleted_count;
+        self.purge_idle_invitee_counters().await?;
+        Ok(removed)
+    }
+
+    /// Deletes the `invitee:<email>` counters of addresses no invitation names any more (their
+    /// ids hold the address); one being erased keeps its mark. A CreateInvitation racing the
+    /// deletion conflicts with it in its transaction and makes the counter again.
+    async fn purge_idle_invitee_counters(&self) -> mongodb::error::Result<()> {
+        let idle = doc! { "_id": { "$regex": "^invitee:" }, "erasing": { "$ne": true } };
+        let mut found = self.counters.find(idle).projection(doc! { "_id": 1 }).await?;
+        while let Some(counter) = found.try_next().await? {
+            let Some(email) = counter.key.strip_prefix("invitee:") else { continue };
+            if self.invitations.count_documents(doc! { "invitee_email": email }).limit(1).await? == 0 {
+                let still_idle = doc! { "_id": &counter.key, "erasing": { "$ne": true } };
+                self.counters.delete_one(still_idle).await?;
+            }
+        }
+        Ok(())
     }
 }
 

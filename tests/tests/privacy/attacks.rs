@@ -261,6 +261,9 @@ async fn the_retention_job_keeps_what_is_inside_retention() -> anyhow::Result<()
     cluster.clock.advance(Duration::from_secs(31 * 86_400));
     operator.run_retention(RunRetentionRequest {}).await?;
     assert_eq!(count(&invitations, bson::doc! { "invitee_email": dave }).await?, 0, "kept past its retention");
+    let counters = db.collection::<bson::Document>("invitation_counters");
+    let key = format!("invitee:{dave}");
+    assert_eq!(count(&counters, bson::doc! { "_id": key }).await?, 0, "the address outlived its invitations");
     assert!(
         count(&events, bson::doc! { "actor_email": &alice.email }).await? >= 1,
         "audit events inside their retention were purged"
