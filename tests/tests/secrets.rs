@@ -1,39 +1,15 @@
 //! No code, token or refresh secret appears in MongoDB, in Redis, or in the logs. Its own
 //! test binary, because it captures every log line through the global subscriber.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use ts_proto::public::auth_service_client::AuthServiceClient;
 use ts_proto::public::{
     CompleteEmailVerificationRequest, RefreshSessionRequest, SignOutRequest, StartEmailVerificationRequest,
 };
 use ts_testkit::TestCluster;
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codes_tokens_and_refresh_secrets_are_never_stored_or_logged() -> anyhow::Result<()> {
-    let logs = Capture::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter("trace")
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .without_time()
-        .try_init()
-        .ok();
+    let logs = ts_testkit::capture_logs();
 
     let cluster = TestCluster::start().await?;
     let mut auth = AuthServiceClient::new(cluster.gateway().await?);
@@ -91,7 +67,7 @@ async fn codes_tokens_and_refresh_secrets_are_never_stored_or_logged() -> anyhow
     );
 
     cluster.stop().await?;
-    let logged = logs.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let logged = logs.bytes();
     assert!(ts_testkit::contains_bytes(&logged, b"verification code sent"), "the scan sees the logs");
     for secret in secrets.iter().filter(|s| s.len() >= 6) {
         for (place, bytes) in [("MongoDB", &stored), ("the logs", &logged), ("Redis", &redis)] {

@@ -9,6 +9,7 @@
 pub mod calls;
 pub mod cluster;
 pub mod fixtures;
+pub mod logs;
 pub mod planted;
 pub mod procs;
 pub mod proxy;
@@ -21,6 +22,7 @@ pub use cluster::{TestCluster, create_kms_key, foreign_identity, fresh_database,
 pub use fixtures::{
     RawDocument, collections_containing, contains_bytes, dump_database, eventually, query_content, raw_documents,
 };
+pub use logs::{CapturedLogs, capture_logs};
 pub use procs::{ServerProcess, SharedServers, redis_bytes, redis_dump, shared};
 pub use proxy::CountingProxy;
 pub use redis_cluster::{RedisCluster, redis_cluster};

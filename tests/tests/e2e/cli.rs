@@ -14,7 +14,7 @@ use ts_contract::identity::Peer;
 use ts_testkit::TestCluster;
 
 /// The CLI binary next to this test binary (`cargo test --workspace` builds it).
-fn cli_path() -> anyhow::Result<PathBuf> {
+pub(crate) fn cli_path() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().and_then(Path::parent).context("target directory")?;
     let bin = dir.join("teamshare-cli");

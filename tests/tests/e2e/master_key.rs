@@ -12,7 +12,7 @@
 //! state in KMS, and that the backup's copy names the old key, and accept either answer from
 //! Decrypt: moto's, or AWS's refusal.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -31,6 +31,8 @@ use ts_proto::public::folder_service_client::FolderServiceClient;
 use ts_proto::public::item_service_client::ItemServiceClient;
 use ts_proto::public::{DeleteFolderRequest, GetItemRequest};
 use ts_testkit::{TestCluster, assert_code, query_content};
+
+use crate::cli::cli_path;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -204,15 +206,6 @@ async fn retiring_the_old_master_key_disables_it_then_schedules_its_deletion_aft
     assert_eq!(status.retirements[0].backup_retention_days, 30);
     assert!(status.retirements[0].deletion_scheduled_at.is_some());
     cluster.stop().await
-}
-
-/// The CLI binary next to this test binary (`cargo test --workspace` builds it).
-fn cli_path() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("target directory")?;
-    let bin = dir.join("teamshare-cli");
-    anyhow::ensure!(bin.exists(), "{} is missing: cargo build -p ts-cli", bin.display());
-    Ok(bin)
 }
 
 /// What one CLI run printed.

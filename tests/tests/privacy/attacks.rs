@@ -13,7 +13,9 @@ use ts_proto::public::item_service_client::ItemServiceClient;
 use ts_proto::public::*;
 use ts_testkit::{TestCluster, assert_code};
 
-use super::{delete_account, export, logs, places_holding, places_holding_with, privacy_operator};
+use super::{
+    cluster_on_own_redis, delete_account, export, logs, places_holding, places_holding_with, privacy_operator,
+};
 
 /// Found: audit events of an address without an account were never pseudonymised. After the
 /// erasure, anyone (no account, no token) types the erased address
@@ -63,22 +65,17 @@ async fn a_failed_sign_in_attempt_after_an_erasure_does_not_bring_the_email_back
     cluster.stop().await
 }
 
-/// Found: an erasure never looked for the account again once it had begun.
-/// The operator erases an address that has no account yet; the run stops part-way (Redis is
-/// down when the license lists change, so `sharing_changed` answers NOT_YET_EVERYWHERE) and is
-/// left `running` with `user_id` absent. Meanwhile the person signs up with that address. The
-/// background run completes the job from what the job document holds (`run_erasure` never
-/// calls `user_id_by_email` again, and step 4 deletes users only by id): the job ends `done`,
-/// `had_account: false`, while a `users` document (and its sessions) still hold the address.
+/// Found: an erasure never looked for the account again once it had begun. The operator
+/// erases an address that has no account yet; the run stops part-way (Redis is down when the
+/// license lists change) and is left `running`. Meanwhile the person signed up with that
+/// address, and the background run completed the job from what the job document held: `done`,
+/// while a `users` document still held the address. Now a sign-in during the erasure is
+/// refused, and an account made just before it began is found and erased.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_made_while_an_erasure_is_unfinished_is_erased_too() -> anyhow::Result<()> {
     logs();
-    let mut redis = tokio::task::spawn_blocking(ts_testkit::ServerProcess::redis).await??;
+    let (mut redis, cluster) = cluster_on_own_redis().await?;
     let port = redis.port;
-    let cluster = TestCluster::start_with(|c| {
-        c.redis = Some(ts_config::RedisConfig { url: format!("redis://127.0.0.1:{port}").into() });
-    })
-    .await?;
     let alice = cluster.sign_in("alice.stall@example.com").await?;
     let zed = "zed.stall@example.com";
     cluster

@@ -8,8 +8,6 @@
 //! bring back what was erased. Its own test binary: it captures every log line through the
 //! global subscriber.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -29,34 +27,20 @@ use ts_testkit::{Session, TestCluster, assert_code, query_content};
 
 mod attacks;
 
-#[derive(Clone, Default)]
-pub(crate) struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// Every log line of every service in this binary, at every level.
+pub(crate) fn logs() -> &'static ts_testkit::CapturedLogs {
+    ts_testkit::capture_logs()
 }
 
-/// Every log line of every service in this binary, at every level.
-pub(crate) fn logs() -> &'static Capture {
-    static LOGS: OnceLock<Capture> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Capture::default();
-        let writer = logs.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("trace")
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .without_time()
-            .try_init()
-            .ok();
-        logs
+/// A cluster on a Redis of its own, which the test may stop and start again on its port.
+pub(crate) async fn cluster_on_own_redis() -> anyhow::Result<(ts_testkit::ServerProcess, TestCluster)> {
+    let redis = tokio::task::spawn_blocking(ts_testkit::ServerProcess::redis).await??;
+    let port = redis.port;
+    let cluster = TestCluster::start_with(|c| {
+        c.redis = Some(ts_config::RedisConfig { url: format!("redis://127.0.0.1:{port}").into() });
     })
+    .await?;
+    Ok((redis, cluster))
 }
 
 /// Where `needle` occurs, in any letter case: MongoDB collections (raw BSON of every
@@ -83,7 +67,7 @@ pub(crate) async fn places_holding_with(
     if ts_testkit::contains_bytes(&redis.to_ascii_lowercase(), needle.as_bytes()) {
         found.push("redis".into());
     }
-    let logged = logs().0.lock().unwrap_or_else(|p| p.into_inner()).to_ascii_lowercase();
+    let logged = logs().bytes().to_ascii_lowercase();
     if ts_testkit::contains_bytes(&logged, needle.as_bytes()) {
         found.push("logs".into());
     }
@@ -448,12 +432,8 @@ async fn an_erasure_interrupted_part_way_is_completed() -> anyhow::Result<()> {
     // Its own Redis, stopped in the middle: the sessions' revocations cannot be published,
     // so the erasure stops after invitations and folders did their part, before the account
     // is deleted (deleting sessions whose revocation Redis lacks would let a token live on).
-    let mut redis = tokio::task::spawn_blocking(ts_testkit::ServerProcess::redis).await??;
+    let (mut redis, cluster) = cluster_on_own_redis().await?;
     let port = redis.port;
-    let cluster = TestCluster::start_with(|c| {
-        c.redis = Some(ts_config::RedisConfig { url: format!("redis://127.0.0.1:{port}").into() });
-    })
-    .await?;
     let s = story(&cluster, "int").await?;
     tokio::task::spawn_blocking(move || redis.stop()).await?;
     let interrupted = delete_account(&cluster, &s.bob, &s.bob.email).await;
