@@ -241,6 +241,11 @@ impl Folders {
         id: &ItemId,
         item: &CheckedItem,
     ) -> Result<Option<ItemView>, FoldersError> {
+        // Anywhere first, then here: read the other way round, a first attempt (its own task)
+        // committing between the two reads looked like an item in another folder.
+        if !self.store.item_anywhere(id).await? {
+            return Ok(None);
+        }
         match self.store.item(folder_id, id).await? {
             Some(d) => {
                 let view = self.open_item(d, true).await?;
@@ -250,8 +255,7 @@ impl Folders {
                 Ok(Some(view))
             }
             // Made in another folder (or moved there): the id is taken.
-            None if self.store.item_anywhere(id).await? => Err(FoldersError::RequestIdReused),
-            None => Ok(None),
+            None => Err(FoldersError::RequestIdReused),
         }
     }
 
