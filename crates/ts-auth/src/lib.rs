@@ -86,13 +86,8 @@ async fn state(config: &Config, mtls: &MtlsMaterial, clock: SharedClock) -> Resu
     let audit = ts_runtime::audit::Sink::new(folders.clone());
     let license_audit = Some(LicenseAuditServiceClient::new(folders));
     // Exports and erasures: folders and invitations, with a deadline fit for a large account.
-    let settings = |config: &Config| ts_runtime::client::Settings {
-        timeout: privacy::PRIVACY_CALL_TIMEOUT,
-        refresh: config.upstream_dns_refresh(),
-    };
-    let privacy_channel = |callee: Peer| {
-        ts_runtime::client::connect(callee.name(), config.upstreams.get(callee.name())?, mtls, settings(config))
-    };
+    let privacy_channel =
+        |callee: Peer| ts_runtime::upstream_with_deadline(config, callee, mtls, privacy::PRIVACY_CALL_TIMEOUT);
     let privacy = state::PrivacyClients {
         folders: privacy_channel(Peer::Folders)?,
         invitations: privacy_channel(Peer::Invitations)?,

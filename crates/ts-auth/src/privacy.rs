@@ -26,10 +26,7 @@ use ts_proto::public::ExportedAccount;
 use crate::sessions::user_generation_key;
 use crate::state::{Auth, AuthError, AuthResult};
 use crate::store::{ErasureDoc, Sessions};
-use crate::verification::hex;
 
-/// How a pseudonym starts; the rest is 20 hex digits (80 bits) of a keyed hash.
-pub const PSEUDONYM_PREFIX: &str = "erased-";
 /// An erasure whose last attempt began longer ago than this is taken up again by the
 /// background runner: longer than a live run can last (`RUN_BUDGET`). Were one still
 /// alive, it stops at its next step and cannot mark the erasure done (`ErasureDoc::attempt`).
@@ -142,7 +139,7 @@ impl Auth {
     /// The stable pseudonym of `email`.
     pub fn pseudonym(&self, email: &str) -> String {
         let mac = self.mac(&[b"teamshare pseudonym v1", email.as_bytes()]);
-        format!("{PSEUDONYM_PREFIX}{}", &hex(&mac)[..20])
+        ts_contract::pseudonym::from_mac(&mac)
     }
 
     /// The folders that stop `user_id`'s erasure: where they are the last MANAGE member of

@@ -10,6 +10,7 @@ pub mod email;
 pub mod identity;
 pub mod ids;
 pub mod paging;
+pub mod pseudonym;
 pub mod revocation;
 pub mod status;
 pub mod tokens;

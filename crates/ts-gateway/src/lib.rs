@@ -86,12 +86,7 @@ pub async fn build(config: &Config, clock: SharedClock) -> Result<ServiceServer,
     let invitations = upstream(config, Peer::Invitations, &mtls)?;
     // Exports and erasures ask folders and invitations in turn: a longer deadline than the
     // other calls' (the same channel's would cut them at ten seconds).
-    let privacy = ts_runtime::client::connect(
-        Peer::Auth.name(),
-        config.upstreams.get(Peer::Auth.name())?,
-        &mtls,
-        ts_runtime::client::Settings { timeout: forward::PRIVACY_TIMEOUT, refresh: config.upstream_dns_refresh() },
-    )?;
+    let privacy = ts_runtime::upstream_with_deadline(config, Peer::Auth, &mtls, forward::PRIVACY_TIMEOUT)?;
     let redis = config.redis.as_ref().map(|r| ts_stores::redis(r, config.production)).transpose()?;
     // One view of Redis's health for the revocation check and the send limits.
     let redis = ts_stores::cache::Cache::new(redis);

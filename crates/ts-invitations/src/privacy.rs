@@ -20,11 +20,6 @@ use crate::error::InvitationsError;
 use crate::service::{InvitationView, Invitations};
 use crate::store::{InvitationState, Involving, PageCursor};
 
-/// How every pseudonym starts (auth makes them).
-const PSEUDONYM_PREFIX: &str = "erased-";
-/// How many lowercase hex digits follow the prefix.
-const PSEUDONYM_DIGITS: usize = 20;
-
 /// What replaces an erased person's email where it remains: `erased-` and 20 lowercase hex
 /// digits, a keyed hash of the email that only auth can make.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,15 +29,7 @@ impl Pseudonym {
     /// `raw` from the request field `field`: INVALID_ARGUMENT naming the field unless it has
     /// the exact form auth makes (so that nothing else is ever written where an email was).
     pub fn parse(field: &str, raw: &str) -> Result<Self, InvitationsError> {
-        if raw.is_empty() {
-            return Err(InvitationsError::field(field, "is required"));
-        }
-        let well_formed = raw.strip_prefix(PSEUDONYM_PREFIX).is_some_and(|digits| {
-            digits.len() == PSEUDONYM_DIGITS && digits.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        });
-        if !well_formed {
-            return Err(InvitationsError::field(field, "must be \"erased-\" and 20 lowercase hex digits"));
-        }
+        ts_contract::pseudonym::check(raw).map_err(|why| InvitationsError::field(field, why))?;
         Ok(Pseudonym(raw.to_owned()))
     }
 

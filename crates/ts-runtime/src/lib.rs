@@ -87,7 +87,19 @@ pub fn upstream(
     callee: Peer,
     material: &MtlsMaterial,
 ) -> Result<client::InternalChannel, ConfigError> {
-    let settings = client::Settings { timeout: INTERNAL_CALL_TIMEOUT, refresh: config.upstream_dns_refresh() };
+    upstream_with_deadline(config, callee, material, INTERNAL_CALL_TIMEOUT)
+}
+
+/// As [`upstream`], for calls that may take longer than [`INTERNAL_CALL_TIMEOUT`] (a
+/// person's export or erasure): every call's deadline is `timeout` (or the caller's, if
+/// sooner).
+pub fn upstream_with_deadline(
+    config: &Config,
+    callee: Peer,
+    material: &MtlsMaterial,
+    timeout: std::time::Duration,
+) -> Result<client::InternalChannel, ConfigError> {
+    let settings = client::Settings { timeout, refresh: config.upstream_dns_refresh() };
     client::connect(callee.name(), config.upstreams.get(callee.name())?, material, settings)
 }
 

@@ -6,7 +6,7 @@ use ts_contract::user::UserContext;
 use ts_proto::public::folder_service_server::FolderService;
 use ts_proto::public::*;
 
-use super::{FoldersApi, page, timestamp};
+use super::{FoldersApi, own_task, page, timestamp};
 use crate::audit::AuditAction;
 use crate::folders::FolderView;
 use crate::paging::PageAsk;
@@ -37,8 +37,11 @@ impl FolderService for FoldersApi {
                 // Its own task: a client that goes away mid-way (a deadline, a dropped
                 // connection) cannot leave a folder without its first member behind.
                 let folders = self.folders.clone();
-                let made = tokio::spawn(async move { folders.create_folder(&call.user, name, request.as_ref()).await });
-                Ok(made.await.map_err(|e| Status::internal(format!("create_folder task failed: {e}")))??)
+                own_task(
+                    "create_folder",
+                    async move { folders.create_folder(&call.user, name, request.as_ref()).await },
+                )
+                .await
             })
             .await?;
         Ok(Response::new(CreateFolderResponse { folder: Some(folder_message(folder)) }))

@@ -5,7 +5,7 @@ use ts_contract::ids::{FolderId, ItemId, RequestId};
 use ts_proto::public::item_service_server::ItemService;
 use ts_proto::public::*;
 
-use super::{FoldersApi, page, timestamp};
+use super::{FoldersApi, own_task, page, timestamp};
 use crate::audit::AuditAction;
 use crate::items::ItemView;
 use crate::paging::PageAsk;
@@ -47,12 +47,8 @@ impl ItemService for FoldersApi {
                 // against an erasure that raced it, whoever hangs up.
                 let (folders, user, folder_id, checked) =
                     (self.folders.clone(), call.user.clone(), at.folder_id.clone(), item.clone());
-                let stored =
-                    tokio::spawn(
-                        async move { folders.create_item(&user, &folder_id, &checked, request.as_ref()).await },
-                    )
-                    .await
-                    .map_err(|e| Status::internal(format!("create_item task failed: {e}")))??;
+                let made = async move { folders.create_item(&user, &folder_id, &checked, request.as_ref()).await };
+                let stored = own_task("create_item", made).await?;
                 Ok((stored, item.removed))
             })
             .await?;
@@ -92,10 +88,8 @@ impl ItemService for FoldersApi {
                 let (folders, user, folder_id, checked) =
                     (self.folders.clone(), call.user.clone(), at.folder_id.clone(), item.clone());
                 let expected = req.expected_version;
-                let stored =
-                    tokio::spawn(async move { folders.update_item(&user, &folder_id, &id, &checked, expected).await })
-                        .await
-                        .map_err(|e| Status::internal(format!("update_item task failed: {e}")))??;
+                let updated = async move { folders.update_item(&user, &folder_id, &id, &checked, expected).await };
+                let stored = own_task("update_item", updated).await?;
                 Ok((stored, item.removed))
             })
             .await?;
@@ -125,10 +119,7 @@ impl ItemService for FoldersApi {
                 let (folders, user, from, to) =
                     (self.folders.clone(), call.user.clone(), from.folder_id.clone(), to.folder_id.clone());
                 let expected = req.expected_version;
-                let moved = tokio::spawn(async move { folders.move_item(&user, &from, &to, &id, expected).await })
-                    .await
-                    .map_err(|e| Status::internal(format!("move_item task failed: {e}")))??;
-                Ok(moved)
+                own_task("move_item", async move { folders.move_item(&user, &from, &to, &id, expected).await }).await
             })
             .await?;
         Ok(Response::new(MoveItemResponse { item: Some(item_message(item)) }))

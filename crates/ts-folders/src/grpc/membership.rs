@@ -10,7 +10,7 @@ use ts_proto::internal::{
 };
 use ts_proto::public::AccessLevel;
 
-use super::FoldersApi;
+use super::{FoldersApi, own_task};
 use crate::members::Invited;
 use crate::store::Added;
 use crate::validate::check_email;
@@ -88,9 +88,7 @@ impl FolderMembershipService for FoldersApi {
         // Its own task: the membership always reaches its check against an erasure that
         // raced it, whoever hangs up.
         let folders = self.folders.clone();
-        let added = tokio::spawn(async move { folders.add_invited(invited).await })
-            .await
-            .map_err(|e| Status::internal(format!("add_member task failed: {e}")))??;
+        let added = own_task("add_member", async move { folders.add_invited(invited).await }).await?;
         let (created, refusal, access) = match added {
             Added::Created(l) => (true, AddMemberRefusal::Unspecified, l),
             Added::Existing(l) => (false, AddMemberRefusal::Unspecified, l),

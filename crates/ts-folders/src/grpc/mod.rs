@@ -196,6 +196,18 @@ impl FoldersApi {
     }
 }
 
+/// Runs `work` in a task of its own, in the current span: a caller that goes away (a
+/// deadline, a dropped connection) cannot stop it half-way. Its outcome; INTERNAL naming
+/// `what` if the task itself failed.
+pub(super) async fn own_task<T: Send + 'static>(
+    what: &str,
+    work: impl Future<Output = Result<T, FoldersError>> + Send + 'static,
+) -> Result<T, Status> {
+    use tracing::Instrument;
+    let outcome = tokio::spawn(work.in_current_span()).await;
+    outcome.map_err(|e| Status::internal(format!("{what} task failed: {e}")))?.map_err(Status::from)
+}
+
 /// Records, when dropped still armed (the caller went away mid-call), its event as CANCELLED.
 struct CutOff {
     folders: Option<Arc<Folders>>,

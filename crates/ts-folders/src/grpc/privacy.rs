@@ -17,7 +17,7 @@ use ts_proto::public::{ExportMyDataResponse, ExportedItem, ExportedMembership};
 
 use super::audit::event_message;
 use super::items::item_message;
-use super::{FoldersApi, timestamp};
+use super::{FoldersApi, own_task, timestamp};
 use crate::FoldersError;
 use crate::privacy::{ErasureSubject, ExportPart, check_pseudonym};
 use crate::validate::check_email;
@@ -112,9 +112,7 @@ impl FolderPrivacyService for FoldersApi {
         // Its own task: a caller that goes away mid-way does not stop it between a folder's
         // keys and its documents (a repeated erasure would finish it, but need not).
         let folders = self.folders.clone();
-        let erased = tokio::spawn(async move { folders.erase_user(&who, hand_over).await }.in_current_span())
-            .await
-            .map_err(|e| Status::internal(format!("erase_user task failed: {e}")))??;
+        let erased = own_task("erase_user", async move { folders.erase_user(&who, hand_over).await }).await?;
         Ok(Response::new(EraseUserResponse {
             deleted_folder_ids: erased.deleted_folders.into_iter().map(String::from).collect(),
             handed_over_folder_ids: erased.handed_over.into_iter().map(String::from).collect(),
