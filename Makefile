@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: dev test prereqs build fmt lint proto k8s unit smoke python-client bench fuzz mutants certs clean-dev
+.PHONY: dev test prereqs build fmt lint proto k8s unit smoke python-client bench soak fuzz mutants certs clean-dev
 
 ## Run the whole stack on this machine (installs what is missing). Ctrl-C stops it.
 dev: prereqs
@@ -91,6 +91,17 @@ bench: prereqs
 	$(TARGET_DIR)/release/ts-bench --teamshare-bin $(TARGET_DIR)/release/teamshare \
 		--insecure-bin $(TARGET_DIR)/release/teamshare-insecure-bench $(BENCH_ARGS)
 	$(CARGO) bench -p ts-crypto --bench seal_open
+
+## The soak (RELIABILITY.md): the real stack, each service its own release-built process,
+## under the workload at a steady rate for SOAK_ARGS (default: 30 s warm-up, then 180 s at 40
+## requests/s from 12 users). Prints requests, errors by code, p50/p99, and each process's
+## memory, descriptors and tasks at the start and the end; fails on any unexpected error,
+## growth after the warm-up, a missing acknowledged write, or a secret found in MongoDB,
+## Redis or a log. Rewrites its section of BENCHMARKS.md (`--no-write` to keep it).
+SOAK_ARGS ?=
+soak: prereqs
+	$(CARGO) build --release -p teamshare -p ts-bench
+	$(TARGET_DIR)/release/ts-bench soak --teamshare-bin $(TARGET_DIR)/release/teamshare $(SOAK_ARGS)
 
 ## Mutation testing of the security-critical code (not part of `make test`). Files with unit
 ## tests run against their own package (seconds a mutant); the code only end-to-end tests

@@ -71,19 +71,8 @@ async fn codes_tokens_and_refresh_secrets_are_never_stored_or_logged() -> anyhow
     assert!(ts_testkit::contains_bytes(&logged, b"verification code sent"), "the scan sees the logs");
     for secret in secrets.iter().filter(|s| s.len() >= 6) {
         for (place, bytes) in [("MongoDB", &stored), ("the logs", &logged), ("Redis", &redis)] {
-            assert!(!contains_token(bytes, secret.as_bytes()), "a secret is in {place}");
+            assert!(!ts_testkit::fixtures::contains_token(bytes, secret.as_bytes()), "a secret is in {place}");
         }
     }
     Ok(())
-}
-
-/// Whether `secret` occurs in `bytes` as a whole token: a 6-digit code must not count as
-/// found inside a longer number that happens to contain it.
-fn contains_token(bytes: &[u8], secret: &[u8]) -> bool {
-    let is_word = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    (0..bytes.len().saturating_sub(secret.len() - 1)).filter(|&i| bytes[i..].starts_with(secret)).any(|i| {
-        let before = i.checked_sub(1).and_then(|j| bytes.get(j));
-        let after = bytes.get(i + secret.len());
-        !is_word(before) && !is_word(after) || secret.len() > 12
-    })
 }

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::otlp::{Counters, Snapshot};
+use ts_testkit::otlp::{Counters, Snapshot};
 
 /// The services whose RPCs count as internal (everything behind the gateway).
 pub const INTERNAL: [&str; 4] = ["auth", "keyvault", "folders", "invitations"];

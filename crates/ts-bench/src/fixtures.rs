@@ -22,9 +22,7 @@ use ts_invitations::store::{InvitationDoc, InvitationState};
 use ts_proto::internal::UpsertLicenseRequest;
 use ts_proto::internal::license_operator_service_client::LicenseOperatorServiceClient;
 use ts_proto::public::AccessLevel;
-use ts_testkit::{Folders, Invitations, Items, Session, query_content};
-
-use crate::stack::Stack;
+use ts_testkit::{Folders, Invitations, Items, ProcessStack, Session, query_content};
 
 /// The license every bench user belongs to (by email domain), so that the per-license send
 /// limit is in play too.
@@ -48,7 +46,7 @@ pub fn rate_line(what: &str, n: usize, started: Instant) -> String {
 }
 
 /// Puts the bench domain under one license (operator call to auth).
-pub async fn license(stack: &Stack) -> anyhow::Result<()> {
+pub async fn license(stack: &ProcessStack) -> anyhow::Result<()> {
     let mut operator = LicenseOperatorServiceClient::new(stack.internal(Service::Auth, Peer::Operator).await?);
     operator
         .upsert_license(UpsertLicenseRequest {
@@ -64,7 +62,7 @@ pub async fn license(stack: &Stack) -> anyhow::Result<()> {
 
 /// Signs in `emails` through the gateway (email code flow), `concurrency` at a time.
 pub async fn sign_in(
-    stack: &Stack,
+    stack: &ProcessStack,
     gateway: &Channel,
     emails: &[String],
     concurrency: usize,
@@ -122,7 +120,7 @@ pub async fn invite(gateway: &Channel, inviter: &Session, folders: &[String], in
 /// Inserts `n` pending invitations of `folder_id` from `inviter` to other people, in bulk,
 /// as the invitations service's own `InvitationDoc`s.
 pub async fn filler_invitations(
-    stack: &Stack,
+    stack: &ProcessStack,
     inviter: &Session,
     folder_id: &str,
     n: usize,
@@ -157,7 +155,7 @@ pub async fn filler_invitations(
 }
 
 /// Inserts `n` filler items into `folder_id`, after its real ones (see the module's note).
-pub async fn filler_items(stack: &Stack, folder_id: &str, n: usize) -> anyhow::Result<()> {
+pub async fn filler_items(stack: &ProcessStack, folder_id: &str, n: usize) -> anyhow::Result<()> {
     use ts_folders::store::ItemDoc;
     let items = stack.database().await?.collection::<ItemDoc>("items");
     let model = items
@@ -180,7 +178,7 @@ pub async fn filler_items(stack: &Stack, folder_id: &str, n: usize) -> anyhow::R
 
 /// Inserts `n` filler folders with `member` as their only manager, after the member's real
 /// folders in the listing order (folder ids starting `ffffffff`; see the module's note).
-pub async fn filler_folders(stack: &Stack, member: &Session, n: usize) -> anyhow::Result<()> {
+pub async fn filler_folders(stack: &ProcessStack, member: &Session, n: usize) -> anyhow::Result<()> {
     use ts_folders::store::{FolderDoc, MemberDoc};
     let db = stack.database().await?;
     let (folders, members) = (db.collection::<FolderDoc>("folders"), db.collection::<MemberDoc>("members"));
@@ -212,7 +210,7 @@ pub async fn filler_folders(stack: &Stack, member: &Session, n: usize) -> anyhow
 }
 
 /// How many invitations the system holds.
-pub async fn invitations_in_system(stack: &Stack) -> anyhow::Result<u64> {
+pub async fn invitations_in_system(stack: &ProcessStack) -> anyhow::Result<u64> {
     let db = stack.database().await?;
     Ok(db.collection::<bson::Document>("invitations").count_documents(bson::doc! {}).await?)
 }

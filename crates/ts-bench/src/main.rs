@@ -13,10 +13,9 @@ mod ceiling;
 mod counting;
 mod fixtures;
 mod load;
-mod otlp;
 mod report;
 mod scenarios;
-mod stack;
+mod soak;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,13 +23,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ts_testkit::otlp;
+use ts_testkit::stack::{ProcessStack, StackOptions, public_channel};
 
 use crate::ceiling::{Ceilings, Listen, Upstreams};
 use crate::counting::Meter;
 use crate::load::{Call, Load};
 use crate::report::{Pair, Report, Row, peak_memory};
 use crate::scenarios::{Actor, Crowd};
-use crate::stack::{Stack, StackOptions, public_channel};
 
 /// The same allocator as `teamshare`, so that the ceilings (this binary's subcommands) and the
 /// stack are compared on the same footing.
@@ -66,6 +66,9 @@ enum Role {
         #[command(flatten)]
         upstreams: Upstreams,
     },
+    /// The soak (`make soak`, RELIABILITY.md): the workload at a steady rate for minutes,
+    /// resources sampled, then the audit and the secrets scan.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -160,6 +163,7 @@ fn main() -> ExitCode {
         match cli.role {
             Some(Role::Echo(listen)) => ceiling::serve_echo(listen).await,
             Some(Role::Forward { listen, upstreams }) => ceiling::serve_forwarder(listen, upstreams).await,
+            Some(Role::Soak(args)) => soak::soak(args).await,
             None => bench(cli.options).await,
         }
     });
@@ -265,14 +269,13 @@ async fn bench(o: Options) -> anyhow::Result<()> {
     let (otlp, counters) = otlp::start().await?;
     let export_interval = Duration::from_millis(o.export_interval_ms);
     let options = StackOptions {
-        binary: binary.clone(),
-        otlp,
+        otlp: Some(otlp),
         export_interval,
         log_filter: o.log_filter.clone(),
         max_items_per_folder: o.max_items_per_folder,
-        insecure: false,
+        ..StackOptions::new(binary.clone())
     };
-    let stack = Stack::start(&options).await?;
+    let stack = ProcessStack::start(&options).await?;
     say!("stack up in {:.1} s (logs in {})", started.elapsed().as_secs_f64(), stack.services[0].1.log_path().display());
     let meter = Meter::new(counters, stack.redis.port, export_interval);
     let first_reading = meter.read().await?;
@@ -426,7 +429,7 @@ fn off_name(read: &str) -> String {
 /// seeded like the main stack. Counting is skipped: nothing is counted on this stack.
 async fn security_off(o: &Options, bench: &Bench, options: StackOptions) -> anyhow::Result<Vec<Row>> {
     say!("security off: starting a stack of {}", options.binary.display());
-    let stack = Stack::start(&options).await?;
+    let stack = ProcessStack::start(&options).await?;
     let gateway = stack.gateway().await?;
     fixtures::license(&stack).await?;
     let emails: Vec<String> = (0..o.users).map(|i| format!("user{i}@{}", fixtures::DOMAIN)).collect();
@@ -449,7 +452,7 @@ async fn security_off(o: &Options, bench: &Bench, options: StackOptions) -> anyh
 async fn scale(
     o: &Options,
     bench: &Bench,
-    stack: &Stack,
+    stack: &ProcessStack,
     gateway: &tonic::transport::Channel,
     channels: &[tonic::transport::Channel],
     actors: &[Actor],

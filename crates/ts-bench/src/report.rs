@@ -236,10 +236,16 @@ pub fn provenance(repo: &Path) -> Vec<String> {
 /// Replaces the section between [`BEGIN`] and [`END`] in the file at `path` with `body`
 /// under `heading` (appending the section when the file has none).
 pub fn write_section(path: &Path, heading: &str, body: &str) -> anyhow::Result<()> {
+    write_section_between(path, BEGIN, END, heading, body)
+}
+
+/// Replaces the section between the markers `begin` and `end` in the file at `path` with
+/// `body` under `heading` (appending the section when the file has none).
+pub fn write_section_between(path: &Path, begin: &str, end: &str, heading: &str, body: &str) -> anyhow::Result<()> {
     let old = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let section = format!("{BEGIN}\n{heading}\n\n{body}{END}");
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if b < e => format!("{}{section}{}", &old[..b], &old[e + END.len()..]),
+    let section = format!("{begin}\n{heading}\n\n{body}{end}");
+    let new = match (old.find(begin), old.find(end)) {
+        (Some(b), Some(e)) if b < e => format!("{}{section}{}", &old[..b], &old[e + end.len()..]),
         _ => format!("{}\n\n{section}\n", old.trim_end()),
     };
     std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))

@@ -61,6 +61,7 @@ pub fn init(service_name: &str, config: &TelemetryConfig) -> Result<TelemetryGua
             let (tracer, meter) = otlp_providers(service_name, endpoint, config)?;
             opentelemetry::global::set_meter_provider(meter.clone());
             guard.meter = Some(meter);
+            report_alive_tasks();
             tracer
         }
         None => local_tracer_provider(service_name),
@@ -72,6 +73,20 @@ pub fn init(service_name: &str, config: &TelemetryConfig) -> Result<TelemetryGua
         .try_init()
         .map_err(|e| ConfigError::key("telemetry", format!("cannot install the log subscriber: {e}")))?;
     Ok(guard)
+}
+
+/// Tasks alive in this process's Tokio runtime, as a gauge: a count that only grows under a
+/// steady load is a task leak. The callback runs on the exporter's thread, which may be
+/// outside the runtime, so it reads through the handle captured here (a no-op when called
+/// outside a runtime).
+fn report_alive_tasks() {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let _gauge = opentelemetry::global::meter("teamshare")
+        .u64_observable_gauge("runtime.tokio.alive_tasks")
+        .with_unit("{task}")
+        .with_description("Tasks alive in the service's Tokio runtime")
+        .with_callback(move |observer| observer.observe(runtime.metrics().num_alive_tasks() as u64, &[]))
+        .build();
 }
 
 /// The subscriber's layers: log lines to `writer` in the configured format, and a span for

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -140,6 +141,19 @@ impl TestCluster {
     /// A service's bound address.
     pub fn addr(&self, service: Service) -> SocketAddr {
         self.addrs.iter().find(|(s, _)| *s == service).map(|(_, a)| *a).expect("every service is bound")
+    }
+
+    /// What a workload needs to drive this cluster: the gateway, auth's internal address
+    /// (for operator calls), the certificates, the mail directory and the database.
+    pub fn target(&self) -> crate::workload::Target {
+        crate::workload::Target {
+            gateway: self.addr(Service::Gateway),
+            certs: self.certs.clone(),
+            auth: self.addr(Service::Auth),
+            mail_dir: self.mail_dir.clone(),
+            mongo_uri: self.config.mongodb.as_ref().map(|m| m.uri.expose_secret().to_owned()).unwrap_or_default(),
+            database: self.database.clone(),
+        }
     }
 
     /// A client channel to the gateway's public TLS listener, trusting the dev CA.

@@ -59,6 +59,24 @@ pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Whether `secret` occurs in `bytes` as a whole token: a 6-digit code must not count as
+/// found inside a longer number that happens to contain it (a secret longer than 12 bytes
+/// counts wherever it occurs).
+pub fn contains_token(bytes: &[u8], secret: &[u8]) -> bool {
+    !secret.is_empty()
+        && (0..(bytes.len() + 1).saturating_sub(secret.len())).filter(|&i| bytes[i..].starts_with(secret)).any(|i| {
+            stands_alone(bytes, i, secret.len())
+        })
+}
+
+/// Whether the `len` bytes at `at` in `bytes` stand alone: no letter or digit right before or
+/// after them, or they are longer than 12 bytes.
+pub fn stands_alone(bytes: &[u8], at: usize, len: usize) -> bool {
+    let is_word = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let before = at.checked_sub(1).and_then(|j| bytes.get(j));
+    len > 12 || !is_word(before) && !is_word(bytes.get(at + len))
+}
+
 /// The collections whose raw documents contain `needle`, byte for byte (empty when none do).
 pub fn collections_containing(docs: &[RawDocument], needle: &[u8]) -> Vec<String> {
     let mut found: Vec<String> =

@@ -157,6 +157,16 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
+    /// Kills the server the hard way (SIGKILL: nothing it has not synced survives, as when
+    /// its host dies), then waits until it is gone and reaps the watchdog. A server that has
+    /// already stopped is left as it is.
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.server_pid() {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+        }
+        self.stop();
+    }
+
     /// Starts a MongoDB-compatible server with an in-memory store.
     pub fn mongo() -> anyhow::Result<ServerProcess> {
         let bin = venv_bin("secantusd-py")?;
@@ -167,6 +177,61 @@ impl ServerProcess {
             None,
             tcp_ready,
         )
+    }
+
+    /// Starts a MongoDB-compatible server with an in-memory store on `port` (one "restarted"
+    /// empty where the services expect it).
+    pub fn mongo_on(port: u16) -> anyhow::Result<ServerProcess> {
+        let bin = venv_bin("secantusd-py")?;
+        let port_arg = port.to_string();
+        let args = ["--host", "127.0.0.1", "--port", &port_arg, "--storage-path", ":memory:", "--log-level", "WARNING"];
+        Self::start_on("mongo", &bin, &args, &[], port, tcp_ready)
+    }
+
+    /// Starts a MongoDB-compatible server that stores in `dir` (created if missing) and
+    /// syncs every commit to disk before acknowledging it, so that a restart on the same
+    /// directory keeps every acknowledged write.
+    pub fn mongo_durable(dir: &Path) -> anyhow::Result<ServerProcess> {
+        let bin = venv_bin("secantusd-py")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir_arg = dir.to_string_lossy().into_owned();
+        Self::start(
+            "mongo",
+            &bin,
+            &[
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--storage-path",
+                &dir_arg,
+                "--sync-on-commit",
+                "--log-level",
+                "WARNING",
+            ],
+            None,
+            tcp_ready,
+        )
+    }
+
+    /// As `mongo_durable`, on `port` (a restart where the services expect it, on the same
+    /// directory).
+    pub fn mongo_durable_on(port: u16, dir: &Path) -> anyhow::Result<ServerProcess> {
+        let bin = venv_bin("secantusd-py")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let (port_arg, dir_arg) = (port.to_string(), dir.to_string_lossy().into_owned());
+        let args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port_arg,
+            "--storage-path",
+            &dir_arg,
+            "--sync-on-commit",
+            "--log-level",
+            "WARNING",
+        ];
+        Self::start_on("mongo", &bin, &args, &[], port, tcp_ready)
     }
 
     /// Starts a Redis server that keeps nothing on disk.

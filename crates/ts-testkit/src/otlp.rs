@@ -1,8 +1,9 @@
-//! An OTLP/gRPC receiver for the bench's own stack: it keeps every counter that each service
-//! exports (per `service.name`, metric and attribute set) and, of each histogram, how many
-//! measurements it took; it drops traces. The bench reads counters from it before and after a
-//! counting pass, each time only once every service has exported a collection made after the
-//! moment that matters.
+//! An OTLP/gRPC receiver for a `ProcessStack` (the bench's and the fault tests'): it keeps
+//! every counter that each service exports (per `service.name`, metric and attribute set), of
+//! each histogram how many measurements it took, and of each gauge its latest value; it drops
+//! traces. The bench reads counters from it before and after a counting pass, each time only
+//! once every service has exported a collection made after the moment that matters; a test or
+//! the soak reads a gauge per service.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,18 +18,20 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceReq
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, NumberDataPoint, metric, number_data_point};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-/// One counter series: which service exported it, the metric and its attributes (sorted).
+/// One series (a counter, a histogram's count or a gauge): which service exported it, the
+/// metric and its attributes (sorted).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Series {
     /// The exporting process's `service.name` resource attribute.
     pub service: String,
-    /// The metric name, such as `mongodb.commands` (a counter) or `rpc.server.call.duration`
-    /// (a histogram, whose value here is its count).
+    /// The metric name, such as `mongodb.commands` (a counter), `rpc.server.call.duration`
+    /// (a histogram, whose value here is its count) or `runtime.tokio.alive_tasks` (a gauge,
+    /// whose value here is the latest).
     pub metric: String,
     /// The data point's attributes as `key=value`, sorted.
     pub attrs: Vec<(String, String)>,
@@ -41,7 +44,7 @@ impl Series {
     }
 }
 
-/// Every counter's value (a histogram's count) at one moment.
+/// Every counter's value (a histogram's count, a gauge's latest value) at one moment.
 pub type Snapshot = HashMap<Series, f64>;
 
 #[derive(Debug, Default)]
@@ -51,7 +54,7 @@ struct State {
     collected: HashMap<String, SystemTime>,
 }
 
-/// The receiver's view of every service's counters; cheap to clone.
+/// The receiver's view of every service's counters and gauges; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
     state: Arc<Mutex<State>>,
@@ -66,6 +69,18 @@ impl Counters {
     /// A copy of every counter as last exported.
     pub fn snapshot(&self) -> Snapshot {
         self.lock().values.clone()
+    }
+
+    /// The latest value of gauge `metric` that `service` exported, summed over its attribute
+    /// sets; `None` until the service has exported it.
+    pub fn gauge(&self, service: &str, metric: &str) -> Option<f64> {
+        let state = self.lock();
+        state
+            .values
+            .iter()
+            .filter(|(series, _)| series.service == service && series.metric == metric)
+            .map(|(_, value)| *value)
+            .reduce(|a, b| a + b)
     }
 
     /// Waits until every service in `services` has exported a collection made after `after`.
@@ -102,25 +117,18 @@ impl Counters {
             let mut newest = None;
             for scope in resource_metrics.scope_metrics {
                 for m in scope.metrics {
-                    // (collected at, attributes, value) of every data point of a sum, and of a
-                    // histogram its `count`: how many measurements it took (the calls that
-                    // `rpc.server.call.duration` timed).
-                    let (temporality, points): (i32, Vec<(u64, Vec<KeyValue>, f64)>) = match m.data {
-                        Some(metric::Data::Sum(sum)) => (
-                            sum.aggregation_temporality,
-                            sum.data_points
-                                .into_iter()
-                                .filter_map(|p| {
-                                    let value = match p.value? {
-                                        number_data_point::Value::AsInt(v) => v as f64,
-                                        number_data_point::Value::AsDouble(v) => v,
-                                    };
-                                    Some((p.time_unix_nano, p.attributes, value))
-                                })
-                                .collect(),
-                        ),
+                    // (collected at, attributes, value) of every data point of a sum and of a
+                    // gauge, and of a histogram its `count`: how many measurements it took (the
+                    // calls that `rpc.server.call.duration` timed). A gauge's value replaces the
+                    // one before, as a cumulative sum's does.
+                    let is_delta = |temporality: i32| temporality == AggregationTemporality::Delta as i32;
+                    let (delta, points): (bool, Vec<(u64, Vec<KeyValue>, f64)>) = match m.data {
+                        Some(metric::Data::Sum(sum)) => {
+                            (is_delta(sum.aggregation_temporality), number_points(sum.data_points))
+                        }
+                        Some(metric::Data::Gauge(gauge)) => (false, number_points(gauge.data_points)),
                         Some(metric::Data::Histogram(histogram)) => (
-                            histogram.aggregation_temporality,
+                            is_delta(histogram.aggregation_temporality),
                             histogram
                                 .data_points
                                 .into_iter()
@@ -129,7 +137,6 @@ impl Counters {
                         ),
                         _ => continue,
                     };
-                    let delta = temporality == AggregationTemporality::Delta as i32;
                     for (time_unix_nano, attributes, value) in points {
                         let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(time_unix_nano);
                         newest = newest.max(Some(at));
@@ -153,6 +160,20 @@ impl Counters {
     }
 }
 
+/// (collected at, attributes, value) of each number data point that has a value.
+fn number_points(points: Vec<NumberDataPoint>) -> Vec<(u64, Vec<KeyValue>, f64)> {
+    points
+        .into_iter()
+        .filter_map(|p| {
+            let value = match p.value? {
+                number_data_point::Value::AsInt(v) => v as f64,
+                number_data_point::Value::AsDouble(v) => v,
+            };
+            Some((p.time_unix_nano, p.attributes, value))
+        })
+        .collect()
+}
+
 fn value_text(kv: &KeyValue) -> String {
     match kv.value.as_ref().and_then(|v: &AnyValue| v.value.as_ref()) {
         Some(any_value::Value::StringValue(s)) => s.clone(),
@@ -174,7 +195,7 @@ impl MetricsService for Counters {
     }
 }
 
-/// Accepts trace exports and keeps nothing (the bench turns sampling off; this only keeps a
+/// Accepts trace exports and keeps nothing (the stack turns sampling off; this only keeps a
 /// stray export from failing).
 #[derive(Debug, Clone, Copy, Default)]
 struct DiscardTraces;
@@ -201,7 +222,7 @@ pub async fn start() -> anyhow::Result<(SocketAddr, Counters)> {
         .serve_with_incoming(TcpIncoming::from(listener));
     tokio::spawn(async move {
         if let Err(e) = server.await {
-            eprintln!("ts-bench: the OTLP receiver stopped: {e}");
+            eprintln!("the OTLP receiver stopped: {e}");
         }
     });
     Ok((addr, counters))

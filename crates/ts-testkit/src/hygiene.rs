@@ -1,0 +1,148 @@
+//! Secrets hygiene across a whole system: every secret a run produced or saw (plaintext item
+//! fields, verification codes, access and refresh tokens, and every folder's data key, taken
+//! back out of KMS) looked for in every place the system keeps things (each MongoDB
+//! document's raw BSON, each Redis key and value, each service's log output), in the forms a
+//! leak would take (as is; data keys also as base64, URL-safe base64 and hex).
+
+use anyhow::Context;
+use base64::Engine;
+use futures::TryStreamExt;
+
+/// One secret and what it is, for the report (which never prints the secret itself).
+#[derive(Clone)]
+pub struct Secret {
+    /// What kind of secret it is ("item field", "verification code", "data key", ...).
+    pub kind: &'static str,
+    /// The forms to look for.
+    forms: Vec<Vec<u8>>,
+    /// Match only where the secret stands alone (not inside a longer run of letters and
+    /// digits): a 6-digit code must not match inside a timestamp or an id.
+    whole: bool,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret").field("kind", &self.kind).finish_non_exhaustive()
+    }
+}
+
+impl Secret {
+    /// A text secret, looked for as is.
+    pub fn text(kind: &'static str, value: &str) -> Secret {
+        Secret { kind, forms: vec![value.as_bytes().to_vec()], whole: false }
+    }
+
+    /// A short secret (a verification code), looked for only where it stands alone.
+    pub fn token(kind: &'static str, value: &str) -> Secret {
+        Secret { kind, forms: vec![value.as_bytes().to_vec()], whole: true }
+    }
+
+    /// Key material, looked for raw and in the text encodings a log line or a document would
+    /// use.
+    pub fn key(kind: &'static str, bytes: &[u8]) -> Secret {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let forms = vec![
+            bytes.to_vec(),
+            base64::engine::general_purpose::STANDARD.encode(bytes).into_bytes(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes).into_bytes(),
+            hex.clone().into_bytes(),
+            hex.to_ascii_uppercase().into_bytes(),
+        ];
+        Secret { kind, forms, whole: false }
+    }
+
+    /// Whether `haystack` holds this secret in any of its forms.
+    pub fn found_in(&self, haystack: &[u8]) -> bool {
+        self.forms.iter().any(|form| {
+            if self.whole {
+                crate::fixtures::contains_token(haystack, form)
+            } else {
+                crate::fixtures::contains_bytes(haystack, form)
+            }
+        })
+    }
+}
+
+/// A place the system keeps things, with its bytes.
+#[derive(Debug)]
+pub struct Place {
+    /// Where it is ("mongo <collection>", "redis", "log gateway", ...).
+    pub name: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Every document of `db` (one place per collection), as raw BSON.
+pub async fn mongo_places(db: &mongodb::Database) -> anyhow::Result<Vec<Place>> {
+    let mut places: Vec<Place> = Vec::new();
+    for doc in crate::fixtures::raw_documents(db).await? {
+        let name = format!("mongo {}", doc.collection);
+        match places.iter_mut().find(|p| p.name == name) {
+            Some(place) => place.bytes.extend_from_slice(&doc.bytes),
+            None => places.push(Place { name, bytes: doc.bytes }),
+        }
+    }
+    Ok(places)
+}
+
+/// Every folder's data key in `db`'s `data_keys` collection, unwrapped by the KMS API on
+/// `kms_port` under the encryption context keyvault binds each key to.
+pub async fn data_keys(db: &mongodb::Database, kms_port: u16) -> anyhow::Result<Vec<Vec<u8>>> {
+    let kms = crate::kms_client(kms_port);
+    let docs: Vec<bson::Document> =
+        db.collection::<bson::Document>("data_keys").find(bson::doc! {}).await?.try_collect().await?;
+    let mut keys = Vec::new();
+    for d in docs {
+        let folder_id = d.get_str("folder_id").context("data key without folder_id")?;
+        let version = d.get_i64("version").context("data key without version")?;
+        let blob = match d.get("wrapped") {
+            Some(bson::Bson::Binary(b)) => b.bytes.clone(),
+            _ => anyhow::bail!("data key of folder {folder_id} has no wrapped bytes"),
+        };
+        let out = kms
+            .decrypt()
+            .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(blob))
+            .encryption_context("folder_id", folder_id)
+            .encryption_context("key_version", version.to_string())
+            .send()
+            .await
+            .with_context(|| format!("KMS cannot unwrap the data key of folder {folder_id}"))?;
+        keys.push(out.plaintext.map(aws_sdk_kms::primitives::Blob::into_inner).context("no plaintext")?);
+    }
+    Ok(keys)
+}
+
+/// Each (place, secret kind) where a secret was found, once per pair, with how many secrets
+/// of that kind were found there. Empty when the system is clean. One pass over each place
+/// for all secrets at once (Aho-Corasick), so a soak's megabytes of logs and thousands of
+/// secrets take seconds.
+pub fn scan(places: &[Place], secrets: &[Secret]) -> anyhow::Result<Vec<String>> {
+    let mut patterns: Vec<&[u8]> = Vec::new();
+    let mut owner: Vec<usize> = Vec::new();
+    for (i, secret) in secrets.iter().enumerate() {
+        for form in secret.forms.iter().filter(|f| !f.is_empty()) {
+            patterns.push(form);
+            owner.push(i);
+        }
+    }
+    let mut hits = Vec::new();
+    if patterns.is_empty() {
+        return Ok(hits);
+    }
+    let matcher = aho_corasick::AhoCorasick::new(&patterns).context("building the secrets matcher")?;
+    for place in places {
+        let mut found = std::collections::BTreeSet::new();
+        for m in matcher.find_overlapping_iter(&place.bytes) {
+            let secret = owner[m.pattern().as_usize()];
+            if !secrets[secret].whole || crate::fixtures::stands_alone(&place.bytes, m.start(), m.len()) {
+                found.insert(secret);
+            }
+        }
+        let mut by_kind: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for secret in found {
+            *by_kind.entry(secrets[secret].kind).or_default() += 1;
+        }
+        hits.extend(by_kind.into_iter().map(|(kind, n)| format!("{}: {n} {kind}(s)", place.name)));
+    }
+    Ok(hits)
+}
