@@ -136,13 +136,15 @@ pub fn public_status(status: Status) -> Status {
         | Code::OutOfRange
         | Code::Unimplemented
         | Code::Unauthenticated
-        | Code::ResourceExhausted
-        | Code::Cancelled => {
+        | Code::ResourceExhausted => {
             // Our services' details (ErrorInfo, RetryInfo, BadRequest) pass through;
             // metadata does not.
             ensure_reason(Status::with_details(status.code(), status.message(), status.details().to_vec().into()))
         }
-        Code::Unavailable | Code::DeadlineExceeded => {
+        // CANCELLED from a backend is its own server giving up at the deadline this gateway
+        // set ("Timeout expired"): no service answers it on purpose, and the client can
+        // retry it like any other deadline.
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
             tracing::warn!(code = ?status.code(), message = status.message(), "backend unavailable");
             let not_yet = reason_of(&status).is_some_and(|r| r == status::reason_name(Reason::NotYetEverywhere));
             let reason = if not_yet { Reason::NotYetEverywhere } else { Reason::Unavailable };
@@ -171,6 +173,10 @@ mod tests {
         let s = public_status(Status::deadline_exceeded("keyvault timed out"));
         assert_eq!(s.code(), Code::Unavailable);
         assert!(!s.message().contains("keyvault"));
+        // A backend's server giving up at the gateway's deadline answers CANCELLED.
+        let s = public_status(Status::cancelled("Timeout expired"));
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(retry_delay(&s), Some(UNAVAILABLE_RETRY));
     }
 
     #[test]

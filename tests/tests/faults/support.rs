@@ -62,6 +62,8 @@ impl Fixture {
         let mut options = StackOptions::new(teamshare_bin()?);
         options.faults = true;
         options.durable_mongo = true;
+        // The production default (the bench's stack waits longer for its huge first reads).
+        options.extra_toml = "[gateway]\ndownstream_timeout_ms = 5000\n".into();
         adjust(&mut options);
         let stack = ProcessStack::start(&options).await?;
         let workload = Arc::new(Workload::setup(&stack.target(), workload_options()).await?);
@@ -76,8 +78,14 @@ impl Fixture {
 
     /// A bounded phase of the workload in the foreground.
     pub async fn phase(&self, requests: u64) -> anyhow::Result<Stats> {
-        let options = WorkloadOptions { max_requests: Some(requests), duration: Duration::from_secs(45), ..workload_options() };
-        self.workload.run(Some(&options)).await
+        self.workload.run(Some(&phase_options(requests))).await
+    }
+
+    /// A bounded phase of the workload in a task of its own, so that the test can break and
+    /// mend the stack while it runs.
+    pub fn spawn_phase(&self, requests: u64) -> JoinHandle<anyhow::Result<Stats>> {
+        let workload = self.workload.clone();
+        tokio::spawn(async move { workload.run(Some(&phase_options(requests))).await })
     }
 
     /// The consistency audit; fails the test with every violation found.
@@ -247,4 +255,9 @@ pub async fn sign_in(
 ) -> anyhow::Result<ts_testkit::Session> {
     let email = format!("{name}-{}@example.com", uuid::Uuid::new_v4().simple());
     ts_testkit::users::sign_in(gateway.clone(), &stack.mail_dir, &email).await
+}
+
+/// A phase of `requests` operations (at most 45 s).
+fn phase_options(requests: u64) -> WorkloadOptions {
+    WorkloadOptions { max_requests: Some(requests), duration: Duration::from_secs(45), ..workload_options() }
 }

@@ -45,6 +45,8 @@ pub struct Stats {
     /// UNKNOWN the server answered (with its error details), any answer that contradicts the
     /// ledger. Never holds tokens or item plaintext.
     pub unexpected: Vec<String>,
+    /// The first ~20 operations the retry loop gave up on, as "Op: Code: message (REASON)".
+    pub gave_up_samples: Vec<String>,
 }
 
 impl Default for Stats {
@@ -80,6 +82,7 @@ impl Stats {
             unexpected_count: 0,
             latencies: histogram(),
             unexpected: Vec::new(),
+            gave_up_samples: Vec::new(),
         }
     }
 
@@ -112,6 +115,11 @@ impl Stats {
                 self.unexpected.push(u.clone());
             }
         }
+        for g in &other.gave_up_samples {
+            if self.gave_up_samples.len() < KEEP_UNEXPECTED {
+                self.gave_up_samples.push(g.clone());
+            }
+        }
     }
 
     /// Human-readable lines: counts, codes, latencies and the unexpected failures.
@@ -130,6 +138,9 @@ impl Stats {
         ));
         for u in &self.unexpected {
             out.push_str(&format!("unexpected: {u}\n"));
+        }
+        for g in &self.gave_up_samples {
+            out.push_str(&format!("gave up: {g}\n"));
         }
         out
     }
@@ -151,6 +162,9 @@ impl Stats {
                 self.count(&format!("{:?}", f.code));
                 if f.expected() {
                     self.gave_up += 1;
+                    if self.gave_up_samples.len() < KEEP_UNEXPECTED {
+                        self.gave_up_samples.push(format!("{op}: {f}"));
+                    }
                 } else {
                     self.unexpected(format!("{op}: {f}"));
                 }
