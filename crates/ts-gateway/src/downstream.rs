@@ -126,7 +126,11 @@ fn client_deadline<T>(request: &Request<T>) -> Option<Duration> {
 /// naming only the request id, with the cause logged here.
 pub fn public_status(status: Status) -> Status {
     let request_id = current_request_id().map(|r| r.0).unwrap_or_default();
-    match status.code() {
+    // The connection to the backend broke mid-call (it was killed or restarted): the client
+    // library's own UNKNOWN "transport error", never one of our services' answers (those
+    // always carry an ErrorInfo). A retry reaches a live replica.
+    let code = if lost_connection(&status) { Code::Unavailable } else { status.code() };
+    match code {
         Code::InvalidArgument
         | Code::NotFound
         | Code::AlreadyExists
@@ -159,9 +163,29 @@ pub fn public_status(status: Status) -> Status {
     }
 }
 
+/// Whether `status` is the client library's report of a connection that broke mid-call
+/// (UNKNOWN or INTERNAL with the transport's error as its source and no ErrorInfo).
+fn lost_connection(status: &Status) -> bool {
+    matches!(status.code(), Code::Unknown | Code::Internal)
+        && reason_of(status).is_none()
+        && std::error::Error::source(status).is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_lost_mid_call_is_unavailable_and_a_bare_unknown_stays_internal() {
+        let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer");
+        let lost = Status::from_error(Box::new(broken));
+        assert_eq!(lost.code(), Code::Unknown, "what tonic makes of a broken connection");
+        let s = public_status(lost);
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(retry_delay(&s), Some(UNAVAILABLE_RETRY));
+        assert!(!s.message().contains("reset"));
+        assert_eq!(public_status(Status::unknown("no source")).code(), Code::Internal);
+    }
 
     #[test]
     fn internal_detail_never_reaches_the_client() {

@@ -300,7 +300,7 @@ impl Shared {
                 Err(e) => {
                     let e: BoxError = e.into();
                     if !never_reached_a_server(&*e) {
-                        return Err(e);
+                        return Err(lost_mid_call(&self.service, e));
                     }
                     // Passed over for a while only when it could not be reached at all (a
                     // GOAWAY race on a healthy replica is no reason).
@@ -315,6 +315,18 @@ impl Shared {
         }
         Err(last.unwrap_or_else(|| Box::new(tonic::Status::unavailable("no replica answered"))))
     }
+}
+
+/// A call that may have reached a replica but got no answer (the connection broke, the
+/// replica was killed, the deadline passed): UNAVAILABLE, which every caller retries or
+/// passes on as "retry later", instead of the UNKNOWN "transport error" (or CANCELLED
+/// "Timeout expired") the client library would make of it. A status stays as it is.
+fn lost_mid_call(service: &str, e: BoxError) -> BoxError {
+    if e.is::<tonic::Status>() {
+        return e;
+    }
+    tracing::debug!(service, error = %e, "call lost mid-way");
+    Box::new(tonic::Status::unavailable(format!("{service}: no answer (connection lost or deadline passed)")))
 }
 
 /// `e` and every error under it.

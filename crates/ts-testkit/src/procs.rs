@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// The transaction lifetime of the durable MongoDB-compatible server: a transaction whose
+/// client died (a service killed mid-write) holds its documents this long at most.
+pub const TRANSACTION_LIFETIME_SECS: u64 = 10;
+
 /// How long a child may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -87,7 +91,8 @@ impl ServerProcess {
         let logs = std::env::temp_dir().join("teamshare-test-logs");
         std::fs::create_dir_all(&logs)?;
         let log = logs.join(format!("{name}-{}-{port}.log", std::process::id()));
-        let out = std::fs::File::create(&log)?;
+        // Appended: a server restarted on the same port keeps the log of the one before.
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         // The watchdog: run the server in the background, block on our stdin, and kill
         // the server when stdin closes (we exited or dropped the handle).
         let child = Command::new("sh")
@@ -188,39 +193,41 @@ impl ServerProcess {
         Self::start_on("mongo", &bin, &args, &[], port, tcp_ready)
     }
 
-    /// Starts a MongoDB-compatible server that stores in `dir` (created if missing) and
-    /// syncs every commit to disk before acknowledging it, so that a restart on the same
-    /// directory keeps every acknowledged write.
+    /// Starts a MongoDB-compatible server that stores in `dir` (created if missing), syncs
+    /// every commit to disk before acknowledging it (so that a restart on the same directory
+    /// keeps every acknowledged write), and aborts a transaction idle for
+    /// [`TRANSACTION_LIFETIME_SECS`] (RELIABILITY.md: the `transactionLifetimeLimitSeconds`
+    /// an operator sets for teamshare, whose transactions last milliseconds).
     pub fn mongo_durable(dir: &Path) -> anyhow::Result<ServerProcess> {
-        let bin = venv_bin("secantusd-py")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let dir_arg = dir.to_string_lossy().into_owned();
-        Self::start(
-            "mongo",
-            &bin,
-            &[
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                "--storage-path",
-                &dir_arg,
-                "--sync-on-commit",
-                "--log-level",
-                "WARNING",
-            ],
-            None,
-            tcp_ready,
-        )
+        let mut last_err = None;
+        for _ in 0..5 {
+            match Self::mongo_durable_on(free_port(), dir) {
+                Ok(proc) => return Ok(proc),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("mongo did not start")))
     }
 
-    /// As `mongo_durable`, on `port` (a restart where the services expect it, on the same
-    /// directory).
+    /// [`ServerProcess::mongo_durable`] on `port` (a server "restarted" where the services
+    /// expect it, on the same directory).
     pub fn mongo_durable_on(port: u16, dir: &Path) -> anyhow::Result<ServerProcess> {
-        let bin = venv_bin("secantusd-py")?;
+        let python = venv_bin("python")?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let (port_arg, dir_arg) = (port.to_string(), dir.to_string_lossy().into_owned());
+        let lifetime = TRANSACTION_LIFETIME_SECS.to_string();
+        // secantusd's command line has no flag for the transaction lifetime its server
+        // takes (mongod's transactionLifetimeLimitSeconds): run its own entry point with that
+        // one argument given.
+        let launcher = "import functools, sys\n\
+            from secantus import cli, server\n\
+            S = server.SecantusDBServer\n\
+            S.__init__ = functools.partialmethod(S.__init__, transaction_lifetime_seconds=float(sys.argv.pop(1)))\n\
+            sys.exit(cli.main())\n";
         let args = [
+            "-c",
+            launcher,
+            &lifetime,
             "--host",
             "127.0.0.1",
             "--port",
@@ -231,7 +238,7 @@ impl ServerProcess {
             "--log-level",
             "WARNING",
         ];
-        Self::start_on("mongo", &bin, &args, &[], port, tcp_ready)
+        Self::start_on("mongo", &python, &args, &[], port, tcp_ready)
     }
 
     /// Starts a Redis server that keeps nothing on disk.
