@@ -174,7 +174,13 @@ pub async fn soak(args: SoakArgs) -> anyhow::Result<()> {
         seed: 2026,
     };
     let workload = Arc::new(Workload::setup(&stack.target(), workload_options.clone()).await?);
-    say!("{} users, {} requests/s, {} s warm-up, then {} s measured", args.users, args.rate, args.warmup_secs, args.secs);
+    say!(
+        "{} users, {} requests/s, {} s warm-up, then {} s measured",
+        args.users,
+        args.rate,
+        args.warmup_secs,
+        args.secs
+    );
 
     let warmup = WorkloadOptions { duration: Duration::from_secs(args.warmup_secs), ..workload_options.clone() };
     let warm = workload.run(Some(&warmup)).await?;
@@ -278,7 +284,8 @@ async fn scan_for_secrets(stack: &ProcessStack, workload: &Workload) -> anyhow::
     let mut places = hygiene::mongo_places(&db).await?;
     places.push(Place { name: "redis".into(), bytes: ts_testkit::redis_bytes(stack.redis.port)? });
     for (name, process) in stack.processes() {
-        places.push(Place { name: format!("log {name}"), bytes: std::fs::read(process.log_path()).unwrap_or_default() });
+        places
+            .push(Place { name: format!("log {name}"), bytes: std::fs::read(process.log_path()).unwrap_or_default() });
     }
     let mut kinds: Vec<&str> = secrets.iter().map(|s| s.kind).collect();
     kinds.sort_unstable();

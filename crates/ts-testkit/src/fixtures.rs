@@ -64,9 +64,9 @@ pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
 /// counts wherever it occurs).
 pub fn contains_token(bytes: &[u8], secret: &[u8]) -> bool {
     !secret.is_empty()
-        && (0..(bytes.len() + 1).saturating_sub(secret.len())).filter(|&i| bytes[i..].starts_with(secret)).any(|i| {
-            stands_alone(bytes, i, secret.len())
-        })
+        && (0..(bytes.len() + 1).saturating_sub(secret.len()))
+            .filter(|&i| bytes[i..].starts_with(secret))
+            .any(|i| stands_alone(bytes, i, secret.len()))
 }
 
 /// Whether the `len` bytes at `at` in `bytes` stand alone: no letter or digit right before or

@@ -15,10 +15,9 @@ use crate::support::{Fixture, Team, assert_no_unexpected, timed, until_ok};
 /// One call that needs `service`.
 async fn needs(team: &Team, service: Service) -> Result<(), tonic::Status> {
     match service {
-        Service::Auth => AuthServiceClient::new(team.gateway.clone())
-            .get_me(team.alice.request(GetMeRequest {}))
-            .await
-            .map(drop),
+        Service::Auth => {
+            AuthServiceClient::new(team.gateway.clone()).get_me(team.alice.request(GetMeRequest {})).await.map(drop)
+        }
         Service::Keyvault => team.create_folder(&team.alice, "Needs a new key").await.map(drop),
         Service::Folders => team.list_items(&team.bob).await,
         Service::Invitations => InvitationServiceClient::new(team.gateway.clone())

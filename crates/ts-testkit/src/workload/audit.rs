@@ -281,13 +281,13 @@ impl Workload {
         for id in known.iter().filter(|id| !ids.contains(id)) {
             audit.violations.push(format!("acknowledged folder {id} is not in the database"));
         }
-        let (removals, accepts): (BTreeMap<(String, usize), Option<u64>>, BTreeMap<String, Option<u64>>) =
-            self.with(|l| {
-                (
-                    l.members.iter().map(|(k, m)| (k.clone(), m.last_removal_seq)).collect(),
-                    l.invitations.iter().map(|(id, i)| (id.clone(), i.accept_seq)).collect(),
-                )
-            });
+        type Removals = BTreeMap<(String, usize), Option<u64>>;
+        let (removals, accepts): (Removals, BTreeMap<String, Option<u64>>) = self.with(|l| {
+            (
+                l.members.iter().map(|(k, m)| (k.clone(), m.last_removal_seq)).collect(),
+                l.invitations.iter().map(|(id, i)| (id.clone(), i.accept_seq)).collect(),
+            )
+        });
         let mut cursor = invitations.find(doc! { "folder_id": { "$in": ids.clone() } }).await?;
         while let Some(invitation) = cursor.try_next().await? {
             audit.invitations_checked += 1;

@@ -165,12 +165,14 @@ impl Workload {
                 Err(status) => status,
             };
             let mut failure = Failure::of(&status);
-            if failure.code == Code::Unauthenticated && failure.is("ACCESS_TOKEN_EXPIRED") && !refreshed {
-                if let (Some(user), Some(stale)) = (who, token.as_deref()) {
-                    refreshed = true;
-                    self.refresh(user, stale, stats).await?;
-                    continue;
-                }
+            if failure.code == Code::Unauthenticated
+                && failure.is("ACCESS_TOKEN_EXPIRED")
+                && !refreshed
+                && let (Some(user), Some(stale)) = (who, token.as_deref())
+            {
+                refreshed = true;
+                self.refresh(user, stale, stats).await?;
+                continue;
             }
             let Some(hint) = retryable(&status, &failure, policy) else {
                 failure.ambiguous = ambiguous;

@@ -592,10 +592,10 @@ impl Workload {
         };
         self.with(|l| {
             l.pending.retain(|p| p.request_id != request_id);
-            if let Some(f) = folder.as_ref().filter(|f| !f.id.is_empty()) {
-                if !l.folders.contains_key(&f.id) {
-                    l.add_folder(&f.id, actor);
-                }
+            if let Some(f) = folder.as_ref().filter(|f| !f.id.is_empty())
+                && !l.folders.contains_key(&f.id)
+            {
+                l.add_folder(&f.id, actor);
             }
         });
         match folder {
@@ -743,10 +743,12 @@ impl Workload {
                         accept_seq: None,
                     };
                     l.invitations.insert(i.id.clone(), rec);
-                    if let Some(m) = l.members.get_mut(&(i.folder_id.clone(), actor)) {
-                        if m.present == Some(false) && !m.busy && m.invited.is_none() {
-                            m.invited = Some(i.id.clone());
-                        }
+                    if let Some(m) = l.members.get_mut(&(i.folder_id.clone(), actor))
+                        && m.present == Some(false)
+                        && !m.busy
+                        && m.invited.is_none()
+                    {
+                        m.invited = Some(i.id.clone());
                     }
                 }
             }

@@ -253,9 +253,8 @@ impl Workload {
 
     /// Keeps `values` (secrets of `kind`) for [`Workload::secrets`].
     fn remember<I: IntoIterator<Item = String>>(&self, kind: &'static str, values: I) {
-        lock(&self.secrets).extend(
-            values.into_iter().filter(|v| !v.is_empty()).map(|v| crate::hygiene::Secret::text(kind, &v)),
-        );
+        lock(&self.secrets)
+            .extend(values.into_iter().filter(|v| !v.is_empty()).map(|v| crate::hygiene::Secret::text(kind, &v)));
     }
 
     /// Keeps a verification code for [`Workload::secrets`] (looked for where it stands alone).
@@ -294,10 +293,10 @@ impl Workload {
                             _ = stop.wait_for(|s| *s) => break,
                         }
                     }
-                    if let Some(max) = options.max_requests {
-                        if issued.fetch_add(1, Ordering::Relaxed) >= max {
-                            break;
-                        }
+                    if let Some(max) = options.max_requests
+                        && issued.fetch_add(1, Ordering::Relaxed) >= max
+                    {
+                        break;
                     }
                     self.step(&mut rng, &mut stats).await;
                 }
