@@ -108,11 +108,12 @@ fn sample(stack: &ProcessStack, counters: &ts_testkit::otlp::Counters) -> Vec<(S
 fn growth(start: &[(String, Sample)], end: &[(String, Sample)]) -> Vec<String> {
     let mut out = Vec::new();
     for ((name, a), (_, b)) in start.iter().zip(end) {
-        if b.rss_kib as f64 > a.rss_kib as f64 * MEMORY_GROWTH + MEMORY_SLACK_KIB as f64 {
-            out.push(format!("{name}: memory {} KiB → {} KiB", a.rss_kib, b.rss_kib));
-        }
-        // Only the services: the MongoDB-compatible server, Redis and moto are not ours.
+        // Only the services: the MongoDB-compatible server, Redis and moto are not ours (and
+        // the database grows with what the run stores).
         if Service::ALL.iter().any(|s| s.name() == name) {
+            if b.rss_kib as f64 > a.rss_kib as f64 * MEMORY_GROWTH + MEMORY_SLACK_KIB as f64 {
+                out.push(format!("{name}: memory {} KiB → {} KiB", a.rss_kib, b.rss_kib));
+            }
             if b.fds > a.fds + FD_SLACK {
                 out.push(format!("{name}: descriptors {} → {}", a.fds, b.fds));
             }
@@ -287,6 +288,11 @@ async fn scan_for_secrets(stack: &ProcessStack, workload: &Workload) -> anyhow::
         places
             .push(Place { name: format!("log {name}"), bytes: std::fs::read(process.log_path()).unwrap_or_default() });
     }
+    // The scan must see what it scans: every log written, the items stored (sealed).
+    let empty: Vec<&str> =
+        places.iter().filter(|p| p.name.starts_with("log ") && p.bytes.is_empty()).map(|p| p.name.as_str()).collect();
+    anyhow::ensure!(empty.is_empty(), "the hygiene scan found these logs empty: {empty:?}");
+    anyhow::ensure!(places.iter().any(|p| p.name == "mongo items" && !p.bytes.is_empty()), "no stored item to scan");
     let mut kinds: Vec<&str> = secrets.iter().map(|s| s.kind).collect();
     kinds.sort_unstable();
     kinds.dedup();

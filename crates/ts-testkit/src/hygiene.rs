@@ -146,3 +146,30 @@ pub fn scan(places: &[Place], secrets: &[Secret]) -> anyhow::Result<Vec<String>>
     }
     Ok(hits)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn place(bytes: &[u8]) -> Vec<Place> {
+        vec![Place { name: "log x".into(), bytes: bytes.to_vec() }]
+    }
+
+    #[test]
+    fn a_planted_secret_is_found_in_every_form_and_a_code_only_where_it_stands_alone() {
+        let key = [0xABu8; 32];
+        let secrets =
+            vec![Secret::key("data key", &key), Secret::token("code", "123456"), Secret::text("field", "Q3-m4rk")];
+        assert!(scan(&place(b"nothing here 1234567 t=2026-11-28T07:00:00.123456Z"), &secrets).unwrap().is_empty());
+        assert_eq!(scan(&place(b"code=123456;"), &secrets).unwrap(), ["log x: 1 code(s)"]);
+        assert_eq!(scan(&place(b"{\"name\":\"Q3-m4rk\"}"), &secrets).unwrap(), ["log x: 1 field(s)"]);
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+        let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
+        for form in [key.to_vec(), hex.into_bytes(), b64.into_bytes(), b64url.into_bytes()] {
+            let mut bytes = b"key: ".to_vec();
+            bytes.extend_from_slice(&form);
+            assert_eq!(scan(&place(&bytes), &secrets).unwrap(), ["log x: 1 data key(s)"]);
+        }
+    }
+}
