@@ -8,6 +8,7 @@
 //! The tests of this binary run one at a time (each starts a whole stack of processes, and
 //! the machine has two cores); each takes well under a minute.
 
+mod audit;
 mod kill;
 mod kms;
 mod mongo;

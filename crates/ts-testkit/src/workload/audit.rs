@@ -281,6 +281,33 @@ impl Workload {
         for id in known.iter().filter(|id| !ids.contains(id)) {
             audit.violations.push(format!("acknowledged folder {id} is not in the database"));
         }
+        // Every acknowledged item is stored (not only served from some replica's memory), in
+        // its folder, at least at the version its last acknowledged write returned. The mix
+        // never deletes or moves items.
+        let acked: Vec<(String, String, Option<u64>)> =
+            self.with(|l| l.items.iter().map(|(id, i)| (id.clone(), i.folder.clone(), i.version)).collect());
+        let item_ids: Vec<String> = acked.iter().map(|(id, _, _)| id.clone()).collect();
+        let stored: Vec<Document> = items
+            .find(doc! { "_id": { "$in": item_ids } })
+            .projection(doc! { "folder_id": 1, "version": 1 })
+            .await?
+            .try_collect()
+            .await
+            .context("reading items")?;
+        let stored: BTreeMap<&str, &Document> =
+            stored.iter().filter_map(|d| Some((d.get_str("_id").ok()?, d))).collect();
+        for (id, folder, version) in &acked {
+            match stored.get(id.as_str()) {
+                None => audit.violations.push(format!("acknowledged item {id} is not in the database")),
+                Some(d) if d.get_str("folder_id").ok() != Some(folder.as_str()) => {
+                    audit.violations.push(format!("acknowledged item {id} is stored outside its folder {folder}"))
+                }
+                Some(d) if version.is_some_and(|v| number(d.get("version")) < v as i64) => audit.violations.push(
+                    format!("item {id} is stored at version {}, older than acknowledged", number(d.get("version"))),
+                ),
+                Some(_) => {}
+            }
+        }
         type Removals = BTreeMap<(String, usize), Option<u64>>;
         let (removals, accepts): (Removals, BTreeMap<String, Option<u64>>) = self.with(|l| {
             (
