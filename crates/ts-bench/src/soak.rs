@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use teamshare::Service;
-use ts_testkit::hygiene::{self, Place, Secret};
+use ts_testkit::hygiene;
 use ts_testkit::stack::{ProcessStack, StackOptions};
 use ts_testkit::workload::{Stats, Workload, WorkloadOptions};
 
@@ -207,7 +207,7 @@ pub async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     say!("auditing every acknowledged write");
     let audit = workload.audit().await?;
     say!("scanning MongoDB, Redis and every log for the run's secrets");
-    let hygiene = scan_for_secrets(&stack, &workload).await?;
+    let hygiene = hygiene::scan_stack(&stack, workload.secrets()).await?;
 
     let grown = growth(&start, &end);
     let mut failures = Vec::new();
@@ -265,45 +265,4 @@ pub async fn soak(args: SoakArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(failures.is_empty(), "the soak failed:\n{}", failures.join("\n"));
     Ok(())
-}
-
-/// What the hygiene scan looked at and found.
-struct Hygiene {
-    secrets: usize,
-    kinds: String,
-    places: usize,
-    bytes: usize,
-    hits: Vec<String>,
-}
-
-async fn scan_for_secrets(stack: &ProcessStack, workload: &Workload) -> anyhow::Result<Hygiene> {
-    let db = stack.database().await?;
-    let mut secrets = workload.secrets();
-    for key in hygiene::data_keys(&db, stack.kms.port).await? {
-        secrets.push(Secret::key("data key", &key));
-    }
-    let mut places = hygiene::mongo_places(&db).await?;
-    places.push(Place { name: "redis".into(), bytes: ts_testkit::redis_bytes(stack.redis.port)? });
-    for (name, process) in stack.processes() {
-        places
-            .push(Place { name: format!("log {name}"), bytes: std::fs::read(process.log_path()).unwrap_or_default() });
-    }
-    // The scan must see what it scans: every log written, the items stored (sealed).
-    let empty: Vec<&str> =
-        places.iter().filter(|p| p.name.starts_with("log ") && p.bytes.is_empty()).map(|p| p.name.as_str()).collect();
-    anyhow::ensure!(empty.is_empty(), "the hygiene scan found these logs empty: {empty:?}");
-    anyhow::ensure!(places.iter().any(|p| p.name == "mongo items" && !p.bytes.is_empty()), "no stored item to scan");
-    let mut kinds: Vec<&str> = secrets.iter().map(|s| s.kind).collect();
-    kinds.sort_unstable();
-    kinds.dedup();
-    let counted: Vec<String> =
-        kinds.iter().map(|k| format!("{} {k}", secrets.iter().filter(|s| s.kind == *k).count())).collect();
-    let hits = hygiene::scan(&places, &secrets)?;
-    Ok(Hygiene {
-        secrets: secrets.len(),
-        kinds: counted.join(", "),
-        places: places.len(),
-        bytes: places.iter().map(|p| p.bytes.len()).sum(),
-        hits,
-    })
 }

@@ -212,6 +212,9 @@ impl Folders {
             // The caller has left the folder they made since.
             None => return Err(FoldersError::RequestInProgress),
         };
+        // The first attempt may have died between its commit and its invalidation: the
+        // caller's folder list must not be served without the folder after this answer.
+        self.joined(made.id.as_str(), user.user_id.as_str()).await;
         let view = self.open_folder(made, access).await?;
         if view.name != name {
             return Err(FoldersError::RequestIdReused);

@@ -196,6 +196,9 @@ impl Folders {
         if request.is_some()
             && let Some(made) = self.item_made_before(folder_id, &id, item).await?
         {
+            // The first attempt may have died between its commit and its invalidation (a
+            // replica killed): pages kept without the item must not outlive this answer.
+            self.changed(folder_id).await;
             return Ok(made);
         }
         let key = self.keys.newest(folder_id).await?;

@@ -163,12 +163,13 @@ pub fn public_status(status: Status) -> Status {
     }
 }
 
-/// Whether `status` is the client library's report of a connection that broke mid-call
-/// (UNKNOWN or INTERNAL with the transport's error as its source and no ErrorInfo).
+/// Whether `status` is the client library's report of a connection that closed or was reset
+/// mid-call (UNKNOWN or INTERNAL, no ErrorInfo, the transport's error as its source saying
+/// so). An HTTP/2 protocol error or a bare UNKNOWN stays INTERNAL: a retry meets it again.
 fn lost_connection(status: &Status) -> bool {
     matches!(status.code(), Code::Unknown | Code::Internal)
         && reason_of(status).is_none()
-        && std::error::Error::source(status).is_some()
+        && std::error::Error::source(status).is_some_and(ts_runtime::client::is_lost_connection)
 }
 
 #[cfg(test)]
@@ -185,6 +186,8 @@ mod tests {
         assert_eq!(retry_delay(&s), Some(UNAVAILABLE_RETRY));
         assert!(!s.message().contains("reset"));
         assert_eq!(public_status(Status::unknown("no source")).code(), Code::Internal);
+        let protocol = std::io::Error::other("frame with invalid size");
+        assert_eq!(public_status(Status::from_error(Box::new(protocol))).code(), Code::Internal, "not a lost peer");
     }
 
     #[test]

@@ -317,16 +317,46 @@ impl Shared {
     }
 }
 
-/// A call that may have reached a replica but got no answer (the connection broke, the
-/// replica was killed, the deadline passed): UNAVAILABLE, which every caller retries or
-/// passes on as "retry later", instead of the UNKNOWN "transport error" (or CANCELLED
-/// "Timeout expired") the client library would make of it. A status stays as it is.
+/// A call that may have reached a replica but got no answer: the connection closed or was
+/// reset under it (the replica was killed or restarted) → UNAVAILABLE; the deadline passed →
+/// DEADLINE_EXCEEDED. Either is what every caller retries or passes on as "retry later",
+/// instead of the UNKNOWN "transport error" or CANCELLED "Timeout expired" the client library
+/// would make of it. Any other failure (an HTTP/2 protocol error, a status) stays as it is:
+/// a retry would meet it again.
 fn lost_mid_call(service: &str, e: BoxError) -> BoxError {
     if e.is::<tonic::Status>() {
         return e;
     }
-    tracing::debug!(service, error = %e, "call lost mid-way");
-    Box::new(tonic::Status::unavailable(format!("{service}: no answer (connection lost or deadline passed)")))
+    if sources(&*e).any(|e| e.is::<tonic::TimeoutExpired>()) {
+        return Box::new(tonic::Status::deadline_exceeded(format!("{service}: no answer before the deadline")));
+    }
+    if is_lost_connection(&*e) {
+        tracing::debug!(service, error = %e, "connection lost mid-call");
+        return Box::new(tonic::Status::unavailable(format!("{service}: connection lost mid-call")));
+    }
+    e
+}
+
+/// Whether `e` (or an error under it) says the connection closed or was reset under a call:
+/// a peer that went away, not a peer that misbehaved (an HTTP/2 protocol or size error is
+/// not this).
+pub fn is_lost_connection(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, NotConnected, UnexpectedEof};
+    sources(e).any(|e| {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected
+            );
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            return h.is_closed() || h.is_incomplete_message() || h.is_canceled();
+        }
+        if let Some(h) = e.downcast_ref::<h2::Error>() {
+            return h.is_io() || h.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        false
+    })
 }
 
 /// `e` and every error under it.

@@ -44,6 +44,7 @@ impl Secret {
         let forms = vec![
             bytes.to_vec(),
             base64::engine::general_purpose::STANDARD.encode(bytes).into_bytes(),
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes).into_bytes(),
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes).into_bytes(),
             hex.clone().into_bytes(),
             hex.to_ascii_uppercase().into_bytes(),
@@ -110,6 +111,57 @@ pub async fn data_keys(db: &mongodb::Database, kms_port: u16) -> anyhow::Result<
         keys.push(out.plaintext.map(aws_sdk_kms::primitives::Blob::into_inner).context("no plaintext")?);
     }
     Ok(keys)
+}
+
+/// What a scan of a whole stack looked at and found.
+#[derive(Debug, Clone)]
+pub struct StackScan {
+    /// Secrets looked for.
+    pub secrets: usize,
+    /// How many of each kind, as "36 data key, 24 token, …".
+    pub kinds: String,
+    /// Places scanned.
+    pub places: usize,
+    /// Bytes scanned.
+    pub bytes: usize,
+    /// Where a secret was found (empty when clean).
+    pub hits: Vec<String>,
+}
+
+/// Scans a running stack for `secrets` plus every folder's data key (taken back out of its
+/// KMS): the raw BSON of every MongoDB collection, every Redis key and value, every
+/// process's log. Fails when a service's log is empty or no item is stored (the scan would
+/// see nothing).
+pub async fn scan_stack(stack: &crate::ProcessStack, mut secrets: Vec<Secret>) -> anyhow::Result<StackScan> {
+    let db = stack.database().await?;
+    for key in data_keys(&db, stack.kms.port).await? {
+        secrets.push(Secret::key("data key", &key));
+    }
+    let mut places = mongo_places(&db).await?;
+    places.push(Place { name: "redis".into(), bytes: crate::redis_bytes(stack.redis.port)? });
+    for (name, process) in stack.processes() {
+        places
+            .push(Place { name: format!("log {name}"), bytes: std::fs::read(process.log_path()).unwrap_or_default() });
+    }
+    // The services always log (their start at least); the stores may have nothing to say.
+    let services: Vec<String> = teamshare::Service::ALL.iter().map(|s| format!("log {}", s.name())).collect();
+    let empty: Vec<&str> =
+        places.iter().filter(|p| services.contains(&p.name) && p.bytes.is_empty()).map(|p| p.name.as_str()).collect();
+    anyhow::ensure!(empty.is_empty(), "the hygiene scan found these service logs empty: {empty:?}");
+    anyhow::ensure!(places.iter().any(|p| p.name == "mongo items" && !p.bytes.is_empty()), "no stored item to scan");
+    let mut kinds: Vec<&str> = secrets.iter().map(|s| s.kind).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let counted: Vec<String> =
+        kinds.iter().map(|k| format!("{} {k}", secrets.iter().filter(|s| s.kind == *k).count())).collect();
+    let hits = scan(&places, &secrets)?;
+    Ok(StackScan {
+        secrets: secrets.len(),
+        kinds: counted.join(", "),
+        places: places.len(),
+        bytes: places.iter().map(|p| p.bytes.len()).sum(),
+        hits,
+    })
 }
 
 /// Each (place, secret kind) where a secret was found, once per pair, with how many secrets

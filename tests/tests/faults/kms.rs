@@ -23,6 +23,13 @@ async fn kms_unreachable_cached_keys_serve_and_new_folders_wait_for_it() -> anyh
     }
     let during = fx.phase(60).await?;
     assert!(during.unexpected.is_empty(), "unexpected answers while KMS was away:\n{}", during.report());
+    // Held keys served: only new folders waited for KMS.
+    assert!(during.ok > 0, "nothing succeeded while KMS was away:\n{}", during.report());
+    assert!(
+        during.gave_up_samples.iter().all(|g| g.starts_with("CreateFolder")),
+        "only CreateFolder may wait for KMS:\n{}",
+        during.report()
+    );
     // A new folder needs a new data key: a clean refusal to retry, promptly.
     let (created, _) = timed("CreateFolder with KMS away", team.create_folder(&team.alice, "Needs a key")).await;
     let refused = created.expect_err("a folder cannot be made without KMS");

@@ -98,6 +98,10 @@ impl Fixture {
             audit.violations.join("\n")
         );
         anyhow::ensure!(audit.items_checked > 0 && audit.folders_checked > 0, "the audit checked nothing: {audit:?}");
+        // Error paths log the most: no secret the run produced may be in a log, MongoDB or
+        // Redis after a fault either.
+        let scan = ts_testkit::hygiene::scan_stack(&self.stack, self.workload.secrets()).await?;
+        anyhow::ensure!(scan.hits.is_empty(), "secrets found after the fault: {:?}", scan.hits);
         Ok(())
     }
 }
