@@ -4,6 +4,7 @@
 //! invitation without its membership) it names each.
 
 use bson::{Document, doc};
+use futures::TryStreamExt;
 
 use crate::support::{Fixture, assert_no_unexpected};
 
@@ -26,13 +27,20 @@ async fn the_audit_names_what_a_fault_could_leave_behind() -> anyhow::Result<()>
     // A folder's item counter off by one.
     let counted = folders.find_one(doc! { "items": { "$gt": 0_i64 } }).await?.expect("a folder with items");
     folders.update_one(doc! { "_id": counted.get_str("_id")? }, doc! { "$inc": { "items": 1_i64 } }).await?;
-    // An accepted invitation whose membership is gone.
-    let accepted = invitations.find_one(doc! { "state": "accepted" }).await?.expect("the setup accepts invitations");
+    // An accepted invitation whose membership is gone (one whose invitee is still a member:
+    // the mix removes members too).
+    let mut joined = None;
+    let mut cursor = invitations.find(doc! { "state": "accepted" }).await?;
+    while let Some(invitation) = cursor.try_next().await? {
+        let member =
+            doc! { "folder_id": invitation.get_str("folder_id")?, "email": invitation.get_str("invitee_email")? };
+        if let Some(m) = members.find_one(member).await? {
+            joined = Some((invitation, m));
+            break;
+        }
+    }
+    let (accepted, joined) = joined.expect("an accepted invitation whose invitee is a member");
     let folder_of_accepted = accepted.get_str("folder_id")?.to_owned();
-    let joined = members
-        .find_one(doc! { "folder_id": &folder_of_accepted, "email": accepted.get_str("invitee_email")? })
-        .await?
-        .expect("the invitee's membership");
     members.delete_one(doc! { "_id": joined.get("_id").cloned().expect("_id") }).await?;
     // A folder whose only manager became a viewer.
     let manager = members

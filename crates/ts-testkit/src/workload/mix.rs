@@ -32,7 +32,7 @@ use ts_proto::public::member_service_client::MemberServiceClient;
 use ts_proto::public::{
     AcceptInvitationRequest, AccessLevel, CreateFolderRequest, CreateInvitationRequest, CreateItemRequest,
     GetItemRequest, Item, ItemContent, ListFoldersRequest, ListItemsRequest, ListMembersRequest,
-    ListMyInvitationsRequest, PageRequest, Query, RemoveMemberRequest, UpdateItemRequest, UpdateMemberAccessRequest,
+    ListMyInvitationsRequest, PageRequest, RemoveMemberRequest, UpdateItemRequest, UpdateMemberAccessRequest,
 };
 
 use super::call::{Failure, NO_ABORTED, RETRY};
@@ -95,14 +95,7 @@ fn big_page() -> Option<PageRequest> {
 
 /// A query item's content.
 fn query(filter: &str) -> ItemContent {
-    ItemContent {
-        content: Some(Content::Query(Query {
-            database: "sales".into(),
-            collection: "orders".into(),
-            filter: filter.into(),
-            ..Default::default()
-        })),
-    }
+    crate::fixtures::query_content(filter)
 }
 
 /// An item's fields and version as answered.
@@ -117,6 +110,18 @@ pub(super) fn value_of(item: Option<&Item>) -> Option<(ItemValue, u64)> {
 }
 
 impl Workload {
+    /// A create that failed after its retries: still pending (its outcome is not known) when
+    /// the failure was transient, forgotten otherwise (nothing was made).
+    fn create_failed(&self, request_id: &str, f: &Failure) {
+        self.with(|l| {
+            if f.transient {
+                l.pending.iter_mut().filter(|p| p.request_id == request_id).for_each(|p| p.busy = false);
+            } else {
+                l.pending.retain(|p| p.request_id != request_id);
+            }
+        });
+    }
+
     /// `f` on the ledger (never held across an await).
     pub(super) fn with<R>(&self, f: impl FnOnce(&mut Ledger) -> R) -> R {
         f(&mut lock(&self.ledger))
@@ -372,13 +377,7 @@ impl Workload {
         let reply = match result {
             Ok(reply) => reply,
             Err(f) => {
-                self.with(|l| {
-                    if f.transient {
-                        l.pending.iter_mut().filter(|p| p.request_id == request_id).for_each(|p| p.busy = false);
-                    } else {
-                        l.pending.retain(|p| p.request_id != request_id);
-                    }
-                });
+                self.create_failed(request_id, &f);
                 return Verdict::Failed(f);
             }
         };
@@ -580,13 +579,7 @@ impl Workload {
         let folder = match result {
             Ok(reply) => reply.folder,
             Err(f) => {
-                self.with(|l| {
-                    if f.transient {
-                        l.pending.iter_mut().filter(|p| p.request_id == request_id).for_each(|p| p.busy = false);
-                    } else {
-                        l.pending.retain(|p| p.request_id != request_id);
-                    }
-                });
+                self.create_failed(request_id, &f);
                 return Verdict::Failed(f);
             }
         };
