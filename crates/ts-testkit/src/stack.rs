@@ -486,7 +486,14 @@ fn mongo_uri(port: u16) -> String {
 /// A new TLS connection to a server on loopback `port` that presents a certificate for
 /// `localhost` from the dev CA (the gateway's public listener, the echo, the forwarder).
 pub async fn public_channel(certs: &DevCertPaths, port: u16) -> anyhow::Result<Channel> {
-    let ca = std::fs::read(certs.ca_cert())?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    Ok(public_endpoint(certs, addr)?.tcp_nodelay(true).connect().await?)
+}
+
+/// The endpoint of a server at `addr` that presents a certificate for `localhost` from the
+/// dev CA, for callers that set their own timeouts or connect lazily.
+pub fn public_endpoint(certs: &DevCertPaths, addr: SocketAddr) -> anyhow::Result<Endpoint> {
+    let ca = std::fs::read(certs.ca_cert()).context("reading the CA certificate")?;
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
-    Ok(Endpoint::from_shared(format!("https://127.0.0.1:{port}"))?.tls_config(tls)?.tcp_nodelay(true).connect().await?)
+    Ok(Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?)
 }

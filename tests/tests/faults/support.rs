@@ -241,12 +241,8 @@ impl Team {
 /// A channel to the stack's gateway that connects on first use and again after the gateway
 /// restarts, as a client SDK's does.
 pub fn lazy_gateway(stack: &ProcessStack) -> anyhow::Result<tonic::transport::Channel> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-    let ca = std::fs::read(stack.certs.ca_cert())?;
-    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
-    let port = stack.service(teamshare::Service::Gateway)?.port;
-    Ok(Endpoint::from_shared(format!("https://127.0.0.1:{port}"))?
-        .tls_config(tls)?
+    let gateway = stack.addr(teamshare::Service::Gateway);
+    Ok(ts_testkit::stack::public_endpoint(&stack.certs, gateway)?
         .connect_timeout(Duration::from_secs(2))
         .connect_lazy())
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use ts_proto::public::auth_service_client::AuthServiceClient;
 use ts_proto::public::{CompleteEmailVerificationRequest, StartEmailVerificationRequest};
 
@@ -181,11 +181,8 @@ impl Workload {
     /// none is set up.
     pub async fn setup(target: &Target, options: WorkloadOptions) -> anyhow::Result<Workload> {
         ts_runtime::tls::install_crypto_provider();
-        let ca = std::fs::read(target.certs.ca_cert()).context("reading the CA certificate")?;
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
         // Lazy: a restarted gateway is reconnected to on the next call.
-        let channel = Endpoint::from_shared(format!("https://{}", target.gateway))?
-            .tls_config(tls)?
+        let channel = crate::stack::public_endpoint(&target.certs, target.gateway)?
             .connect_timeout(Duration::from_secs(3))
             .timeout(call::ATTEMPT_TIMEOUT + Duration::from_secs(2))
             .connect_lazy();
